@@ -1,0 +1,5 @@
+#include "bindings/bindings.h"
+
+namespace upper_fast::bindings {
+void register_featurizer(pybind11::module_& m) { (void)m; }
+}  // namespace upper_fast::bindings
