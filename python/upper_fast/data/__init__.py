@@ -1,0 +1,3 @@
+"""Search-log input: schema, validation, simulated marketplace, real judged data."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""featurizer (being built)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""index (being built)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""kernels (being built)."""
+
+__all__: list[str] = []

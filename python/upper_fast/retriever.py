@@ -1,0 +1,3 @@
+"""retriever (being built)."""
+
+__all__: list[str] = []
