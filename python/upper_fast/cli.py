@@ -13,7 +13,8 @@ import sys
 # Areas that add subcommands, in help order.
 _COMMAND_MODULES = (
     "upper_fast.data.cli",       # generate, validate
-    "upper_fast.train_cli",      # pretrain, train, eval (needs the [train] extra at run time)
+    "upper_fast.train_cli",      # train (needs the [train] extra at run time)
+    "upper_fast.eval_cli",       # eval (needs the [train] extra at run time)
     "upper_fast.serve_cli",      # export, search, info, demo
 )
 
