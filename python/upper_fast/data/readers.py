@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from upper_fast._core import FormatError
 from upper_fast.data.schema import DataConfig
@@ -244,10 +245,9 @@ def _iter_csv(path: Path, table: str, config: DataConfig, required: tuple[str, .
         width = len(source)
         row_no = 0
         while True:
-            cols: list[list[Any]] = [[] for _ in range(width)]
+            good: list[list[str]] = []
             rows: list[int] = []
             lines: list[int] = []
-            originals: list[dict[str, Any]] = []
             rejected: list[RejectedRow] = []
             while len(rows) < config.batch_rows:
                 start_line = reader.line_num + 1
@@ -269,25 +269,45 @@ def _iter_csv(path: Path, table: str, config: DataConfig, required: tuple[str, .
                         f"{len(fields)} fields, header has {width}",
                     ))
                     continue
-                bad = next((i for i, f in enumerate(fields) if _has_bad_bytes(f)), None)
-                if bad is not None:
+                if _has_bad_bytes("".join(fields)):  # one encode per row; find the field only when bad
+                    bad = next(i for i, f in enumerate(fields) if _has_bad_bytes(f))
                     rejected.append(RejectedRow(
                         row_no, start_line, {s: _visible(f) for s, f in zip(source, fields)}, "invalid_utf8",
                         source[bad], "value is not valid UTF-8",
                     ))
                     continue
-                for i, f in enumerate(fields):
-                    cols[i].append(f if f != "" else None)
+                good.append(fields)
                 rows.append(row_no)
                 lines.append(start_line)
-                originals.append(dict(zip(source, fields)))
             if not rows and not rejected:
                 return
-            columns = dict(zip(canonical, cols))
-            yield RawBatch(str(path), columns, rows, lines, originals.__getitem__, rejected)
+            # CSV fields are all text: as Arrow string arrays (empty -> null) they take the vectorised
+            # conversions
+            columns: dict[str, Any] = {}
+            for name, col in zip(canonical, zip(*good) if good else [() for _ in canonical]):
+                arr = pa.array(col, pa.string())
+                columns[name] = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+            yield RawBatch(str(path), columns, rows, lines,
+                           lambda i, _g=good: dict(zip(source, _g[i])), rejected)
 
 
 # ---------------------------------------------------------------- JSONL
+def _typed_or_list(values: list[Any]) -> Any:
+    """A JSON column as an Arrow array when its values share one safe type (vectorised checks),
+    else the list itself (per-value checks). Floats stay lists: an id 1 beside 1.5 must not become 1.0."""
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        return values
+    t = arr.type
+    if pa.types.is_string(t) or pa.types.is_integer(t) or pa.types.is_null(t) or (
+        pa.types.is_list(t) and pa.types.is_string(t.value_type)
+    ):
+        return arr
+    return values
+
+
+
 def _iter_jsonl(path: Path, table: str, config: DataConfig, required: tuple[str, ...]) -> Iterator[RawBatch]:
     mapping = config.columns.get(table, {})
     try:
@@ -337,8 +357,6 @@ def _iter_jsonl(path: Path, table: str, config: DataConfig, required: tuple[str,
                 rows.append(row_no)
                 lines.append(line_no)
             if not rows and not rejected:
-                if first_batch:
-                    return
                 return
             present: dict[str, str] = {}
             for rec in records:
@@ -352,5 +370,5 @@ def _iter_jsonl(path: Path, table: str, config: DataConfig, required: tuple[str,
             for src, name in present.items():
                 if name in columns:
                     raise FormatError(f"{path}: line {lines[0]}: column {name!r} appears twice (after column mapping)")
-                columns[name] = [rec.get(src) for rec in records]
+                columns[name] = _typed_or_list([rec.get(src) for rec in records])
             yield RawBatch(str(path), columns, rows, lines, lambda i, _r=records: _json_safe(_r[i]), rejected)

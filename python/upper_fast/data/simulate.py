@@ -706,6 +706,11 @@ def measure_world(out_dir: str | Path) -> dict[str, Any]:
              "shown": float(pref[users[s_in], gt_p[prod[s_in]]].mean()) if len(s_in) else None}
     ts = log.column("timestamp").to_numpy()
     signed_in = float((users >= 0).mean())
+    created = pq.read_table(out / "ground_truth_products.parquet").column("created_at").to_numpy()
+    eval_buy = buy[ts[buy] >= meta["train_end"]]
+    new_share = float((created[prod[eval_buy]] >= meta["train_start"]).mean()) if len(eval_buy) else 0.0
+    seg_rows = np.array([segment.get(q, "unknown") for q in queries[shown_mask]], dtype=object)
+    traffic = {s: float((seg_rows == s).mean()) for s in ("head", "torso", "tail")}
     return {
         "simulated": True,
         "rows": log.num_rows,
@@ -719,5 +724,7 @@ def measure_world(out_dir: str | Path) -> dict[str, Any]:
         "style_preference_of_purchased_vs_shown": style,
         "signed_in_row_share": signed_in,
         "eval_row_share": float((ts >= meta["train_end"]).mean()),
+        "eval_purchases_of_products_listed_during_log": new_share,
+        "shown_share_by_query_segment": traffic,
         "distinct_queries": int(len(np.unique(queries))),
     }
