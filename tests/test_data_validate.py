@@ -281,3 +281,28 @@ def test_timestamp_parsing() -> None:
     assert bad.tolist() == [True, False, False]  # before 1970 is out of range
     values, missing, bad = convert_timestamp(pa.array(["1700000000", " 5 ", None]), 3)
     assert values.tolist() == [1700000000, 5, 0] and missing.tolist() == [False, False, True]
+
+
+def test_quarantine_file_is_in_input_order_and_codes(tmp_path: Path) -> None:
+    _write_catalog_csv(tmp_path)
+    _write_log(tmp_path, "csv")
+    ds = load_dataset(tmp_path, quarantine_dir=tmp_path / "q", progress=False)
+    rows = [json.loads(x)["row"] for x in (tmp_path / "q" / "search_log.quarantine.jsonl").read_text().splitlines()]
+    assert rows == sorted(rows)
+    codes = ds.interaction_codes()
+    assert codes.dtype == np.int8
+    names = ds.log.column("interaction").to_pylist()
+    assert [["impression", "click", "favorite", "add_to_cart", "purchase"][c] for c in codes] == names
+
+
+def test_parquet_string_column_with_invalid_utf8_is_quarantined_per_row(tmp_path: Path) -> None:
+    raw = pa.array([b"Red Mug", b"caf\xe9 mug", b"Blue Mug"], pa.binary())
+    titles = pa.Array.from_buffers(pa.string(), 3, raw.buffers())  # a string column holding bad bytes
+    pq.write_table(pa.table({"product_id": ["p1", "p2", "p3"], "title": titles}), tmp_path / "catalog.parquet")
+    (tmp_path / "search_log.csv").write_text("timestamp,query,product_id,interaction\n1,mug,p3,click\n", "utf-8")
+    ds = load_dataset(tmp_path, quarantine_dir=tmp_path / "q", progress=False)
+    assert ds.catalog.column("product_id").to_pylist() == ["p1", "p3"]
+    record = json.loads((tmp_path / "q" / "catalog.quarantine.jsonl").read_text("utf-8"))
+    assert (record["row"], record["reason"], record["column"]) == (2, "invalid_utf8", "title")
+    assert record["original"] == {"product_id": "p2", "title": "caf\\xe9 mug"}
+    assert ds.log.num_rows == 1 and ds.report.reconciles()

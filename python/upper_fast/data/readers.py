@@ -152,6 +152,10 @@ def _has_bad_bytes(text: str) -> bool:
 
 
 # ---------------------------------------------------------------- Parquet
+def _parquet_row(batch: pa.RecordBatch, i: int) -> dict[str, Any]:
+    return {k: _json_safe(v) for k, v in batch.slice(i, 1).to_pylist()[0].items()}
+
+
 def _iter_parquet(path: Path, table: str, config: DataConfig, required: tuple[str, ...]) -> Iterator[RawBatch]:
     import pyarrow.parquet as pq
 
@@ -175,12 +179,14 @@ def _iter_parquet(path: Path, table: str, config: DataConfig, required: tuple[st
         columns: dict[str, Any] = {}
         bad_utf8: set[int] = set()
         bad_column: dict[int, str] = {}
+        raw_cols: list[pa.Array] = []  # invalid string columns as binary, so originals can be shown
         for name, src, col in zip(canonical, source, batch.columns):
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
                 try:
                     col.validate(full=True)
                 except pa.ArrowInvalid:
-                    col = col.cast(pa.binary() if pa.types.is_string(col.type) else pa.large_binary())
+                    col = col.view(pa.binary() if pa.types.is_string(col.type) else pa.large_binary())
+            raw_cols.append(col)
             if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
                 values = col.to_pylist()
                 decoded: list[str | None] = []
@@ -198,24 +204,20 @@ def _iter_parquet(path: Path, table: str, config: DataConfig, required: tuple[st
             else:
                 columns[name] = col
 
-        def original(i: int, _batch: pa.RecordBatch = batch) -> dict[str, Any]:
-            return {k: _json_safe(v) for k, v in _batch.slice(i, 1).to_pylist()[0].items()}
-
+        batch = pa.RecordBatch.from_arrays(raw_cols, names=source)
         rows = list(range(first, first + n))
         rejected = [
-            RejectedRow(rows[i], None, original(i), "invalid_utf8", bad_column[i], "value is not valid UTF-8")
+            RejectedRow(rows[i], None, _parquet_row(batch, i), "invalid_utf8", bad_column[i],
+                        "value is not valid UTF-8")
             for i in sorted(bad_utf8)
         ]
+        kept = batch
         if bad_utf8:
-            keep = [i for i in range(n) if i not in bad_utf8]
-            idx = pa.array(keep, type=pa.int64())
-            columns = {k: v.take(idx) for k, v in columns.items()}
-            kept_batch = batch.take(idx)
-
-            def original(i: int, _batch: pa.RecordBatch = kept_batch) -> dict[str, Any]:  # noqa: F811
-                return {k: _json_safe(v) for k, v in _batch.slice(i, 1).to_pylist()[0].items()}
-
-            rows = [rows[i] for i in keep]
+            keep = pa.array([i for i in range(n) if i not in bad_utf8], type=pa.int64())
+            columns = {k: v.take(keep) for k, v in columns.items()}
+            kept = batch.take(keep)
+            rows = [rows[i] for i in keep.to_pylist()]
+        original = (lambda i, _b=kept: _parquet_row(_b, i))
         yield RawBatch(str(path), columns, rows, None, original, rejected)
         first += n
 

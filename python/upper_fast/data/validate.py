@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -132,7 +132,7 @@ class ValidatedTables:
     log: pa.Table
 
 
-def output_schema(table: str, quality_columns: list[str] = ()) -> pa.Schema:  # type: ignore[assignment]
+def output_schema(table: str, quality_columns: Sequence[str] = ()) -> pa.Schema:
     """The canonical Arrow schema of an accepted table."""
     if table == "catalog":
         return pa.schema(
@@ -252,14 +252,15 @@ class _TableValidator:
             required = tuple(c for c in required if c != "user_id")  # absent column: everyone signed out
         for batch in iter_batches(path, self.table, self.config, required):
             fr.rows_in += len(batch) + len(batch.rejected)
-            for rej in batch.rejected:
-                self._quarantine(fr, {"table": self.table, "file": str(path), "row": rej.row, "line": rej.line,
-                                      "reason": rej.reason, "column": rej.column, "detail": rej.detail,
-                                      "original": rej.original})
+            records = [{"table": self.table, "file": str(path), "row": rej.row, "line": rej.line,
+                        "reason": rej.reason, "column": rej.column, "detail": rej.detail, "original": rej.original}
+                       for rej in batch.rejected]
             if len(batch):
-                accepted = self._validate_batch(batch, fr)
+                accepted = self._validate_batch(batch, records)
                 fr.accepted += accepted.num_rows
                 self._emit(accepted)
+            for record in sorted(records, key=lambda r: r["row"]):  # quarantine file in input order
+                self._quarantine(fr, record)
             progress.update(len(batch) + len(batch.rejected))
         if self.table != "catalog":
             extra = sorted(self.columns_seen - set(KNOWN_COLUMNS[self.table]))
@@ -272,7 +273,8 @@ class _TableValidator:
         fr.by_reason[record["reason"]] = fr.by_reason.get(record["reason"], 0) + 1
         self.quarantine.write(self.table, record)
 
-    def _validate_batch(self, batch: RawBatch, fr: FileReport) -> pa.Table:
+    def _validate_batch(self, batch: RawBatch, records: list[dict[str, Any]]) -> pa.Table:
+        """Check one batch; append a quarantine record per rejected row; return the accepted rows."""
         n = len(batch)
         cols = batch.columns
         self.columns_seen |= set(cols)
@@ -370,7 +372,7 @@ class _TableValidator:
 
         bad_rows = np.flatnonzero(reason >= 0)
         for i in bad_rows:
-            self._quarantine(fr, {
+            records.append({
                 "table": self.table, "file": batch.file, "row": batch.rows[i],
                 "line": batch.lines[i] if batch.lines is not None else None,
                 "reason": REASONS[reason[i]], "column": column[i], "detail": detail.get(int(i), ""),
