@@ -29,6 +29,10 @@ __all__ = [
     "topk_inner_product",
 ]
 
+# Resolve the kernel table now, so a bad UPPER_FAST_SIMD (unknown level, or one this CPU lacks)
+# fails `import upper_fast` with a ValueError rather than the first call that scores something.
+_core.simd_level()
+
 #: Interaction type names by code (code 0 is a negative / no engagement).
 INTERACTION_TYPES: tuple[str, ...] = ("negative", "click", "favorite", "add_to_cart", "purchase")
 
