@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import featurizer_reference as ref
+import upper_fast
 from upper_fast import Featurizer, FeaturizerConfig, unicode_version
 
 SMALL = FeaturizerConfig(word_buckets=97, bigram_buckets=89, trigram_buckets=83, max_query_terms=8)
@@ -108,10 +109,11 @@ def test_ids_identical_across_processes() -> None:
         "import json; from upper_fast import Featurizer;"
         "f = Featurizer(); print(json.dumps(f.featurize(%r, 32).tolist()))" % (TEXTS,)
     )
-    root = Path(__file__).resolve().parents[1]
+    # The directory the tested upper_fast was imported from (in-place build or installed wheel).
+    package_root = Path(upper_fast.__file__).resolve().parents[1]
     outputs = []
     for seed in ("1", "12345"):
-        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(root / "python"))
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(package_root))
         proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         outputs.append(json.loads(proc.stdout))

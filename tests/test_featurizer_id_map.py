@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import numpy as np
@@ -36,6 +37,14 @@ def test_query_keys_round_trip() -> None:
     f = Featurizer()
     m = StringIdMap(f.query_keys(["Angle Bracket", "PVC pipe"]))
     assert m.lookup(f.query_keys(["angle-bracket!", "pvc  PIPE", "other"])).tolist() == [0, 1, -1]
+
+
+def test_pickle_round_trip() -> None:
+    m = StringIdMap(["a", "bä", ""])
+    m2 = pickle.loads(pickle.dumps(m))
+    assert m2.keys() == m.keys() and m2.lookup(["", "bä", "z"]).tolist() == [2, 1, -1]
+    f = pickle.loads(pickle.dumps(Featurizer()))
+    assert f.term_ids("angle bracket").tolist() == Featurizer().term_ids("angle bracket").tolist()
 
 
 def test_errors() -> None:

@@ -195,6 +195,10 @@ class Featurizer:
     def from_dict(cls, data: dict[str, Any]) -> Featurizer:
         return cls(FeaturizerConfig.from_dict(data))
 
+    def __reduce__(self) -> tuple[type[Featurizer], tuple[FeaturizerConfig]]:
+        # Picklable, so DataLoader workers started by spawn get an identical featurizer.
+        return (Featurizer, (self.config,))
+
     def __repr__(self) -> str:
         return f"Featurizer({self.config!r})"
 
@@ -231,6 +235,9 @@ class StringIdMap:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
+
+    def __reduce__(self) -> tuple[type[StringIdMap], tuple[list[str]]]:
+        return (StringIdMap, (self.keys(),))
 
     def __repr__(self) -> str:
         return f"StringIdMap(<{len(self)} keys>)"
