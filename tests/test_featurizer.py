@@ -183,3 +183,26 @@ def test_dict_round_trip() -> None:
         Featurizer.from_dict({**data, "unicode_version": "1.0.0"})
     with pytest.raises(ValueError, match="hash"):
         Featurizer.from_dict({**data, "hash": "md5"})
+
+
+def test_pyarrow_columns_match_lists() -> None:
+    pa = pytest.importorskip("pyarrow")
+    f = Featurizer(SMALL)
+    texts = TEXTS * 3
+    expected = f.featurize(texts, 12)
+    for column in (
+        pa.array(texts),
+        pa.array(texts, pa.large_string()),
+        pa.chunked_array([pa.array(texts[:5]), pa.array(texts[5:])]),
+        pa.chunked_array([pa.array(texts[:7], pa.large_string()), pa.array(texts[7:], pa.large_string())]),
+        pa.array(["pad"] + texts)[1:],  # sliced: nonzero offset
+    ):
+        assert np.array_equal(f.featurize(column, 12), expected)
+    with_null = f.featurize(pa.array(["a b", None, "c"]), 4)
+    assert np.array_equal(with_null, f.featurize(["a b", "", "c"], 4))
+    assert f.featurize(pa.array([], pa.string()), 4).shape == (0, 4)
+    with pytest.raises(TypeError, match="strings"):
+        f.featurize(pa.array([1, 2]), 4)
+    bad = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(np.array([0, 2], np.int32)), pa.py_buffer(b"\xffa")])
+    with pytest.raises(ValueError, match="byte offset 0"):
+        f.featurize(bad, 4)

@@ -59,3 +59,11 @@ def test_errors() -> None:
         m.lookup([b"a"])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="key must be str"):
         m.get(3)  # type: ignore[arg-type]
+
+
+def test_lookup_pyarrow_column() -> None:
+    pa = pytest.importorskip("pyarrow")
+    m = StringIdMap(["p1", "p2", ""])
+    column = pa.chunked_array([pa.array(["p2", None, "zz"]), pa.array(["", "p1"])])
+    assert m.lookup(column).tolist() == [1, -1, -1, 2, 0]
+    assert m.lookup(pa.array(["x", "p1", "p2"])[1:]).tolist() == [0, 1]
