@@ -308,3 +308,12 @@ def test_bm25_on_a_home_depot_dev_subset(shared_data) -> None:
     assert m["queries"] == 200
     assert 0.25 < m["R@10"] <= m["R@100"] <= m["R@1000"] <= 1.0
     assert m["R@100"] > 0.5 and 0.15 < m["nDCG@10"] < 0.6
+
+
+def test_eval_command_is_registered() -> None:
+    from upper_fast.cli import build_parser
+
+    args = build_parser().parse_args(["eval", "some_run", "--homedepot", "--json", "--ks", "10", "100"])
+    assert args.command == "eval" and args.json and args.ks == [10, 100]
+    assert str(args.homedepot) == "../shared/data/homedepot" and args.data is None
+    assert callable(args.func)

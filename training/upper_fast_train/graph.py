@@ -281,7 +281,9 @@ def train_graph_embeddings(
         )
 
     walks = random_walks(graph, walks_per_node, walk_length, seed=seed, progress=progress)
-    sentences = [[str(n) for n in walk] for walk in walks]
+    # One shared string object per node keeps the corpus small (gensim needs string tokens).
+    tokens = np.array([str(n) for n in range(graph.n_nodes)], dtype=object)
+    sentences = tokens[walks].tolist()
     model = Word2Vec(
         vector_size=dim,
         window=window,
