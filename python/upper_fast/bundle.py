@@ -205,6 +205,25 @@ def hydrated_product_matrix(product_vectors: np.ndarray, quality: np.ndarray, sc
     return np.ascontiguousarray(np.concatenate([hydrated, extra[:, None]], axis=1))
 
 
+def hydrated_ann_recall(index: Any, hydrated: np.ndarray, queries: np.ndarray, weights: np.ndarray, ef: int,
+                        mips_augment: bool, k: int = 100) -> float:
+    """Recall@k of the ANN index against exact scoring of the same hydrated vectors.
+
+    queries (m, D) float32 raw query vectors; weights (F,) float32. The exact side uses
+    upper_fast.topk_inner_product over the hydrated matrix (n, D+F[+1]).
+    """
+    from upper_fast.kernels import hydrate_queries, topk_inner_product
+
+    hq = hydrate_queries(np.ascontiguousarray(queries, dtype=np.float32), weights)
+    if mips_augment:
+        hq = np.ascontiguousarray(np.concatenate([hq, np.zeros((hq.shape[0], 1), np.float32)], axis=1))
+    k = min(k, hydrated.shape[0])
+    exact = topk_inner_product(hq, hydrated, k)
+    approx = index.search(hq, k, ef=max(ef, k))
+    hits = sum(len(set(a[a >= 0].tolist()) & set(e[e >= 0].tolist())) for a, e in zip(approx.ids, exact.ids))
+    return hits / float(exact.counts.sum())
+
+
 def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | os.PathLike[str],
                  featurizer_config: dict[str, int], query_keys: Sequence[str], query_graph: np.ndarray,
                  product_ids: Sequence[str], product_graph: np.ndarray, product_vectors: np.ndarray,
@@ -212,7 +231,8 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
                  users: Any, countries: Sequence[str], hist_items: int, hist_queries: int,
                  model_version: str, index_dtype: str = "f32", index_M: int = 16,
                  index_ef_construction: int = 200, ef_search: int = 128, seed: int = 0,
-                 extra: dict[str, Any] | None = None, overwrite: bool = False) -> dict[str, Any]:
+                 extra: dict[str, Any] | None = None, overwrite: bool = False,
+                 recall_queries: np.ndarray | None = None) -> dict[str, Any]:
     """Write a complete bundle atomically (temp dir beside `bundle_dir`, then one rename).
 
     query_graph (nq, G) f32; product_graph (n, G) f32; product_vectors (n, D) f32 L2-normalised;
@@ -221,6 +241,8 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
     "purchase"} raw-cosine thresholds; users: pyarrow Table with user_id (string), country (int32,
     0 = unknown), hist_rows (list<int32>, product rows oldest first), hist_types (list<int8>),
     hist_queries (list<string>). Builds the index with upper_fast.Index over the hydrated vectors.
+    recall_queries: optional (m, D) float32 query vectors; the ANN recall@100 at ef_search against
+    exact hydrated scoring over them is measured and stored in manifest["index"]["recall_at_100"].
     Returns the manifest.
     """
     import pyarrow.parquet as pq
@@ -265,6 +287,10 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
         index = Index(hydrated.shape[1], dtype=index_dtype, M=index_M, ef_construction=index_ef_construction, seed=seed)
         index.add(hydrated)
         index.save(str(staged / "index.upf"))
+        recall = None
+        if recall_queries is not None:
+            recall = hydrated_ann_recall(index, hydrated, recall_queries, w, ef_search,
+                                         bool(hydration.get("mips_augmented", False)))
         dims = {"query_dim": int(product_vectors.shape[1]), "graph_dim": int(product_graph.shape[1]),
                 "quality_features": int(w.shape[0]), "index_dim": int(hydrated.shape[1]),
                 "n_products": n, "n_query_nodes": len(query_keys), "n_users": int(users.num_rows),
@@ -273,7 +299,7 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
         dtypes = {"product_vectors": "float32", "product_graph": "float32", "query_graph": "float32",
                   "quality": "float32", "index": index_dtype, "onnx_inputs": "int64 ids, float32 features"}
         more = {"index": {"dtype": index_dtype, "M": index_M, "ef_construction": index_ef_construction,
-                          "ef_search": int(ef_search), "seed": seed}}
+                          "ef_search": int(ef_search), "seed": seed, "recall_at_100": recall}}
         more.update(extra or {})
         manifest = write_manifest(staged, model_version=model_version, dims=dims, dtypes=dtypes, extra=more)
     except BaseException:

@@ -206,3 +206,213 @@ def merge_product_shards(shard_dir: str | os.PathLike[str], n_products: int) -> 
     if expect != n_products:
         raise ValueError(f"shards cover {expect} of {n_products} products")
     return np.ascontiguousarray(np.concatenate(parts).astype(np.float32))
+
+
+def user_histories(log: Any, users: Any, product_rows: dict[str, int], countries: dict[str, int],
+                   hist_items: int, hist_queries: int) -> Any:
+    """Per-user history at export time (all accepted log events), as the bundle's users.parquet table.
+
+    log: pyarrow Table sorted by timestamp with user_id, query, product_id, interaction (names);
+    users: optional Table with user_id, country. Keeps, oldest first, the last `hist_items` engaged
+    products (click/favorite/add_to_cart/purchase; impressions are not engagements) with their
+    interaction codes, and the last `hist_queries` distinct consecutive queries.
+    """
+    import pyarrow as pa
+
+    uid = log.column("user_id").to_pylist()
+    query = log.column("query").to_pylist()
+    pid = log.column("product_id").to_pylist()
+    inter = log.column("interaction").to_pylist()
+    has_country = "country" in log.column_names
+    country_col = log.column("country").to_pylist() if has_country else None
+    hist: dict[str, dict[str, Any]] = {}
+    for i, u in enumerate(uid):
+        if u is None:
+            continue
+        h = hist.get(u)
+        if h is None:
+            h = hist[u] = {"rows": [], "types": [], "queries": [], "country": None}
+        q = query[i]
+        if q is not None and (not h["queries"] or h["queries"][-1] != q):
+            h["queries"].append(q)
+            if len(h["queries"]) > 4 * hist_queries:
+                del h["queries"][: -hist_queries]
+        code = INTERACTION_CODES.get(inter[i])
+        row = product_rows.get(pid[i]) if code else None
+        if row is not None:
+            h["rows"].append(row)
+            h["types"].append(code)
+            if len(h["rows"]) > 4 * hist_items:
+                del h["rows"][: -hist_items], h["types"][: -hist_items]
+        if has_country and country_col[i] is not None:
+            h["country"] = country_col[i]
+    user_country: dict[str, Any] = {}
+    if users is not None and "country" in users.column_names:
+        user_country = dict(zip(users.column("user_id").to_pylist(), users.column("country").to_pylist()))
+        for u in user_country:
+            hist.setdefault(u, {"rows": [], "types": [], "queries": [], "country": None})
+    ids = sorted(hist)
+    return pa.table({
+        "user_id": pa.array(ids, pa.string()),
+        "country": pa.array([countries.get(user_country.get(u) or hist[u]["country"], 0) for u in ids], pa.int32()),
+        "hist_rows": pa.array([hist[u]["rows"][-hist_items:] for u in ids], pa.list_(pa.int32())),
+        "hist_types": pa.array([hist[u]["types"][-hist_items:] for u in ids], pa.list_(pa.int8())),
+        "hist_queries": pa.array([hist[u]["queries"][-hist_queries:] for u in ids], pa.list_(pa.string())),
+    })
+
+
+def _find_featurizer_config(config: dict[str, Any]) -> dict[str, int]:
+    """The featurizer config in a run's config.json (the dict holding the hashing bucket sizes)."""
+    keys = ("word_buckets", "bigram_buckets", "trigram_buckets", "max_query_terms", "max_product_terms")
+    stack: list[Any] = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if all(k in node for k in keys):
+                return {k: int(node[k]) for k in keys}
+            stack.extend(node.values())
+    raise ValueError("the run's config.json has no featurizer config (word_buckets, bigram_buckets, ...)")
+
+
+def _thresholds(raw: Any) -> dict[str, float]:
+    """Normalise a run's thresholds.json to {negative, click, favorite, add_to_cart, purchase}."""
+    if isinstance(raw, dict) and "thresholds" in raw:
+        raw = raw["thresholds"]
+    if isinstance(raw, list) and len(raw) == 5:
+        return {name: float(v) for name, v in zip(THRESHOLD_NAMES, raw)}
+    if not isinstance(raw, dict):
+        raise ValueError(f"unreadable thresholds.json: {raw!r}")
+    aliases = {"neg": "negative", "none": "negative", "negatives": "negative", "impression": "negative",
+               "fav": "favorite", "favourite": "favorite", "cart": "add_to_cart"}
+    out = {aliases.get(str(k), str(k)): float(v) for k, v in raw.items() if isinstance(v, (int, float))}
+    missing = [t for t in THRESHOLD_NAMES if t not in out]
+    if missing:
+        raise ValueError(f"thresholds.json lacks {missing} (has {sorted(out)})")
+    return {t: out[t] for t in THRESHOLD_NAMES}
+
+
+def _countries(vocab: dict[str, Any]) -> list[str]:
+    """Country names in model-id order (id i + 1 for list index i; 0 = unknown)."""
+    raw = vocab.get("countries", [])
+    if isinstance(raw, dict):
+        return [c for c, _ in sorted(raw.items(), key=lambda kv: kv[1]) if _ != 0]
+    return [str(c) for c in raw]
+
+
+def _encode_products(run: Any, catalog: Any, batch_size: int, progress: bool) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    n = catalog.num_rows
+    chunk = max(batch_size, 4096)
+    parts = []
+    with tqdm(total=n, desc="encode products", unit="product", disable=not progress) as bar:
+        for lo in range(0, n, chunk):
+            part = catalog.slice(lo, min(chunk, n - lo))
+            parts.append(np.asarray(run.encode_products(part, batch_size=batch_size), dtype=np.float32))
+            bar.update(part.num_rows)
+    return np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros((0, 0), np.float32)
+
+
+def _later_events(dataset: Any, product_rows: dict[str, int]) -> tuple[Any, np.ndarray, str]:
+    """Engagements after the training window, in time order: purchases if there are enough, else all."""
+    import pyarrow.compute as pc
+
+    log = dataset.log
+    train_end = dataset.meta.get("train_end")
+    if train_end is not None:
+        log = log.filter(pc.greater_equal(log.column("timestamp"), int(train_end)))
+    in_catalog = pc.is_in(log.column("product_id"), value_set=dataset.catalog.column("product_id"))
+    log = log.filter(in_catalog)
+    purchases = log.filter(pc.equal(log.column("interaction"), "purchase"))
+    target = "purchase"
+    if purchases.num_rows < 50:
+        purchases = log.filter(pc.is_in(log.column("interaction"), value_set=__import__("pyarrow").array(list(INTERACTION_CODES))))
+        target = "engagement"
+    rows = np.array([product_rows[p] for p in purchases.column("product_id").to_pylist()], np.int64)
+    return purchases, rows, target
+
+
+def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike[str], dataset: Any, *,
+                  index_dtype: str = "f32", scale: float = 0.1, boost_trials: int = 40, boost_k: int = 100,
+                  max_boost_events: int = 4000, mips_augment: bool = True, ef_search: int = 128,
+                  batch_size: int = 512, product_vectors: np.ndarray | None = None, overwrite: bool = False,
+                  progress: bool = True, seed: int = 0) -> dict[str, Any]:
+    """Export a training run to a serving bundle; returns the manifest.
+
+    dataset: the `upper_fast.data.Dataset` the run was trained on (its log up to now gives the users'
+    history; events after meta["train_end"] tune the boosting weights). product_vectors: optional
+    precomputed (n_products, D) float32 (e.g. `merge_product_shards`), else encoded here.
+    """
+    from upper_fast.bundle import write_bundle
+
+    from upper_fast_train import load_run
+    from upper_fast_train.boosting import learn_boost_weights
+
+    run_dir = Path(run_dir)
+    run = load_run(run_dir, dataset)
+    config = run.config
+    catalog = dataset.catalog
+    product_ids = [str(p) for p in catalog.column("product_id").to_pylist()]
+    product_rows = {p: i for i, p in enumerate(product_ids)}
+    graph = np.load(run_dir / "graph.npz", allow_pickle=False)
+    vocab = json.loads((run_dir / "vocab.json").read_text())
+    thresholds = _thresholds(json.loads((run_dir / "thresholds.json").read_text()))
+    featurizer_config = _find_featurizer_config(config)
+    countries = _countries(vocab)
+
+    # Shapes of the tower's inputs come from the run itself (one event through its own input builder).
+    later, targets, target_kind = _later_events(dataset, product_rows)
+    probe_events = later.slice(0, 2) if later.num_rows >= 2 else dataset.log.slice(0, 2)
+    probe = run.event_query_inputs(probe_events, dataset, personalized=True)
+    N, M = probe["hist_item_type"].shape[1], probe["hist_query_terms"].shape[1]
+
+    if product_vectors is None:
+        product_vectors = _encode_products(run, catalog, batch_size, progress)
+    if product_vectors.shape[0] != len(product_ids):
+        raise ValueError(f"product_vectors has {product_vectors.shape[0]} rows for {len(product_ids)} products")
+
+    quality_cols = {c: catalog.column(c).to_numpy(zero_copy_only=False) for c in dataset.quality_columns}
+    quality, quality_info = normalise_quality(quality_cols)
+
+    if later.num_rows > max_boost_events:
+        later, targets = later.slice(later.num_rows - max_boost_events), targets[-max_boost_events:]
+    event_q = (run.encode_queries(run.event_query_inputs(later, dataset, personalized=True))
+               if later.num_rows else np.zeros((0, product_vectors.shape[1]), np.float32))
+    event_q = np.ascontiguousarray(event_q, dtype=np.float32)
+    hydration = learn_boost_weights(event_q, targets, product_vectors, quality, scale=scale, k=boost_k,
+                                    trials=boost_trials, seed=seed, feature_names=quality_info["names"],
+                                    progress=progress)
+    hydration["tuning"]["target"] = target_kind
+    hydration["mips_augmented"] = bool(mips_augment)
+    hydration["quality_normalisation"] = quality_info
+
+    users = user_histories(dataset.log, dataset.users, product_rows, {c: i + 1 for i, c in enumerate(countries)}, N, M)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_query_tower(run.model.query_tower, Path(tmp) / "query_tower.onnx", probe)
+        # Real events (signed-in and signed-out) plus 1,000 synthetic rows that force the edge cases
+        # (empty history, country 0, unseen query, empty query text).
+        real = run.event_query_inputs(dataset.log.slice(0, min(1000, dataset.log.num_rows)), dataset,
+                                      personalized=True)
+        synthetic = parity_inputs(1000, graph_dim=probe["query_graph"].shape[1], hist_items=N, hist_queries=M,
+                                  query_terms=probe["query_terms"].shape[1],
+                                  vocab_size=1 + sum(featurizer_config[k] for k in ("word_buckets", "bigram_buckets", "trigram_buckets")),
+                                  n_countries=len(countries), seed=seed)
+        parity = max(check_onnx_parity(run.model.query_tower, onnx_path, real),
+                     check_onnx_parity(run.model.query_tower, onnx_path, synthetic))
+        if parity >= 1e-4:
+            raise ValueError(f"ONNX query tower differs from PyTorch by {parity:.2e} (>= 1e-4); not exporting")
+        weights_file = run_dir / "model.safetensors"
+        digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()[:16] if weights_file.exists() else "unknown"
+        return write_bundle(
+            bundle_dir, query_tower_onnx=onnx_path, featurizer_config=featurizer_config,
+            query_keys=[str(k) for k in graph["query_keys"].tolist()],
+            query_graph=np.ascontiguousarray(graph["query_vectors"], dtype=np.float32),
+            product_ids=product_ids,
+            product_graph=np.ascontiguousarray(graph["product_vectors"], dtype=np.float32),
+            product_vectors=product_vectors, quality=quality, hydration=hydration, thresholds=thresholds,
+            users=users, countries=countries, hist_items=N, hist_queries=M,
+            model_version=f"{run_dir.name}-{digest}", index_dtype=index_dtype, ef_search=ef_search, seed=seed,
+            overwrite=overwrite, recall_queries=event_q[:500] if len(event_q) else None,
+            extra={"simulated": bool(dataset.meta.get("simulated", False)), "onnx_parity_max_abs": parity,
+                   "run": {"dir": str(run_dir.resolve()), "personalized": bool(config.get("personalized", True))}},
+        )
