@@ -22,7 +22,7 @@ def retriever(world):
 
 
 def oracle_inputs(world, query, rows=(), types=(), queries=(), country=0):
-    """The ONNX inputs built by hand from the bundle contract (history oldest first, left-aligned)."""
+    """The ONNX inputs built by hand from the bundle contract (history most recent first, left-aligned)."""
     _, _, w = world
     fz = Featurizer(FeaturizerConfig(**FEATURIZER))
     x = {"query_terms": fz.featurize([query], L), "query_graph": np.zeros((1, G), np.float32),
@@ -33,7 +33,7 @@ def oracle_inputs(world, query, rows=(), types=(), queries=(), country=0):
     if key in w["query_keys"]:
         x["query_graph"][0] = w["query_graph"][w["query_keys"].index(key)]
         x["query_graph_mask"][0] = 1.0
-    rows, types, queries = list(rows)[-N:], list(types)[-N:], list(queries)[-M:]
+    rows, types, queries = list(rows)[:N], list(types)[:N], list(queries)[:M]
     for i, (r, t) in enumerate(zip(rows, types)):
         x["hist_item_graph"][0, i] = w["product_graph"][r]
         x["hist_item_type"][0, i] = t
@@ -93,7 +93,8 @@ def test_explicit_context(world, retriever):
     ctx = UserContext(recent_products=[(pids[3], "purchase"), ("no-such-product", 1), (pids[7], 2)],
                       recent_queries=["oak chair"], country="FR")
     res = retriever.search("gift", user=ctx, k=25)
-    inputs = oracle_inputs(world, "gift", [3, 7], [4, 2], ["oak chair"], COUNTRIES.index("FR") + 1)
+    # Context lists are oldest first; the tower sees most recent first.
+    inputs = oracle_inputs(world, "gift", [7, 3], [2, 4], ["oak chair"], COUNTRIES.index("FR") + 1)
     check_against_oracle(res, world, inputs, 25)
     assert retriever.search("gift", user=UserContext(), k=25).rows.tolist() == retriever.search("gift", k=25).rows.tolist()
     with pytest.raises(ValueError, match="interaction"):
@@ -170,10 +171,7 @@ def test_missing_bundle(tmp_path):
         Retriever.load(tmp_path, num_threads=0)
 
 
-def test_large_filter_uses_ann_overfetch(world, retriever, monkeypatch):
-    import upper_fast.retriever as r
-
-    monkeypatch.setattr(r, "_EXACT_FILTER_MAX", 5)
+def test_filter_matches_full_ranking(world, retriever):
     pids = world[2]["product_ids"]
     allowed = pids[::7]
     res = retriever.search("lamp", k=8, filter=allowed, prune=False)

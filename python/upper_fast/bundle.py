@@ -197,7 +197,7 @@ def hydrated_product_matrix(product_vectors: np.ndarray, quality: np.ndarray, sc
     """
     from upper_fast.kernels import hydrate_products
 
-    hydrated = hydrate_products(product_vectors, quality, scale)
+    hydrated = hydrate_products(product_vectors, quality, scale, num_threads=0)
     if not mips_augment:
         return hydrated
     sq = np.einsum("ij,ij->i", hydrated, hydrated, dtype=np.float64)
@@ -214,12 +214,11 @@ def hydrated_ann_recall(index: Any, hydrated: np.ndarray, queries: np.ndarray, w
     """
     from upper_fast.kernels import hydrate_queries, topk_inner_product
 
-    hq = hydrate_queries(np.ascontiguousarray(queries, dtype=np.float32), weights)
-    if mips_augment:
-        hq = np.ascontiguousarray(np.concatenate([hq, np.zeros((hq.shape[0], 1), np.float32)], axis=1))
+    tail = np.concatenate([weights, np.zeros(1, np.float32)]) if mips_augment else weights
+    hq = hydrate_queries(np.ascontiguousarray(queries, dtype=np.float32), np.ascontiguousarray(tail, dtype=np.float32))
     k = min(k, hydrated.shape[0])
     exact = topk_inner_product(hq, hydrated, k)
-    approx = index.search(hq, k, ef=max(ef, k))
+    approx = index.search(hq, k, ef=max(ef, k), num_threads=0)
     hits = sum(len(set(a[a >= 0].tolist()) & set(e[e >= 0].tolist())) for a, e in zip(approx.ids, exact.ids))
     return hits / float(exact.counts.sum())
 
@@ -246,6 +245,8 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
     Returns the manifest.
     """
     import pyarrow.parquet as pq
+
+    from upper_fast.featurizer import FeaturizerConfig
     from upper_fast.index import Index
 
     n = len(product_ids)
@@ -271,7 +272,8 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
     staged = staging_dir(bundle_dir)
     try:
         shutil.copyfile(query_tower_onnx, staged / "query_tower.onnx")
-        (staged / "featurizer.json").write_text(json.dumps(dict(featurizer_config), indent=2, sort_keys=True) + "\n")
+        fz = FeaturizerConfig.from_dict(dict(featurizer_config)).to_dict()
+        (staged / "featurizer.json").write_text(json.dumps(fz, indent=2, sort_keys=True) + "\n")
         (staged / "query_nodes.txt").write_text("".join(k + "\n" for k in query_keys), encoding="utf-8")
         (staged / "product_ids.txt").write_text("".join(str(p) + "\n" for p in product_ids), encoding="utf-8")
         for name, a in arrays.items():
@@ -285,7 +287,8 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
         hydrated = hydrated_product_matrix(product_vectors, quality, float(hydration["scale"]),
                                            bool(hydration.get("mips_augmented", False)))
         index = Index(hydrated.shape[1], dtype=index_dtype, M=index_M, ef_construction=index_ef_construction, seed=seed)
-        index.add(hydrated)
+        index.add(np.arange(n, dtype=np.int64), hydrated, num_threads=0)
+        index.ef = int(ef_search)
         index.save(str(staged / "index.upf"))
         recall = None
         if recall_queries is not None:

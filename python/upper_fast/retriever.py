@@ -29,12 +29,9 @@ __all__ = ["Hit", "INTERACTION_CODES", "Retriever", "SearchResult", "UserContext
 # Interaction codes shared with training (docs/design.md); tier t of a hit = the highest of these
 # whose threshold its raw cosine clears (0 = above the negative threshold only).
 INTERACTION_CODES: dict[str, int] = {"click": 1, "favorite": 2, "add_to_cart": 3, "purchase": 4}
-_TIER_NAMES = ("negative", "click", "favorite", "add_to_cart", "purchase")
+_TIER_NAMES = ("below_click", "click", "favorite", "add_to_cart", "purchase")
 ONNX_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "hist_item_graph", "hist_item_type",
                "hist_query_terms", "user_country")
-# Beyond this share of the catalogue a filter is served from the ANN index by over-fetching;
-# below it, the allowed products are scored exactly (cheaper and exact for small allow-lists).
-_EXACT_FILTER_MAX = 20000
 
 
 @dataclass(frozen=True)
@@ -113,29 +110,23 @@ class _Loaded:
     product_ids: list[str]
     product_map: Any
     product_graph: np.ndarray        # (n, G) f32
-    product_vectors: np.ndarray      # (n, D) f32, memory-mapped
     boost: np.ndarray                # (n,) f32 = scale * <w, quality_i>, subtracted to get the cosine
     query_tail: np.ndarray           # (F [+1],) f32: w, then 0 for the MIPS augmentation column
     # products are indexed as [v ; scale*f (; sqrt(R^2-|x|^2))], queries as [q ; w (; 0)]
-    thresholds: np.ndarray           # (5,) f32 negative, click, favorite, add_to_cart, purchase
+    thresholds: Any                  # upper_fast.HingeThresholds on the raw cosine
     index: Any
     ef: int
     countries: dict[str, int]
     user_map: Any
     user_country: np.ndarray         # (n_users,) int64
-    user_rows: np.ndarray            # (n_users, N) int64 product rows, -1 padding, oldest first
+    user_rows: np.ndarray            # (n_users, N) int64 product rows, -1 padding, most recent first
     user_types: np.ndarray           # (n_users, N) int64 interaction codes, 0 padding
-    user_queries: list[list[str]]
+    user_queries: list[list[str]]    # distinct recent queries, most recent first
     dims: dict[str, int]
     num_threads: int
     local: threading.local = field(default_factory=threading.local)
 
 
-def _import_core() -> tuple[Any, Any, Any, Any]:
-    from upper_fast.featurizer import Featurizer, FeaturizerConfig, StringIdMap
-    from upper_fast.index import Index
-
-    return Featurizer, FeaturizerConfig, StringIdMap, Index
 
 
 def _ort_session(path: Path, num_threads: int) -> Any:
@@ -155,10 +146,13 @@ def _ort_session(path: Path, num_threads: int) -> Any:
 def _load(path: Path, num_threads: int, verify: bool) -> _Loaded:
     import pyarrow.parquet as pq
 
-    Featurizer, FeaturizerConfig, StringIdMap, Index = _import_core()
+    from upper_fast.featurizer import Featurizer, FeaturizerConfig, StringIdMap
+    from upper_fast.index import Index
+    from upper_fast.kernels import HingeThresholds
+
     manifest = verify_bundle(path) if verify else read_manifest(path)
     dims = {k: int(v) for k, v in manifest["dims"].items()}
-    featurizer = Featurizer(FeaturizerConfig(**json.loads((path / "featurizer.json").read_text())))
+    featurizer = Featurizer(FeaturizerConfig.from_dict(json.loads((path / "featurizer.json").read_text())))
     query_keys = (path / "query_nodes.txt").read_text(encoding="utf-8").split("\n")[:-1]
     product_ids = (path / "product_ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
     query_graph = np.load(path / "query_graph.npy")
@@ -177,8 +171,7 @@ def _load(path: Path, num_threads: int, verify: bool) -> _Loaded:
     boost = (scale * (quality @ weights)).astype(np.float32)
     tail = [weights] + ([np.zeros(1, np.float32)] if hyd.get("mips_augmented") else [])
     query_tail = np.ascontiguousarray(np.concatenate(tail).astype(np.float32))
-    th = json.loads((path / "thresholds.json").read_text())
-    thresholds = np.array([th[name] for name in _TIER_NAMES], dtype=np.float32)
+    thresholds = HingeThresholds.from_dict(json.loads((path / "thresholds.json").read_text()))
     countries = {c: i + 1 for i, c in enumerate(json.loads((path / "countries.json").read_text()))}
 
     users = pq.read_table(path / "users.parquet")
@@ -188,10 +181,10 @@ def _load(path: Path, num_threads: int, verify: bool) -> _Loaded:
     user_rows = np.full((n_users, N), -1, dtype=np.int64)
     user_types = np.zeros((n_users, N), dtype=np.int64)
     for u, (rows, types) in enumerate(zip(users.column("hist_rows").to_pylist(), users.column("hist_types").to_pylist())):
-        rows, types = rows[-N:], types[-N:]
+        rows, types = rows[:N], types[:N]
         user_rows[u, : len(rows)] = rows
         user_types[u, : len(types)] = types
-    user_queries = [q[-M:] for q in users.column("hist_queries").to_pylist()]
+    user_queries = [q[:M] for q in users.column("hist_queries").to_pylist()]
     user_country = np.asarray(users.column("country").to_numpy(zero_copy_only=False), dtype=np.int64)
 
     index = Index.load(str(path / "index.upf"))
@@ -199,11 +192,12 @@ def _load(path: Path, num_threads: int, verify: bool) -> _Loaded:
         path=path, manifest=manifest, session=_ort_session(path / "query_tower.onnx", num_threads),
         featurizer=featurizer, query_map=StringIdMap(query_keys), query_graph=query_graph,
         product_ids=product_ids, product_map=StringIdMap(product_ids), product_graph=product_graph,
-        product_vectors=product_vectors, boost=boost, query_tail=query_tail, thresholds=thresholds,
+        boost=boost, query_tail=query_tail, thresholds=thresholds,
         index=index, ef=int(manifest.get("index", {}).get("ef_search", 128)), countries=countries,
         user_map=StringIdMap(user_ids), user_country=user_country, user_rows=user_rows,
         user_types=user_types, user_queries=user_queries, dims=dims, num_threads=num_threads,
     )
+    del product_vectors  # only its shape is checked: the index holds the vectors
     # Warm-up: the first run of an onnxruntime session and the first index search allocate.
     _Pipeline(state).search_one("warm up", None, 10, None, 0, True)
     _Pipeline(state).search_many(["warm up", "second"], [None, None], 10, 0, True)
@@ -251,40 +245,42 @@ class _Pipeline:
         return buf
 
     def user_history(self, user: str | UserContext | tuple[str, UserContext] | None) -> tuple[np.ndarray, np.ndarray, list[str], int]:
-        """(rows (N,) int64 -1 padded, types (N,) int64, queries, country) for a user id and/or context."""
+        """(rows (N,) int64 -1 padded, types (N,) int64, queries, country) for a user id and/or context,
+        most recent first (the order of upper_fast.build_histories, which training uses)."""
         s = self.s
         N, M = s.dims["hist_items"], s.dims["hist_queries"]
+        rows, types, queries, country = np.full(N, -1, np.int64), np.zeros(N, np.int64), [], 0
         if user is None:
-            return np.full(N, -1, np.int64), np.zeros(N, np.int64), [], 0
+            return rows, types, queries, country
         ctx: UserContext | None = None
         uid: str | None = None
         if isinstance(user, UserContext):
             ctx = user
-        elif isinstance(user, tuple):
+        elif isinstance(user, tuple) and len(user) == 2 and isinstance(user[0], str) and isinstance(user[1], UserContext):
             uid, ctx = user
         elif isinstance(user, str):
             uid = user
         else:
             raise TypeError(f"user must be a user id (str), a UserContext, (user_id, UserContext) or None, not {type(user).__name__}")
-        rows, types, queries, country = np.full(N, -1, np.int64), np.zeros(N, np.int64), [], 0
         if uid is not None:
-            u = int(s.user_map.lookup([uid])[0])
+            u = s.user_map.get(uid)
             if u >= 0:
                 rows, types = s.user_rows[u].copy(), s.user_types[u].copy()
                 queries, country = list(s.user_queries[u]), int(s.user_country[u])
         if ctx is not None:
             if ctx.recent_products:
-                pids = [p for p, _ in ctx.recent_products]
                 codes = [_interaction_code(t) for _, t in ctx.recent_products]
-                found = s.product_map.lookup(pids)
-                new = [(int(r), c) for r, c in zip(found, codes) if r >= 0]
-                old = [(int(r), int(t)) for r, t in zip(rows, types) if r >= 0]
-                merged = (old + new)[-N:]
+                found = s.product_map.lookup([str(p) for p, _ in ctx.recent_products])
+                # Context lists are oldest first; histories are most recent first.
+                new = [(int(r), c) for r, c in zip(found, codes) if r >= 0][::-1]
+                merged = (new + [(int(r), int(t)) for r, t in zip(rows, types) if r >= 0])[:N]
                 rows, types = np.full(N, -1, np.int64), np.zeros(N, np.int64)
                 if merged:
                     rows[: len(merged)] = [r for r, _ in merged]
                     types[: len(merged)] = [t for _, t in merged]
-            queries = (queries + list(ctx.recent_queries))[-M:]
+            if ctx.recent_queries:
+                keys = [s.featurizer.query_key(q) for q in ctx.recent_queries][::-1] + queries
+                queries = list(dict.fromkeys(k for k in keys if k))[:M]
             if ctx.country is not None:
                 country = s.countries.get(ctx.country, 0)
         return rows, types, queries, country
@@ -293,8 +289,8 @@ class _Pipeline:
         """Write the ONNX inputs of one (query, user) pair into row b of the buffers."""
         s = self.s
         L = s.dims["query_terms"]
-        buf["query_terms"][b] = s.featurizer.featurize([query], L)[0]
-        node = int(s.query_map.lookup([s.featurizer.normalize(query)])[0])
+        buf["query_terms"][b] = s.featurizer.featurize([query], L, 1)[0]
+        node = s.query_map.get(s.featurizer.query_key(query))
         if node >= 0:
             buf["query_graph"][b] = s.query_graph[node]
             buf["query_graph_mask"][b] = 1.0
@@ -309,76 +305,49 @@ class _Pipeline:
         buf["hist_item_type"][b] = types
         buf["hist_query_terms"][b] = 0
         if queries:
-            buf["hist_query_terms"][b, : len(queries)] = s.featurizer.featurize(queries, L)
+            buf["hist_query_terms"][b, : len(queries)] = s.featurizer.featurize(queries, L, 1)
         buf["user_country"][b] = country
 
     def encode(self, buf: dict[str, np.ndarray]) -> np.ndarray:
         return self.s.session.run(["query_vector"], {name: buf[name] for name in ONNX_INPUTS})[0]
 
     def hydrate(self, buf: dict[str, np.ndarray], q: np.ndarray) -> np.ndarray:
-        D = self.s.dims["query_dim"]
-        h = buf["hydrated"]
-        h[:, :D] = q
-        h[:, D:] = self.s.query_tail
-        return h
+        from upper_fast.kernels import hydrate_queries
 
-    def ann(self, hydrated: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        top = self.s.index.search(hydrated, k, ef=max(self.s.ef, k), num_threads=self.s.num_threads)
+        return hydrate_queries(q, self.s.query_tail, out=buf["hydrated"], num_threads=1)
+
+    def ann(self, hydrated: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        top = self.s.index.search(hydrated, k, ef=max(self.s.ef, k), filter=allowed, num_threads=self.s.num_threads)
         return top.ids, top.scores
 
     def prune(self, ids: np.ndarray, scores: np.ndarray, k: int, min_tier: int, prune: bool) -> SearchResult:
-        """Drop padding and, with prune, hits whose raw cosine is below the tier-`min_tier` threshold."""
+        """Drop padding and, with prune, hits whose raw cosine misses the tier-`min_tier` threshold
+        (0 = the negative threshold); tiers come from the same thresholds."""
         s = self.s
         keep = ids >= 0
         ids, scores = ids[keep], scores[keep]
-        cos = scores - s.boost[ids]
-        tiers = (cos[:, None] >= s.thresholds[None, 1:]).astype(np.int8)
-        # The highest tier cleared, not the count: thresholds need not be monotone in the type code.
-        tier = np.where(tiers.any(axis=1), 4 - np.argmax(tiers[:, ::-1], axis=1), 0).astype(np.int8)
+        cos = np.ascontiguousarray(scores - s.boost[ids], dtype=np.float32)
+        tier = s.thresholds.tier(cos)
         if prune:
-            ok = cos >= s.thresholds[min_tier]
-            if min_tier > 0:
-                ok &= tier >= min_tier
+            ok = s.thresholds.prune(cos, min_tier)
             ids, scores, cos, tier = ids[ok], scores[ok], cos[ok], tier[ok]
         ids, scores, cos, tier = ids[:k], scores[:k], cos[:k], tier[:k]
         pid = s.product_ids
         return SearchResult([pid[i] for i in ids], ids.astype(np.int64), scores.astype(np.float32),
-                            cos.astype(np.float32), tier, s.manifest["model_version"])
+                            cos, tier.astype(np.int8), s.manifest["model_version"])
 
     def allowed_rows(self, filter: Any) -> np.ndarray:
+        """The filter as int64 bundle rows (what upper_fast.Index.search takes)."""
         s = self.s
         n = len(s.product_ids)
         if isinstance(filter, np.ndarray) and filter.dtype == np.bool_:
             if filter.shape != (n,):
                 raise ValueError(f"filter mask must have shape ({n},) (one bool per bundle product), got {filter.shape}")
-            return np.flatnonzero(filter)
+            return np.flatnonzero(filter).astype(np.int64)
         if isinstance(filter, (str, bytes)) or not isinstance(filter, (Sequence, set, frozenset, np.ndarray)):
             raise TypeError("filter must be a bool mask (n_products,) or a collection of allowed product ids")
         rows = s.product_map.lookup([str(p) for p in filter])
-        return np.unique(rows[rows >= 0])
-
-    def filtered(self, hydrated: np.ndarray, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s = self.s
-        n = len(s.product_ids)
-        if allowed.size == 0:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
-        if allowed.size <= _EXACT_FILTER_MAX:
-            scores = np.asarray(s.product_vectors[allowed] @ q[0], np.float32) + s.boost[allowed]
-            kk = min(k, allowed.size)
-            part = np.argpartition(-scores, kk - 1)[:kk]
-            order = part[np.argsort(-scores[part], kind="stable")]
-            return allowed[order], scores[order]
-        mask = np.zeros(n, bool)
-        mask[allowed] = True
-        # Over-fetch in proportion to the filter's selectivity, doubling until k allowed hits or all.
-        fetch = min(n, max(k, int(2 * k * n / allowed.size)))
-        while True:
-            ids, scores = self.ann(hydrated, fetch)
-            ids, scores = ids[0], scores[0]
-            ok = (ids >= 0) & mask[np.maximum(ids, 0)]
-            if ok.sum() >= k or fetch >= n:
-                return ids[ok], scores[ok]
-            fetch = min(n, fetch * 2)
+        return np.unique(rows[rows >= 0]).astype(np.int64)
 
     def search_one(self, query: str, user: Any, k: int, filter: Any, min_tier: int, prune: bool) -> SearchResult:
         buf = self._buffers(1)
@@ -386,11 +355,14 @@ class _Pipeline:
         q = self.encode(buf)
         h = self.hydrate(buf, q)
         kk = min(k, len(self.s.product_ids))
-        if filter is None:
-            ids, scores = self.ann(h, kk)
-            return self.prune(ids[0], scores[0], kk, min_tier, prune)
-        ids, scores = self.filtered(h, q, kk, self.allowed_rows(filter))
-        return self.prune(ids, scores, kk, min_tier, prune)
+        allowed = None
+        if filter is not None:
+            allowed = self.allowed_rows(filter)
+            if allowed.size == 0:
+                return self.prune(np.empty(0, np.int64), np.empty(0, np.float32), 0, min_tier, prune)
+            kk = min(kk, allowed.size)
+        ids, scores = self.ann(h, kk, allowed)
+        return self.prune(ids[0], scores[0], kk, min_tier, prune)
 
     def search_many(self, queries: Sequence[str], users: Sequence[Any], k: int, min_tier: int, prune: bool) -> list[SearchResult]:
         b = len(queries)
