@@ -208,95 +208,58 @@ def merge_product_shards(shard_dir: str | os.PathLike[str], n_products: int) -> 
     return np.ascontiguousarray(np.concatenate(parts).astype(np.float32))
 
 
-def user_histories(log: Any, users: Any, product_rows: dict[str, int], countries: dict[str, int],
-                   hist_items: int, hist_queries: int) -> Any:
-    """Per-user history at export time (all accepted log events), as the bundle's users.parquet table.
+def user_histories(dataset: Any, featurizer: Any, countries: Sequence[str], hist_items: int,
+                   hist_queries: int) -> Any:
+    """Every user's history at export time, as the bundle's users.parquet table.
 
-    log: pyarrow Table sorted by timestamp with user_id, query, product_id, interaction (names);
-    users: optional Table with user_id, country. Keeps, oldest first, the last `hist_items` engaged
-    products (click/favorite/add_to_cart/purchase; impressions are not engagements) with their
-    interaction codes, and the last `hist_queries` distinct consecutive queries.
+    Uses the same `upper_fast.build_histories` as training, with one event per user just after the
+    last log row: the last `hist_items` engaged products (catalog rows) with their interaction codes
+    and the last `hist_queries` distinct normalized queries, most recent first. Countries come from
+    the users table (index in `countries` + 1; 0 = unknown).
     """
     import pyarrow as pa
 
-    uid = log.column("user_id").to_pylist()
-    query = log.column("query").to_pylist()
-    pid = log.column("product_id").to_pylist()
-    inter = log.column("interaction").to_pylist()
-    has_country = "country" in log.column_names
-    country_col = log.column("country").to_pylist() if has_country else None
-    hist: dict[str, dict[str, Any]] = {}
-    for i, u in enumerate(uid):
-        if u is None:
-            continue
-        h = hist.get(u)
-        if h is None:
-            h = hist[u] = {"rows": [], "types": [], "queries": [], "country": None}
-        q = query[i]
-        if q is not None and (not h["queries"] or h["queries"][-1] != q):
-            h["queries"].append(q)
-            if len(h["queries"]) > 4 * hist_queries:
-                del h["queries"][: -hist_queries]
-        code = INTERACTION_CODES.get(inter[i])
-        row = product_rows.get(pid[i]) if code else None
-        if row is not None:
-            h["rows"].append(row)
-            h["types"].append(code)
-            if len(h["rows"]) > 4 * hist_items:
-                del h["rows"][: -hist_items], h["types"][: -hist_items]
-        if has_country and country_col[i] is not None:
-            h["country"] = country_col[i]
-    user_country: dict[str, Any] = {}
-    if users is not None and "country" in users.column_names:
-        user_country = dict(zip(users.column("user_id").to_pylist(), users.column("country").to_pylist()))
-        for u in user_country:
-            hist.setdefault(u, {"rows": [], "types": [], "queries": [], "country": None})
-    ids = sorted(hist)
+    from upper_fast import StringIdMap, build_histories
+
+    log = dataset.log
+    catalog_ids = StringIdMap([str(p) for p in dataset.catalog.column("product_id").to_pylist()])
+    log_users = log.column("user_id").to_pylist()
+    user_country: dict[Any, Any] = {}
+    if dataset.users is not None:
+        user_country = dict(zip(dataset.users.column("user_id").to_pylist(), dataset.users.column("country").to_pylist()))
+    ids = sorted({str(u) for u in log_users if u is not None} | {str(u) for u in user_country})
+    users = StringIdMap(ids)
+    keys = featurizer.query_keys([q or "" for q in log.column("query").to_pylist()])
+    strings = list(dict.fromkeys(keys))
+    string_rows = StringIdMap(strings)
+    codes = np.array([INTERACTION_CODES.get(x, 0) for x in log.column("interaction").to_pylist()], np.int8)
+    log_user_rows = np.where([u is None for u in log_users], -1,
+                             users.lookup(["" if u is None else str(u) for u in log_users])).astype(np.int64)
+    ts = np.ascontiguousarray(log.column("timestamp").to_numpy(), dtype=np.int64)
+    now = int(ts.max()) + 1 if len(ts) else 0
+    products, types, queries = build_histories(
+        np.arange(len(ids), dtype=np.int64), np.full(len(ids), now, np.int64), log_user_rows, ts,
+        np.ascontiguousarray(catalog_ids.lookup([str(p) for p in log.column("product_id").to_pylist()]), dtype=np.int64),
+        codes, np.ascontiguousarray(string_rows.lookup(keys), dtype=np.int64), hist_items, hist_queries)
+    country_index = {c: i + 1 for i, c in enumerate(countries)}
     return pa.table({
         "user_id": pa.array(ids, pa.string()),
-        "country": pa.array([countries.get(user_country.get(u) or hist[u]["country"], 0) for u in ids], pa.int32()),
-        "hist_rows": pa.array([hist[u]["rows"][-hist_items:] for u in ids], pa.list_(pa.int32())),
-        "hist_types": pa.array([hist[u]["types"][-hist_items:] for u in ids], pa.list_(pa.int8())),
-        "hist_queries": pa.array([hist[u]["queries"][-hist_queries:] for u in ids], pa.list_(pa.string())),
+        "country": pa.array([country_index.get(user_country.get(u), 0) for u in ids], pa.int32()),
+        "hist_rows": pa.array([r[r >= 0].tolist() for r in products], pa.list_(pa.int32())),
+        "hist_types": pa.array([t[t > 0].tolist() for t in types], pa.list_(pa.int8())),
+        "hist_queries": pa.array([[strings[j] for j in q[q >= 0]] for q in queries], pa.list_(pa.string())),
     })
 
 
-def _find_featurizer_config(config: dict[str, Any]) -> dict[str, int]:
-    """The featurizer config in a run's config.json (the dict holding the hashing bucket sizes)."""
-    keys = ("word_buckets", "bigram_buckets", "trigram_buckets", "max_query_terms", "max_product_terms")
-    stack: list[Any] = [config]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if all(k in node for k in keys):
-                return {k: int(node[k]) for k in keys}
-            stack.extend(node.values())
-    raise ValueError("the run's config.json has no featurizer config (word_buckets, bigram_buckets, ...)")
-
-
 def _thresholds(raw: Any) -> dict[str, float]:
-    """Normalise a run's thresholds.json to {negative, click, favorite, add_to_cart, purchase}."""
-    if isinstance(raw, dict) and "thresholds" in raw:
-        raw = raw["thresholds"]
-    if isinstance(raw, list) and len(raw) == 5:
-        return {name: float(v) for name, v in zip(THRESHOLD_NAMES, raw)}
+    """A run's thresholds.json ({negative, click, favorite, add_to_cart, purchase} -> theta)."""
     if not isinstance(raw, dict):
         raise ValueError(f"unreadable thresholds.json: {raw!r}")
-    aliases = {"neg": "negative", "none": "negative", "negatives": "negative", "impression": "negative",
-               "fav": "favorite", "favourite": "favorite", "cart": "add_to_cart"}
-    out = {aliases.get(str(k), str(k)): float(v) for k, v in raw.items() if isinstance(v, (int, float))}
+    out = {str(k): float(v) for k, v in raw.items() if isinstance(v, (int, float))}
     missing = [t for t in THRESHOLD_NAMES if t not in out]
     if missing:
         raise ValueError(f"thresholds.json lacks {missing} (has {sorted(out)})")
     return {t: out[t] for t in THRESHOLD_NAMES}
-
-
-def _countries(vocab: dict[str, Any]) -> list[str]:
-    """Country names in model-id order (id i + 1 for list index i; 0 = unknown)."""
-    raw = vocab.get("countries", [])
-    if isinstance(raw, dict):
-        return [c for c, _ in sorted(raw.items(), key=lambda kv: kv[1]) if _ != 0]
-    return [str(c) for c in raw]
 
 
 def _encode_products(run: Any, catalog: Any, batch_size: int, progress: bool) -> np.ndarray:
@@ -351,20 +314,21 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
     run_dir = Path(run_dir)
     run = load_run(run_dir, dataset)
     config = run.config
+    tc = run.train_config
     catalog = dataset.catalog
     product_ids = [str(p) for p in catalog.column("product_id").to_pylist()]
     product_rows = {p: i for i, p in enumerate(product_ids)}
-    graph = np.load(run_dir / "graph.npz", allow_pickle=False)
-    vocab = json.loads((run_dir / "vocab.json").read_text())
     thresholds = _thresholds(json.loads((run_dir / "thresholds.json").read_text()))
-    featurizer_config = _find_featurizer_config(config)
-    countries = _countries(vocab)
-
-    # Shapes of the tower's inputs come from the run itself (one event through its own input builder).
+    featurizer_config = tc.featurizer_kwargs()
+    countries = list(run.vocab.countries)
+    N, M = tc.history_items, tc.history_queries
+    # Graph tables: queries as trained; products aligned to this catalog by id (zeros: no node).
+    train_rows = {p: i for i, p in enumerate(run.product_ids)}
+    product_graph = np.zeros((len(product_ids), run.graph.dim), np.float32)
+    known = np.array([train_rows.get(p, -1) for p in product_ids], np.int64)
+    product_graph[known >= 0] = run.graph.product_vectors[known[known >= 0]]
     later, targets, target_kind = _later_events(dataset, product_rows)
-    probe_events = later.slice(0, 2) if later.num_rows >= 2 else dataset.log.slice(0, 2)
-    probe = run.event_query_inputs(probe_events, dataset, personalized=True)
-    N, M = probe["hist_item_type"].shape[1], probe["hist_query_terms"].shape[1]
+    probe = run.event_query_inputs(dataset.log.slice(0, min(4, dataset.log.num_rows)), dataset, personalized=True)
 
     if product_vectors is None:
         product_vectors = _encode_products(run, catalog, batch_size, progress)
@@ -386,7 +350,7 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
     hydration["mips_augmented"] = bool(mips_augment)
     hydration["quality_normalisation"] = quality_info
 
-    users = user_histories(dataset.log, dataset.users, product_rows, {c: i + 1 for i, c in enumerate(countries)}, N, M)
+    users = user_histories(dataset, run.featurizer, countries, N, M)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_query_tower(run.model.query_tower, Path(tmp) / "query_tower.onnx", probe)
         # Real events (signed-in and signed-out) plus 1,000 synthetic rows that force the edge cases
@@ -405,10 +369,9 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
         digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()[:16] if weights_file.exists() else "unknown"
         return write_bundle(
             bundle_dir, query_tower_onnx=onnx_path, featurizer_config=featurizer_config,
-            query_keys=[str(k) for k in graph["query_keys"].tolist()],
-            query_graph=np.ascontiguousarray(graph["query_vectors"], dtype=np.float32),
-            product_ids=product_ids,
-            product_graph=np.ascontiguousarray(graph["product_vectors"], dtype=np.float32),
+            query_keys=[str(k) for k in run.graph.query_keys],
+            query_graph=np.ascontiguousarray(run.graph.query_vectors, dtype=np.float32),
+            product_ids=product_ids, product_graph=product_graph,
             product_vectors=product_vectors, quality=quality, hydration=hydration, thresholds=thresholds,
             users=users, countries=countries, hist_items=N, hist_queries=M,
             model_version=f"{run_dir.name}-{digest}", index_dtype=index_dtype, ef_search=ef_search, seed=seed,
