@@ -7,6 +7,7 @@ learns anything scores its positives above random products.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from upper_fast_train.config import TrainConfig
 from upper_fast_train.features import ProductTable, QueryTable, TrainingSet, Vocab
@@ -87,3 +88,14 @@ def tiny_world(config: TrainConfig, n_events: int = 160, seed: int = 0) -> tuple
     data = TrainingSet(queries=queries, product_rows=rows.astype(np.int64), labels=labels.astype(np.int64),
                        groups=rng.integers(0, n_events // 2, n_events).astype(np.int64))
     return data, products
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: on a shared 2-core machine, oversubscribed torch threads slow tiny steps 50x."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

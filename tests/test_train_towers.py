@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from _train_synthetic import tiny_config, tiny_encoder, tiny_vocab, tiny_world  # noqa: E402
+from _train_synthetic import single_thread, tiny_config, tiny_encoder, tiny_vocab, tiny_world  # noqa: E402,F401
 
 from upper_fast_train.towers import QUERY_INPUTS, UpperModel  # noqa: E402
 

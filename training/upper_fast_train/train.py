@@ -146,18 +146,18 @@ def _step_loss(
     arange = torch.arange(b, device=device)
     pos_scores = scores[arange, inv[:b]]
     loss = hinge_loss(pos_scores, labels.to(device), config.thresholds)
-    parts = {"hinge": float(loss)}
+    parts = {"hinge": float(loss.detach())}
     theta_neg = config.thresholds[0]
     if weights["inbatch"] > 0 and config.inbatch_negatives > 0:
         s, valid = hardest(scores[:, inv[:b]], excluded.to(device), config.inbatch_negatives)
         term = negative_hinge(s, valid, theta_neg)
         loss = loss + weights["inbatch"] * term
-        parts["inbatch"] = float(term)
+        parts["inbatch"] = float(term.detach())
     if u:
         valid = torch.from_numpy(~membership(uni_rows.numpy(), excluded_sets)).to(device)
         term = negative_hinge(scores[:, inv[b : b + u]], valid, theta_neg)
         loss = loss + weights["uniform"] * term
-        parts["uniform"] = float(term)
+        parts["uniform"] = float(term.detach())
     if mined.shape[1]:
         ok = mined >= 0
         cols = np.zeros(mined.shape, dtype=np.int64)
@@ -165,7 +165,7 @@ def _step_loss(
         s = scores.gather(1, torch.from_numpy(cols).to(device))
         term = negative_hinge(s, torch.from_numpy(ok).to(device), theta_neg)
         loss = loss + weights["dynamic"] * term
-        parts["dynamic"] = float(term)
+        parts["dynamic"] = float(term.detach())
     timing["forward"] += time.perf_counter() - t2
     return loss, parts
 
@@ -237,10 +237,10 @@ def train_model(
         timing["optimizer"] += t2 - t1
         step += 1
         examples += len(idx) * d.world
-        history.append({"step": step, "loss": float(loss), **parts, **{f"w_{k}": v for k, v in weights.items()}})
+        history.append({"step": step, "loss": float(loss.detach()), **parts, **{f"w_{k}": v for k, v in weights.items()}})
         elapsed = time.perf_counter() - start
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4f}", ex_s=f"{examples / max(elapsed, 1e-9):.0f}")
+        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", ex_s=f"{examples / max(elapsed, 1e-9):.0f}")
         if checkpoint_dir is not None and d.main and (
             (config.checkpoint_every and step % config.checkpoint_every == 0) or step % steps_per_epoch == 0 or step == total_run
         ):
