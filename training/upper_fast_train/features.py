@@ -221,8 +221,8 @@ def query_table(
     """
     from upper_fast import StringIdMap, build_histories
 
-    keys = [featurizer.query_key(q or "") for q in events.column("query").to_pylist()]
-    log_keys = [featurizer.query_key(q or "") for q in history_log.column("query").to_pylist()]
+    keys = featurizer.query_keys([q or "" for q in events.column("query").to_pylist()])
+    log_keys = featurizer.query_keys([q or "" for q in history_log.column("query").to_pylist()])
     strings, rows = _unique_index(keys + log_keys)
     event_query, log_query = rows[: len(keys)], rows[len(keys) :]
 

@@ -106,7 +106,7 @@ class DynamicPool:
         self.n_products = n_products
         self.size = min(config.dynamic_pool, n_products)
         self.refresh_every = max(1, config.dynamic_refresh)
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.rows = np.zeros(0, dtype=np.int64)
         self.vectors = np.zeros((0, config.dim), dtype=np.float32)
         self.position = np.full(n_products, -1, dtype=np.int64)
@@ -118,7 +118,9 @@ class DynamicPool:
     def refresh(self, step: int, encode: Callable[[np.ndarray], np.ndarray]) -> None:
         """Draw a new pool and encode it: `encode(rows (P,) int64) -> (P, D) float32`."""
         self.position[self.rows] = -1
-        self.rows = np.sort(self.rng.choice(self.n_products, size=self.size, replace=False)).astype(np.int64)
+        # Seeded by the step, so a resumed run draws the same pools as an uninterrupted one.
+        rng = np.random.default_rng([self.seed, step])
+        self.rows = np.sort(rng.choice(self.n_products, size=self.size, replace=False)).astype(np.int64)
         self.position[self.rows] = np.arange(self.size)
         self.vectors = np.ascontiguousarray(encode(self.rows), dtype=np.float32)
         self.last_refresh = step
@@ -132,5 +134,5 @@ class DynamicPool:
         from upper_fast import topk_inner_product
 
         pos = np.where(excluded >= 0, self.position[np.maximum(excluded, 0)], -1)
-        top = topk_inner_product(queries, self.vectors, k, exclude=np.ascontiguousarray(pos))
+        top = topk_inner_product(queries, self.vectors, k, exclude=[row[row >= 0] for row in pos])
         return np.where(top.ids >= 0, self.rows[np.maximum(top.ids, 0)], -1)
