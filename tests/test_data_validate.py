@@ -16,6 +16,7 @@ import pytest
 import upper_fast
 from upper_fast.data import DataConfig, load_dataset, validate_dataset
 from upper_fast.data.convert import convert_timestamp, parse_timestamp
+from upper_fast.data.validate import iter_quarantine
 
 CATALOG = [
     {"product_id": "p1", "title": "Sterling Silver Necklace", "tags": "silver|necklace", "category": "jewelry",
@@ -287,7 +288,7 @@ def test_quarantine_file_is_in_input_order_and_codes(tmp_path: Path) -> None:
     _write_catalog_csv(tmp_path)
     _write_log(tmp_path, "csv")
     ds = load_dataset(tmp_path, quarantine_dir=tmp_path / "q", progress=False)
-    rows = [json.loads(x)["row"] for x in (tmp_path / "q" / "search_log.quarantine.jsonl").read_text().splitlines()]
+    rows = [r["row"] for r in iter_quarantine(tmp_path / "q" / "search_log.quarantine.jsonl")]
     assert rows == sorted(rows)
     codes = ds.interaction_codes()
     assert codes.dtype == np.int8

@@ -19,7 +19,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from upper_fast._core import FormatError
 from upper_fast.data.convert import (
     convert_id,
     convert_interaction,
@@ -31,7 +30,7 @@ from upper_fast.data.convert import (
 from upper_fast.data.readers import SUPPORTED_SUFFIXES, RawBatch, file_row_count_hint, iter_batches
 from upper_fast.data.schema import KNOWN_COLUMNS, REASONS, REQUIRED_COLUMNS, TABLES, DataConfig
 
-__all__ = ["FileReport", "ValidationReport", "ValidatedTables", "validate_dataset", "find_table_files",
+__all__ = ["FileReport", "ValidationReport", "ValidatedTables", "validate_dataset", "find_table_files", "iter_quarantine",
            "output_schema"]
 
 _REASON_CODE = {r: i for i, r in enumerate(REASONS)}
