@@ -183,6 +183,8 @@ def test_dict_round_trip() -> None:
         Featurizer.from_dict({**data, "unicode_version": "1.0.0"})
     with pytest.raises(ValueError, match="hash"):
         Featurizer.from_dict({**data, "hash": "md5"})
+    with pytest.raises(ValueError, match="bigram_buckets"):
+        Featurizer.from_dict({k: v for k, v in data.items() if k != "bigram_buckets"})
 
 
 def test_pyarrow_columns_match_lists() -> None:

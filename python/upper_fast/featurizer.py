@@ -155,6 +155,9 @@ class FeaturizerConfig:
                 f"featurizer was saved with Unicode {stored} tables but this build has {unicode_version()}: "
                 "normal forms could differ; use the upper_fast version that wrote it"
             )
+        missing = [k for k in ("word_buckets", "bigram_buckets", "trigram_buckets") if k not in data]
+        if missing:
+            raise ValueError(f"featurizer description lacks {missing}: ids depend on them, refusing to guess")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
