@@ -226,6 +226,7 @@ def train_model(
             step += 1
             continue
         weights = negative_weights(step, total, config)
+        before = dict(timing)
         loss, parts = _step_loss(net, data, products, idx, step, weights, pool, config, device, timing)
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -237,7 +238,8 @@ def train_model(
         timing["optimizer"] += t2 - t1
         step += 1
         examples += len(idx) * d.world
-        history.append({"step": step, "loss": float(loss.detach()), **parts, **{f"w_{k}": v for k, v in weights.items()}})
+        phases = {f"{k}_s": timing[k] - before[k] for k in _PHASES}
+        history.append({"step": step, "loss": float(loss.detach()), **parts, **{f"w_{k}": v for k, v in weights.items()}, **phases})
         elapsed = time.perf_counter() - start
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", ex_s=f"{examples / max(elapsed, 1e-9):.0f}")
