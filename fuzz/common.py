@@ -114,7 +114,7 @@ def make_index(n: int = 64, dim: int = 12, dtype: str = "f32", seed: int = 0) ->
     vectors = rng.standard_normal((n, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     index = upper_fast.Index(dim, dtype=dtype, M=8, ef_construction=40, seed=seed)
-    index.add(vectors, np.arange(n, dtype=np.int64))
+    index.add(np.arange(n, dtype=np.int64), vectors)
     return index, vectors
 
 

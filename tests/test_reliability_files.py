@@ -187,7 +187,7 @@ _SAVER = textwrap.dedent(
     path, n = sys.argv[1], int(sys.argv[2])
     rng = np.random.default_rng(n)
     index = upper_fast.Index(32, dtype="f32", M=8, ef_construction=20, seed=0)
-    index.add(rng.standard_normal((n, 32)).astype(np.float32), np.arange(n, dtype=np.int64))
+    index.add(np.arange(n, dtype=np.int64), rng.standard_normal((n, 32)).astype(np.float32))
     print("READY", flush=True)
     while True:
         index.save(path)
