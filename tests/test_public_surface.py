@@ -168,6 +168,7 @@ def cases_topk_inner_product() -> Iterator[Case]:
     for label, bad, _ in bad_ints("k"):
         yield Case(label, lambda bad=bad: f(q, c, bad))
     yield Case("k huge", lambda: f(q, c, HUGE_K), must_raise=False)
+    yield Case("k=2**31", lambda: f(q, c, 2**31), must_raise=False)
     yield Case("k bool", lambda: f(q, c, True))
     yield Case("NaN query", lambda: f(np.full((3, 8), np.nan, np.float32), c, 5))
     yield Case("inf candidate", lambda: f(q, np.full((50, 8), np.inf, np.float32), 5))
@@ -380,6 +381,7 @@ def cases_Index() -> Iterator[Case]:
     yield Case("search NaN query", lambda: idx.search(np.full((1, 6), np.nan, np.float32), 3), must_raise=False,
                check=unchanged)
     yield Case("search ef=-1", lambda: idx.search(q, 3, ef=-1), check=unchanged)
+    yield Case("search k=2**31", lambda: idx.search(q, 2**31), must_raise=False, check=unchanged)
     yield Case("search ef huge", lambda: idx.search(q, 3, ef=2**40), must_raise=False, check=unchanged)
     yield Case("search filter float", lambda: idx.search(q, 3, filter=np.array([1.0, 2.0])), check=unchanged)
     yield Case("search filter 2-D", lambda: idx.search(q, 3, filter=np.ones((2, 2), np.int64)), check=unchanged)
@@ -620,6 +622,19 @@ KNOWN_BUGS: dict[tuple[str, str], str] = {
     ("FeaturizerConfig", "from_dict unknown key"): (
         "FeaturizerConfig.from_dict ignores unknown keys, so a typo ('word_bucket') silently gives the default "
         "buckets: a train/serve skew. Fix: raise ValueError naming the unknown keys."
+    ),
+    ("topk_inner_product", "k=2**31"): (
+        "k far above the candidate count allocates the (m, k) outputs: k=2**31 -> MemoryError (32 GiB for 2 "
+        "queries). Fix: ValueError when k exceeds the candidate count by more than the padding the caller "
+        "could want, e.g. k > max(n, 1) * 1024 or m * k > 2**31 elements."
+    ),
+    ("Index", "search k=2**31"): (
+        "Index.search allocates (m, k) outputs for any k: k=2**31 -> MemoryError; k=10**8 on a 30-item index "
+        "takes 2.3 GB. Fix: ValueError for k > capacity (or m * k > 2**31), naming the index size."
+    ),
+    ("Index", "search ef huge"): (
+        "Index.search(ef=2**40) -> MemoryError (std::bad_alloc) from reserving ef candidates. Fix: clamp ef to "
+        "the element count (hnswlib never needs more) or raise ValueError."
     ),
     ("Index", "load invalid UTF-8 str path"): (
         "Index.load/save cast the path to std::string, which fails with RuntimeError for a str holding "
