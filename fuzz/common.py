@@ -21,6 +21,20 @@ for _p in (_ROOT / "training", _ROOT / "python"):
         sys.path.insert(0, str(_p))
 
 SKIP_EXIT_CODE = 0
+REPLAY_ENV = "UPPER_FAST_FUZZ_REPLAY"
+
+
+def instrumented() -> "object":
+    """Context manager for importing the code under test: atheris coverage instrumentation of
+    upper_fast only (numpy, pyarrow, onnxruntime stay plain: instrumenting them costs seconds per
+    process and their coverage is not what we steer by); nothing at all when replaying inputs."""
+    import contextlib
+
+    if os.environ.get(REPLAY_ENV):
+        return contextlib.nullcontext()
+    import atheris
+
+    return atheris.instrument_imports(include=["upper_fast"])
 SKIP_PREFIX = "FUZZ-SKIP:"
 
 
@@ -49,6 +63,8 @@ def write_seeds(argv: list[str], seeds: list[bytes]) -> None:
     if not dirs:
         return
     corpus = Path(dirs[0])
+    if corpus.is_file():  # replaying saved inputs, not fuzzing
+        return
     corpus.mkdir(parents=True, exist_ok=True)
     if any(corpus.iterdir()):
         return
@@ -56,10 +72,14 @@ def write_seeds(argv: list[str], seeds: list[bytes]) -> None:
         (corpus / f"seed-{i:03d}").write_bytes(seed)
 
 
-def main(test_one_input: Callable[[bytes], None], seeds: Callable[[], list[bytes]]) -> None:
-    """Standard entry point: seeds the corpus, then hands over to libFuzzer (never returns)."""
+def main(test_one_input: Callable[[bytes], None], seeds: Callable[[], list[bytes]],
+         setup: Callable[[], None] | None = None) -> None:
+    """Standard entry point: one-time setup (outside libFuzzer's per-input timeout), seeds the
+    corpus, then hands over to libFuzzer (never returns)."""
     import atheris
 
+    if setup is not None:
+        setup()
     write_seeds(sys.argv, seeds())
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
@@ -122,3 +142,70 @@ def index_search(index: object, queries: "object", k: int) -> "tuple[object, obj
     """(ids, scores) of index.search as numpy arrays, whatever the result type."""
     res = index.search(queries, k)
     return res.ids, res.scores
+
+
+_BUNDLE_ENV = "UPPER_FAST_FUZZ_BUNDLE"
+_bundle_cache: list[Path] = []
+
+
+def make_bundle(root: "Path") -> "Path":
+    """A tiny real bundle (ONNX query tower exported by torch) from the serving tests' helper,
+    tests/serve_tiny.py; raises ImportError when that helper (or torch) is absent. A bundle named
+    by $UPPER_FAST_FUZZ_BUNDLE is copied instead (exporting takes seconds)."""
+    import shutil
+
+    given = os.environ.get(_BUNDLE_ENV)
+    if given:
+        shutil.copytree(given, Path(root) / "bundle")
+        return Path(root) / "bundle"
+    tests_dir = str(_ROOT / "tests")
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    import serve_tiny
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    made = serve_tiny.tiny_bundle(Path(root))
+    return Path(made[0] if isinstance(made, tuple) else made)
+
+
+def cached_bundle() -> "Path":
+    """One tiny bundle per process (built on first use, removed at exit); also exported in
+    $UPPER_FAST_FUZZ_BUNDLE so child fuzz processes copy it instead of exporting again."""
+    if not _bundle_cache:
+        path = make_bundle(scratch_dir())
+        _bundle_cache.append(path)
+        os.environ[_BUNDLE_ENV] = str(path)
+    return _bundle_cache[0]
+
+
+# --- known bugs: found by fuzzing, reported to their owners (docs/reliability.md "Bugs found") ---
+# id -> (target, exception types, files where raised, description). While a bug is open the
+# campaign tolerates (and counts) exceptions of those types raised in those upper_fast files, so it
+# can look for other bugs; UPPER_FAST_FUZZ_STRICT=1 turns them back into crashes (regression replay).
+KNOWN_BUGS: dict[str, tuple[str, frozenset[str], frozenset[str], str]] = {
+    "bundle-manifest-schema": (
+        "bundle", frozenset({"KeyError", "TypeError", "AttributeError", "ValueError", "IndexError", "InvalidArgument"}),
+        frozenset({"retriever.py", "bundle.py"}),
+        "Retriever.load trusts manifest.json's structure once format/format_version/files pass: a manifest "
+        "without dims['graph_dim'] raises KeyError in retriever._load, one without dims['query_terms'] a "
+        "KeyError in the warm-up search, a files entry that is not a dict an AttributeError in verify_bundle, "
+        "a changed dims['hist_queries'] an onnxruntime InvalidArgument (dims not checked against the model). "
+        "Fix: validate the whole manifest schema (types and ranges of dims, files entries) in read_manifest "
+        "and raise upper_fast.FormatError.",
+    ),
+}
+
+
+def known_bug(target: str, exc: BaseException) -> str | None:
+    """The id of the open known bug this exception is, or None (strict mode: always None)."""
+    if os.environ.get("UPPER_FAST_FUZZ_STRICT"):
+        return None
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "upper_fast" in f.filename]
+    where = Path(frames[-1].filename).name if frames else ""
+    for bug_id, (t, types, files, _) in KNOWN_BUGS.items():
+        if t == target and type(exc).__name__ in types and where in files:
+            print(f"FUZZ-KNOWN: {bug_id} {type(exc).__name__} in {where}", file=sys.stderr, flush=True)
+            return bug_id
+    return None

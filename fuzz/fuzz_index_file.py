@@ -15,7 +15,7 @@ import atheris
 import common
 import numpy as np
 
-with atheris.instrument_imports():
+with common.instrumented():
     import upper_fast
 
 _STATE: dict[str, object] = {}
@@ -70,5 +70,5 @@ def seeds() -> list[bytes]:
 
 
 if __name__ == "__main__":
-    common.main(TestOneInput, seeds)
+    common.main(TestOneInput, seeds, _setup)
     sys.exit(0)

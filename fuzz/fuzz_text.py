@@ -16,7 +16,7 @@ import numpy as np
 
 import atheris
 
-with atheris.instrument_imports():
+with common.instrumented():
     import upper_fast
 
 ALLOWED = (TypeError, ValueError)
@@ -127,5 +127,5 @@ def seeds() -> list[bytes]:
 
 
 if __name__ == "__main__":
-    common.main(TestOneInput, seeds)
+    common.main(TestOneInput, seeds, _setup)
     sys.exit(0)

@@ -594,14 +594,14 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
 
 
 def _tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
-    """A tiny real bundle (ONNX tower exported by torch) from the serving tests' helper, if present."""
+    """A tiny real bundle (ONNX tower exported by torch, via tests/serve_tiny.py), if it can be built."""
     if _resolve("Retriever") is None:
         return None
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "fuzz"))
     try:
-        import serve_tiny
+        import common
 
-        return Path(serve_tiny.tiny_bundle(tmp_path_factory.mktemp("bundle")))
+        return common.cached_bundle()
     except Exception as exc:  # noqa: BLE001 - the serving tests own bundle building; path cases still run
         print(f"no tiny bundle for the Retriever cases: {type(exc).__name__}: {exc}", file=sys.stderr)
         return None
