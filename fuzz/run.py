@@ -72,7 +72,7 @@ def run_target(
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env, timeout=timeout_s + 120)
     elapsed = time.perf_counter() - t0
     out = proc.stdout + proc.stderr
-    new = sorted(set(os.listdir(artifacts)) - before)
+    new = sorted(a for a in set(os.listdir(artifacts)) - before if a.startswith(f"{target}-"))
     if "FUZZ-SKIP:" in out:
         reason = out.split("FUZZ-SKIP:", 1)[1].splitlines()[0].strip()
         return TargetResult(target, "skipped", 0, elapsed, proc.returncode, reason)
