@@ -1,5 +1,342 @@
+// Bindings for the kernels area: SIMD dot products, hydration, batched top-k, hinge thresholds.
+// Every array is validated under the GIL (type, dtype, shape, C-contiguity: never a silent copy
+// or cast), then the work runs with the GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+
 #include "bindings/bindings.h"
+#include "hydration.h"
+#include "simd/dispatch.h"
+#include "thresholds.h"
+#include "topk.h"
+
+namespace py = pybind11;
 
 namespace upper_fast::bindings {
-void register_kernels(pybind11::module_& m) { (void)m; }
+namespace {
+
+enum class Dt { f32, u16, i8, i64 };
+
+const char* dt_name(Dt t) {
+  switch (t) {
+    case Dt::f32: return "float32";
+    case Dt::u16: return "uint16";
+    case Dt::i8: return "int8";
+    default: return "int64";
+  }
+}
+
+bool has_dtype(const py::array& a, Dt t) {
+  switch (t) {
+    case Dt::f32: return a.dtype().is(py::dtype::of<float>());
+    case Dt::u16: return a.dtype().is(py::dtype::of<std::uint16_t>());
+    case Dt::i8: return a.dtype().is(py::dtype::of<std::int8_t>());
+    default: return a.dtype().is(py::dtype::of<std::int64_t>());
+  }
+}
+
+py::array as_ndarray(const py::handle& obj, const std::string& name) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(name + " must be a numpy.ndarray (got " +
+                         std::string(py::str(py::type::of(obj).attr("__name__"))) +
+                         "): convert with np.asarray(" + name + ", dtype=np.float32)");
+  return py::reinterpret_borrow<py::array>(obj);
+}
+
+// Checks dtype (one of `allowed`), ndim and C-contiguity; returns the matching dtype.
+Dt check_array(const py::array& a, const std::string& name, std::initializer_list<Dt> allowed, int ndim) {
+  Dt found = *allowed.begin();
+  bool ok = false;
+  for (Dt t : allowed)
+    if (has_dtype(a, t)) {
+      found = t;
+      ok = true;
+      break;
+    }
+  if (!ok) {
+    std::string want;
+    for (Dt t : allowed) want += (want.empty() ? "" : " or ") + std::string(dt_name(t));
+    throw py::type_error(name + " must have dtype " + want + " (got " + std::string(py::str(a.dtype())) +
+                         "): convert explicitly, e.g. " + name + ".astype(np." + dt_name(*allowed.begin()) + ")");
+  }
+  if (a.ndim() != ndim)
+    throw py::value_error(name + " must be " + std::to_string(ndim) + "-D (got " +
+                          std::to_string(a.ndim()) + "-D)");
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(name + " must be C-contiguous: call np.ascontiguousarray(" + name + ")");
+  return found;
+}
+
+std::size_t dim(const py::array& a, int i) { return static_cast<std::size_t>(a.shape(i)); }
+
+// `out` given: a writeable C-contiguous float32 array of exactly (rows, cols); else a new one.
+py::array_t<float> output_matrix(const py::object& out, std::size_t rows, std::size_t cols) {
+  if (out.is_none()) return py::array_t<float>({rows, cols});
+  py::array a = as_ndarray(out, "out");
+  check_array(a, "out", {Dt::f32}, 2);
+  if (dim(a, 0) != rows || dim(a, 1) != cols)
+    throw py::value_error("out must have shape (" + std::to_string(rows) + ", " + std::to_string(cols) +
+                          ") (got (" + std::to_string(a.shape(0)) + ", " + std::to_string(a.shape(1)) + "))");
+  if (!a.writeable()) throw py::value_error("out must be writeable");
+  return py::reinterpret_borrow<py::array_t<float>>(a);
+}
+
+bool overlaps(const py::array& a, const py::array& b) {
+  const char* a0 = static_cast<const char*>(a.data());
+  const char* b0 = static_cast<const char*>(b.data());
+  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+void check_finite(const float* p, std::size_t n, const std::string& name) {
+  for (std::size_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i]))
+      throw py::value_error(name + " contains NaN or inf (first at flat index " + std::to_string(i) + ")");
+}
+
+const simd::Kernels& table_for(const py::object& level) {
+  if (level.is_none()) return simd::active();
+  const std::string s = py::str(level);
+  if (s == "scalar") return simd::for_level(simd::Level::scalar);
+  if (s == "avx2") return simd::for_level(simd::Level::avx2);
+  if (s == "avx512") return simd::for_level(simd::Level::avx512);
+  throw py::value_error("level must be 'avx512', 'avx2', 'scalar' or None (got '" + s + "')");
+}
+
+py::object simd_dot(const py::object& a_obj, const py::object& b_obj, const py::object& level) {
+  py::array a = as_ndarray(a_obj, "a"), b = as_ndarray(b_obj, "b");
+  const Dt ta = check_array(a, "a", {Dt::f32, Dt::u16, Dt::i8}, 1);
+  const Dt tb = check_array(b, "b", {Dt::f32, Dt::u16, Dt::i8}, 1);
+  if (a.shape(0) != b.shape(0))
+    throw py::value_error("a and b differ in length (" + std::to_string(a.shape(0)) + " vs " +
+                          std::to_string(b.shape(0)) + ")");
+  const simd::Kernels& k = table_for(level);
+  const std::size_t n = dim(a, 0);
+  if (ta == Dt::f32 && tb == Dt::f32)
+    return py::float_(k.dot_f32(static_cast<const float*>(a.data()), static_cast<const float*>(b.data()), n));
+  if (ta == Dt::f32 && tb == Dt::u16)
+    return py::float_(k.dot_f32_bf16(static_cast<const float*>(a.data()), static_cast<const std::uint16_t*>(b.data()), n));
+  if (ta == Dt::u16 && tb == Dt::u16)
+    return py::float_(k.dot_bf16(static_cast<const std::uint16_t*>(a.data()), static_cast<const std::uint16_t*>(b.data()), n));
+  if (ta == Dt::i8 && tb == Dt::i8) {
+    if (n >= (std::size_t{1} << 17))
+      throw py::value_error("int8 dot products are exact only below 131072 elements");
+    return py::int_(k.dot_i8(static_cast<const std::int8_t*>(a.data()), static_cast<const std::int8_t*>(b.data()), n));
+  }
+  throw py::type_error(std::string("unsupported dtype pair (") + dt_name(ta) + ", " + dt_name(tb) +
+                       "): use (float32, float32), (float32, uint16 bf16), (uint16, uint16) or (int8, int8)");
+}
+
+py::array_t<float> hydrate_products(const py::object& emb_obj, const py::object& feat_obj, double scale,
+                                    const py::object& out_obj, std::size_t num_threads) {
+  py::array emb = as_ndarray(emb_obj, "emb"), feat = as_ndarray(feat_obj, "features");
+  check_array(emb, "emb", {Dt::f32}, 2);
+  check_array(feat, "features", {Dt::f32}, 2);
+  if (emb.shape(0) != feat.shape(0))
+    throw py::value_error("emb and features differ in rows (" + std::to_string(emb.shape(0)) + " vs " +
+                          std::to_string(feat.shape(0)) + ")");
+  if (!std::isfinite(scale)) throw py::value_error("scale must be finite");
+  const std::size_t n = dim(emb, 0), d = dim(emb, 1), f = dim(feat, 1);
+  py::array_t<float> out = output_matrix(out_obj, n, d + f);
+  if (overlaps(out, emb) || overlaps(out, feat)) throw py::value_error("out must not share memory with emb or features");
+  const float* e = static_cast<const float*>(emb.data());
+  const float* x = static_cast<const float*>(feat.data());
+  float* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    upper_fast::hydrate_products(e, x, n, d, f, static_cast<float>(scale), o, num_threads);
+  }
+  return out;
+}
+
+py::array_t<float> hydrate_queries(const py::object& q_obj, const py::object& w_obj,
+                                   const py::object& out_obj, std::size_t num_threads) {
+  py::array q = as_ndarray(q_obj, "q"), w = as_ndarray(w_obj, "weights");
+  check_array(q, "q", {Dt::f32}, 2);
+  check_array(w, "weights", {Dt::f32}, 1);
+  const std::size_t m = dim(q, 0), d = dim(q, 1), f = dim(w, 0);
+  check_finite(static_cast<const float*>(w.data()), f, "weights");
+  py::array_t<float> out = output_matrix(out_obj, m, d + f);
+  if (overlaps(out, q) || overlaps(out, w)) throw py::value_error("out must not share memory with q or weights");
+  const float* qp = static_cast<const float*>(q.data());
+  const float* wp = static_cast<const float*>(w.data());
+  float* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    upper_fast::hydrate_queries(qp, wp, m, d, f, o, num_threads);
+  }
+  return out;
+}
+
+py::tuple topk_inner_product(const py::object& q_obj, const py::object& c_obj, long long k,
+                             const py::object& indptr_obj, const py::object& indices_obj,
+                             long long num_threads) {
+  py::array q = as_ndarray(q_obj, "queries"), c = as_ndarray(c_obj, "candidates");
+  const Dt tq = check_array(q, "queries", {Dt::f32, Dt::u16}, 2);
+  const Dt tc = check_array(c, "candidates", {Dt::f32, Dt::u16}, 2);
+  if (k <= 0) throw py::value_error("k must be a positive integer (got " + std::to_string(k) + ")");
+  if (num_threads < 0) throw py::value_error("num_threads must be >= 0 (0 = all cores)");
+  const std::size_t m = dim(q, 0), n = dim(c, 0), d = dim(q, 1);
+  if (dim(c, 1) != d)
+    throw py::value_error("queries have dimension " + std::to_string(d) + " but candidates have " +
+                          std::to_string(c.shape(1)));
+  if (d == 0) throw py::value_error("dimension must be positive");
+
+  Exclusions ex;
+  py::array indptr, indices;
+  if (indptr_obj.is_none() != indices_obj.is_none())
+    throw py::value_error("exclude_indptr and exclude_indices must be given together");
+  if (!indptr_obj.is_none()) {
+    indptr = as_ndarray(indptr_obj, "exclude_indptr");
+    indices = as_ndarray(indices_obj, "exclude_indices");
+    check_array(indptr, "exclude_indptr", {Dt::i64}, 1);
+    check_array(indices, "exclude_indices", {Dt::i64}, 1);
+    if (dim(indptr, 0) != m + 1)
+      throw py::value_error("exclude_indptr must have m + 1 = " + std::to_string(m + 1) + " entries (got " +
+                            std::to_string(indptr.shape(0)) + ")");
+    const auto* ip = static_cast<const std::int64_t*>(indptr.data());
+    if (ip[0] != 0) throw py::value_error("exclude_indptr[0] must be 0");
+    for (std::size_t i = 0; i < m; ++i)
+      if (ip[i + 1] < ip[i]) throw py::value_error("exclude_indptr must be non-decreasing");
+    if (static_cast<std::size_t>(ip[m]) != dim(indices, 0))
+      throw py::value_error("exclude_indptr[-1] must equal len(exclude_indices) (" +
+                            std::to_string(indices.shape(0)) + ")");
+    ex.indptr = ip;
+    ex.indices = static_cast<const std::int64_t*>(indices.data());
+  }
+
+  const std::size_t kk = static_cast<std::size_t>(k);
+  py::array_t<std::int64_t> ids({m, kk});
+  py::array_t<float> scores({m, kk});
+  py::array_t<std::int64_t> counts(static_cast<py::ssize_t>(m));
+  MatrixView qv{q.data(), tq == Dt::f32 ? ElemType::f32 : ElemType::bf16, m, d};
+  MatrixView cv{c.data(), tc == Dt::f32 ? ElemType::f32 : ElemType::bf16, n, d};
+  std::int64_t* ip = ids.mutable_data();
+  float* sp = scores.mutable_data();
+  std::int64_t* cp = counts.mutable_data();
+  {
+    py::gil_scoped_release release;
+    upper_fast::topk_inner_product(qv, cv, kk, ex, static_cast<std::size_t>(num_threads), ip, sp, cp);
+  }
+  return py::make_tuple(ids, scores, counts);
+}
+
+// Scores: any shape, float32, C-contiguous, no NaN.
+py::array scores_arg(const py::object& obj) {
+  py::array s = as_ndarray(obj, "scores");
+  check_array(s, "scores", {Dt::f32}, static_cast<int>(s.ndim()));
+  const auto* p = static_cast<const float*>(s.data());
+  for (py::ssize_t i = 0; i < s.size(); ++i)
+    if (std::isnan(p[i])) throw py::value_error("scores contain NaN (first at flat index " + std::to_string(i) + ")");
+  return s;
+}
+
+py::array labels_arg(const py::object& obj, const py::array& scores) {
+  py::array l = as_ndarray(obj, "labels");
+  check_array(l, "labels", {Dt::i64}, 1);
+  if (scores.ndim() != 1 || scores.shape(0) != l.shape(0))
+    throw py::value_error("scores and labels must be 1-D of the same length (got scores " +
+                          std::to_string(scores.ndim()) + "-D of size " + std::to_string(scores.size()) +
+                          ", labels " + std::to_string(l.shape(0)) + ")");
+  return l;
+}
+
+std::vector<py::ssize_t> shape_of(const py::array& a) {
+  return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
+}
+
+void register_thresholds(py::module_& m) {
+  py::class_<HingeThresholds>(m, "HingeThresholds")
+      .def(py::init<float, float, float, float, float>(), py::arg("click"), py::arg("favorite"),
+           py::arg("add_to_cart"), py::arg("purchase"), py::arg("negative"))
+      .def("threshold", [](const HingeThresholds& t, int code) {
+        if (code < 0 || code > kNumTypes) throw py::value_error("code must be 0..4");
+        return t.threshold(code);
+      })
+      .def("prune", [](const HingeThresholds& t, const py::object& s_obj, int min_tier) {
+        if (min_tier < 0 || min_tier > kNumTypes)
+          throw py::value_error("min_tier must be 0 (negative cut) .. 4 (purchase)");
+        py::array s = scores_arg(s_obj);
+        py::array_t<bool> keep(shape_of(s));
+        const auto* sp = static_cast<const float*>(s.data());
+        auto* kp = reinterpret_cast<std::uint8_t*>(keep.mutable_data());
+        const std::size_t n = static_cast<std::size_t>(s.size());
+        {
+          py::gil_scoped_release release;
+          t.prune(sp, n, min_tier, kp);
+        }
+        return keep;
+      }, py::arg("scores"), py::arg("min_tier"))
+      .def("tier", [](const HingeThresholds& t, const py::object& s_obj) {
+        py::array s = scores_arg(s_obj);
+        py::array_t<std::int8_t> tiers(shape_of(s));
+        const auto* sp = static_cast<const float*>(s.data());
+        std::int8_t* tp = tiers.mutable_data();
+        const std::size_t n = static_cast<std::size_t>(s.size());
+        {
+          py::gil_scoped_release release;
+          t.tier(sp, n, tp);
+        }
+        return tiers;
+      }, py::arg("scores"))
+      .def("hinge_loss", [](const HingeThresholds& t, const py::object& s_obj, const py::object& l_obj,
+                            const py::object& w_obj) {
+        py::array s = scores_arg(s_obj);
+        py::array l = labels_arg(l_obj, s);
+        const float* wp = nullptr;
+        py::array w;
+        if (!w_obj.is_none()) {
+          w = as_ndarray(w_obj, "weights");
+          check_array(w, "weights", {Dt::f32}, 1);
+          if (w.shape(0) != s.shape(0)) throw py::value_error("weights must have one entry per score");
+          wp = static_cast<const float*>(w.data());
+        }
+        const std::size_t n = static_cast<std::size_t>(s.size());
+        py::array_t<float> grad(static_cast<py::ssize_t>(n));
+        const auto* sp = static_cast<const float*>(s.data());
+        const auto* lp = static_cast<const std::int64_t*>(l.data());
+        float* gp = grad.mutable_data();
+        double loss;
+        {
+          py::gil_scoped_release release;
+          loss = t.hinge_loss(sp, lp, wp, n, gp);
+        }
+        return py::make_tuple(loss, grad);
+      }, py::arg("scores"), py::arg("labels"), py::arg("weights") = py::none())
+      .def("calibrate", [](const HingeThresholds& t, const py::object& s_obj, const py::object& l_obj) {
+        py::array s = scores_arg(s_obj);
+        py::array l = labels_arg(l_obj, s);
+        std::array<std::int64_t, 5> kept, positives;
+        std::array<std::array<std::int64_t, 5>, 5> hits;
+        const auto* sp = static_cast<const float*>(s.data());
+        const auto* lp = static_cast<const std::int64_t*>(l.data());
+        const std::size_t n = static_cast<std::size_t>(s.size());
+        {
+          py::gil_scoped_release release;
+          t.calibrate(sp, lp, n, kept, hits, positives);
+        }
+        return py::make_tuple(kept, hits, positives);
+      }, py::arg("scores"), py::arg("labels"));
+}
+
+}  // namespace
+
+void register_kernels(py::module_& m) {
+  m.def("simd_dot", &simd_dot, py::arg("a"), py::arg("b"), py::arg("level") = py::none(),
+        "Inner product of two 1-D arrays with the SIMD kernel for their dtypes (float32, uint16 = bf16, "
+        "int8) at `level` (None = the active level).");
+  m.def("hydrate_products", &hydrate_products, py::arg("emb"), py::arg("features"), py::arg("scale") = 1.0,
+        py::arg("out") = py::none(), py::arg("num_threads") = 0);
+  m.def("hydrate_queries", &hydrate_queries, py::arg("q"), py::arg("weights"), py::arg("out") = py::none(),
+        py::arg("num_threads") = 0);
+  m.def("topk_inner_product", &topk_inner_product, py::arg("queries"), py::arg("candidates"), py::arg("k"),
+        py::arg("exclude_indptr") = py::none(), py::arg("exclude_indices") = py::none(),
+        py::arg("num_threads") = 0);
+  register_thresholds(m);
+}
+
 }  // namespace upper_fast::bindings

@@ -24,7 +24,23 @@ struct Kernels {
   float (*dot_bf16)(const std::uint16_t* a, const std::uint16_t* b, std::size_t n);
   // integer <a, b> over n int8 values (exact in int32 for n < 2^17).
   std::int32_t (*dot_i8)(const std::int8_t* a, const std::int8_t* b, std::size_t n);
+
+  // Batched scoring micro-kernel (used by topk.cpp). A "panel" is `panel` queries packed
+  // k-major: qpack[k * panel + lane] (zero in unused lanes), so one vector load gives one
+  // coordinate of many queries and the candidate coordinate is broadcast; candidates are read
+  // row-major as given, so they never need packing.
+  std::size_t panel;
+  // For the nc candidate rows cand[c * d .. c * d + d): out[c * panel + lane] = <query lane, row c>
+  // and bit `lane` of mask[c] is set when that score > thr[lane] (thr has `panel` entries).
+  // Returns false when any score is NaN or +-inf (non-finite input or float overflow).
+  bool (*score_panel_f32)(const float* qpack, const float* cand, std::size_t nc, std::size_t d,
+                          const float* thr, float* out, std::uint32_t* mask);
+  // out[i] = bf16_to_float(in[i]) for n values (exact widening).
+  void (*bf16_to_f32)(const std::uint16_t* in, float* out, std::size_t n);
 };
+
+// Largest `panel` of any table; mask bits are uint32_t.
+constexpr std::size_t kMaxPanel = 32;
 
 // The kernel table in use (thread-safe, resolved on first call).
 const Kernels& active();

@@ -46,7 +46,33 @@ std::int32_t dot_i8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
   return s;
 }
 
-const Kernels kTable{Level::scalar, "scalar", dot_f32, dot_f32_bf16, dot_bf16, dot_i8};
+constexpr std::size_t kPanel = 8;
+
+bool score_panel_f32(const float* qpack, const float* cand, std::size_t nc, std::size_t d,
+                     const float* thr, float* out, std::uint32_t* mask) {
+  bool finite = true;
+  for (std::size_t c = 0; c < nc; ++c) {
+    const float* row = cand + c * d;
+    float acc[kPanel] = {};
+    for (std::size_t k = 0; k < d; ++k)
+      for (std::size_t l = 0; l < kPanel; ++l) acc[l] += qpack[k * kPanel + l] * row[k];
+    std::uint32_t bits = 0;
+    for (std::size_t l = 0; l < kPanel; ++l) {
+      out[c * kPanel + l] = acc[l];
+      finite = finite && (acc[l] - acc[l] == 0.f);  // false for NaN and +-inf
+      if (acc[l] > thr[l]) bits |= 1u << l;
+    }
+    mask[c] = bits;
+  }
+  return finite;
+}
+
+void bf16_to_f32(const std::uint16_t* in, float* out, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) out[i] = bf16_to_float(in[i]);
+}
+
+const Kernels kTable{Level::scalar, "scalar", dot_f32, dot_f32_bf16, dot_bf16, dot_i8,
+                     kPanel, score_panel_f32, bf16_to_f32};
 
 }  // namespace
 

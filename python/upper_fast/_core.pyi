@@ -1,0 +1,61 @@
+"""Type stubs for the native core upper_fast._core (built from csrc/).
+
+Each area appends the stubs of what it registers (csrc/bindings/<area>.cpp).
+"""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+class FormatError(OSError):
+    """A damaged, truncated or foreign file (or an unsupported format version)."""
+
+def simd_level() -> str:
+    """The SIMD level in use: 'avx512', 'avx2' or 'scalar' (UPPER_FAST_SIMD forces one; a level
+    the CPU lacks or an unknown name raises ValueError)."""
+
+def cpu_simd_level() -> str:
+    """The best SIMD level this CPU supports, ignoring UPPER_FAST_SIMD."""
+
+# ---- kernels (csrc/bindings/kernels.cpp)
+
+def simd_dot(a: npt.NDArray[Any], b: npt.NDArray[Any], level: str | None = None) -> float | int: ...
+def hydrate_products(
+    emb: npt.NDArray[np.float32],
+    features: npt.NDArray[np.float32],
+    scale: float = 1.0,
+    out: npt.NDArray[np.float32] | None = None,
+    num_threads: int = 0,
+) -> npt.NDArray[np.float32]: ...
+def hydrate_queries(
+    q: npt.NDArray[np.float32],
+    weights: npt.NDArray[np.float32],
+    out: npt.NDArray[np.float32] | None = None,
+    num_threads: int = 0,
+) -> npt.NDArray[np.float32]: ...
+def topk_inner_product(
+    queries: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    candidates: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    k: int,
+    exclude_indptr: npt.NDArray[np.int64] | None = None,
+    exclude_indices: npt.NDArray[np.int64] | None = None,
+    num_threads: int = 0,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+
+class HingeThresholds:
+    def __init__(self, click: float, favorite: float, add_to_cart: float, purchase: float, negative: float) -> None: ...
+    def threshold(self, code: int) -> float: ...
+    def prune(self, scores: npt.NDArray[np.float32], min_tier: int) -> npt.NDArray[np.bool_]: ...
+    def tier(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.int8]: ...
+    def hinge_loss(
+        self,
+        scores: npt.NDArray[np.float32],
+        labels: npt.NDArray[np.int64],
+        weights: npt.NDArray[np.float32] | None = None,
+    ) -> tuple[float, npt.NDArray[np.float32]]: ...
+    def calibrate(
+        self, scores: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]
+    ) -> tuple[list[int], list[list[int]], list[int]]: ...
