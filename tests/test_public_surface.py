@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 import upper_fast
+from _paths import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CLEAN = (TypeError, ValueError, IndexError, KeyError, OSError)
@@ -740,8 +741,7 @@ def test_cli_bad_invocations_fail_cleanly() -> None:
     for name, sub in subs.items():
         argvs += _generic_argvs(name, sub)
         argvs += [[name, *extra] for extra in CLI_CASES.get(name, [])]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), str(ROOT / "training"),
-                                                       os.environ.get("PYTHONPATH", "")]))
+    env = child_env()
     proc = subprocess.run([sys.executable, "-c", _CLI_CHILD, json.dumps(argvs)], capture_output=True, text=True,
                           env=env, timeout=300)
     last = [ln for ln in proc.stderr.splitlines() if ln.startswith("CLI ")][-1:] or ["(none)"]
