@@ -62,7 +62,7 @@ def _train(args: argparse.Namespace) -> int:
         values["progress"] = False
     config = TrainConfig.from_dict(values)
     dataset = load_dataset(args.data)
-    metrics = train(dataset, args.run, config, resume=args.resume)
+    metrics = train(dataset, args.run, config, resume=args.resume, data_dir=args.data)
     label = " (simulated data)" if metrics.get("simulated") else ""
     last = metrics["last_loss"]
     print(
