@@ -119,3 +119,16 @@ def test_import_without_torch_names_the_extra():
     code = "import sys; sys.modules['torch'] = None\ntry:\n    import upper_fast_train\nexcept ImportError as e:\n    print(e)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "pip install upper_fast[train]" in out.stdout, out.stderr
+
+
+def test_ablation_export_keeps_all_seven_inputs(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model, cfg = _model(personalized=False)
+    q, _ = _query_batch(cfg, np.arange(3))
+    path = tmp_path / "ablation.onnx"
+    torch.onnx.export(
+        model.query_tower, (), str(path), kwargs=q, input_names=list(QUERY_INPUTS), output_names=["query_vector"],
+        dynamic_axes={k: {0: "batch"} for k in (*QUERY_INPUTS, "query_vector")}, dynamo=False,
+    )
+    names = [i.name for i in ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()]
+    assert names == list(QUERY_INPUTS)
