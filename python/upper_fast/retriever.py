@@ -1,3 +1,485 @@
-"""retriever (being built)."""
+"""Serving: the `Retriever` loads a bundle and answers personalized product searches on CPU.
 
-__all__: list[str] = []
+Per query: featurize (C++) -> ONNX query tower (onnxruntime, one thread budget, spinning off) ->
+hydrate the query vector with the boosting weights -> ANN search (upper_fast.Index) over hydrated
+product vectors -> prune on the raw cosine (hydrated score minus the product's boost) with the hinge
+thresholds -> product ids, scores and the highest tier each result clears.
+
+Never imports torch. Safe for concurrent callers: every search reads one immutable `_Loaded` state,
+so `swap()` replaces the bundle without stopping searches and each search sees one bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from upper_fast.bundle import read_manifest, verify_bundle
+
+__all__ = ["Hit", "INTERACTION_CODES", "Retriever", "SearchResult", "UserContext"]
+
+# Interaction codes shared with training (docs/design.md); tier t of a hit = the highest of these
+# whose threshold its raw cosine clears (0 = above the negative threshold only).
+INTERACTION_CODES: dict[str, int] = {"click": 1, "favorite": 2, "add_to_cart": 3, "purchase": 4}
+_TIER_NAMES = ("below_click", "click", "favorite", "add_to_cart", "purchase")
+ONNX_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "hist_item_graph", "hist_item_type",
+               "hist_query_terms", "user_country")
+
+
+@dataclass(frozen=True)
+class UserContext:
+    """Explicit user context, for users the bundle does not know or to add fresher events.
+
+    recent_products: (product_id, interaction) pairs, oldest first; interaction is a code 1..4 or a
+        name in INTERACTION_CODES. Products unknown to the bundle are skipped.
+    recent_queries: recent query strings, oldest first.
+    country: country name as in the training data (None or unknown -> 0 = unknown).
+    """
+
+    recent_products: Sequence[tuple[str, Union[int, str]]] = ()
+    recent_queries: Sequence[str] = ()
+    country: str | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: product id, hydrated score (the ranking score), raw cosine and tier (0..4)."""
+
+    product_id: str
+    score: float
+    cosine: float
+    tier: int
+
+    @property
+    def tier_name(self) -> str:
+        return _TIER_NAMES[self.tier]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Results of one query, best first.
+
+    product_ids: list[str] of length count; rows: (count,) int64 product rows in the bundle;
+    scores: (count,) float32 hydrated scores (cosine + boost); cosines: (count,) float32 raw cosines;
+    tiers: (count,) int8, the highest interaction tier (1 click .. 4 purchase) whose threshold the
+    cosine clears, 0 when it clears only the negative threshold; bundle: the bundle's model version.
+    """
+
+    product_ids: list[str]
+    rows: np.ndarray
+    scores: np.ndarray
+    cosines: np.ndarray
+    tiers: np.ndarray
+    model_version: str = ""
+
+    @property
+    def count(self) -> int:
+        return len(self.product_ids)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Hit]:
+        for i, pid in enumerate(self.product_ids):
+            yield Hit(pid, float(self.scores[i]), float(self.cosines[i]), int(self.tiers[i]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_version": self.model_version, "count": self.count,
+                "hits": [{"product_id": h.product_id, "score": h.score, "cosine": h.cosine,
+                          "tier": h.tier, "tier_name": h.tier_name} for h in self]}
+
+
+@dataclass
+class _Loaded:
+    """One loaded bundle; never mutated after load, so searches can share it without locks."""
+
+    path: Path
+    manifest: dict[str, Any]
+    session: Any
+    featurizer: Any
+    query_map: Any
+    query_graph: np.ndarray          # (nq, G) f32
+    product_ids: list[str]
+    product_map: Any
+    product_graph: np.ndarray        # (n, G) f32
+    boost: np.ndarray                # (n,) f32 = scale * <w, quality_i>, subtracted to get the cosine
+    query_tail: np.ndarray           # (F [+1],) f32: w, then 0 for the MIPS augmentation column
+    # products are indexed as [v ; scale*f (; sqrt(R^2-|x|^2))], queries as [q ; w (; 0)]
+    thresholds: Any                  # upper_fast.HingeThresholds on the raw cosine
+    index: Any
+    ef: int
+    countries: dict[str, int]
+    user_map: Any
+    user_country: np.ndarray         # (n_users,) int64
+    user_rows: np.ndarray            # (n_users, N) int64 product rows, -1 padding, most recent first
+    user_types: np.ndarray           # (n_users, N) int64 interaction codes, 0 padding
+    user_queries: list[list[str]]    # distinct recent queries, most recent first
+    dims: dict[str, int]
+    num_threads: int
+    local: threading.local = field(default_factory=threading.local)
+
+
+
+
+def _ort_session(path: Path, num_threads: int) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = num_threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning threads burn the cores the service's other requests need; latency cost is small.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _load(path: Path, num_threads: int, verify: bool) -> _Loaded:
+    import pyarrow.parquet as pq
+
+    from upper_fast.featurizer import Featurizer, FeaturizerConfig, StringIdMap
+    from upper_fast.index import Index
+    from upper_fast.kernels import HingeThresholds
+
+    manifest = verify_bundle(path) if verify else read_manifest(path)
+    dims = {k: int(v) for k, v in manifest["dims"].items()}
+    featurizer = Featurizer(FeaturizerConfig.from_dict(json.loads((path / "featurizer.json").read_text())))
+    query_keys = (path / "query_nodes.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    product_ids = (path / "product_ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    query_graph = np.load(path / "query_graph.npy")
+    product_graph = np.load(path / "product_graph.npy")
+    product_vectors = np.load(path / "product_vectors.npy", mmap_mode="r")
+    quality = np.load(path / "quality.npy")
+    hyd = json.loads((path / "hydration.json").read_text())
+    weights = np.asarray(hyd["weights"], dtype=np.float32)
+    scale = float(hyd["scale"])
+    n = len(product_ids)
+    if (query_graph.shape != (len(query_keys), dims["graph_dim"]) or product_graph.shape != (n, dims["graph_dim"])
+            or product_vectors.shape != (n, dims["query_dim"]) or quality.shape != (n, weights.shape[0])):
+        from upper_fast._core import FormatError
+
+        raise FormatError(f"bundle {path}: array shapes disagree with the manifest dims {dims}")
+    boost = (scale * (quality @ weights)).astype(np.float32)
+    tail = [weights] + ([np.zeros(1, np.float32)] if hyd.get("mips_augmented") else [])
+    query_tail = np.ascontiguousarray(np.concatenate(tail).astype(np.float32))
+    thresholds = HingeThresholds.from_dict(json.loads((path / "thresholds.json").read_text()))
+    countries = {c: i + 1 for i, c in enumerate(json.loads((path / "countries.json").read_text()))}
+
+    users = pq.read_table(path / "users.parquet")
+    N, M = dims["hist_items"], dims["hist_queries"]
+    n_users = users.num_rows
+    user_ids = users.column("user_id").to_pylist()
+    user_rows = np.full((n_users, N), -1, dtype=np.int64)
+    user_types = np.zeros((n_users, N), dtype=np.int64)
+    for u, (rows, types) in enumerate(zip(users.column("hist_rows").to_pylist(), users.column("hist_types").to_pylist())):
+        rows, types = rows[:N], types[:N]
+        user_rows[u, : len(rows)] = rows
+        user_types[u, : len(types)] = types
+    user_queries = [q[:M] for q in users.column("hist_queries").to_pylist()]
+    user_country = np.asarray(users.column("country").to_numpy(zero_copy_only=False), dtype=np.int64)
+
+    index = Index.load(str(path / "index.upf"))
+    state = _Loaded(
+        path=path, manifest=manifest, session=_ort_session(path / "query_tower.onnx", num_threads),
+        featurizer=featurizer, query_map=StringIdMap(query_keys), query_graph=query_graph,
+        product_ids=product_ids, product_map=StringIdMap(product_ids), product_graph=product_graph,
+        boost=boost, query_tail=query_tail, thresholds=thresholds,
+        index=index, ef=int(manifest.get("index", {}).get("ef_search", 128)), countries=countries,
+        user_map=StringIdMap(user_ids), user_country=user_country, user_rows=user_rows,
+        user_types=user_types, user_queries=user_queries, dims=dims, num_threads=num_threads,
+    )
+    del product_vectors  # only its shape is checked: the index holds the vectors
+    # Warm-up: the first run of an onnxruntime session and the first index search allocate.
+    _Pipeline(state).search_one("warm up", None, 10, None, 0, True)
+    _Pipeline(state).search_many(["warm up", "second"], [None, None], 10, 0, True)
+    return state
+
+
+def _interaction_code(value: int | str) -> int:
+    if isinstance(value, str):
+        if value not in INTERACTION_CODES:
+            raise ValueError(f"unknown interaction {value!r}; expected one of {sorted(INTERACTION_CODES)} or a code 1..4")
+        return INTERACTION_CODES[value]
+    code = int(value)
+    if not 1 <= code <= 4:
+        raise ValueError(f"interaction code {code} out of range 1..4")
+    return code
+
+
+class _Pipeline:
+    """The stages of one search over one loaded bundle (split so they can be timed one by one)."""
+
+    def __init__(self, state: _Loaded) -> None:
+        self.s = state
+
+    def _buffers(self, batch: int) -> dict[str, np.ndarray]:
+        """Per-thread, per-batch-size ONNX input buffers, allocated once and then refilled."""
+        cache = getattr(self.s.local, "buffers", None)
+        if cache is None:
+            cache = self.s.local.buffers = {}
+        buf = cache.get(batch)
+        if buf is None:
+            d = self.s.dims
+            G, N, M, L = d["graph_dim"], d["hist_items"], d["hist_queries"], d["query_terms"]
+            buf = {
+                "query_terms": np.zeros((batch, L), np.int64),
+                "query_graph": np.zeros((batch, G), np.float32),
+                "query_graph_mask": np.zeros((batch,), np.float32),
+                "hist_item_graph": np.zeros((batch, N, G), np.float32),
+                "hist_item_type": np.zeros((batch, N), np.int64),
+                "hist_query_terms": np.zeros((batch, M, L), np.int64),
+                "user_country": np.zeros((batch,), np.int64),
+                "hydrated": np.zeros((batch, d["query_dim"] + self.s.query_tail.shape[0]), np.float32),
+            }
+            if len(cache) < 8:
+                cache[batch] = buf
+        return buf
+
+    def user_history(self, user: str | UserContext | tuple[str, UserContext] | None) -> tuple[np.ndarray, np.ndarray, list[str], int]:
+        """(rows (N,) int64 -1 padded, types (N,) int64, queries, country) for a user id and/or context,
+        most recent first (the order of upper_fast.build_histories, which training uses)."""
+        s = self.s
+        N, M = s.dims["hist_items"], s.dims["hist_queries"]
+        rows, types, queries, country = np.full(N, -1, np.int64), np.zeros(N, np.int64), [], 0
+        if user is None:
+            return rows, types, queries, country
+        ctx: UserContext | None = None
+        uid: str | None = None
+        if isinstance(user, UserContext):
+            ctx = user
+        elif isinstance(user, tuple) and len(user) == 2 and isinstance(user[0], str) and isinstance(user[1], UserContext):
+            uid, ctx = user
+        elif isinstance(user, str):
+            uid = user
+        else:
+            raise TypeError(f"user must be a user id (str), a UserContext, (user_id, UserContext) or None, not {type(user).__name__}")
+        if uid is not None:
+            u = s.user_map.get(uid)
+            if u >= 0:
+                rows, types = s.user_rows[u].copy(), s.user_types[u].copy()
+                queries, country = list(s.user_queries[u]), int(s.user_country[u])
+        if ctx is not None:
+            if ctx.recent_products:
+                codes = [_interaction_code(t) for _, t in ctx.recent_products]
+                found = s.product_map.lookup([str(p) for p, _ in ctx.recent_products])
+                # Context lists are oldest first; histories are most recent first.
+                new = [(int(r), c) for r, c in zip(found, codes) if r >= 0][::-1]
+                merged = (new + [(int(r), int(t)) for r, t in zip(rows, types) if r >= 0])[:N]
+                rows, types = np.full(N, -1, np.int64), np.zeros(N, np.int64)
+                if merged:
+                    rows[: len(merged)] = [r for r, _ in merged]
+                    types[: len(merged)] = [t for _, t in merged]
+            if ctx.recent_queries:
+                keys = [s.featurizer.query_key(q) for q in ctx.recent_queries][::-1] + queries
+                queries = list(dict.fromkeys(k for k in keys if k))[:M]
+            if ctx.country is not None:
+                country = s.countries.get(ctx.country, 0)
+        return rows, types, queries, country
+
+    def fill_inputs(self, buf: dict[str, np.ndarray], b: int, query: str, user: Any) -> None:
+        """Write the ONNX inputs of one (query, user) pair into row b of the buffers."""
+        s = self.s
+        L = s.dims["query_terms"]
+        buf["query_terms"][b] = s.featurizer.featurize([query], L, 1)[0]
+        node = s.query_map.get(s.featurizer.query_key(query))
+        if node >= 0:
+            buf["query_graph"][b] = s.query_graph[node]
+            buf["query_graph_mask"][b] = 1.0
+        else:
+            buf["query_graph"][b] = 0.0
+            buf["query_graph_mask"][b] = 0.0
+        rows, types, queries, country = self.user_history(user)
+        valid = rows >= 0
+        buf["hist_item_graph"][b] = 0.0
+        if valid.any():
+            buf["hist_item_graph"][b, valid] = s.product_graph[rows[valid]]
+        buf["hist_item_type"][b] = types
+        buf["hist_query_terms"][b] = 0
+        if queries:
+            buf["hist_query_terms"][b, : len(queries)] = s.featurizer.featurize(queries, L, 1)
+        buf["user_country"][b] = country
+
+    def encode(self, buf: dict[str, np.ndarray]) -> np.ndarray:
+        return self.s.session.run(["query_vector"], {name: buf[name] for name in ONNX_INPUTS})[0]
+
+    def hydrate(self, buf: dict[str, np.ndarray], q: np.ndarray) -> np.ndarray:
+        from upper_fast.kernels import hydrate_queries
+
+        return hydrate_queries(q, self.s.query_tail, out=buf["hydrated"], num_threads=1)
+
+    def ann(self, hydrated: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        top = self.s.index.search(hydrated, k, ef=max(self.s.ef, k), filter=allowed, num_threads=self.s.num_threads)
+        return top.ids, top.scores
+
+    def prune(self, ids: np.ndarray, scores: np.ndarray, k: int, min_tier: int, prune: bool) -> SearchResult:
+        """Drop padding and, with prune, hits whose raw cosine misses the tier-`min_tier` threshold
+        (0 = the negative threshold); tiers come from the same thresholds."""
+        s = self.s
+        keep = ids >= 0
+        ids, scores = ids[keep], scores[keep]
+        cos = np.ascontiguousarray(scores - s.boost[ids], dtype=np.float32)
+        tier = s.thresholds.tier(cos)
+        if prune:
+            ok = s.thresholds.prune(cos, min_tier)
+            ids, scores, cos, tier = ids[ok], scores[ok], cos[ok], tier[ok]
+        ids, scores, cos, tier = ids[:k], scores[:k], cos[:k], tier[:k]
+        pid = s.product_ids
+        return SearchResult([pid[i] for i in ids], ids.astype(np.int64), scores.astype(np.float32),
+                            cos, tier.astype(np.int8), s.manifest["model_version"])
+
+    def allowed_rows(self, filter: Any) -> np.ndarray:
+        """The filter as int64 bundle rows (what upper_fast.Index.search takes)."""
+        s = self.s
+        n = len(s.product_ids)
+        if isinstance(filter, np.ndarray) and filter.dtype == np.bool_:
+            if filter.shape != (n,):
+                raise ValueError(f"filter mask must have shape ({n},) (one bool per bundle product), got {filter.shape}")
+            return np.flatnonzero(filter).astype(np.int64)
+        if isinstance(filter, (str, bytes)) or not isinstance(filter, (Sequence, set, frozenset, np.ndarray)):
+            raise TypeError("filter must be a bool mask (n_products,) or a collection of allowed product ids")
+        rows = s.product_map.lookup([str(p) for p in filter])
+        return np.unique(rows[rows >= 0]).astype(np.int64)
+
+    def search_one(self, query: str, user: Any, k: int, filter: Any, min_tier: int, prune: bool) -> SearchResult:
+        buf = self._buffers(1)
+        self.fill_inputs(buf, 0, query, user)
+        q = self.encode(buf)
+        h = self.hydrate(buf, q)
+        kk = min(k, len(self.s.product_ids))
+        allowed = None
+        if filter is not None:
+            allowed = self.allowed_rows(filter)
+            if allowed.size == 0:
+                return self.prune(np.empty(0, np.int64), np.empty(0, np.float32), 0, min_tier, prune)
+            kk = min(kk, allowed.size)
+        ids, scores = self.ann(h, kk, allowed)
+        return self.prune(ids[0], scores[0], kk, min_tier, prune)
+
+    def search_many(self, queries: Sequence[str], users: Sequence[Any], k: int, min_tier: int, prune: bool) -> list[SearchResult]:
+        b = len(queries)
+        buf = self._buffers(b)
+        for i, (qs, u) in enumerate(zip(queries, users)):
+            self.fill_inputs(buf, i, qs, u)
+        q = self.encode(buf)
+        h = self.hydrate(buf, q)
+        kk = min(k, len(self.s.product_ids))
+        ids, scores = self.ann(h, kk)
+        return [self.prune(ids[i], scores[i], kk, min_tier, prune) for i in range(b)]
+
+
+def _check_query(query: Any) -> None:
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a str, not {type(query).__name__}")
+
+
+class Retriever:
+    """Personalized product retrieval over one bundle, swappable while serving.
+
+    Thread-safe: call `search` from many threads at once. `num_threads` is the one thread budget of a
+    call (onnxruntime intra-op threads and index search threads); serve with 1 per request and scale
+    with request concurrency.
+    """
+
+    def __init__(self, state: _Loaded, verify: bool) -> None:
+        self._state = state
+        self._verify = verify
+        self._swap_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, bundle: str | os.PathLike[str], num_threads: int = 1, verify: bool = True) -> Retriever:
+        """Load a bundle directory (validating the manifest and, with verify, every file's sha256).
+
+        Raises FileNotFoundError for a missing bundle and upper_fast.FormatError for a damaged one.
+        """
+        if not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"num_threads must be an int >= 1, got {num_threads!r}")
+        return cls(_load(Path(bundle), num_threads, verify), verify)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self._state.manifest
+
+    @property
+    def bundle_path(self) -> Path:
+        return self._state.path
+
+    @property
+    def num_products(self) -> int:
+        return len(self._state.product_ids)
+
+    def search(self, query: str, user: str | UserContext | tuple[str, UserContext] | None = None, k: int = 100,
+               filter: np.ndarray | Sequence[str] | None = None, min_tier: int = 0, prune: bool = True) -> SearchResult:
+        """Top-k products for one query (and user), best first by hydrated score.
+
+        user: a user id known to the bundle, a UserContext, (user_id, UserContext), or None (signed out).
+            Unknown user ids are served like signed-out users.
+        filter: None, a bool mask (n_products,) over bundle rows, or a collection of allowed product ids.
+        min_tier: with prune, keep only hits whose raw cosine clears this tier (0 = the negative
+            threshold, 1 click .. 4 purchase). prune=False keeps every ANN hit.
+        """
+        _check_query(query)
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        if not 0 <= min_tier <= 4:
+            raise ValueError(f"min_tier must be in 0..4, got {min_tier}")
+        return _Pipeline(self._state).search_one(query, user, int(k), filter, min_tier, prune)
+
+    def search_batch(self, queries: Sequence[str], users: Sequence[Any] | None = None, k: int = 100,
+                     min_tier: int = 0, prune: bool = True) -> list[SearchResult]:
+        """Top-k for many queries at once: one ONNX batch and one index batch (GIL released there)."""
+        if isinstance(queries, str):
+            raise TypeError("queries must be a sequence of str; for one query call search()")
+        for q in queries:
+            _check_query(q)
+        users = [None] * len(queries) if users is None else list(users)
+        if len(users) != len(queries):
+            raise ValueError(f"users has {len(users)} entries for {len(queries)} queries (pass None for signed-out users)")
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        if not queries:
+            return []
+        return _Pipeline(self._state).search_many(list(queries), users, int(k), min_tier, prune)
+
+    def swap(self, bundle: str | os.PathLike[str]) -> dict[str, Any]:
+        """Load another bundle and switch to it atomically; searches in flight finish on the old one.
+
+        The new bundle is fully loaded, verified and warmed before the switch, so a damaged bundle
+        raises here and the current one keeps serving. Returns the new manifest.
+        """
+        with self._swap_lock:
+            state = _load(Path(bundle), self._state.num_threads, self._verify)
+            self._state = state
+        return state.manifest
+
+    def stage_timings(self, query: str, user: Any = None, k: int = 100, repeats: int = 200) -> dict[str, float]:
+        """Median microseconds per stage of one single-query search (featurize+inputs, onnx, hydrate,
+        ann, prune) and the end-to-end median, measured on this bundle."""
+        p = _Pipeline(self._state)
+        buf = p._buffers(1)
+        kk = min(k, self.num_products)
+        t = {name: [] for name in ("inputs", "onnx", "hydrate", "ann", "prune", "total")}
+        for _ in range(repeats):
+            t0 = time.perf_counter_ns()
+            p.fill_inputs(buf, 0, query, user)
+            t1 = time.perf_counter_ns()
+            q = p.encode(buf)
+            t2 = time.perf_counter_ns()
+            h = p.hydrate(buf, q)
+            t3 = time.perf_counter_ns()
+            ids, scores = p.ann(h, kk)
+            t4 = time.perf_counter_ns()
+            p.prune(ids[0], scores[0], kk, 0, True)
+            t5 = time.perf_counter_ns()
+            for name, a, b in (("inputs", t0, t1), ("onnx", t1, t2), ("hydrate", t2, t3), ("ann", t3, t4),
+                               ("prune", t4, t5), ("total", t0, t5)):
+                t[name].append((b - a) / 1000.0)
+        return {name: float(np.median(v)) for name, v in t.items()}

@@ -1,0 +1,422 @@
+"""Serving latency: upper_fast.Retriever end to end vs the same pipeline assembled the obvious way.
+
+    PYTHONPATH=python:training python benchmarks/bench_serving.py --sizes 100000 [--plot docs/img/...]
+    PYTHONPATH=python:training python -m pytest benchmarks/bench_serving.py --benchmark-enable
+
+Product vectors are SYNTHETIC (clustered unit vectors, dim 128) and the query tower is a randomly
+initialised tower of the peers' shape (hashed-term bag + 1-layer transformer over 20 history items +
+MLP, dim 128): this measures latency and ANN recall, not retrieval quality.
+
+Ours: featurize (C++) -> onnxruntime (1 thread, spinning off) -> hydrate_queries -> upper_fast.Index
+-> HingeThresholds pruning. Obvious way, same run: the same featurized inputs -> torch eager tower
+(1 thread) -> numpy concat -> hnswlib.Index (Python, same M/ef_construction/ef) -> numpy pruning.
+Also: the ONNX tower alone, per-stage medians, hydrated-vector ANN recall with and without the
+MIPS-to-cosine column, and recall@100 against latency over ef for f32/bf16/i8 storage (plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+D, G, N, M, F = 128, 64, 20, 5, 4
+FEATURIZER = {"word_buckets": 32768, "bigram_buckets": 32768, "trigram_buckets": 16384, "max_query_terms": 32,
+              "max_product_terms": 64}
+COUNTRIES = ["DE", "FR", "GB", "US"]
+THRESHOLDS = {"negative": 0.0, "click": 0.2, "favorite": 0.25, "add_to_cart": 0.3, "purchase": 0.35}
+WORDS = ("red blue green wool oak linen mug lamp chair ring necklace vintage gift print poster candle "
+         "soap scarf hat bag leather silver gold wooden ceramic glass handmade custom personalized").split()
+EF_SWEEP = (16, 32, 64, 128, 256, 512)
+
+
+def machine() -> str:
+    import upper_fast
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{cpu}, {os.cpu_count()} cores, load avg {load:.1f}; SIMD {upper_fast.simd_level()}; "
+            f"upper_fast {upper_fast.__version__}")
+
+
+def bench_tower() -> Any:
+    import torch
+
+    class BenchTower(torch.nn.Module):
+        """Peers' tower shape (PEERS.md): term bag + 1-layer transformer over history + MLP, dim 128."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            vocab = 1 + FEATURIZER["word_buckets"] + FEATURIZER["bigram_buckets"] + FEATURIZER["trigram_buckets"]
+            self.term = torch.nn.Embedding(vocab, D, padding_idx=0)
+            self.graph = torch.nn.Linear(G, D)
+            self.item = torch.nn.Linear(G, D)
+            self.itype = torch.nn.Embedding(5, D, padding_idx=0)
+            self.country = torch.nn.Embedding(len(COUNTRIES) + 1, D)
+            self.mix = torch.nn.TransformerEncoderLayer(D, 4, 256, dropout=0.0, batch_first=True)
+            self.mlp = torch.nn.Sequential(torch.nn.Linear(2 * D, D), torch.nn.ReLU(), torch.nn.Linear(D, D))
+
+        def _bag(self, ids: torch.Tensor) -> torch.Tensor:
+            m = (ids > 0).float().unsqueeze(-1)
+            return (self.term(ids) * m).sum(-2) / m.sum(-2).clamp(min=1.0)
+
+        def forward(self, *, query_terms, query_graph, query_graph_mask, hist_item_graph, hist_item_type,
+                    hist_query_terms, user_country):
+            q = self._bag(query_terms) + self.graph(query_graph) * query_graph_mask.unsqueeze(-1)
+            seq = torch.cat([q.unsqueeze(1), self.item(hist_item_graph) + self.itype(hist_item_type),
+                             self._bag(hist_query_terms)], 1)
+            pad = torch.cat([torch.zeros_like(hist_item_type[:, :1]), hist_item_type,
+                             (hist_query_terms.sum(-1) > 0).long()], 1) == 0
+            pad[:, 0] = False
+            h = self.mix(seq, src_key_padding_mask=pad)[:, 0]
+            out = self.mlp(torch.cat([h, q + self.country(user_country)], -1))
+            return torch.nn.functional.normalize(out, dim=-1)
+
+    return BenchTower().eval()
+
+
+def clustered(n: int, dim: int, seed: int, centers: int = 1024) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centers, dim)).astype(np.float32)
+    x = c[rng.integers(0, centers, n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
+    return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
+
+
+def build_bundle(root: Path, n: int, tower: Any, index_dtype: str = "f32", ef_construction: int = 100) -> Path:
+    import pyarrow as pa
+
+    from upper_fast.bundle import write_bundle
+    from upper_fast_train.export import export_query_tower, parity_inputs
+
+    rng = np.random.default_rng(1)
+    onnx_path = root / "tower.onnx"
+    vocab = 1 + sum(FEATURIZER[k] for k in ("word_buckets", "bigram_buckets", "trigram_buckets"))
+    export_query_tower(tower, onnx_path, parity_inputs(4, graph_dim=G, hist_items=N, hist_queries=M, query_terms=32,
+                                                       vocab_size=vocab, n_countries=len(COUNTRIES)))
+    n_users = 1000
+    users = pa.table({
+        "user_id": [f"u{i}" for i in range(n_users)],
+        "country": pa.array(rng.integers(1, len(COUNTRIES) + 1, n_users), pa.int32()),
+        "hist_rows": pa.array([rng.integers(0, n, N).tolist() for _ in range(n_users)], pa.list_(pa.int32())),
+        "hist_types": pa.array([rng.integers(1, 5, N).tolist() for _ in range(n_users)], pa.list_(pa.int8())),
+        "hist_queries": [[" ".join(rng.choice(WORDS, 2)) for _ in range(M)] for _ in range(n_users)],
+    })
+    keys = sorted({" ".join(rng.choice(WORDS, 2)) for _ in range(2000)})
+    path = root / f"bundle-{n}-{index_dtype}"
+    write_bundle(
+        path, query_tower_onnx=onnx_path, featurizer_config=FEATURIZER, query_keys=keys,
+        query_graph=rng.standard_normal((len(keys), G)).astype(np.float32), product_ids=[f"p{i}" for i in range(n)],
+        product_graph=(0.1 * rng.standard_normal((n, G))).astype(np.float32), product_vectors=clustered(n, D, 2),
+        quality=rng.random((n, F)).astype(np.float32),
+        hydration={"weights": [0.5, 0.2, -0.1, 0.3], "scale": 0.1, "mips_augmented": True,
+                   "feature_names": [f"q{j}" for j in range(F)]},
+        thresholds=THRESHOLDS, users=users, countries=COUNTRIES, hist_items=N, hist_queries=M,
+        model_version=f"bench-{n}", index_dtype=index_dtype, index_ef_construction=ef_construction,
+        ef_search=128, extra={"simulated": True, "synthetic_vectors": True}, recall_queries=clustered(300, D, 9),
+    )
+    return path
+
+
+def workload(count: int, seed: int = 3) -> list[tuple[str, str | None]]:
+    rng = np.random.default_rng(seed)
+    return [(" ".join(rng.choice(WORDS, rng.integers(1, 4))), f"u{rng.integers(0, 1000)}" if i % 4 else None)
+            for i in range(count)]
+
+
+def percentiles(us: list[float]) -> dict[str, float]:
+    a = np.asarray(us)
+    return {"p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99)), "mean_us": float(a.mean())}
+
+
+def time_calls(fn: Any, cases: list[Any], warmup: int = 50) -> dict[str, float]:
+    for c in cases[:warmup]:
+        fn(c)
+    out = []
+    for c in cases:
+        t0 = time.perf_counter_ns()
+        fn(c)
+        out.append((time.perf_counter_ns() - t0) / 1000.0)
+    return percentiles(out)
+
+
+class ObviousPipeline:
+    """The same search assembled from the usual parts: torch eager + hnswlib Python + numpy pruning."""
+
+    def __init__(self, retriever: Any, tower: Any, bundle: Path) -> None:
+        import hnswlib
+        import torch
+
+        from upper_fast.bundle import hydrated_product_matrix
+        from upper_fast.retriever import _Pipeline
+
+        torch.set_num_threads(1)
+        self.torch = torch
+        self.tower = tower
+        self.pipeline = _Pipeline(retriever._state)
+        manifest = retriever.manifest
+        hyd = json.loads((bundle / "hydration.json").read_text())
+        self.weights = np.array(hyd["weights"] + [0.0], np.float32)
+        hydrated = hydrated_product_matrix(np.load(bundle / "product_vectors.npy"), np.load(bundle / "quality.npy"),
+                                           hyd["scale"], True)
+        self.boost = retriever._state.boost
+        self.index = hnswlib.Index("ip", hydrated.shape[1])
+        self.index.init_index(hydrated.shape[0], manifest["index"]["M"], manifest["index"]["ef_construction"], 0)
+        t0 = time.perf_counter()
+        self.index.add_items(hydrated, np.arange(hydrated.shape[0]), num_threads=os.cpu_count() or 1)
+        self.build_s = time.perf_counter() - t0
+        self.index.set_ef(manifest["index"]["ef_search"])
+        self.index.set_num_threads(1)
+        self.theta = np.array([THRESHOLDS[t] for t in ("click", "favorite", "add_to_cart", "purchase")], np.float32)
+        self.ids = retriever._state.product_ids
+
+    def search(self, case: tuple[str, str | None], k: int = 100) -> list[str]:
+        buf = self.pipeline._buffers(1)
+        self.pipeline.fill_inputs(buf, 0, case[0], case[1])
+        with self.torch.inference_mode():
+            q = self.tower(**{name: self.torch.from_numpy(buf[name]) for name in
+                              ("query_terms", "query_graph", "query_graph_mask", "hist_item_graph", "hist_item_type",
+                               "hist_query_terms", "user_country")}).numpy()
+        h = np.concatenate([q, self.weights[None, :]], axis=1)
+        labels, dist = self.index.knn_query(h, k=k)
+        labels, score = labels[0], 1.0 - dist[0]
+        cos = score - self.boost[labels]
+        keep = cos >= THRESHOLDS["negative"]
+        self.last_tiers = np.searchsorted(self.theta, cos[keep], side="right")
+        return [self.ids[i] for i in labels[keep]]
+
+
+def onnx_alone(retriever: Any, cases: list[Any]) -> dict[str, float]:
+    from upper_fast.retriever import _Pipeline
+
+    p = _Pipeline(retriever._state)
+    buf = p._buffers(1)
+    p.fill_inputs(buf, 0, cases[0][0], cases[0][1])
+    return time_calls(lambda _: p.encode(buf), cases)
+
+
+def torch_alone(tower: Any, retriever: Any, cases: list[Any]) -> dict[str, float]:
+    import torch
+
+    from upper_fast.retriever import ONNX_INPUTS, _Pipeline
+
+    torch.set_num_threads(1)
+    p = _Pipeline(retriever._state)
+    buf = p._buffers(1)
+    p.fill_inputs(buf, 0, cases[0][0], cases[0][1])
+    inputs = {n: torch.from_numpy(buf[n]) for n in ONNX_INPUTS}
+
+    def run(_: Any) -> None:
+        with torch.inference_mode():
+            tower(**inputs)
+
+    return time_calls(run, cases)
+
+
+def hydration_recall(n: int, seed: int = 5) -> list[dict[str, Any]]:
+    """ANN recall@100 on hydrated vectors vs exact hydrated scoring, plain vs MIPS column, two scales."""
+    from upper_fast import Index
+    from upper_fast.bundle import hydrated_ann_recall, hydrated_product_matrix
+
+    rng = np.random.default_rng(seed)
+    pv = clustered(n, D, seed)
+    quality = rng.random((n, F)).astype(np.float32)
+    queries = clustered(300, D, seed + 1)
+    weights = np.array([1.0, 0.5, -0.5, 1.0], np.float32)
+    rows = []
+    for scale in (0.1, 1.0):
+        for mips in (False, True):
+            hydrated = hydrated_product_matrix(pv, quality, scale, mips)
+            index = Index(hydrated.shape[1], "f32", M=16, ef_construction=100)
+            index.add(np.arange(n, dtype=np.int64), hydrated, num_threads=0)
+            rec = hydrated_ann_recall(index, hydrated, queries, weights, 128, mips)
+            rows.append({"n": n, "scale": scale, "mips_augmented": mips, "ef": 128, "recall_at_100": rec})
+    return rows
+
+
+def ef_sweep(bundle: Path, n: int, dtypes: tuple[str, ...], queries: int = 300) -> list[dict[str, Any]]:
+    """recall@100 and single-query p50/p99 of Index.search over ef, per storage dtype (same vectors)."""
+    from upper_fast import Index, hydrate_queries, topk_inner_product
+    from upper_fast.bundle import hydrated_product_matrix
+
+    hyd = json.loads((bundle / "hydration.json").read_text())
+    hydrated = hydrated_product_matrix(np.load(bundle / "product_vectors.npy"), np.load(bundle / "quality.npy"),
+                                       hyd["scale"], True)
+    w = np.array(hyd["weights"] + [0.0], np.float32)
+    hq = hydrate_queries(clustered(queries, D, 9), w)
+    exact = topk_inner_product(hq, hydrated, 100)
+    rows = []
+    for dtype in dtypes:
+        if dtype == "f32":
+            index = Index.load(bundle / "index.upf")
+            build_s = None
+        else:
+            index = Index(hydrated.shape[1], dtype, M=16, ef_construction=100)
+            t0 = time.perf_counter()
+            index.add(np.arange(n, dtype=np.int64), hydrated, num_threads=0)
+            build_s = time.perf_counter() - t0
+        for ef in EF_SWEEP:
+            approx = index.search(hq, 100, ef=ef, num_threads=0)
+            recall = float(np.mean([len(set(a) & set(e)) / 100.0 for a, e in zip(approx.ids, exact.ids)]))
+            lat = time_calls(lambda i: index.search(hq[i:i + 1], 100, ef=ef), list(range(queries)), warmup=20)
+            rows.append({"dtype": dtype, "ef": ef, "recall_at_100": recall, **lat, "build_s": build_s,
+                         "memory_mb": index.memory_bytes() / 1e6})
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for dtype in dict.fromkeys(r["dtype"] for r in rows):
+        pts = [r for r in rows if r["dtype"] == dtype]
+        ax.plot([r["p50_us"] for r in pts], [r["recall_at_100"] for r in pts], marker="o", label=dtype)
+        for r in pts:
+            ax.annotate(str(r["ef"]), (r["p50_us"], r["recall_at_100"]), fontsize=7, xytext=(3, -8),
+                        textcoords="offset points")
+    ax.set_xlabel("single-query Index.search p50 latency (us), 1 thread")
+    ax.set_ylabel("recall@100 vs exact hydrated scoring")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(title="storage (labels: ef)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_size(n: int, queries: int, tmp: Path) -> tuple[dict[str, Any], Path]:
+    from upper_fast import Retriever
+
+    tower = bench_tower()
+    t0 = time.perf_counter()
+    bundle = build_bundle(tmp, n, tower)
+    build_s = time.perf_counter() - t0
+    retriever = Retriever.load(bundle, num_threads=1)
+    cases = workload(queries)
+    ours = time_calls(lambda c: retriever.search(c[0], user=c[1], k=100), cases)
+    stages = retriever.stage_timings(cases[1][0], user=cases[1][1], repeats=min(queries, 500))
+    obvious = ObviousPipeline(retriever, tower, bundle)
+    theirs = time_calls(lambda c: obvious.search(c), cases)
+    agree = np.mean([len(set(retriever.search(q, user=u, k=100).product_ids) & set(obvious.search((q, u)))) /
+                     max(1, retriever.search(q, user=u, k=100).count) for q, u in cases[:50]])
+    result = {
+        "n_products": n, "queries": queries, "bundle_build_s": build_s, "hnswlib_build_s": obvious.build_s,
+        "ours_e2e": ours, "obvious_e2e": theirs, "ratio_p50": theirs["p50_us"] / ours["p50_us"],
+        "ratio_p99": theirs["p99_us"] / ours["p99_us"], "stages_p50_us": stages,
+        "onnx_tower": onnx_alone(retriever, cases), "torch_tower": torch_alone(tower, retriever, cases),
+        "result_overlap_ours_vs_obvious": float(agree),
+        "index_recall_at_100": retriever.manifest["index"]["recall_at_100"],
+    }
+    return result, bundle
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [f"machine: {results['machine']}", "threads: 1 per query (onnxruntime intra-op 1, spinning off; index 1)",
+             "data: SYNTHETIC clustered product vectors (dim 128 + 4 quality + 1 MIPS column), random tower", ""]
+    lines.append("| products | ours p50 / p99 (us) | obvious way p50 / p99 (us) | speed-up p50 / p99 | ONNX tower p50 / p99 | torch eager tower p50 / p99 |")
+    lines.append("|---|---|---|---|---|---|")
+    for r in results["sizes"]:
+        lines.append(f"| {r['n_products']:,} | {r['ours_e2e']['p50_us']:.0f} / {r['ours_e2e']['p99_us']:.0f} | "
+                     f"{r['obvious_e2e']['p50_us']:.0f} / {r['obvious_e2e']['p99_us']:.0f} | "
+                     f"{r['ratio_p50']:.2f}x / {r['ratio_p99']:.2f}x | {r['onnx_tower']['p50_us']:.0f} / {r['onnx_tower']['p99_us']:.0f} | "
+                     f"{r['torch_tower']['p50_us']:.0f} / {r['torch_tower']['p99_us']:.0f} |")
+    for r in results["sizes"]:
+        st = ", ".join(f"{k} {v:.0f}" for k, v in r["stages_p50_us"].items())
+        lines.append(f"stages at {r['n_products']:,} (median us): {st}; index recall@100 at ef 128: {r['index_recall_at_100']:.4f}")
+    if results.get("hydration"):
+        lines += ["", "| n | scale | MIPS column | ef | recall@100 vs exact hydrated |", "|---|---|---|---|---|"]
+        lines += [f"| {r['n']:,} | {r['scale']} | {r['mips_augmented']} | {r['ef']} | {r['recall_at_100']:.4f} |"
+                  for r in results["hydration"]]
+    if results.get("ef_sweep"):
+        lines += ["", "| dtype | ef | recall@100 | p50 / p99 (us) | memory MB |", "|---|---|---|---|---|"]
+        lines += [f"| {r['dtype']} | {r['ef']} | {r['recall_at_100']:.4f} | {r['p50_us']:.0f} / {r['p99_us']:.0f} | {r['memory_mb']:.0f} |"
+                  for r in results["ef_sweep"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100000", help="comma-separated catalogue sizes (e.g. 100000,1000000)")
+    ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--sweep-dtypes", default="f32,bf16,i8")
+    ap.add_argument("--hydration-n", type=int, default=20000)
+    ap.add_argument("--plot", default="docs/img/serving_recall_latency.png")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+    results: dict[str, Any] = {"machine": machine(), "sizes": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = None
+        for n in [int(s) for s in args.sizes.split(",")]:
+            r, bundle = run_size(n, args.queries, Path(tmp))
+            results["sizes"].append(r)
+            print(report(results), flush=True)
+        if args.hydration_n:
+            results["hydration"] = hydration_recall(args.hydration_n)
+        if args.sweep_dtypes and bundle is not None:
+            n = results["sizes"][-1]["n_products"]
+            results["ef_sweep"] = ef_sweep(bundle, n, tuple(args.sweep_dtypes.split(",")))
+            plot(results["ef_sweep"], Path(args.plot),
+                 f"{n:,} synthetic hydrated vectors (dim {D + F + 1}), M=16, efC=100 — {results['machine'][:60]}")
+    print(report(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return results
+
+
+# pytest-benchmark entry points (small catalogue so they stay quick; run with --benchmark-enable).
+def _small(tmp_path_factory: Any) -> tuple[Any, Any, Path]:
+    from upper_fast import Retriever
+
+    tower = bench_tower()
+    bundle = build_bundle(tmp_path_factory.mktemp("bench"), int(os.environ.get("UPPER_FAST_BENCH_N", "20000")), tower)
+    return Retriever.load(bundle), tower, bundle
+
+
+try:
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def small(tmp_path_factory: Any) -> tuple[Any, Any, Path]:
+        return _small(tmp_path_factory)
+
+    def test_retriever_search(benchmark: Any, small: Any) -> None:
+        retriever, _, _ = small
+        res = benchmark(retriever.search, "red wool scarf", "u7", 100)
+        assert res.count > 0
+
+    def test_obvious_pipeline(benchmark: Any, small: Any) -> None:
+        retriever, tower, bundle = small
+        obvious = ObviousPipeline(retriever, tower, bundle)
+        assert benchmark(obvious.search, ("red wool scarf", "u7"))
+
+    def test_onnx_tower_alone(benchmark: Any, small: Any) -> None:
+        from upper_fast.retriever import _Pipeline
+
+        p = _Pipeline(small[0]._state)
+        buf = p._buffers(1)
+        p.fill_inputs(buf, 0, "red wool scarf", "u7")
+        assert benchmark(p.encode, buf).shape == (1, D)
+except ImportError:  # pragma: no cover - pytest is only needed for the pytest-benchmark entry points
+    pass
+
+
+if __name__ == "__main__":
+    main()

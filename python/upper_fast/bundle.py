@@ -1,0 +1,312 @@
+"""The serving bundle: a versioned directory that holds everything a `Retriever` needs.
+
+Layout (see docs/design.md "Bundle" and docs/serving.md):
+
+    manifest.json        format + version, package/model versions, dims, dtypes, sha256 of every file
+    query_tower.onnx     the query-user tower (dynamic batch)
+    featurizer.json      FeaturizerConfig fields (the same hashing as training)
+    query_nodes.txt      normalized queries that have a graph node, one per line
+    query_graph.npy      (n_query_nodes, G) float32
+    product_ids.txt      product ids, one per line; row i of every product array
+    product_graph.npy    (n_products, G) float32, zeros where a product has no graph node
+    product_vectors.npy  (n_products, D) float32, L2-normalised product-tower output
+    quality.npy          (n_products, F) float32, quality features normalised to [0, 1]
+    hydration.json       boosting weights w (F,), feature scale, feature names, tuning report
+    thresholds.json      hinge thresholds on the raw cosine, per interaction type + negative
+    users.parquet        per-user recent history and country at export time
+    countries.json       country names; index i + 1 is the model's country id (0 = unknown)
+    index.upf            upper_fast.Index over the hydrated product vectors
+
+`write_manifest` checksums every file; `read_manifest` reads the manifest alone (cheap, no model);
+`verify_bundle` re-hashes every file and raises `upper_fast.FormatError` on any damage.
+`staging_dir` / `commit_staged` give the atomic write: build in a sibling temp dir, then rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from upper_fast._core import FormatError, __version__
+
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "BUNDLE_FILES", "hydrated_product_matrix", "read_manifest",
+           "verify_bundle", "write_bundle"]
+
+BUNDLE_FORMAT = "upper_fast.bundle"
+# Bumped on any incompatible change of the layout; readers accept exactly the versions they know.
+BUNDLE_FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+BUNDLE_FILES = (
+    "query_tower.onnx",
+    "featurizer.json",
+    "query_nodes.txt",
+    "query_graph.npy",
+    "product_ids.txt",
+    "product_graph.npy",
+    "product_vectors.npy",
+    "quality.npy",
+    "hydration.json",
+    "thresholds.json",
+    "users.parquet",
+    "countries.json",
+    "index.upf",
+)
+_REQUIRED_KEYS = ("format", "format_version", "package_version", "model_version", "dims", "dtypes", "files")
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(_CHUNK)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(bundle_dir: str | os.PathLike[str], *, model_version: str, dims: dict[str, int],
+                   dtypes: dict[str, str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Checksum every bundle file in `bundle_dir` and write manifest.json; returns the manifest.
+
+    Raises FileNotFoundError naming the first missing bundle file.
+    """
+    root = Path(bundle_dir)
+    files: dict[str, dict[str, Any]] = {}
+    for name in BUNDLE_FILES:
+        path = root / name
+        if not path.is_file():
+            raise FileNotFoundError(f"bundle file {name} is missing from {root}")
+        files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    manifest: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "package_version": __version__,
+        "model_version": model_version,
+        "created_unix": int(time.time()),
+        "dims": dict(dims),
+        "dtypes": dict(dtypes),
+        "files": files,
+    }
+    if extra:
+        manifest.update(extra)
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def read_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check manifest.json without touching the other files (cheap; for `upper-fast info`).
+
+    Raises FileNotFoundError when the directory or manifest is absent, and upper_fast.FormatError when
+    the manifest is not JSON, is not an upper_fast bundle, or has a format version this package
+    cannot read.
+    """
+    root = Path(bundle_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"bundle directory {root} does not exist")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {root} is not an upper_fast bundle (create one with `upper-fast export`)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise FormatError(f"{path} is not an upper_fast bundle manifest (format != {BUNDLE_FORMAT!r})")
+    missing = [k for k in _REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise FormatError(f"{path} lacks required keys {missing}")
+    version = manifest["format_version"]
+    if version != BUNDLE_FORMAT_VERSION:
+        raise FormatError(f"{path} has bundle format version {version}; this upper_fast {__version__} reads "
+                          f"version {BUNDLE_FORMAT_VERSION} (re-export the bundle with this version)")
+    files = manifest["files"]
+    if not isinstance(files, dict) or set(files) != set(BUNDLE_FILES):
+        raise FormatError(f"{path} lists files {sorted(files) if isinstance(files, dict) else files!r}, "
+                          f"expected {sorted(BUNDLE_FILES)}")
+    return manifest
+
+
+def verify_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read the manifest and re-hash every file; returns the manifest.
+
+    Raises upper_fast.FormatError naming the first file that is missing, has the wrong size or the
+    wrong sha256 (a damaged or partially copied bundle).
+    """
+    root = Path(bundle_dir)
+    manifest = read_manifest(root)
+    for name in BUNDLE_FILES:
+        entry = manifest["files"][name]
+        path = root / name
+        if not path.is_file():
+            raise FormatError(f"bundle file {path} is missing")
+        size = path.stat().st_size
+        if size != entry.get("bytes"):
+            raise FormatError(f"bundle file {path} has {size} bytes, the manifest says {entry.get('bytes')} (truncated or replaced)")
+        if sha256_file(path) != entry.get("sha256"):
+            raise FormatError(f"bundle file {path} fails its sha256 check (damaged or replaced)")
+    return manifest
+
+
+def staging_dir(bundle_dir: str | os.PathLike[str]) -> Path:
+    """A fresh temp directory beside `bundle_dir` (same filesystem, so the final rename is atomic)."""
+    target = Path(bundle_dir).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+
+
+def commit_staged(staged: Path, bundle_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Move a fully written staging directory to `bundle_dir` with one rename.
+
+    Readers never see a half-written bundle. With overwrite=True an existing bundle is first renamed
+    aside and removed after the new one is in place. Raises FileExistsError when the target exists and
+    overwrite is False.
+    """
+    target = Path(bundle_dir).resolve()
+    if target.exists():
+        if not overwrite:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise FileExistsError(f"{target} already exists (pass overwrite=True / --overwrite to replace it)")
+        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        os.rename(target, old)
+        os.rename(staged, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(staged, target)
+    return target
+
+
+def hydrated_product_matrix(product_vectors: np.ndarray, quality: np.ndarray, scale: float,
+                            mips_augment: bool) -> np.ndarray:
+    """The vectors the index holds: [v ; scale*f], plus sqrt(R^2 - |x|^2) with the MIPS augmentation.
+
+    product_vectors (n, D) float32, quality (n, F) float32 -> (n, D + F [+ 1]) float32. The
+    augmentation gives every row the norm R = max row norm, so inner-product search over them is a
+    cosine search (what HNSW graphs are built for) while the inner product with [q ; w ; 0] is unchanged.
+    """
+    from upper_fast.kernels import hydrate_products
+
+    hydrated = hydrate_products(product_vectors, quality, scale, num_threads=0)
+    if not mips_augment:
+        return hydrated
+    sq = np.einsum("ij,ij->i", hydrated, hydrated, dtype=np.float64)
+    extra = np.sqrt(np.maximum(sq.max() - sq, 0.0)).astype(np.float32)
+    return np.ascontiguousarray(np.concatenate([hydrated, extra[:, None]], axis=1))
+
+
+def hydrated_ann_recall(index: Any, hydrated: np.ndarray, queries: np.ndarray, weights: np.ndarray, ef: int,
+                        mips_augment: bool, k: int = 100) -> float:
+    """Recall@k of the ANN index against exact scoring of the same hydrated vectors.
+
+    queries (m, D) float32 raw query vectors; weights (F,) float32. The exact side uses
+    upper_fast.topk_inner_product over the hydrated matrix (n, D+F[+1]).
+    """
+    from upper_fast.kernels import hydrate_queries, topk_inner_product
+
+    tail = np.concatenate([weights, np.zeros(1, np.float32)]) if mips_augment else weights
+    hq = hydrate_queries(np.ascontiguousarray(queries, dtype=np.float32), np.ascontiguousarray(tail, dtype=np.float32))
+    k = min(k, hydrated.shape[0])
+    exact = topk_inner_product(hq, hydrated, k)
+    approx = index.search(hq, k, ef=max(ef, k), num_threads=0)
+    hits = sum(len(set(a[a >= 0].tolist()) & set(e[e >= 0].tolist())) for a, e in zip(approx.ids, exact.ids))
+    return hits / float(exact.counts.sum())
+
+
+def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | os.PathLike[str],
+                 featurizer_config: dict[str, int], query_keys: Sequence[str], query_graph: np.ndarray,
+                 product_ids: Sequence[str], product_graph: np.ndarray, product_vectors: np.ndarray,
+                 quality: np.ndarray, hydration: dict[str, Any], thresholds: dict[str, float],
+                 users: Any, countries: Sequence[str], hist_items: int, hist_queries: int,
+                 model_version: str, index_dtype: str = "f32", index_M: int = 16,
+                 index_ef_construction: int = 200, ef_search: int = 128, seed: int = 0,
+                 extra: dict[str, Any] | None = None, overwrite: bool = False,
+                 recall_queries: np.ndarray | None = None) -> dict[str, Any]:
+    """Write a complete bundle atomically (temp dir beside `bundle_dir`, then one rename).
+
+    query_graph (nq, G) f32; product_graph (n, G) f32; product_vectors (n, D) f32 L2-normalised;
+    quality (n, F) f32 in [0, 1]; hydration: {"weights": [F floats], "scale": float,
+    "mips_augmented": bool, ...report}; thresholds: {"negative", "click", "favorite", "add_to_cart",
+    "purchase"} raw-cosine thresholds; users: pyarrow Table with user_id (string), country (int32,
+    0 = unknown), hist_rows (list<int32>, product rows oldest first), hist_types (list<int8>),
+    hist_queries (list<string>). Builds the index with upper_fast.Index over the hydrated vectors.
+    recall_queries: optional (m, D) float32 query vectors; the ANN recall@100 at ef_search against
+    exact hydrated scoring over them is measured and stored in manifest["index"]["recall_at_100"].
+    Returns the manifest.
+    """
+    import pyarrow.parquet as pq
+
+    from upper_fast.featurizer import FeaturizerConfig
+    from upper_fast.index import Index
+
+    n = len(product_ids)
+    arrays = {"query_graph": query_graph, "product_graph": product_graph, "product_vectors": product_vectors,
+              "quality": quality}
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.ndim != 2:
+            raise TypeError(f"{name} must be a 2-d float32 numpy array")
+    if product_graph.shape[0] != n or product_vectors.shape[0] != n or quality.shape[0] != n:
+        raise ValueError(f"product arrays must have {n} rows (one per product id)")
+    if query_graph.shape[0] != len(query_keys) or query_graph.shape[1] != product_graph.shape[1]:
+        raise ValueError("query_graph must be (len(query_keys), G) with the product graph's G")
+    weights = hydration["weights"]
+    if len(weights) != quality.shape[1]:
+        raise ValueError(f"hydration weights have {len(weights)} entries for {quality.shape[1]} quality features")
+    missing = [t for t in ("negative", "click", "favorite", "add_to_cart", "purchase") if t not in thresholds]
+    if missing:
+        raise ValueError(f"thresholds lack {missing}")
+    for name, keys in (("query_keys", query_keys), ("product_ids", product_ids)):
+        if any(("\n" in k or "\r" in k) for k in keys):
+            raise ValueError(f"{name} must not contain line breaks (one key per line in the bundle)")
+
+    staged = staging_dir(bundle_dir)
+    try:
+        shutil.copyfile(query_tower_onnx, staged / "query_tower.onnx")
+        fz = FeaturizerConfig.from_dict(dict(featurizer_config)).to_dict()
+        (staged / "featurizer.json").write_text(json.dumps(fz, indent=2, sort_keys=True) + "\n")
+        (staged / "query_nodes.txt").write_text("".join(k + "\n" for k in query_keys), encoding="utf-8")
+        (staged / "product_ids.txt").write_text("".join(str(p) + "\n" for p in product_ids), encoding="utf-8")
+        for name, a in arrays.items():
+            np.save(staged / f"{name}.npy", np.ascontiguousarray(a))
+        (staged / "hydration.json").write_text(json.dumps(hydration, indent=2, sort_keys=True) + "\n")
+        (staged / "thresholds.json").write_text(json.dumps({k: float(v) for k, v in thresholds.items()}, indent=2) + "\n")
+        pq.write_table(users, staged / "users.parquet")
+        (staged / "countries.json").write_text(json.dumps(list(countries)) + "\n")
+
+        w = np.asarray(weights, dtype=np.float32)
+        hydrated = hydrated_product_matrix(product_vectors, quality, float(hydration["scale"]),
+                                           bool(hydration.get("mips_augmented", False)))
+        index = Index(hydrated.shape[1], dtype=index_dtype, M=index_M, ef_construction=index_ef_construction, seed=seed)
+        index.add(np.arange(n, dtype=np.int64), hydrated, num_threads=0)
+        index.ef = int(ef_search)
+        index.save(str(staged / "index.upf"))
+        recall = None
+        if recall_queries is not None:
+            recall = hydrated_ann_recall(index, hydrated, recall_queries, w, ef_search,
+                                         bool(hydration.get("mips_augmented", False)))
+        dims = {"query_dim": int(product_vectors.shape[1]), "graph_dim": int(product_graph.shape[1]),
+                "quality_features": int(w.shape[0]), "index_dim": int(hydrated.shape[1]),
+                "n_products": n, "n_query_nodes": len(query_keys), "n_users": int(users.num_rows),
+                "hist_items": int(hist_items), "hist_queries": int(hist_queries),
+                "query_terms": int(featurizer_config["max_query_terms"])}
+        dtypes = {"product_vectors": "float32", "product_graph": "float32", "query_graph": "float32",
+                  "quality": "float32", "index": index_dtype, "onnx_inputs": "int64 ids, float32 features"}
+        more = {"index": {"dtype": index_dtype, "M": index_M, "ef_construction": index_ef_construction,
+                          "ef_search": int(ef_search), "seed": seed, "recall_at_100": recall}}
+        more.update(extra or {})
+        manifest = write_manifest(staged, model_version=model_version, dims=dims, dtypes=dtypes, extra=more)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    commit_staged(staged, bundle_dir, overwrite=overwrite)
+    return manifest

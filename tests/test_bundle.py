@@ -1,0 +1,86 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+import upper_fast
+from upper_fast.bundle import BUNDLE_FILES, BUNDLE_FORMAT_VERSION, read_manifest, sha256_file, verify_bundle
+from serve_tiny import tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    path, _, world = tiny_bundle(tmp_path_factory.mktemp("b"))
+    return path, world
+
+
+def test_manifest_lists_every_file_with_sha256(bundle):
+    path, world = bundle
+    m = verify_bundle(path)
+    assert m["format_version"] == BUNDLE_FORMAT_VERSION
+    assert m["package_version"] == upper_fast.__version__
+    assert set(m["files"]) == set(BUNDLE_FILES)
+    for name, entry in m["files"].items():
+        assert entry["sha256"] == sha256_file(path / name)
+        assert entry["bytes"] == (path / name).stat().st_size
+    assert m["dims"]["n_products"] == len(world["product_ids"])
+    assert m["dims"]["index_dim"] == m["dims"]["query_dim"] + m["dims"]["quality_features"] + 1  # MIPS column
+    assert sorted(os.listdir(path)) == sorted([*BUNDLE_FILES, "manifest.json"])
+
+
+def test_round_trip_arrays(bundle):
+    path, world = bundle
+    assert (path / "product_ids.txt").read_text().split("\n")[:-1] == world["product_ids"]
+    np.testing.assert_array_equal(np.load(path / "product_vectors.npy"), world["product_vectors"])
+    np.testing.assert_array_equal(np.load(path / "quality.npy"), world["quality"])
+    assert json.loads((path / "thresholds.json").read_text())["purchase"] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("victim", ["product_vectors.npy", "index.upf", "query_tower.onnx", "users.parquet"])
+def test_damaged_file_is_format_error(bundle, tmp_path, victim):
+    import shutil
+
+    path, _ = bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    data = bytearray((copy / victim).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / victim).write_bytes(bytes(data))
+    with pytest.raises(upper_fast.FormatError, match=victim):
+        verify_bundle(copy)
+    with pytest.raises(upper_fast.FormatError):
+        upper_fast.Retriever.load(copy)
+
+
+def test_truncated_missing_and_foreign(bundle, tmp_path):
+    import shutil
+
+    path, _ = bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    with open(copy / "quality.npy", "r+b") as f:
+        f.truncate(10)
+    with pytest.raises(upper_fast.FormatError, match="bytes"):
+        verify_bundle(copy)
+    (copy / "quality.npy").unlink()
+    with pytest.raises(upper_fast.FormatError, match="missing"):
+        verify_bundle(copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["format_version"] = 999
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(upper_fast.FormatError, match="version 999"):
+        read_manifest(copy)
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(upper_fast.FormatError, match="JSON"):
+        read_manifest(copy)
+    with pytest.raises(FileNotFoundError):
+        read_manifest(tmp_path / "nowhere")
+
+
+def test_atomic_write_refuses_overwrite_and_leaves_no_temp(bundle, tmp_path):
+    path, _ = bundle
+    with pytest.raises(FileExistsError):
+        tiny_bundle(path.parent, name=path.name)
+    assert not [p for p in os.listdir(path.parent) if p.startswith(".")]
+    verify_bundle(path)

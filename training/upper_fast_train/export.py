@@ -1,0 +1,381 @@
+"""Export a training run to a serving bundle (the torch side of issue 5).
+
+`export_bundle(run_dir, bundle_dir, dataset)`:
+1. the query-user tower -> `query_tower.onnx` (dynamic batch, opset 17), checked against PyTorch on
+   1,000 inputs (empty histories, signed-out users and unseen queries included);
+2. product vectors from the product tower, in batches with a progress bar, optionally sharded across
+   processes (`encode_product_shard` per shard, then `merge_product_shards`);
+3. quality features normalised to [0, 1] (rank transform, robust to heavy tails);
+4. boosting weights learned on interactions after the training window (`upper_fast_train.boosting`);
+5. users' recent history as of export time, countries, thresholds, graph tables;
+6. `upper_fast.bundle.write_bundle`: index over hydrated vectors, manifest with sha256, atomic rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ONNX_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "hist_item_graph", "hist_item_type",
+               "hist_query_terms", "user_country")
+THRESHOLD_NAMES = ("negative", "click", "favorite", "add_to_cart", "purchase")
+INTERACTION_CODES = {"click": 1, "favorite": 2, "add_to_cart": 3, "purchase": 4}
+
+__all__ = ["check_onnx_parity", "encode_product_shard", "export_bundle", "export_query_tower",
+           "merge_product_shards", "normalise_quality", "parity_inputs", "user_histories"]
+
+
+class _PositionalTower(torch.nn.Module):
+    """Adapter: the exporter passes positional tensors; the tower takes the ONNX names as keywords."""
+
+    def __init__(self, tower: torch.nn.Module) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.tower(**dict(zip(ONNX_INPUTS, args)))
+
+
+def parity_inputs(n: int, *, graph_dim: int, hist_items: int, hist_queries: int, query_terms: int,
+                  vocab_size: int, n_countries: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """n random query-tower inputs covering the serving cases, as numpy arrays keyed by ONNX name.
+
+    Row i % 4 == 0: signed out (no history, country 0); == 1: unseen query (graph mask 0);
+    == 2: empty query text (all padding) with history; else a full row. Term counts vary per row.
+    """
+    rng = np.random.default_rng(seed)
+    L, N, M, G = query_terms, hist_items, hist_queries, graph_dim
+    qt = rng.integers(1, vocab_size, size=(n, L), dtype=np.int64)
+    qt[np.arange(L)[None, :] >= rng.integers(1, L + 1, size=n)[:, None]] = 0
+    hq = rng.integers(1, vocab_size, size=(n, M, L), dtype=np.int64)
+    hq[np.arange(L)[None, None, :] >= rng.integers(0, L + 1, size=(n, M))[:, :, None]] = 0
+    ht = rng.integers(1, 5, size=(n, N), dtype=np.int64)
+    ht[np.arange(N)[None, :] >= rng.integers(0, N + 1, size=n)[:, None]] = 0
+    hg = rng.standard_normal((n, N, G)).astype(np.float32) * (ht > 0)[:, :, None]
+    inputs = {
+        "query_terms": qt,
+        "query_graph": rng.standard_normal((n, G)).astype(np.float32),
+        "query_graph_mask": np.ones(n, np.float32),
+        "hist_item_graph": hg.astype(np.float32),
+        "hist_item_type": ht,
+        "hist_query_terms": hq,
+        "user_country": rng.integers(0, n_countries + 1, size=n, dtype=np.int64),
+    }
+    kind = np.arange(n) % 4
+    out = kind == 0
+    inputs["hist_item_graph"][out] = 0.0
+    inputs["hist_item_type"][out] = 0
+    inputs["hist_query_terms"][out] = 0
+    inputs["user_country"][out] = 0
+    unseen = kind == 1
+    inputs["query_graph"][unseen] = 0.0
+    inputs["query_graph_mask"][unseen] = 0.0
+    inputs["query_terms"][kind == 2] = 0
+    return inputs
+
+
+def export_query_tower(tower: torch.nn.Module, path: str | os.PathLike[str], example: dict[str, np.ndarray],
+                       opset: int = 17) -> Path:
+    """Export the query-user tower to ONNX with a dynamic batch axis on every input and the output.
+
+    example: ONNX inputs keyed by name (batch >= 2, so no dimension is specialised to 1).
+    The TorchScript exporter is tried first (fast, no extra deps); the dynamo exporter is the fallback.
+    """
+    path = Path(path)
+    missing = [n for n in ONNX_INPUTS if n not in example]
+    if missing:
+        raise ValueError(f"example inputs lack {missing}")
+    tower = tower.eval()
+    args = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in ONNX_INPUTS)
+    wrapped = _PositionalTower(tower).eval()
+    # Traced with autograd on: under no_grad, eval-mode nn.TransformerEncoderLayer takes a fused fast
+    # path (aten::_transformer_encoder_layer_fwd) that has no ONNX export.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(wrapped, args, str(path), input_names=list(ONNX_INPUTS), output_names=["query_vector"],
+                              dynamic_axes={n: {0: "batch"} for n in (*ONNX_INPUTS, "query_vector")},
+                              opset_version=opset, dynamo=False)
+        except Exception:  # noqa: BLE001 - any TorchScript failure: the dynamo exporter handles more ops
+            batch = torch.export.Dim("batch", min=1)
+            torch.onnx.export(wrapped, args, str(path), input_names=list(ONNX_INPUTS),
+                              output_names=["query_vector"], dynamic_shapes=(tuple({0: batch} for _ in ONNX_INPUTS),),
+                              opset_version=max(opset, 18), dynamo=True)
+    return path
+
+
+def check_onnx_parity(tower: torch.nn.Module, onnx_path: str | os.PathLike[str], inputs: dict[str, np.ndarray],
+                      batch_size: int = 250) -> float:
+    """Max absolute difference between PyTorch and onnxruntime query vectors over `inputs`."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    n = len(inputs["query_terms"])
+    worst = 0.0
+    tower = tower.eval()
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            part = {k: np.ascontiguousarray(v[start:start + batch_size]) for k, v in inputs.items()}
+            ref = tower(**{k: torch.from_numpy(v) for k, v in part.items()}).numpy()
+            got = sess.run(["query_vector"], part)[0]
+            worst = max(worst, float(np.abs(ref - got).max()))
+    return worst
+
+
+def normalise_quality(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Quality features -> (n, F) float32 in [0, 1] by rank (empirical CDF); NaN -> 0.
+
+    Returns the matrix and, per feature, quantile edges (101 points) so new products can be
+    normalised the same way later.
+    """
+    names = list(columns)
+    if not names:
+        raise ValueError("no quality columns: the catalog has no numeric quality features to boost with")
+    n = len(columns[names[0]])
+    out = np.zeros((n, len(names)), np.float32)
+    edges: dict[str, list[float]] = {}
+    for j, name in enumerate(names):
+        x = np.asarray(columns[name], dtype=np.float64)
+        ok = np.isfinite(x)
+        if ok.sum() == 0:
+            edges[name] = []
+            continue
+        qs = np.quantile(x[ok], np.linspace(0.0, 1.0, 101))
+        edges[name] = [float(v) for v in qs]
+        ranked = np.sort(x[ok])
+        # Average rank of ties so equal values get equal features.
+        out[ok, j] = (np.searchsorted(ranked, x[ok], side="left")
+                      + np.searchsorted(ranked, x[ok], side="right")) / (2.0 * ok.sum())
+    return out, {"names": names, "method": "rank", "quantile_edges": edges}
+
+
+def encode_product_shard(run: Any, catalog: Any, shards: int, shard: int, out_dir: str | os.PathLike[str],
+                         batch_size: int = 512) -> Path:
+    """Encode products [shard::shards] block (contiguous rows) and save them as one .npy shard.
+
+    Shard i holds rows [i*n//shards, (i+1)*n//shards); run it per process (`--shards N --shard i`),
+    then `merge_product_shards`.
+    """
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard must be in [0, {shards}), got {shard}")
+    n = catalog.num_rows
+    lo, hi = shard * n // shards, (shard + 1) * n // shards
+    vectors = np.asarray(run.encode_products(catalog.slice(lo, hi - lo), batch_size=batch_size), dtype=np.float32)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"product_vectors.shard-{shard:04d}-of-{shards:04d}.npy"
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, path)
+    (out / f"product_vectors.shard-{shard:04d}-of-{shards:04d}.json").write_text(
+        json.dumps({"rows": [lo, hi], "n_products": n}))
+    return path
+
+
+def merge_product_shards(shard_dir: str | os.PathLike[str], n_products: int) -> np.ndarray:
+    """Concatenate the shards in `shard_dir`; checks every shard is present and rows tile [0, n)."""
+    d = Path(shard_dir)
+    metas = sorted(d.glob("product_vectors.shard-*-of-*.json"))
+    if not metas:
+        raise FileNotFoundError(f"no product vector shards in {d} (run export with --shards N --shard i first)")
+    total = int(metas[0].name.split("-of-")[1].split(".")[0])
+    if len(metas) != total:
+        raise FileNotFoundError(f"{d} holds {len(metas)} of {total} shards")
+    parts, expect = [], 0
+    for meta in metas:
+        info = json.loads(meta.read_text())
+        lo, hi = info["rows"]
+        if info["n_products"] != n_products or lo != expect:
+            raise ValueError(f"shard {meta.name} covers rows {lo}..{hi} of {info['n_products']}; expected to start at {expect} of {n_products}")
+        part = np.load(meta.with_suffix(".npy"))
+        if part.shape[0] != hi - lo:
+            raise ValueError(f"shard {meta.name} has {part.shape[0]} rows, expected {hi - lo}")
+        parts.append(part)
+        expect = hi
+    if expect != n_products:
+        raise ValueError(f"shards cover {expect} of {n_products} products")
+    return np.ascontiguousarray(np.concatenate(parts).astype(np.float32))
+
+
+def user_histories(dataset: Any, featurizer: Any, countries: Sequence[str], hist_items: int,
+                   hist_queries: int) -> Any:
+    """Every user's history at export time, as the bundle's users.parquet table.
+
+    Uses the same `upper_fast.build_histories` as training, with one event per user just after the
+    last log row: the last `hist_items` engaged products (catalog rows) with their interaction codes
+    and the last `hist_queries` distinct normalized queries, most recent first. Countries come from
+    the users table (index in `countries` + 1; 0 = unknown).
+    """
+    import pyarrow as pa
+
+    from upper_fast import StringIdMap, build_histories
+
+    log = dataset.log
+    catalog_ids = StringIdMap([str(p) for p in dataset.catalog.column("product_id").to_pylist()])
+    log_users = log.column("user_id").to_pylist()
+    user_country: dict[Any, Any] = {}
+    if dataset.users is not None:
+        user_country = dict(zip(dataset.users.column("user_id").to_pylist(), dataset.users.column("country").to_pylist()))
+    ids = sorted({str(u) for u in log_users if u is not None} | {str(u) for u in user_country})
+    users = StringIdMap(ids)
+    keys = featurizer.query_keys([q or "" for q in log.column("query").to_pylist()])
+    strings = list(dict.fromkeys(keys))
+    string_rows = StringIdMap(strings)
+    codes = np.array([INTERACTION_CODES.get(x, 0) for x in log.column("interaction").to_pylist()], np.int8)
+    log_user_rows = np.where([u is None for u in log_users], -1,
+                             users.lookup(["" if u is None else str(u) for u in log_users])).astype(np.int64)
+    ts = np.ascontiguousarray(log.column("timestamp").to_numpy(), dtype=np.int64)
+    now = int(ts.max()) + 1 if len(ts) else 0
+    products, types, queries = build_histories(
+        np.arange(len(ids), dtype=np.int64), np.full(len(ids), now, np.int64), log_user_rows, ts,
+        np.ascontiguousarray(catalog_ids.lookup([str(p) for p in log.column("product_id").to_pylist()]), dtype=np.int64),
+        codes, np.ascontiguousarray(string_rows.lookup(keys), dtype=np.int64), hist_items, hist_queries)
+    country_index = {c: i + 1 for i, c in enumerate(countries)}
+    return pa.table({
+        "user_id": pa.array(ids, pa.string()),
+        "country": pa.array([country_index.get(user_country.get(u), 0) for u in ids], pa.int32()),
+        "hist_rows": pa.array([r[r >= 0].tolist() for r in products], pa.list_(pa.int32())),
+        "hist_types": pa.array([t[t > 0].tolist() for t in types], pa.list_(pa.int8())),
+        "hist_queries": pa.array([[strings[j] for j in q[q >= 0]] for q in queries], pa.list_(pa.string())),
+    })
+
+
+def _thresholds(raw: Any) -> dict[str, float]:
+    """A run's thresholds.json ({negative, click, favorite, add_to_cart, purchase} -> theta)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"unreadable thresholds.json: {raw!r}")
+    out = {str(k): float(v) for k, v in raw.items() if isinstance(v, (int, float))}
+    missing = [t for t in THRESHOLD_NAMES if t not in out]
+    if missing:
+        raise ValueError(f"thresholds.json lacks {missing} (has {sorted(out)})")
+    return {t: out[t] for t in THRESHOLD_NAMES}
+
+
+def _encode_products(run: Any, catalog: Any, batch_size: int, progress: bool) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    n = catalog.num_rows
+    chunk = max(batch_size, 4096)
+    parts = []
+    with tqdm(total=n, desc="encode products", unit="product", disable=not progress) as bar:
+        for lo in range(0, n, chunk):
+            part = catalog.slice(lo, min(chunk, n - lo))
+            parts.append(np.asarray(run.encode_products(part, batch_size=batch_size), dtype=np.float32))
+            bar.update(part.num_rows)
+    return np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros((0, 0), np.float32)
+
+
+def _later_events(dataset: Any, product_rows: dict[str, int]) -> tuple[Any, np.ndarray, str]:
+    """Engagements after the training window, in time order: purchases if there are enough, else all."""
+    import pyarrow.compute as pc
+
+    log = dataset.log
+    train_end = dataset.meta.get("train_end")
+    if train_end is not None:
+        log = log.filter(pc.greater_equal(log.column("timestamp"), int(train_end)))
+    in_catalog = pc.is_in(log.column("product_id"), value_set=dataset.catalog.column("product_id"))
+    log = log.filter(in_catalog)
+    purchases = log.filter(pc.equal(log.column("interaction"), "purchase"))
+    target = "purchase"
+    if purchases.num_rows < 50:
+        purchases = log.filter(pc.is_in(log.column("interaction"), value_set=__import__("pyarrow").array(list(INTERACTION_CODES))))
+        target = "engagement"
+    rows = np.array([product_rows[p] for p in purchases.column("product_id").to_pylist()], np.int64)
+    return purchases, rows, target
+
+
+def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike[str], dataset: Any, *,
+                  index_dtype: str = "f32", scale: float = 0.1, boost_trials: int = 40, boost_k: int = 100,
+                  max_boost_events: int = 4000, mips_augment: bool = True, ef_search: int = 128,
+                  batch_size: int = 512, product_vectors: np.ndarray | None = None, overwrite: bool = False,
+                  progress: bool = True, seed: int = 0) -> dict[str, Any]:
+    """Export a training run to a serving bundle; returns the manifest.
+
+    dataset: the `upper_fast.data.Dataset` the run was trained on (its log up to now gives the users'
+    history; events after meta["train_end"] tune the boosting weights). product_vectors: optional
+    precomputed (n_products, D) float32 (e.g. `merge_product_shards`), else encoded here.
+    """
+    from upper_fast.bundle import write_bundle
+
+    from upper_fast_train import load_run
+    from upper_fast_train.boosting import learn_boost_weights
+
+    run_dir = Path(run_dir)
+    run = load_run(run_dir, dataset)
+    config = run.config
+    tc = run.train_config
+    catalog = dataset.catalog
+    product_ids = [str(p) for p in catalog.column("product_id").to_pylist()]
+    product_rows = {p: i for i, p in enumerate(product_ids)}
+    thresholds = _thresholds(json.loads((run_dir / "thresholds.json").read_text()))
+    featurizer_config = tc.featurizer_kwargs()
+    countries = list(run.vocab.countries)
+    N, M = tc.history_items, tc.history_queries
+    # Graph tables: queries as trained; products aligned to this catalog by id (zeros: no node).
+    train_rows = {p: i for i, p in enumerate(run.product_ids)}
+    product_graph = np.zeros((len(product_ids), run.graph.dim), np.float32)
+    known = np.array([train_rows.get(p, -1) for p in product_ids], np.int64)
+    product_graph[known >= 0] = run.graph.product_vectors[known[known >= 0]]
+    later, targets, target_kind = _later_events(dataset, product_rows)
+    probe = run.event_query_inputs(dataset.log.slice(0, min(4, dataset.log.num_rows)), dataset, personalized=True)
+
+    if product_vectors is None:
+        product_vectors = _encode_products(run, catalog, batch_size, progress)
+    if product_vectors.shape[0] != len(product_ids):
+        raise ValueError(f"product_vectors has {product_vectors.shape[0]} rows for {len(product_ids)} products")
+
+    quality_cols = {c: catalog.column(c).to_numpy(zero_copy_only=False) for c in dataset.quality_columns}
+    quality, quality_info = normalise_quality(quality_cols)
+
+    if later.num_rows > max_boost_events:
+        later, targets = later.slice(later.num_rows - max_boost_events), targets[-max_boost_events:]
+    event_q = (run.encode_queries(run.event_query_inputs(later, dataset, personalized=True))
+               if later.num_rows else np.zeros((0, product_vectors.shape[1]), np.float32))
+    event_q = np.ascontiguousarray(event_q, dtype=np.float32)
+    hydration = learn_boost_weights(event_q, targets, product_vectors, quality, scale=scale, k=boost_k,
+                                    trials=boost_trials, seed=seed, feature_names=quality_info["names"],
+                                    progress=progress)
+    hydration["tuning"]["target"] = target_kind
+    hydration["mips_augmented"] = bool(mips_augment)
+    hydration["quality_normalisation"] = quality_info
+
+    users = user_histories(dataset, run.featurizer, countries, N, M)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_query_tower(run.model.query_tower, Path(tmp) / "query_tower.onnx", probe)
+        # Real events (signed-in and signed-out) plus 1,000 synthetic rows that force the edge cases
+        # (empty history, country 0, unseen query, empty query text).
+        real = run.event_query_inputs(dataset.log.slice(0, min(1000, dataset.log.num_rows)), dataset,
+                                      personalized=True)
+        synthetic = parity_inputs(1000, graph_dim=probe["query_graph"].shape[1], hist_items=N, hist_queries=M,
+                                  query_terms=probe["query_terms"].shape[1],
+                                  vocab_size=1 + sum(featurizer_config[k] for k in ("word_buckets", "bigram_buckets", "trigram_buckets")),
+                                  n_countries=len(countries), seed=seed)
+        parity = max(check_onnx_parity(run.model.query_tower, onnx_path, real),
+                     check_onnx_parity(run.model.query_tower, onnx_path, synthetic))
+        if parity >= 1e-4:
+            raise ValueError(f"ONNX query tower differs from PyTorch by {parity:.2e} (>= 1e-4); not exporting")
+        weights_file = run_dir / "model.safetensors"
+        digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()[:16] if weights_file.exists() else "unknown"
+        return write_bundle(
+            bundle_dir, query_tower_onnx=onnx_path, featurizer_config=featurizer_config,
+            query_keys=[str(k) for k in run.graph.query_keys],
+            query_graph=np.ascontiguousarray(run.graph.query_vectors, dtype=np.float32),
+            product_ids=product_ids, product_graph=product_graph,
+            product_vectors=product_vectors, quality=quality, hydration=hydration, thresholds=thresholds,
+            users=users, countries=countries, hist_items=N, hist_queries=M,
+            model_version=f"{run_dir.name}-{digest}", index_dtype=index_dtype, ef_search=ef_search, seed=seed,
+            overwrite=overwrite, recall_queries=event_q[:500] if len(event_q) else None,
+            extra={"simulated": bool(dataset.meta.get("simulated", False)), "onnx_parity_max_abs": parity,
+                   "run": {"dir": str(run_dir.resolve()), "personalized": bool(config.get("personalized", True))}},
+        )
