@@ -82,7 +82,7 @@ def simulated_section(data_dir: Path, run: Any) -> dict[str, Any]:
     from upper_fast.data import load_dataset
     from upper_fast_train.evaluate import bm25_baseline, evaluate_run
 
-    dataset = load_dataset(data_dir)
+    dataset = load_dataset(data_dir, progress=False)
     out: dict[str, Any] = {"BM25 (title + tags)": bm25_baseline(dataset, progress=False)}
     if run is not None:
         out["upper_fast run"] = evaluate_run(run, dataset, progress=False)
