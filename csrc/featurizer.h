@@ -35,7 +35,8 @@ inline std::uint64_t fmix64(std::uint64_t k) {
 }
 
 // Per-thread working memory for featurizing one text at a time without allocating.
-struct FeaturizerScratch {
+// Cache-line aligned: each thread owns one, and their vector headers change on every text.
+struct alignas(64) FeaturizerScratch {
   unicode::Scratch unicode;
   std::string normalized;
   std::vector<std::pair<std::uint32_t, std::uint32_t>> words;  // (offset, length) in `normalized`

@@ -48,7 +48,7 @@ void build_histories(std::size_t n, const std::int64_t* event_user, const std::i
   group_starts.push_back(events.size());
   const std::size_t n_groups = group_starts.size() - 1;
 
-  struct State {
+  struct alignas(64) State {  // one per thread; aligned against false sharing
     std::vector<std::int64_t> ring_product;  // last N engagements, circular
     std::vector<std::int8_t> ring_type;
     std::vector<std::int64_t> recent_queries;  // most recent first, distinct, at most M

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import featurizer_reference as ref
+import upper_fast
 from upper_fast import Featurizer, FeaturizerConfig, unicode_version
 
 SMALL = FeaturizerConfig(word_buckets=97, bigram_buckets=89, trigram_buckets=83, max_query_terms=8)
@@ -108,10 +109,11 @@ def test_ids_identical_across_processes() -> None:
         "import json; from upper_fast import Featurizer;"
         "f = Featurizer(); print(json.dumps(f.featurize(%r, 32).tolist()))" % (TEXTS,)
     )
-    root = Path(__file__).resolve().parents[1]
+    # The directory the tested upper_fast was imported from (in-place build or installed wheel).
+    package_root = Path(upper_fast.__file__).resolve().parents[1]
     outputs = []
     for seed in ("1", "12345"):
-        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(root / "python"))
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(package_root))
         proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         outputs.append(json.loads(proc.stdout))
@@ -181,3 +183,31 @@ def test_dict_round_trip() -> None:
         Featurizer.from_dict({**data, "unicode_version": "1.0.0"})
     with pytest.raises(ValueError, match="hash"):
         Featurizer.from_dict({**data, "hash": "md5"})
+    with pytest.raises(ValueError, match="bigram_buckets"):
+        Featurizer.from_dict({k: v for k, v in data.items() if k != "bigram_buckets"})
+
+
+def test_pyarrow_columns_match_lists() -> None:
+    pa = pytest.importorskip("pyarrow")
+    f = Featurizer(SMALL)
+    texts = TEXTS * 3
+    expected = f.featurize(texts, 12)
+    for column in (
+        pa.array(texts),
+        pa.array(texts, pa.large_string()),
+        pa.chunked_array([pa.array(texts[:5]), pa.array(texts[5:])]),
+        pa.chunked_array([pa.array(texts[:7], pa.large_string()), pa.array(texts[7:], pa.large_string())]),
+        pa.array(["pad"] + texts)[1:],  # sliced: nonzero offset
+    ):
+        assert np.array_equal(f.featurize(column, 12), expected)
+    with_null = f.featurize(pa.array(["a b", None, "c"]), 4)
+    assert np.array_equal(with_null, f.featurize(["a b", "", "c"], 4))
+    assert f.featurize(pa.array([], pa.string()), 4).shape == (0, 4)
+    with pytest.raises(TypeError, match="strings"):
+        f.featurize(pa.array([1, 2]), 4)
+    with pytest.raises(TypeError, match="one column"):
+        f.featurize(pa.table({"t": ["a"]}), 4)
+    assert f.featurize(pa.chunked_array([], pa.string()), 4).shape == (0, 4)
+    bad = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(np.array([0, 2], np.int32)), pa.py_buffer(b"\xffa")])
+    with pytest.raises(ValueError, match="byte offset 0"):
+        f.featurize(bad, 4)

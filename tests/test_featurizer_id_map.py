@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import numpy as np
@@ -38,6 +39,14 @@ def test_query_keys_round_trip() -> None:
     assert m.lookup(f.query_keys(["angle-bracket!", "pvc  PIPE", "other"])).tolist() == [0, 1, -1]
 
 
+def test_pickle_round_trip() -> None:
+    m = StringIdMap(["a", "bä", ""])
+    m2 = pickle.loads(pickle.dumps(m))
+    assert m2.keys() == m.keys() and m2.lookup(["", "bä", "z"]).tolist() == [2, 1, -1]
+    f = pickle.loads(pickle.dumps(Featurizer()))
+    assert f.term_ids("angle bracket").tolist() == Featurizer().term_ids("angle bracket").tolist()
+
+
 def test_errors() -> None:
     with pytest.raises(ValueError, match=r"duplicate key 'b' at positions 1 and 3"):
         StringIdMap(["a", "b", "c", "b"])
@@ -50,3 +59,11 @@ def test_errors() -> None:
         m.lookup([b"a"])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="key must be str"):
         m.get(3)  # type: ignore[arg-type]
+
+
+def test_lookup_pyarrow_column() -> None:
+    pa = pytest.importorskip("pyarrow")
+    m = StringIdMap(["p1", "p2", ""])
+    column = pa.chunked_array([pa.array(["p2", None, "zz"]), pa.array(["", "p1"])])
+    assert m.lookup(column).tolist() == [1, -1, -1, 2, 0]
+    assert m.lookup(pa.array(["x", "p1", "p2"])[1:]).tolist() == [0, 1]

@@ -10,7 +10,7 @@ import pytest
 import featurizer_reference as ref
 from upper_fast import Featurizer, _core, unicode_version
 
-pytestmark = pytest.mark.skipif(
+same_version = pytest.mark.skipif(
     unicodedata.unidata_version != unicode_version(),
     reason=f"tables are Unicode {unicode_version()}, this Python has {unicodedata.unidata_version}",
 )
@@ -22,12 +22,14 @@ def _mismatches(got: list[str], expected: list[str], inputs: list[str]) -> list[
     return [f"{s!r} (U+{ord(s[0]):04X}..): {g!r} != {e!r}" for s, g, e in zip(inputs, got, expected) if g != e][:10]
 
 
+@same_version
 def test_nfkc_every_code_point() -> None:
     got = _core._nfkc_many(ALL_CODE_POINTS)
     expected = [unicodedata.normalize("NFKC", c) for c in ALL_CODE_POINTS]
     assert not _mismatches(got, expected, ALL_CODE_POINTS)
 
 
+@same_version
 def test_normalize_every_code_point() -> None:
     # Each code point between two letters, so separators, dropped and token classes all show.
     inputs = ["a" + c + "b" for c in ALL_CODE_POINTS]
@@ -48,6 +50,7 @@ def _interesting_code_points() -> list[str]:
     return picks
 
 
+@same_version
 def test_random_strings_against_unicodedata() -> None:
     rng = random.Random(1234)
     picks = _interesting_code_points()
@@ -59,5 +62,15 @@ def test_random_strings_against_unicodedata() -> None:
     assert not _mismatches(got, [ref.normalize(s) for s in inputs], inputs)
 
 
+@same_version
 def test_unicode_version_is_pythons() -> None:
     assert unicode_version() == unicodedata.unidata_version
+
+
+def test_nfkc_of_long_assigned_code_points_on_any_python() -> None:
+    # Normalization stability: NFKC of a code point assigned since Unicode 3.2 is the same in every
+    # later version, so this runs even when Python's Unicode differs from the tables'.
+    old = [c for c in ALL_CODE_POINTS if unicodedata.ucd_3_2_0.category(c) != "Cn"]
+    assert len(old) > 90000
+    got = _core._nfkc_many(old)
+    assert not _mismatches(got, [unicodedata.normalize("NFKC", c) for c in old], old)

@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,6 +65,54 @@ TextBatch text_batch(py::handle seq, const char* name, bool allow_bytes = true) 
   for (std::size_t i = 0; i < n; ++i)
     batch.views.push_back(text_view(batch.items[i], std::string(name) + "[" + std::to_string(i) + "]", allow_bytes));
   return batch;
+}
+
+template <class T>
+py::array_t<T> checked_1d(py::handle obj, const char* name, const char* dtype_name);
+
+// Views of an Arrow string column given as its offsets (int32 or int64, n + 1) and data (uint8)
+// buffers; the arrays must outlive the views. Offsets are checked so no view leaves `data`.
+template <class O>
+std::vector<std::string_view> offset_views(const py::array& offsets, const char* data, std::size_t data_size) {
+  const auto* o = static_cast<const O*>(offsets.data());
+  const std::size_t n = static_cast<std::size_t>(offsets.size()) - 1;
+  std::vector<std::string_view> views;
+  views.reserve(n);
+  if (o[0] < 0) throw py::value_error("offsets[0] must be >= 0");
+  for (std::size_t i = 0; i < n; ++i) {
+    if (o[i + 1] < o[i] || static_cast<std::size_t>(o[i + 1]) > data_size)
+      throw py::value_error("offsets must be non-decreasing and within data; offsets[" + std::to_string(i + 1) +
+                            "] = " + std::to_string(o[i + 1]) + " (data has " + std::to_string(data_size) + " bytes)");
+    views.emplace_back(data + o[i], static_cast<std::size_t>(o[i + 1] - o[i]));
+  }
+  return views;
+}
+
+std::vector<std::string_view> arrow_views(py::handle offsets_obj, py::handle data_obj) {
+  if (!py::isinstance<py::array>(offsets_obj) || !py::isinstance<py::array>(data_obj))
+    throw py::type_error("offsets and data must be numpy arrays");
+  auto offsets = py::reinterpret_borrow<py::array>(offsets_obj);
+  auto data = checked_1d<std::uint8_t>(data_obj, "data", "uint8");
+  if (offsets.ndim() != 1 || offsets.size() < 1 || !(offsets.flags() & py::array::c_style))
+    throw py::value_error("offsets must be a 1-D C-contiguous array of n + 1 entries");
+  const char* bytes = reinterpret_cast<const char*>(data.data());
+  const auto size = static_cast<std::size_t>(data.size());
+  if (py::array_t<std::int32_t>::check_(offsets)) return offset_views<std::int32_t>(offsets, bytes, size);
+  if (py::array_t<std::int64_t>::check_(offsets)) return offset_views<std::int64_t>(offsets, bytes, size);
+  throw py::type_error("offsets must have dtype int32 or int64, got " + py::str(offsets.dtype()).cast<std::string>());
+}
+
+// A writable C-contiguous int64 array of exactly `shape`, for outputs the caller preallocates.
+std::int64_t* checked_out(py::handle obj, std::initializer_list<py::ssize_t> shape) {
+  if (!py::isinstance<py::array>(obj) || !py::array_t<std::int64_t>::check_(obj))
+    throw py::type_error("out must be an int64 numpy array");
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  if (!(arr.flags() & py::array::c_style) || !arr.writeable())
+    throw py::value_error("out must be writable and C-contiguous: call np.ascontiguousarray");
+  if (static_cast<std::size_t>(arr.ndim()) != shape.size() ||
+      !std::equal(shape.begin(), shape.end(), arr.shape()))
+    throw py::value_error("out has the wrong shape");
+  return static_cast<std::int64_t*>(arr.mutable_data());
 }
 
 // Translates an invalid UTF-8 error into ValueError (also the default mapping, kept explicit).
@@ -172,7 +222,22 @@ void register_featurizer_class(py::module_& m) {
             return out;
           },
           py::arg("texts"), py::arg("max_terms"), py::arg("num_threads") = 0,
-          "int64 (len(texts), max_terms) term ids, zero-padded, truncated from the end.");
+          "int64 (len(texts), max_terms) term ids, zero-padded, truncated from the end.")
+      .def(
+          "featurize_arrow",
+          [](const Featurizer& f, py::handle offsets, py::handle data, py::handle out, long long num_threads) {
+            const std::vector<std::string_view> views = arrow_views(offsets, data);
+            const std::size_t threads = checked_threads(num_threads);
+            if (!py::isinstance<py::array>(out) || py::reinterpret_borrow<py::array>(out).ndim() != 2)
+              throw py::value_error("out must be a 2-D int64 array (n, max_terms)");
+            const py::ssize_t max_terms = py::reinterpret_borrow<py::array>(out).shape(1);
+            if (max_terms <= 0) throw py::value_error("max_terms must be >= 1");
+            std::int64_t* dst = checked_out(out, {static_cast<py::ssize_t>(views.size()), max_terms});
+            py::gil_scoped_release release;
+            f.featurize(views.data(), views.size(), static_cast<std::size_t>(max_terms), dst, threads);
+          },
+          py::arg("offsets"), py::arg("data"), py::arg("out"), py::arg("num_threads") = 0,
+          "featurize over an Arrow string column's offsets and data buffers, into out (n, max_terms).");
 }
 
 void register_id_map(py::module_& m) {
@@ -212,6 +277,17 @@ void register_id_map(py::module_& m) {
             return out;
           },
           py::arg("keys"), py::arg("num_threads") = 0, "Rows of keys: int64 (n,), -1 where absent.")
+      .def(
+          "lookup_arrow",
+          [](const StringIdMap& map, py::handle offsets, py::handle data, py::handle out, long long num_threads) {
+            const std::vector<std::string_view> views = arrow_views(offsets, data);
+            const std::size_t threads = checked_threads(num_threads);
+            std::int64_t* dst = checked_out(out, {static_cast<py::ssize_t>(views.size())});
+            py::gil_scoped_release release;
+            map.lookup(views.data(), views.size(), dst, threads);
+          },
+          py::arg("offsets"), py::arg("data"), py::arg("out"), py::arg("num_threads") = 0,
+          "lookup over an Arrow string column's offsets and data buffers, into out (n,).")
       .def(
           "keys",
           [](const StringIdMap& map) {

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "bindings/bindings.h"
+#include "common.h"
 #include "index.h"
 
 namespace py = pybind11;
@@ -50,6 +51,7 @@ py::dict header_dict(const index_io::IndexHeader& h) {
   d["M"] = h.M;
   d["ef_construction"] = h.ef_construction;
   d["ef"] = h.ef;
+  d["rescore_factor"] = h.rescore_permille / 1000.0;
   d["seed"] = h.seed;
   d["count"] = h.count;
   d["live"] = h.live;
@@ -67,9 +69,14 @@ std::string fspath(const py::object& path) {
 }  // namespace
 
 void register_index(py::module_& m) {
+  // module.cpp creates upper_fast.FormatError but registers no translator for the C++ type; without
+  // this one a damaged file would surface as RuntimeError.
+  static py::handle format_error = py::object(m.attr("FormatError")).release();
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (const FormatError& e) {
+      PyErr_SetString(format_error.ptr(), e.what());
     } catch (const index_io::IoError& e) {
       // OSError(errno, message, filename) picks the subclass (FileNotFoundError, PermissionError...).
       py::object exc = py::handle(PyExc_OSError)(e.err(), e.what(), e.path());
@@ -171,6 +178,7 @@ void register_index(py::module_& m) {
         if (ef < 1) throw py::value_error("ef must be >= 1, got " + std::to_string(ef));
         self.set_ef(static_cast<std::size_t>(ef));
       })
+      .def_property("rescore_factor", &Index::rescore_factor, &Index::set_rescore_factor)
       .def("memory_bytes", &Index::memory_bytes)
       .def("save", [](const Index& self, const py::object& path) {
         std::string p = fspath(path);

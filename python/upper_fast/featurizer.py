@@ -53,6 +53,42 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
     return int(value)
 
 
+class _ArrowChunks:
+    """Buffers of a pyarrow string column, chunk by chunk, for the zero-copy native paths."""
+
+    def __init__(self, column: Any) -> None:
+        import pyarrow as pa
+
+        if not isinstance(column, (pa.Array, pa.ChunkedArray)):
+            raise TypeError(f"expected a pyarrow string Array or ChunkedArray (one column), got {type(column).__name__}")
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        self.parts: list[tuple[int, np.ndarray, np.ndarray]] = []
+        start = 0
+        for chunk in chunks:
+            if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+                is_view = getattr(pa.types, "is_string_view", lambda _: False)(chunk.type)
+                if not is_view:
+                    raise TypeError(f"pyarrow column must hold strings, got {chunk.type}: cast it to pa.string()")
+                chunk = chunk.cast(pa.large_string())
+            if chunk.null_count:
+                chunk = chunk.fill_null("")  # a missing text has no terms
+            _, offsets_buf, data_buf = chunk.buffers()
+            width = np.int32 if pa.types.is_string(chunk.type) else np.int64
+            if offsets_buf is None or len(chunk) == 0:
+                offsets = np.zeros(1, dtype=width)
+            else:
+                offsets = np.frombuffer(offsets_buf, dtype=width)[chunk.offset : chunk.offset + len(chunk) + 1]
+            data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+            self.parts.append((start, np.ascontiguousarray(offsets), data))
+            start += len(chunk)
+        self.length = start
+
+
+def _is_arrow(obj: object) -> bool:
+    return type(obj).__module__.split(".")[0] == "pyarrow"
+
+
+
 @dataclasses.dataclass(frozen=True)
 class FeaturizerConfig:
     """Bucket counts per term type and the term budgets of queries and product texts.
@@ -122,6 +158,9 @@ class FeaturizerConfig:
                 f"featurizer was saved with Unicode {stored} tables but this build has {unicode_version()}: "
                 "normal forms could differ; use the upper_fast version that wrote it"
             )
+        missing = [k for k in ("word_buckets", "bigram_buckets", "trigram_buckets") if k not in data]
+        if missing:
+            raise ValueError(f"featurizer description lacks {missing}: ids depend on them, refusing to guess")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -172,11 +211,25 @@ class Featurizer:
         self, texts: Sequence[str | bytes], max_terms: int | None = None, num_threads: int = 0
     ) -> np.ndarray:
         """Term ids of many texts: int64 (len(texts), max_terms), zero-padded; truncation drops
-        terms from the end (trigrams first). ``max_terms`` defaults to ``config.max_query_terms``."""
+        terms from the end (trigrams first). ``max_terms`` defaults to ``config.max_query_terms``.
+
+        ``texts``: a sequence of str / UTF-8 bytes, or a pyarrow string array / chunked array
+        (read from its buffers without Python objects; nulls give all-padding rows)."""
         if max_terms is None:
             max_terms = self.config.max_query_terms
         max_terms = _check_int("max_terms", max_terms, 1, _MAX_TERMS)
         num_threads = _check_int("num_threads", num_threads, 0, 4096)
+        if _is_arrow(texts):
+            # pyarrow string columns are read in place from their buffers (nulls count as empty).
+            column = _ArrowChunks(texts)
+            out = np.empty((column.length, max_terms), dtype=np.int64)
+            for start, offsets, data in column.parts:
+                part = out[start : start + len(offsets) - 1]
+                try:
+                    self._impl.featurize_arrow(offsets, data, part, num_threads)
+                except ValueError as err:
+                    raise ValueError(f"pyarrow column rows from {start}: {err}") from None
+            return out
         return self._impl.featurize(texts, max_terms, num_threads)  # type: ignore[no-any-return]
 
     def featurize_queries(self, texts: Sequence[str | bytes], num_threads: int = 0) -> np.ndarray:
@@ -195,6 +248,10 @@ class Featurizer:
     def from_dict(cls, data: dict[str, Any]) -> Featurizer:
         return cls(FeaturizerConfig.from_dict(data))
 
+    def __reduce__(self) -> tuple[type[Featurizer], tuple[FeaturizerConfig]]:
+        # Picklable, so DataLoader workers started by spawn get an identical featurizer.
+        return (Featurizer, (self.config,))
+
     def __repr__(self) -> str:
         return f"Featurizer({self.config!r})"
 
@@ -212,7 +269,17 @@ class StringIdMap:
         self._impl = _core.StringIdMap(keys)
 
     def lookup(self, keys: Sequence[str], num_threads: int = 0) -> np.ndarray:
-        """Rows of ``keys``: int64 (len(keys),), -1 where absent."""
+        """Rows of ``keys``: int64 (len(keys),), -1 where absent. ``keys`` may also be a pyarrow
+        string array / chunked array (read in place; nulls give -1)."""
+        if _is_arrow(keys):
+            num_threads = _check_int("num_threads", num_threads, 0, 4096)
+            column = _ArrowChunks(keys)
+            out = np.empty(column.length, dtype=np.int64)
+            for start, offsets, data in column.parts:
+                self._impl.lookup_arrow(offsets, data, out[start : start + len(offsets) - 1], num_threads)
+            if keys.null_count:
+                out[np.asarray(keys.is_null(), dtype=bool)] = -1
+            return out
         return self._impl.lookup(keys, num_threads)  # type: ignore[no-any-return]
 
     def get(self, key: str) -> int:
@@ -231,6 +298,9 @@ class StringIdMap:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
+
+    def __reduce__(self) -> tuple[type[StringIdMap], tuple[list[str]]]:
+        return (StringIdMap, (self.keys(),))
 
     def __repr__(self) -> str:
         return f"StringIdMap(<{len(self)} keys>)"

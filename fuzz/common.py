@@ -1,0 +1,211 @@
+"""Shared plumbing of the atheris fuzz targets in fuzz/.
+
+Every target is a script `fuzz/fuzz_<name>.py` with `TestOneInput(data: bytes)` and `seeds()`;
+run it as `python fuzz/fuzz_<name>.py -runs=N CORPUS_DIR` (libFuzzer flags), or through
+`fuzz/run.py`, which counts the inputs executed and collects crashes. An input "crashes" when it
+raises anything but the exception types the surface documents, kills the process, or trips a
+property check (AssertionError).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+# The repository's sources win over an installed copy, like `PYTHONPATH=python:training`.
+_ROOT = Path(__file__).resolve().parents[1]
+for _p in (_ROOT / "training", _ROOT / "python"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+SKIP_EXIT_CODE = 0
+REPLAY_ENV = "UPPER_FAST_FUZZ_REPLAY"
+
+
+def instrumented() -> "object":
+    """Context manager for importing the code under test: atheris coverage instrumentation of
+    upper_fast only (numpy, pyarrow, onnxruntime stay plain: instrumenting them costs seconds per
+    process and their coverage is not what we steer by); nothing at all when replaying inputs."""
+    import contextlib
+
+    if os.environ.get(REPLAY_ENV):
+        return contextlib.nullcontext()
+    import atheris
+
+    return atheris.instrument_imports(include=["upper_fast"])
+SKIP_PREFIX = "FUZZ-SKIP:"
+
+
+def skip(reason: str) -> None:
+    """Ends the target cleanly when the surface it fuzzes is not in the package yet."""
+    print(f"{SKIP_PREFIX} {reason}", flush=True)
+    sys.exit(SKIP_EXIT_CODE)
+
+
+def scratch_dir() -> Path:
+    """A per-process scratch directory, in memory where the OS offers one (fast, no disk wear)."""
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=f"upper_fast_fuzz_{os.getpid()}_", dir=base))
+    import atexit
+    import shutil
+
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def write_seeds(argv: list[str], seeds: list[bytes]) -> None:
+    """Puts the seed inputs into the first corpus directory on the command line when it is empty."""
+    dirs = [a for a in argv[1:] if not a.startswith("-")]
+    if not dirs:
+        return
+    corpus = Path(dirs[0])
+    if corpus.is_file():  # replaying saved inputs, not fuzzing
+        return
+    corpus.mkdir(parents=True, exist_ok=True)
+    if any(corpus.iterdir()):
+        return
+    for i, seed in enumerate(seeds):
+        (corpus / f"seed-{i:03d}").write_bytes(seed)
+
+
+def main(test_one_input: Callable[[bytes], None], seeds: Callable[[], list[bytes]],
+         setup: Callable[[], None] | None = None) -> None:
+    """Standard entry point: one-time setup (outside libFuzzer's per-input timeout), seeds the
+    corpus, then hands over to libFuzzer (never returns)."""
+    import atheris
+
+    if setup is not None:
+        setup()
+    write_seeds(sys.argv, seeds())
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
+
+
+def mutate(seed: bytes, fdp: "object") -> bytes:
+    """Structure-aware damage to a valid file, driven by the fuzzer's bytes: truncation at an offset,
+    bit flips, overwritten spans, extreme integers written over header fields, duplicated or
+    deleted spans. The native readers are not coverage-instrumented, so starting from a valid
+    file reaches far deeper than raw bytes would."""
+    buf = bytearray(seed)
+    n_ops = fdp.ConsumeIntInRange(1, 4)
+    for _ in range(n_ops):
+        if not buf:
+            break
+        op = fdp.ConsumeIntInRange(0, 6)
+        pos = fdp.ConsumeIntInRange(0, len(buf) - 1)
+        if op == 0:  # truncate
+            del buf[pos:]
+        elif op == 1:  # flip one bit
+            buf[pos] ^= 1 << fdp.ConsumeIntInRange(0, 7)
+        elif op == 2:  # overwrite a span with fuzzer bytes
+            chunk = fdp.ConsumeBytes(fdp.ConsumeIntInRange(1, 16))
+            buf[pos : pos + len(chunk)] = chunk
+        elif op == 3:  # extreme little-endian integer over a (likely header) field
+            width = (1, 2, 4, 8)[fdp.ConsumeIntInRange(0, 3)]
+            value = (0, 1, (1 << (8 * width - 1)) - 1, (1 << (8 * width - 1)), (1 << (8 * width)) - 1)[
+                fdp.ConsumeIntInRange(0, 4)
+            ]
+            pos = min(pos, fdp.ConsumeIntInRange(0, 64))  # headers live near the start
+            buf[pos : pos + width] = value.to_bytes(width, "little")
+        elif op == 4:  # delete a span
+            del buf[pos : pos + fdp.ConsumeIntInRange(1, 64)]
+        elif op == 5:  # duplicate a span
+            span = bytes(buf[pos : pos + fdp.ConsumeIntInRange(1, 64)])
+            buf[pos:pos] = span
+        else:  # append garbage
+            buf += fdp.ConsumeBytes(fdp.ConsumeIntInRange(1, 32))
+    return bytes(buf)
+
+
+# --- adapters over the public API, shared by the fuzz targets and tests/test_reliability_*.py ---
+
+
+def make_index(n: int = 64, dim: int = 12, dtype: str = "f32", seed: int = 0) -> "tuple[object, object]":
+    """A small upper_fast.Index over seeded random unit vectors; returns (index, vectors (n, dim) f32)."""
+    import numpy as np
+
+    import upper_fast
+
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = upper_fast.Index(dim, dtype=dtype, M=8, ef_construction=40, seed=seed)
+    index.add(np.arange(n, dtype=np.int64), vectors)
+    return index, vectors
+
+
+def index_search(index: object, queries: "object", k: int) -> "tuple[object, object]":
+    """(ids, scores) of index.search as numpy arrays, whatever the result type."""
+    res = index.search(queries, k)
+    return res.ids, res.scores
+
+
+_BUNDLE_ENV = "UPPER_FAST_FUZZ_BUNDLE"
+_bundle_cache: list[Path] = []
+
+
+def make_bundle(root: "Path") -> "Path":
+    """A tiny real bundle (ONNX query tower exported by torch) from the serving tests' helper,
+    tests/serve_tiny.py; raises ImportError when that helper (or torch) is absent. A bundle named
+    by $UPPER_FAST_FUZZ_BUNDLE is copied instead (exporting takes seconds)."""
+    import shutil
+
+    given = os.environ.get(_BUNDLE_ENV)
+    if given:
+        shutil.copytree(given, Path(root) / "bundle")
+        return Path(root) / "bundle"
+    tests_dir = str(_ROOT / "tests")
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    import serve_tiny
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    made = serve_tiny.tiny_bundle(Path(root))
+    return Path(made[0] if isinstance(made, tuple) else made)
+
+
+def cached_bundle() -> "Path":
+    """One tiny bundle per process (built on first use, removed at exit); also exported in
+    $UPPER_FAST_FUZZ_BUNDLE so child fuzz processes copy it instead of exporting again."""
+    if not _bundle_cache:
+        path = make_bundle(scratch_dir())
+        _bundle_cache.append(path)
+        os.environ[_BUNDLE_ENV] = str(path)
+    return _bundle_cache[0]
+
+
+# --- known bugs: found by fuzzing, reported to their owners (docs/reliability.md "Bugs found") ---
+# id -> (target, exception types, files where raised, description). While a bug is open the
+# campaign tolerates (and counts) exceptions of those types raised in those upper_fast files, so it
+# can look for other bugs; UPPER_FAST_FUZZ_STRICT=1 turns them back into crashes (regression replay).
+KNOWN_BUGS: dict[str, tuple[str, frozenset[str], frozenset[str], str]] = {
+    "bundle-manifest-schema": (
+        "bundle", frozenset({"KeyError", "TypeError", "AttributeError", "ValueError", "IndexError", "InvalidArgument"}),
+        frozenset({"retriever.py", "bundle.py"}),
+        "Retriever.load trusts manifest.json's structure once format/format_version/files pass: a manifest "
+        "without dims['graph_dim'] raises KeyError in retriever._load, one without dims['query_terms'] a "
+        "KeyError in the warm-up search, a files entry that is not a dict an AttributeError in verify_bundle, "
+        "a changed dims['hist_queries'] an onnxruntime InvalidArgument (dims not checked against the model). "
+        "Fix: validate the whole manifest schema (types and ranges of dims, files entries) in read_manifest "
+        "and raise upper_fast.FormatError.",
+    ),
+}
+
+
+def known_bug(target: str, exc: BaseException) -> str | None:
+    """The id of the open known bug this exception is, or None (strict mode: always None)."""
+    if os.environ.get("UPPER_FAST_FUZZ_STRICT"):
+        return None
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "upper_fast" in f.filename]
+    where = Path(frames[-1].filename).name if frames else ""
+    for bug_id, (t, types, files, _) in KNOWN_BUGS.items():
+        if t == target and type(exc).__name__ in types and where in files:
+            print(f"FUZZ-KNOWN: {bug_id} {type(exc).__name__} in {where}", file=sys.stderr, flush=True)
+            return bug_id
+    return None

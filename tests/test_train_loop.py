@@ -1,0 +1,118 @@
+"""The training loop on a tiny synthetic world: learning, checkpoint/resume, determinism, DDP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from _train_synthetic import single_thread, tiny_config, tiny_encoder, tiny_vocab, tiny_world  # noqa: E402,F401
+
+from upper_fast_train.losses import hinge_loss  # noqa: E402
+from upper_fast_train.train import build_model, train_model  # noqa: E402
+
+
+def _fresh(cfg):
+    torch.manual_seed(cfg.seed)
+    return build_model(cfg, 0, tiny_vocab(), tiny_encoder(cfg))
+
+
+@torch.no_grad()
+def _eval_loss(model, data, products, cfg) -> float:
+    """Hinge on every example plus the mean hinge of all non-positive catalog products (fixed measure)."""
+    model.eval()
+    idx = np.arange(len(data))
+    q = model.query_tower(**{k: torch.from_numpy(v) for k, v in data.queries.take(idx, products.product_graph).items()})
+    p = model.product_tower(**{k: torch.from_numpy(v) for k, v in products.take(np.arange(len(products))).items()})
+    scores = q @ p.T
+    pos = scores[torch.from_numpy(idx), torch.from_numpy(data.product_rows)]
+    neg = torch.relu(scores - cfg.thresholds[0]).mean()
+    model.train()
+    return float(hinge_loss(pos, torch.from_numpy(data.labels), cfg.thresholds) + neg)
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_training_decreases_the_loss():
+    cfg = tiny_config(epochs=6)
+    data, products = tiny_world(cfg)
+    model = _fresh(cfg)
+    before = _eval_loss(model, data, products, cfg)
+    metrics = train_model(model, data, products, cfg)
+    after = _eval_loss(model, data, products, cfg)
+    assert metrics["steps"] == 6 * int(np.ceil(len(data) / cfg.batch_size))
+    assert after < 0.8 * before, (before, after)
+    assert set(metrics["step_time_s"]) == {"data", "mining", "forward", "backward", "optimizer"}
+    assert metrics["examples_per_s"] > 0
+
+
+def test_seeded_training_is_deterministic():
+    cfg = tiny_config(max_steps=4)
+    data, products = tiny_world(cfg)
+    a, b = _fresh(cfg), _fresh(cfg)
+    train_model(a, data, products, cfg)
+    train_model(b, data, products, cfg)
+    for k, v in _weights(a).items():
+        torch.testing.assert_close(v, _weights(b)[k], rtol=0, atol=0)
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+    pytest.importorskip("upper_fast").__dict__.get("topk_inner_product") or pytest.skip("needs topk_inner_product")
+    cfg = tiny_config(epochs=2, warmup_fraction=0.0, dynamic_negatives=2, dynamic_refresh=3)
+    data, products = tiny_world(cfg)
+    straight = _fresh(cfg)
+    train_model(straight, data, products, cfg, checkpoint_dir=tmp_path / "a")
+    resumed = _fresh(cfg)
+    half = tiny_config(epochs=2, warmup_fraction=0.0, dynamic_negatives=2, dynamic_refresh=3, max_steps=7)
+    m1 = train_model(resumed, data, products, half, checkpoint_dir=tmp_path / "b")
+    assert m1["steps"] == 7
+    again = _fresh(cfg)  # a new process would start from fresh weights and load the checkpoint
+    m2 = train_model(again, data, products, cfg, checkpoint_dir=tmp_path / "b", resume=True)
+    assert m2["steps_this_run"] == m2["total_steps"] - 7
+    for k, v in _weights(straight).items():
+        torch.testing.assert_close(v, _weights(again)[k], rtol=1e-5, atol=1e-6)
+
+
+_DDP_SCRIPT = """
+import json, sys, torch
+from _train_synthetic import tiny_config, tiny_encoder, tiny_vocab, tiny_world
+from upper_fast_train.train import build_model, train_model
+import torch.distributed as dist
+cfg = tiny_config(max_steps=3, device="cpu")
+data, products = tiny_world(cfg)
+torch.manual_seed(0)
+model = build_model(cfg, 0, tiny_vocab(), tiny_encoder(cfg))
+m = train_model(model, data, products, cfg)
+flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+out = [None, None] if dist.get_rank() == 0 else None
+dist.gather_object(flat.sum().item(), out, dst=0)
+if dist.get_rank() == 0:
+    json.dump({"sums": out, "world": m["world_size"], "examples": m["examples_this_run"]}, open(sys.argv[1], "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_two_gloo_processes_keep_replicas_identical(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    out = tmp_path / "out.json"
+    tests = Path(__file__).resolve().parent
+    root = tests.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "python"), str(root / "training"), str(tests)]), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["world"] == 2 and result["examples"] == 2 * 3 * tiny_config().batch_size
+    a, b = result["sums"]
+    assert a == pytest.approx(b, rel=1e-6, abs=1e-6)

@@ -1,0 +1,74 @@
+"""Multi-part hinge: values, gradient, and agreement with the core's HingeThresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from upper_fast_train.losses import hinge_loss, negative_hinge  # noqa: E402
+
+THETA = [0.2, 0.5, 0.55, 0.6, 0.65]
+
+
+def _oracle(scores: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    theta = np.asarray(THETA)[labels]
+    pos = labels > 0
+    cost = np.where(pos, np.maximum(0, theta - scores), np.maximum(0, scores - theta))
+    grad = np.where(pos, -(theta - scores > 0).astype(np.float64), (scores - theta > 0).astype(np.float64)) / len(scores)
+    return float(cost.mean()), grad
+
+
+def _batch(n: int = 257, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1, 1, n).astype(np.float32), rng.integers(0, 5, n).astype(np.int64)
+
+
+def test_hinge_matches_numpy_oracle_value_and_gradient():
+    scores, labels = _batch()
+    s = torch.from_numpy(scores).requires_grad_()
+    loss = hinge_loss(s, torch.from_numpy(labels), THETA)
+    loss.backward()
+    value, grad = _oracle(scores.astype(np.float64), labels)
+    assert float(loss) == pytest.approx(value, rel=1e-5)
+    np.testing.assert_allclose(s.grad.numpy(), grad, atol=1e-7)
+
+
+def test_hinge_orders_interaction_types():
+    """The same score costs more for a purchase than for a click."""
+    s = torch.full((4,), 0.52)
+    costs = [float(hinge_loss(s[:1], torch.tensor([t]), THETA)) for t in (1, 2, 3, 4)]
+    assert costs == sorted(costs) and costs[0] == 0.0 and costs[3] > 0
+
+
+def test_hinge_matches_core_hinge_thresholds():
+    import upper_fast
+
+    if not hasattr(upper_fast, "HingeThresholds"):
+        pytest.skip("upper_fast.HingeThresholds is not built in this checkout (kernels area)")
+    core = upper_fast.HingeThresholds(click=THETA[1], favorite=THETA[2], add_to_cart=THETA[3], purchase=THETA[4], negative=THETA[0])
+    scores, labels = _batch(1001, seed=3)
+    core_loss, core_grad = core.hinge_loss(scores, labels)
+    s = torch.from_numpy(scores).requires_grad_()
+    loss = hinge_loss(s, torch.from_numpy(labels), THETA)
+    loss.backward()
+    assert float(loss) == pytest.approx(float(core_loss), rel=1e-5, abs=1e-7)
+    np.testing.assert_allclose(s.grad.numpy(), np.asarray(core_grad), rtol=1e-5, atol=1e-8)
+
+
+def test_hinge_rejects_bad_inputs():
+    with pytest.raises(TypeError, match="int64"):
+        hinge_loss(torch.zeros(3), torch.zeros(3, dtype=torch.int32), THETA)
+    with pytest.raises(ValueError, match="0..4"):
+        hinge_loss(torch.zeros(2), torch.tensor([0, 5]), THETA)
+    with pytest.raises(ValueError, match=r"\(5,\)"):
+        hinge_loss(torch.zeros(2), torch.tensor([0, 1]), THETA[:4])
+
+
+def test_negative_hinge_ignores_invalid_entries():
+    s = torch.tensor([[0.9, 0.1], [0.5, 0.9]])
+    valid = torch.tensor([[False, True], [True, True]])
+    # valid costs: 0 (0.1 < 0.2), 0.3, 0.7 -> mean over the 3 valid entries
+    assert float(negative_hinge(s, valid, 0.2)) == pytest.approx(1.0 / 3)
+    assert float(negative_hinge(s, torch.zeros_like(valid), 0.2)) == 0.0

@@ -1,0 +1,112 @@
+"""Towers: shapes, unit norm, padding masks, unseen queries, signed-out users, ONNX export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from _train_synthetic import single_thread, tiny_config, tiny_encoder, tiny_vocab, tiny_world  # noqa: E402,F401
+
+from upper_fast_train.towers import QUERY_INPUTS, UpperModel  # noqa: E402
+
+
+def _model(**overrides: object) -> tuple[UpperModel, object]:
+    torch.manual_seed(0)
+    cfg = tiny_config(**overrides)
+    v = tiny_vocab()
+    return UpperModel(cfg, tiny_encoder(cfg), v.n_countries, v.n_categories, len(v.quality_columns)).eval(), cfg
+
+
+def _query_batch(cfg, idx=np.arange(6), personalized=True):
+    data, products = tiny_world(cfg)
+    return {k: torch.from_numpy(v) for k, v in data.queries.take(idx, products.product_graph, personalized).items()}, products
+
+
+def test_query_inputs_match_the_onnx_contract():
+    model, cfg = _model()
+    q, _ = _query_batch(cfg)
+    assert tuple(q) == QUERY_INPUTS
+    assert q["query_terms"].dtype == torch.int64 and q["query_terms"].shape == (6, cfg.max_query_terms)
+    assert q["hist_item_graph"].shape == (6, cfg.history_items, cfg.graph_dim) and q["hist_item_graph"].dtype == torch.float32
+    assert q["hist_query_terms"].shape == (6, cfg.history_queries, cfg.max_query_terms)
+    assert q["query_graph_mask"].dtype == torch.float32 and q["user_country"].shape == (6,)
+
+
+def test_towers_output_unit_vectors():
+    model, cfg = _model()
+    q, products = _query_batch(cfg)
+    with torch.no_grad():
+        qv = model.query_tower(**q)
+        pv = model.product_tower(**{k: torch.from_numpy(v) for k, v in products.take(np.arange(10)).items()})
+    assert qv.shape == (6, cfg.dim) and pv.shape == (10, cfg.dim)
+    np.testing.assert_allclose(qv.norm(dim=-1).numpy(), 1.0, atol=1e-5)
+    np.testing.assert_allclose(pv.norm(dim=-1).numpy(), 1.0, atol=1e-5)
+
+
+def test_signed_out_unseen_and_all_padding_rows_are_finite():
+    model, cfg = _model()
+    q, _ = _query_batch(cfg)
+    q["hist_item_type"][:] = 0
+    q["hist_item_graph"][:] = 0
+    q["hist_query_terms"][:] = 0
+    q["user_country"][:] = 0
+    q["query_graph"][:] = 0
+    q["query_graph_mask"][:] = 0
+    q["query_terms"][0] = 0  # even an empty query
+    with torch.no_grad():
+        out = model.query_tower(**q)
+    assert torch.isfinite(out).all()
+    np.testing.assert_allclose(out.norm(dim=-1).numpy(), 1.0, atol=1e-5)
+
+
+def test_padding_history_does_not_change_the_vector():
+    """Padded history slots are masked out: their contents must not matter."""
+    model, cfg = _model()
+    q, _ = _query_batch(cfg)
+    q["hist_item_type"][:, 2:] = 0
+    with torch.no_grad():
+        a = model.query_tower(**q)
+        q["hist_item_graph"][:, 2:] = 123.0
+        b = model.query_tower(**q)
+    torch.testing.assert_close(a, b)
+
+
+def test_history_changes_the_personalized_vector_only():
+    model, cfg = _model()
+    q, _ = _query_batch(cfg)
+    blank = {k: v.clone() for k, v in q.items()}
+    blank["hist_item_type"][:] = 0
+    blank["hist_query_terms"][:] = 0
+    blank["user_country"][:] = 0
+    with torch.no_grad():
+        assert (model.query_tower(**q) - model.query_tower(**blank)).abs().max() > 1e-4
+    plain, _ = _model(personalized=False)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.query_tower(**q), plain.query_tower(**blank))
+
+
+def test_term_table_is_shared_between_towers():
+    model, _ = _model()
+    assert model.query_tower.terms.embedding.weight is model.product_tower.terms.embedding.weight
+
+
+def test_query_tower_exports_to_onnx_with_dynamic_batch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model, cfg = _model()
+    q, _ = _query_batch(cfg, np.arange(3))
+    q["hist_item_type"][1] = 0  # one row without any history
+    q["hist_query_terms"][1] = 0
+    path = tmp_path / "query_tower.onnx"
+    torch.onnx.export(
+        model.query_tower, (), str(path), kwargs=q, input_names=list(QUERY_INPUTS), output_names=["query_vector"],
+        dynamic_axes={k: {0: "batch"} for k in (*QUERY_INPUTS, "query_vector")}, dynamo=False,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    big, _ = _query_batch(cfg, np.arange(7))
+    with torch.no_grad():
+        expected = model.query_tower(**big).numpy()
+    got = session.run(["query_vector"], {k: v.numpy() for k, v in big.items()})[0]
+    assert got.shape == (7, cfg.dim)
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -1,0 +1,135 @@
+"""Every hyperparameter of a training run, in one JSON-serialisable dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainConfig", "INTERACTIONS"]
+
+# Interaction codes shared by every part (docs/design.md): 0 = none / logged negative.
+INTERACTIONS: dict[str, int] = {"impression": 0, "click": 1, "favorite": 2, "add_to_cart": 3, "purchase": 4}
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of `upper_fast_train.train`. Defaults train the simulated marketplace in minutes
+    on 2 CPU cores; every field is written to RUN/config.json and read back by `load_run`."""
+
+    # Loop.
+    epochs: int = 1
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda when present, else cpu), "cpu", "cuda", "cuda:1", ...
+    progress: bool = True
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end of each epoch
+    max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs); for tests and benches
+
+    # Model.
+    dim: int = 128
+    personalized: bool = True
+    term_dim: int = 64
+    hidden: int = 128  # width of the history transformer and the fusion MLPs
+    history_heads: int = 4
+    history_items: int = 10  # N: last N engaged products
+    history_queries: int = 5  # M: last M queries
+    country_dim: int = 16
+    category_dim: int = 16
+    quality_dim: int = 8
+    quality_buckets: int = 8  # quantile buckets per numeric quality feature
+    dropout: float = 0.0
+
+    # Text encoder: None = a small T5 trained from scratch (after doc2query pre-training) with our own
+    # subword tokenizer; a path = any local Hugging Face encoder checkpoint with its tokenizer.
+    text_encoder: str | None = None
+    text_max_len: int = 32
+    t5_d_model: int = 128
+    t5_layers: int = 2
+    t5_heads: int = 4
+    t5_d_ff: int = 256
+    tokenizer_vocab: int = 8000
+    pretrain: bool = True
+    pretrain_epochs: int = 1
+    pretrain_max_pairs: int = 4000
+
+    # Graph embeddings (frozen in the main training).
+    graph_dim: int = 64
+
+    # Featurizer (hashed term ids shared by both towers). Smaller than the serving default so the
+    # shared term table (vocab x term_dim) trains quickly on CPU.
+    word_buckets: int = 32768
+    bigram_buckets: int = 32768
+    trigram_buckets: int = 16384
+    max_query_terms: int = 32
+    max_product_terms: int = 64
+
+    # Multi-part hinge thresholds on the cosine: [negative, click, favorite, add_to_cart, purchase].
+    thresholds: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.55, 0.6, 0.65])
+    impressions_as_negatives: bool = True
+    impression_sample: float = 0.25  # seeded share of logged impressions kept as examples (they are ~85% of a log)
+
+    # Negatives: how many per row from each source, and their weight schedule.
+    inbatch_negatives: int = 8  # hardest other-row products per row
+    uniform_negatives: int = 64  # random catalog products shared by the batch
+    dynamic_negatives: int = 2  # mined per row from the pool
+    dynamic_pool: int = 4096  # products encoded (no grad) into the mining pool
+    dynamic_refresh: int = 50  # steps between pool refreshes
+    warmup_fraction: float = 0.2  # uniform negatives only during this fraction of the steps
+    uniform_weight_start: float = 1.0
+    uniform_weight_end: float = 0.3
+    inbatch_weight_end: float = 1.0
+    dynamic_weight_end: float = 1.0
+
+    def __post_init__(self) -> None:
+        if len(self.thresholds) != 5:
+            raise ValueError("thresholds must list 5 values: [negative, click, favorite, add_to_cart, purchase]")
+        pos = self.thresholds[1:]
+        if any(b < a for a, b in zip(pos, pos[1:])):
+            raise ValueError(f"thresholds must be ordered click <= favorite <= add_to_cart <= purchase, got {pos}")
+        if self.thresholds[0] > pos[0]:
+            raise ValueError("the negative threshold must not exceed the click threshold")
+        for name in ("epochs", "batch_size", "dim", "term_dim", "hidden", "history_heads", "quality_buckets"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden % self.history_heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by history_heads ({self.history_heads})")
+        if not 0.0 < self.impression_sample <= 1.0:
+            raise ValueError("impression_sample must be in (0, 1]")
+        if not 0.0 <= self.warmup_fraction <= 1.0:
+            raise ValueError("warmup_fraction must be in [0, 1]")
+
+    @property
+    def term_vocab_size(self) -> int:
+        """Size of the featurizer's single id space (0 = padding)."""
+        return 1 + self.word_buckets + self.bigram_buckets + self.trigram_buckets
+
+    def featurizer_kwargs(self) -> dict[str, int]:
+        """Keyword arguments of `upper_fast.FeaturizerConfig` for this run."""
+        return {
+            "word_buckets": self.word_buckets,
+            "bigram_buckets": self.bigram_buckets,
+            "trigram_buckets": self.trigram_buckets,
+            "max_query_terms": self.max_query_terms,
+            "max_product_terms": self.max_product_terms,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; keys that are not fields (e.g. vocab sizes a run adds) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

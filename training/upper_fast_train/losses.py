@@ -1,0 +1,58 @@
+"""Multi-part hinge loss (UPPER, arXiv 2306.04833): one cosine threshold per interaction type.
+
+A positive of type t (1 click .. 4 purchase) costs max(0, theta_t - s); a negative (label 0) costs
+max(0, s - theta_neg). Ordered thresholds make a purchase want a higher score than a click, and the
+same thresholds prune results at serving time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["hinge_loss", "negative_hinge"]
+
+
+def _threshold_tensor(thresholds: Sequence[float] | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(thresholds, dtype=like.dtype, device=like.device)
+    if t.shape != (5,):
+        raise ValueError(f"thresholds must have shape (5,) [neg, click, fav, cart, purchase], got {tuple(t.shape)}")
+    return t
+
+
+def hinge_loss(
+    scores: torch.Tensor, labels: torch.Tensor, thresholds: Sequence[float] | torch.Tensor
+) -> torch.Tensor:
+    """Mean multi-part hinge over rows.
+
+    scores:     (n,) float similarities.
+    labels:     (n,) int64 in 0..4 (0 = negative, 1 click, 2 favorite, 3 add_to_cart, 4 purchase).
+    thresholds: (5,) [theta_neg, theta_click, theta_fav, theta_cart, theta_purchase].
+    Returns a scalar: mean_i cost_i (0 for an empty batch), the same reduction as the core's
+    `HingeThresholds.hinge_loss`.
+    """
+    if scores.dim() != 1 or labels.shape != scores.shape:
+        raise ValueError(f"scores and labels must both be (n,), got {tuple(scores.shape)} and {tuple(labels.shape)}")
+    if labels.dtype != torch.int64:
+        raise TypeError(f"labels must be int64, got {labels.dtype}: call labels.long()")
+    if scores.numel() == 0:
+        return scores.sum()
+    if int(labels.min()) < 0 or int(labels.max()) > 4:
+        raise ValueError("labels must be in 0..4")
+    theta = _threshold_tensor(thresholds, scores)[labels]  # (n,)
+    positive = labels > 0
+    cost = torch.where(positive, torch.relu(theta - scores), torch.relu(scores - theta))
+    return cost.mean()
+
+
+def negative_hinge(scores: torch.Tensor, valid: torch.Tensor, theta_neg: float) -> torch.Tensor:
+    """Mean of max(0, s - theta_neg) over the valid entries of a negatives score matrix.
+
+    scores: (B, k) float; valid: (B, k) bool (False where a candidate is a row's own positive or padding).
+    Returns a scalar (0 when nothing is valid).
+    """
+    if valid.shape != scores.shape or valid.dtype != torch.bool:
+        raise ValueError("valid must be a bool tensor of the same shape as scores")
+    cost = torch.relu(scores - theta_neg) * valid
+    return cost.sum() / valid.sum().clamp_min(1)

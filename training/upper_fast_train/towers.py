@@ -1,0 +1,233 @@
+"""The UPPER two-tower model: a product tower and a light query-user tower (docs/design.md "Model I/O").
+
+Graph embeddings are frozen and gathered outside the towers, so the exported query tower holds only
+the term table, a 1-layer history transformer and small MLPs. Every op here exports to ONNX: term bags
+are masked means over `nn.Embedding` (not `nn.EmbeddingBag`, whose padding handling does not export),
+and the history transformer always attends to a learned summary token, so rows with no history at all
+(signed-out users, new users) never see an all-masked softmax.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from upper_fast_train.config import TrainConfig
+
+__all__ = ["TermBag", "ProductTower", "QueryUserTower", "UpperModel", "build_text_encoder", "text_encoder_from_dir", "PRODUCT_INPUTS", "QUERY_INPUTS"]
+
+QUERY_INPUTS = (
+    "query_terms",
+    "query_graph",
+    "query_graph_mask",
+    "hist_item_graph",
+    "hist_item_type",
+    "hist_query_terms",
+    "user_country",
+)
+PRODUCT_INPUTS = (
+    "text_ids",
+    "text_mask",
+    "product_graph",
+    "product_graph_mask",
+    "product_terms",
+    "shop_country",
+    "category",
+    "quality_buckets",
+)
+
+
+class TermBag(nn.Module):
+    """Mean of term embeddings over the non-padding ids (id 0 = padding); all-padding bags give zeros.
+
+    Input (..., L) int64; output (..., E) float32.
+    """
+
+    def __init__(self, vocab_size: int, dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=dim**-0.5)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids > 0).to(self.embedding.weight.dtype).unsqueeze(-1)  # (..., L, 1)
+        summed = (self.embedding(ids) * mask).sum(dim=-2)  # (..., E)
+        return summed / mask.sum(dim=-2).clamp_min(1.0)
+
+
+def _mlp(inp: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inp, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out))
+
+
+def build_text_encoder(config: TrainConfig, vocab_size: int) -> nn.Module:
+    """The product text transformer: a small `T5EncoderModel` (random init; pre-trained weights are
+    loaded afterwards) or, when `config.text_encoder` is a path, that local HF checkpoint."""
+    if config.text_encoder:
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(config.text_encoder)
+    from transformers import T5EncoderModel
+
+    from upper_fast_train.text import small_t5_config
+
+    # The same config as doc2query pre-training, so its encoder state_dict loads as is.
+    t5 = small_t5_config(vocab_size, config.t5_d_model, config.t5_layers, config.t5_heads, config.t5_d_ff)
+    t5.dropout_rate = config.dropout
+    return T5EncoderModel(t5)
+
+
+def text_encoder_from_dir(path: str | Path) -> nn.Module:
+    """A randomly initialised encoder from a saved HF config (its weights come from model.safetensors):
+    `T5EncoderModel` for T5 configs (AutoModel would build the whole encoder-decoder), else AutoModel."""
+    from transformers import AutoConfig, AutoModel, T5EncoderModel
+
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type in ("t5", "mt5"):
+        return T5EncoderModel(config)
+    return AutoModel.from_config(config)
+
+
+class ProductTower(nn.Module):
+    """Product text (mean-pooled transformer) + frozen graph vector + shared term bag + shop country
+    + category + quantile-bucketed quality features -> MLP -> L2-normalised (B, D)."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        terms: TermBag,
+        text_encoder: nn.Module,
+        n_countries: int,
+        n_categories: int,
+        n_quality: int,
+    ) -> None:
+        super().__init__()
+        self.terms = terms
+        self.text_encoder = text_encoder
+        self.n_quality = n_quality
+        self.quality_levels = config.quality_buckets + 1  # bucket 0 = missing value
+        text_dim = int(text_encoder.config.hidden_size if hasattr(text_encoder.config, "hidden_size") else text_encoder.config.d_model)
+        self.country = nn.Embedding(n_countries, config.country_dim)
+        self.category = nn.Embedding(n_categories, config.category_dim)
+        self.quality = nn.Embedding(max(1, n_quality) * self.quality_levels, config.quality_dim)
+        fused = text_dim + config.graph_dim + 1 + config.term_dim + config.country_dim + config.category_dim
+        fused += n_quality * config.quality_dim
+        self.fuse = _mlp(fused, config.hidden * 2, config.dim, config.dropout)
+
+    def forward(
+        self,
+        text_ids: torch.Tensor,  # (B, Lt) int64
+        text_mask: torch.Tensor,  # (B, Lt) int64 1/0
+        product_graph: torch.Tensor,  # (B, G) float32
+        product_graph_mask: torch.Tensor,  # (B,) float32 1/0
+        product_terms: torch.Tensor,  # (B, Lp) int64
+        shop_country: torch.Tensor,  # (B,) int64
+        category: torch.Tensor,  # (B,) int64
+        quality_buckets: torch.Tensor,  # (B, F) int64
+    ) -> torch.Tensor:
+        hidden = self.text_encoder(input_ids=text_ids, attention_mask=text_mask).last_hidden_state  # (B, Lt, H)
+        m = text_mask.to(hidden.dtype).unsqueeze(-1)
+        text = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, H)
+        gm = product_graph_mask.unsqueeze(-1)
+        parts = [text, product_graph * gm, gm, self.terms(product_terms), self.country(shop_country), self.category(category)]
+        if self.n_quality:
+            offsets = torch.arange(self.n_quality, device=quality_buckets.device) * self.quality_levels
+            parts.append(self.quality(quality_buckets + offsets).flatten(1))  # (B, F * q)
+        return F.normalize(self.fuse(torch.cat(parts, dim=-1)), dim=-1)
+
+
+class QueryUserTower(nn.Module):
+    """Query terms (shared bag) + query graph vector (zeros and mask 0 when unseen) + user history
+    (last N engaged products typed by interaction, last M queries) through a 1-layer transformer +
+    user country -> MLP -> L2-normalised (B, D). With `personalized=False` the user inputs are accepted
+    (same ONNX signature) and ignored."""
+
+    def __init__(self, config: TrainConfig, terms: TermBag, n_countries: int) -> None:
+        super().__init__()
+        self.terms = terms
+        self.personalized = config.personalized
+        h = config.hidden
+        user_dim = 0
+        if self.personalized:
+            self.item_proj = nn.Linear(config.graph_dim, h)
+            self.item_type = nn.Embedding(5, h)  # 0 padding, 1..4 interaction codes
+            self.query_proj = nn.Linear(config.term_dim, h)
+            self.segment = nn.Embedding(3, h)  # 0 summary token, 1 product, 2 query
+            self.summary = nn.Parameter(torch.zeros(1, 1, h))
+            self.history = nn.TransformerEncoderLayer(
+                h, config.history_heads, dim_feedforward=2 * h, dropout=config.dropout, batch_first=True, norm_first=True
+            )
+            self.country = nn.Embedding(n_countries, config.country_dim)
+            user_dim = h + config.country_dim
+        fused = config.term_dim + config.graph_dim + 1 + user_dim
+        self.fuse = _mlp(fused, h * 2, config.dim, config.dropout)
+
+    def forward(
+        self,
+        query_terms: torch.Tensor,  # (B, Lq) int64
+        query_graph: torch.Tensor,  # (B, G) float32
+        query_graph_mask: torch.Tensor,  # (B,) float32
+        hist_item_graph: torch.Tensor,  # (B, N, G) float32
+        hist_item_type: torch.Tensor,  # (B, N) int64
+        hist_query_terms: torch.Tensor,  # (B, M, Lq) int64
+        user_country: torch.Tensor,  # (B,) int64
+    ) -> torch.Tensor:
+        gm = query_graph_mask.unsqueeze(-1)
+        parts = [self.terms(query_terms), query_graph * gm, gm]
+        if self.personalized:
+            b = query_terms.shape[0]
+            items = self.item_proj(hist_item_graph) + self.item_type(hist_item_type) + self.segment.weight[1]  # (B, N, h)
+            queries = self.query_proj(self.terms(hist_query_terms)) + self.segment.weight[2]  # (B, M, h)
+            summary = (self.summary + self.segment.weight[0]).expand(b, 1, -1)  # (B, 1, h)
+            tokens = torch.cat([summary, items, queries], dim=1)
+            pad = torch.cat(
+                [
+                    torch.zeros_like(hist_item_type[:, :1], dtype=torch.bool),
+                    hist_item_type == 0,
+                    (hist_query_terms > 0).sum(-1) == 0,
+                ],
+                dim=1,
+            )  # (B, 1 + N + M), True = ignore
+            # A float mask (-inf where padded) keeps the export free of the nested-tensor fast path.
+            float_pad = torch.zeros(pad.shape, dtype=tokens.dtype, device=tokens.device).masked_fill(pad, float("-inf"))
+            encoded = self.history(tokens, src_key_padding_mask=float_pad)
+            parts += [encoded[:, 0], self.country(user_country)]
+        return F.normalize(self.fuse(torch.cat(parts, dim=-1)), dim=-1)
+
+
+class UpperModel(nn.Module):
+    """Both towers sharing one term table. `forward(query_inputs, product_inputs)` encodes both sides in
+    one call so DistributedDataParallel sees a single forward per step."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        text_encoder: nn.Module,
+        n_countries: int,
+        n_categories: int,
+        n_quality: int,
+    ) -> None:
+        super().__init__()
+        self.terms = TermBag(config.term_vocab_size, config.term_dim)
+        self.product_tower = ProductTower(config, self.terms, text_encoder, n_countries, n_categories, n_quality)
+        self.query_tower = QueryUserTower(config, self.terms, n_countries)
+
+    def forward(
+        self, query_inputs: dict[str, torch.Tensor], product_inputs: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (query vectors (B, D), product vectors (P, D)), both L2-normalised."""
+        return self.query_tower(**query_inputs), self.product_tower(**product_inputs)
+
+    def size_report(self) -> dict[str, Any]:
+        """Parameter counts per tower (the term table is counted once, under `terms`)."""
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        terms = count(self.terms)
+        return {
+            "terms": terms,
+            "product_tower": count(self.product_tower) - terms,
+            "query_tower": count(self.query_tower) - terms,
+        }

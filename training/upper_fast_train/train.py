@@ -1,0 +1,460 @@
+"""The training loop: preparation (tokenizer, graph, doc2query pre-training), then AdamW over the
+multi-part hinge with three negative sources, checkpoints, resume, and torchrun data parallelism.
+
+Run directory layout: docs/design.md "Training run directory".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from upper_fast_train.config import TrainConfig
+from upper_fast_train.features import ProductTable, TrainingSet, Vocab, build_vocab, product_table, training_set
+from upper_fast_train.losses import hinge_loss, negative_hinge
+from upper_fast_train.negatives import DynamicPool, excluded_products, hardest, membership, negative_weights, own_positive_mask, sample_uniform
+from upper_fast_train.towers import UpperModel, build_text_encoder, text_encoder_from_dir
+
+__all__ = ["train", "train_model", "resolve_device", "encode_product_rows", "save_model", "build_model"]
+
+_PHASES = ("data", "mining", "forward", "backward", "optimizer")
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when available (the local rank's GPU under torchrun), else cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def _to(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()}
+
+
+def build_model(config: TrainConfig, text_vocab: int, vocab: Vocab, text_encoder: torch.nn.Module | None = None) -> UpperModel:
+    """A fresh UpperModel for `config` (the text encoder built from config unless given)."""
+    encoder = text_encoder if text_encoder is not None else build_text_encoder(config, text_vocab)
+    return UpperModel(config, encoder, vocab.n_countries, vocab.n_categories, len(vocab.quality_columns))
+
+
+def save_model(model: torch.nn.Module, path: Path) -> None:
+    """safetensors, with the shared term table stored once."""
+    from safetensors.torch import save_model as _save
+
+    _save(model, str(path))
+
+
+@torch.no_grad()
+def encode_product_rows(
+    model: UpperModel, products: ProductTable, rows: np.ndarray, device: torch.device, batch_size: int = 512
+) -> np.ndarray:
+    """Product vectors of catalog rows (P,) int64 -> (P, D) float32, without grad."""
+    was_training = model.training
+    model.eval()
+    out = np.zeros((len(rows), model.product_tower.fuse[-1].out_features), dtype=np.float32)
+    for start in range(0, len(rows), batch_size):
+        part = rows[start : start + batch_size]
+        out[start : start + len(part)] = model.product_tower(**_to(products.take(part), device)).float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size())
+
+
+def _seed_all(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _step_loss(
+    model: torch.nn.Module,
+    data: TrainingSet,
+    products: ProductTable,
+    idx: np.ndarray,
+    step: int,
+    weights: dict[str, float],
+    pool: DynamicPool | None,
+    config: TrainConfig,
+    device: torch.device,
+    timing: dict[str, float],
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One batch: encode queries and every needed product in one forward, return the total loss."""
+    t0 = time.perf_counter()
+    core = model.module if hasattr(model, "module") else model
+    q_np = data.queries.take(idx, products.product_graph, config.personalized)
+    q_in = _to(q_np, device)
+    pos_rows = torch.from_numpy(data.product_rows[idx])
+    labels = torch.from_numpy(data.labels[idx])
+    groups = torch.from_numpy(data.groups[idx])
+    excluded = own_positive_mask(pos_rows, groups, labels)  # (B, B)
+    need_sets = weights["uniform"] > 0 or (pool is not None and weights["dynamic"] > 0)
+    excluded_sets = excluded_products(pos_rows, groups, labels) if need_sets else None
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    uni_rows = sample_uniform(len(products), config.uniform_negatives, gen) if weights["uniform"] > 0 else torch.zeros(0, dtype=torch.int64)
+    t1 = time.perf_counter()
+    timing["data"] += t1 - t0
+
+    mined = np.zeros((len(idx), 0), dtype=np.int64)
+    if pool is not None and weights["dynamic"] > 0 and config.dynamic_negatives > 0:
+        if pool.due(step):
+            pool.refresh(step, lambda rows: encode_product_rows(core, products, rows, device))
+        with torch.no_grad():
+            q_now = core.query_tower(**q_in).float().cpu().numpy()
+        mined = pool.mine(np.ascontiguousarray(q_now), excluded_sets, config.dynamic_negatives)
+    t2 = time.perf_counter()
+    timing["mining"] += t2 - t1
+
+    all_rows = np.concatenate([pos_rows.numpy(), uni_rows.numpy(), mined[mined >= 0]])
+    unique, inverse = np.unique(all_rows, return_inverse=True)
+    inv = torch.from_numpy(inverse).to(device)
+    b, u = len(idx), len(uni_rows)
+    q, p = model(q_in, _to(products.take(unique), device))  # (B, D), (R, D)
+    scores = q @ p.T  # (B, R)
+    arange = torch.arange(b, device=device)
+    pos_scores = scores[arange, inv[:b]]
+    loss = hinge_loss(pos_scores, labels.to(device), config.thresholds)
+    parts = {"hinge": float(loss.detach())}
+    theta_neg = config.thresholds[0]
+    if weights["inbatch"] > 0 and config.inbatch_negatives > 0:
+        s, valid = hardest(scores[:, inv[:b]], excluded.to(device), config.inbatch_negatives)
+        term = negative_hinge(s, valid, theta_neg)
+        loss = loss + weights["inbatch"] * term
+        parts["inbatch"] = float(term.detach())
+    if u:
+        valid = torch.from_numpy(~membership(uni_rows.numpy(), excluded_sets)).to(device)
+        term = negative_hinge(scores[:, inv[b : b + u]], valid, theta_neg)
+        loss = loss + weights["uniform"] * term
+        parts["uniform"] = float(term.detach())
+    if mined.shape[1]:
+        ok = mined >= 0
+        cols = np.zeros(mined.shape, dtype=np.int64)
+        cols[ok] = inverse[b + u :]
+        s = scores.gather(1, torch.from_numpy(cols).to(device))
+        term = negative_hinge(s, torch.from_numpy(ok).to(device), theta_neg)
+        loss = loss + weights["dynamic"] * term
+        parts["dynamic"] = float(term.detach())
+    timing["forward"] += time.perf_counter() - t2
+    return loss, parts
+
+
+def _epoch_order(n: int, epoch: int, seed: int, d: _Dist) -> np.ndarray:
+    """This rank's example order for an epoch: one seeded permutation, padded to a multiple of the
+    world size and split round-robin (DistributedSampler's scheme)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    if d.world > 1:
+        pad = (-n) % d.world
+        order = np.concatenate([order, order[:pad]])[d.rank :: d.world]
+    return order
+
+
+def train_model(
+    model: UpperModel,
+    data: TrainingSet,
+    products: ProductTable,
+    config: TrainConfig,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train `model` in place on prepared arrays. Returns metrics (steps, examples/s, step-time
+    breakdown in seconds, mean loss per epoch). Works alone or under torchrun (DDP)."""
+    from tqdm.auto import tqdm
+
+    device = resolve_device(config.device)
+    d = _init_distributed(device)
+    _seed_all(config.seed)
+    model.to(device)
+    net: torch.nn.Module = model
+    if d.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, math.ceil(math.ceil(len(data) / d.world) / config.batch_size))
+    total = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_run = min(total, config.max_steps)
+    else:
+        total_run = total
+    step = 0
+    pool = DynamicPool(len(products), config, seed=config.seed) if config.dynamic_negatives > 0 else None
+    if resume and checkpoint_dir is not None and (checkpoint_dir / "state.json").exists():
+        step = _load_checkpoint(checkpoint_dir, model, optimizer, pool, device)
+    timing = dict.fromkeys(_PHASES, 0.0)
+    history: list[dict[str, float]] = []
+    examples = 0
+    start = time.perf_counter()
+    bar = tqdm(total=total_run, initial=step, desc="training", disable=not (config.progress and d.main), dynamic_ncols=True)
+    model.train()
+    while step < total_run:
+        epoch, offset = divmod(step, steps_per_epoch)
+        order = _epoch_order(len(data), epoch, config.seed, d)
+        idx = order[offset * config.batch_size : (offset + 1) * config.batch_size]
+        if len(idx) == 0:
+            step += 1
+            continue
+        weights = negative_weights(step, total, config)
+        before = dict(timing)
+        loss, parts = _step_loss(net, data, products, idx, step, weights, pool, config, device, timing)
+        t0 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t1 = time.perf_counter()
+        optimizer.step()
+        t2 = time.perf_counter()
+        timing["backward"] += t1 - t0
+        timing["optimizer"] += t2 - t1
+        step += 1
+        examples += len(idx) * d.world
+        phases = {f"{k}_s": timing[k] - before[k] for k in _PHASES}
+        history.append({"step": step, "loss": float(loss.detach()), **parts, **{f"w_{k}": v for k, v in weights.items()}, **phases})
+        elapsed = time.perf_counter() - start
+        bar.update(1)
+        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", ex_s=f"{examples / max(elapsed, 1e-9):.0f}")
+        if checkpoint_dir is not None and d.main and (
+            (config.checkpoint_every and step % config.checkpoint_every == 0) or step % steps_per_epoch == 0 or step == total_run
+        ):
+            _save_checkpoint(checkpoint_dir, model, optimizer, pool, step, config)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    epoch_loss = [
+        float(np.mean([h["loss"] for h in history if (h["step"] - 1) // steps_per_epoch == e]))
+        for e in sorted({(h["step"] - 1) // steps_per_epoch for h in history})
+    ]
+    return {
+        "steps": step,
+        "steps_this_run": len(history),
+        "total_steps": total,
+        "examples_this_run": examples,
+        "seconds": elapsed,
+        "examples_per_s": examples / elapsed if elapsed > 0 else 0.0,
+        "step_time_s": {k: v / max(1, len(history)) for k, v in timing.items()},
+        "world_size": d.world,
+        "device": str(device),
+        "first_loss": history[0]["loss"] if history else None,
+        "last_loss": history[-1]["loss"] if history else None,
+        "epoch_loss": epoch_loss,
+        "loss_history": history[:: max(1, len(history) // 200)],
+    }
+
+
+def _save_checkpoint(path: Path, model: UpperModel, optimizer: torch.optim.Optimizer, pool: DynamicPool | None, step: int, config: TrainConfig) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    save_model(model, path / "model.safetensors")
+    torch.save(optimizer.state_dict(), path / "optimizer.pt")
+    if pool is not None:
+        np.savez(path / "pool.npz", rows=pool.rows, vectors=pool.vectors, last_refresh=pool.last_refresh)
+    config.to_json(path / "config.json")
+    (path / "state.json").write_text(json.dumps({"step": step}))
+
+
+def _load_checkpoint(path: Path, model: UpperModel, optimizer: torch.optim.Optimizer, pool: DynamicPool | None, device: torch.device) -> int:
+    from safetensors.torch import load_model
+
+    load_model(model, str(path / "model.safetensors"), device=str(device))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+    if pool is not None and (path / "pool.npz").exists():
+        with np.load(path / "pool.npz") as z:
+            pool.rows = z["rows"]
+            pool.vectors = z["vectors"]
+            pool.last_refresh = int(z["last_refresh"])
+        pool.position[:] = -1
+        pool.position[pool.rows] = np.arange(len(pool.rows))
+    return int(json.loads((path / "state.json").read_text())["step"])
+
+
+def train(dataset: Any, run_dir: str | Path, config: TrainConfig | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train UPPER on `dataset` (an `upper_fast.data.Dataset` with meta["train_end"]) into `run_dir`.
+
+    Prepares (on rank 0 under torchrun; the others load the results): the subword tokenizer, frozen
+    graph embeddings, doc2query pre-training of the text encoder; then trains and writes the run
+    directory (docs/design.md). resume=True continues from run_dir/checkpoint. Returns the metrics.
+    """
+    from upper_fast import Featurizer, FeaturizerConfig, StringIdMap
+
+    config = config or TrainConfig()
+    if "train_end" not in dataset.meta:
+        raise ValueError('dataset.meta has no "train_end": the training window is timestamp < train_end')
+    run = Path(run_dir)
+    device = resolve_device(config.device)
+    d = _init_distributed(device)
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt = run / "checkpoint"
+    _seed_all(config.seed)
+    prep: dict[str, Any] = {}
+    if d.main:
+        prep = _prepare(dataset, run, config, resume)
+    d.barrier()
+
+    from tokenizers import Tokenizer
+
+    from upper_fast_train.graph import GraphEmbeddings
+
+    featurizer = Featurizer(FeaturizerConfig(**config.featurizer_kwargs()))
+    tokenizer = Tokenizer.from_file(str(run / "tokenizer.json"))
+    graph = GraphEmbeddings.load(run / "graph.npz")
+    vocab = Vocab.from_json(run / "vocab.json")
+    t0 = time.perf_counter()
+    product_ids = StringIdMap([str(p) for p in dataset.catalog.column("product_id").to_pylist()])
+    products = product_table(dataset.catalog, tokenizer, featurizer, vocab, graph, config)
+    data = training_set(dataset, product_ids, featurizer, vocab, graph, config)
+    featurize_s = time.perf_counter() - t0
+
+    encoder = text_encoder_from_dir(run / "text_encoder")
+    model = build_model(config, tokenizer.get_vocab_size(), vocab, encoder)
+    if (ckpt / "encoder_init.safetensors").exists():
+        from safetensors.torch import load_file
+
+        model.product_tower.text_encoder.load_state_dict(load_file(str(ckpt / "encoder_init.safetensors")))
+    metrics = train_model(model, data, products, config, checkpoint_dir=ckpt, resume=resume)
+    if d.main:
+        save_model(model, run / "model.safetensors")
+        metrics.update(prep)
+        metrics.update(
+            featurize_s=featurize_s,
+            n_examples=len(data),
+            n_positive=int((data.labels > 0).sum()),
+            n_products=len(products),
+            simulated=bool(dataset.meta.get("simulated", False)),
+            parameters=model.size_report(),
+        )
+        (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        _write_config(run, config, tokenizer.get_vocab_size(), vocab, graph, len(products))
+        # Catalog row order of graph.npz, so a run can encode any later catalog by product id.
+        (run / "product_ids.json").write_text(json.dumps([str(p) for p in dataset.catalog.column("product_id").to_pylist()]))
+    d.barrier()
+    return metrics
+
+
+def _write_config(run: Path, config: TrainConfig, text_vocab: int, vocab: Vocab, graph: Any, n_products: int) -> None:
+    from upper_fast import __version__
+
+    values = config.to_dict()
+    values.update(
+        featurizer=config.featurizer_kwargs(),
+        term_vocab_size=config.term_vocab_size,
+        text_vocab_size=text_vocab,
+        n_countries=vocab.n_countries,
+        n_categories=vocab.n_categories,
+        n_quality=len(vocab.quality_columns),
+        graph_dim=graph.dim,
+        n_products=n_products,
+        package_version=__version__,
+    )
+    (run / "config.json").write_text(json.dumps(values, indent=2, sort_keys=True))
+    theta = config.thresholds
+    names = ("negative", "click", "favorite", "add_to_cart", "purchase")
+    (run / "thresholds.json").write_text(json.dumps(dict(zip(names, theta)), indent=1))
+
+
+def _prepare(dataset: Any, run: Path, config: TrainConfig, resume: bool) -> dict[str, Any]:
+    """Tokenizer, vocab, graph embeddings, text-encoder config and pre-trained weights, written to
+    `run` (kept as they are when resuming)."""
+    import pyarrow.compute as pc
+
+    from upper_fast import FeaturizerConfig
+    from upper_fast_train.graph import train_graph_embeddings
+    from upper_fast_train.text import product_texts, train_tokenizer
+
+    ckpt = run / "checkpoint"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    if resume and (run / "graph.npz").exists() and (run / "tokenizer.json").exists():
+        return {}
+    out: dict[str, Any] = {}
+    train_end = int(dataset.meta["train_end"])
+    t0 = time.perf_counter()
+    if config.text_encoder:
+        src = Path(config.text_encoder) / "tokenizer.json"
+        if not src.exists():
+            raise ValueError(f"{config.text_encoder} has no tokenizer.json (a Hugging Face fast tokenizer is needed)")
+        shutil.copyfile(src, run / "tokenizer.json")
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(src))
+    else:
+        window = dataset.log.filter(pc.less(dataset.log.column("timestamp"), train_end))
+        texts = product_texts(dataset.catalog) + window.column("query").to_pylist()
+        tokenizer = train_tokenizer(texts, vocab_size=config.tokenizer_vocab, seed=config.seed)
+        tokenizer.save(str(run / "tokenizer.json"))
+    out["tokenizer_s"] = time.perf_counter() - t0
+
+    build_vocab(dataset, config).to_json(run / "vocab.json")
+    t0 = time.perf_counter()
+    graph = train_graph_embeddings(
+        dataset,
+        train_end,
+        dim=config.graph_dim,
+        seed=config.seed,
+        progress=config.progress,
+        featurizer_config=FeaturizerConfig(**config.featurizer_kwargs()),
+    )
+    graph.save(run / "graph.npz")
+    out["graph_s"] = time.perf_counter() - t0
+
+    encoder = build_text_encoder(config, tokenizer.get_vocab_size())
+    encoder.config.save_pretrained(run / "text_encoder")
+    if not config.text_encoder and config.pretrain:
+        from safetensors.torch import save_file
+
+        from upper_fast_train.pretrain import doc2query_pairs, pretrain_doc2query
+        from upper_fast_train.text import small_t5_config
+
+        t0 = time.perf_counter()
+        texts, queries = doc2query_pairs(dataset, train_end)
+        if len(texts) > config.pretrain_max_pairs:
+            pick = np.sort(np.random.default_rng(config.seed).choice(len(texts), config.pretrain_max_pairs, replace=False))
+            texts, queries = [texts[i] for i in pick], [queries[i] for i in pick]
+        stats: dict[str, float] = {}
+        steps = max(1, config.pretrain_epochs * len(texts) // 32)
+        state = pretrain_doc2query(
+            texts,
+            queries,
+            tokenizer,
+            small_t5_config(tokenizer.get_vocab_size(), config.t5_d_model, config.t5_layers, config.t5_heads, config.t5_d_ff),
+            steps=steps,
+            batch_size=32,
+            seed=config.seed,
+            device=str(resolve_device(config.device)),
+            progress=config.progress,
+            max_text_length=config.text_max_len,
+            stats=stats,
+        )
+        save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(ckpt / "encoder_init.safetensors"))
+        out["pretrain"] = {**stats, "seconds": time.perf_counter() - t0}
+    elif config.text_encoder:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().clone().contiguous() for k, v in encoder.state_dict().items()}, str(ckpt / "encoder_init.safetensors"))
+    return out
