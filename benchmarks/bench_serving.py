@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             n = results["sizes"][-1]["n_products"]
             results["ef_sweep"] = ef_sweep(bundle, n, tuple(args.sweep_dtypes.split(",")))
             plot(results["ef_sweep"], Path(args.plot),
-                 f"{n:,} synthetic hydrated vectors (dim {D + F + 1}), M=16, efC=100 — {results['machine'][:60]}")
+                 f"{n:,} SYNTHETIC hydrated vectors (dim {D + F + 1}), M=16, efC=100\n{results['machine'][:70]}")
     print(report(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
