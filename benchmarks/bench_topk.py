@@ -132,12 +132,16 @@ def data() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module", autouse=True)
 def report(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    if tr is None or not _TIMES:
+    if not _TIMES:
         return
-    tr.write_line("")
-    for line in header() + summary(_TIMES):
-        tr.write_line(line)
+    # Printed outside pytest's output capture so the summary shows without -s.
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+        with one_blas_thread() as blas:
+            pass
+        print()
+        for line in header() + [blas] + summary(_TIMES):
+            print(line)
 
 
 @pytest.mark.parametrize(
@@ -171,6 +175,7 @@ def main() -> None:
     fns = {name: fn for name, fn in methods(data).items()
            if not (args.skip_slow and name == "torch bf16 topk(q @ P.T)")}
     times: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     # Rounds are interleaved (every method once per round) so that load from other processes on a
     # shared machine hits all methods alike and the ratios stay comparable.
     with one_blas_thread() as blas:
@@ -180,10 +185,15 @@ def main() -> None:
             for name, fn in fns.items():
                 if name == "torch bf16 topk(q @ P.T)" and r >= max(2, args.rounds // 2):
                     continue
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn()
                 times[name].append(time.perf_counter() - t0)
-    for line in header() + [blas] + summary(times):
+                cpu[name].append(time.process_time() - c0)
+    for line in header() + [blas, "wall-clock:"] + summary(times):
+        print(line)
+    # Every method runs on one thread, so process CPU time is its cost without the waiting that
+    # other processes on a shared machine add to the wall clock.
+    for line in ["process CPU time (all methods single-threaded):"] + summary(cpu):
         print(line)
 
 

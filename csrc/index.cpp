@@ -82,6 +82,11 @@ void Index::set_ef(std::size_t ef) {
   ef_.store(ef);
 }
 
+void Index::set_rescore_factor(double factor) {
+  require(factor >= 1.0 && factor <= 1000.0, "rescore_factor must be in [1, 1000]");
+  rescore_permille_.store(static_cast<std::uint32_t>(std::lround(factor * 1000.0)));
+}
+
 const char* Index::stored(std::int64_t id) const {
   if (id < 0) return nullptr;
   // Reading hnswlib's label map without its mutex is safe: every writer holds our exclusive lock.
@@ -184,22 +189,19 @@ std::size_t Index::memory_bytes() const {
          + h.label_lookup_.bucket_count() * sizeof(void*) + h.label_lookup_.size() * map_node + sizeof(Index);
 }
 
-void Index::exact_scan(const float* q, std::size_t k, const IdFilter& filter, float* scratch,
-                       std::vector<Candidate>& cand) const {
-  (void)k;
+void Index::exact_scan(const float* q, const IdFilter& filter, float* scratch, std::vector<Candidate>& cand) const {
   filter.for_each_allowed([&](std::int64_t id) {
     if (const char* v = stored(id)) cand.emplace_back(space_->score(q, v, scratch), id);
   });
 }
 
-void Index::search_one(const float* q, std::size_t k, std::size_t ef, IdFilter* filter, void* enc, float* scratch,
+void Index::search_one(const float* q, std::size_t k, std::size_t want, IdFilter* filter, void* enc, float* scratch,
                        std::vector<Candidate>& cand, std::int64_t* ids, float* scores, std::int64_t* count) const {
   cand.clear();
   const bool quantised = dtype_ != StorageType::f32;
   if (filter != nullptr && filter->allowed_count() <= kExactScanMax) {
-    exact_scan(q, k, *filter, scratch, cand);
+    exact_scan(q, *filter, scratch, cand);
   } else {
-    const std::size_t want = std::max(ef, quantised ? kRescoreFactor * k : k);
     const void* query = q;
     if (quantised) {
       space_->encode(q, enc);
@@ -236,9 +238,15 @@ void Index::search(const float* queries, std::size_t m, std::size_t k, std::size
                    std::int64_t* out_counts) const {
   require(k >= 1, "k must be >= 1");
   if (ef == 0) ef = ef_.load();
+  // Beam width = candidates kept (hnswlib searches with max(ef_, k) and ef_ is 1).
+  std::size_t want = std::max(ef, k);
+  if (dtype_ != StorageType::f32) {
+    const auto rescored = static_cast<std::size_t>(
+        std::ceil(static_cast<double>(k) * static_cast<double>(rescore_permille_.load()) / 1000.0));
+    want = std::max(want, rescored);
+  }
   std::shared_lock lock(mutex_);
   const std::size_t threads = std::min(resolve_threads(num_threads), std::max<std::size_t>(m, 1));
-  const std::size_t want = std::max({ef, kRescoreFactor * k, filter != nullptr ? kExactScanMax : 0});
   // Per-thread scratch, allocated once per call, never inside the query loop.
   struct Scratch {
     std::vector<char> enc;
@@ -249,12 +257,12 @@ void Index::search(const float* queries, std::size_t m, std::size_t k, std::size
   for (auto& s : scratch) {
     s.enc.resize(space_->data_size());
     s.f32.resize(dim_);
-    s.cand.reserve(want);
+    s.cand.reserve(filter != nullptr ? std::max(want, kExactScanMax) : want);
   }
   parallel_for(m, threads, 4, [&](std::size_t b, std::size_t e, std::size_t tid) {
     Scratch& s = scratch[tid];
     for (std::size_t i = b; i < e; ++i)
-      search_one(queries + i * dim_, k, ef, filter, s.enc.data(), s.f32.data(), s.cand, out_ids + i * k,
+      search_one(queries + i * dim_, k, want, filter, s.enc.data(), s.f32.data(), s.cand, out_ids + i * k,
                  out_scores + i * k, out_counts + i);
   });
 }
@@ -365,7 +373,8 @@ Index::Index(const index_io::IndexHeader& h, const std::string& hnsw_path)
       M_(h.M),
       ef_construction_(h.ef_construction),
       seed_(h.seed),
-      ef_(h.ef) {
+      ef_(h.ef),
+      rescore_permille_(h.rescore_permille) {
   space_ = std::make_unique<InnerProductSpace>(dim_, dtype_);
   hnsw_ = std::make_unique<Hnsw>(space_.get(), hnsw_path, false, std::max<std::size_t>(h.count, 1), false);
   hnsw_->setEf(1);
@@ -385,6 +394,7 @@ void Index::save(const std::string& path) const {
   h.M = static_cast<std::uint32_t>(M_);
   h.ef_construction = static_cast<std::uint32_t>(ef_construction_);
   h.ef = static_cast<std::uint32_t>(std::min<std::size_t>(ef_.load(), std::numeric_limits<std::uint32_t>::max()));
+  h.rescore_permille = rescore_permille_.load();
   h.seed = seed_;
   h.count = hnsw_->cur_element_count;
   h.live = hnsw_->cur_element_count - hnsw_->num_deleted_;
@@ -409,7 +419,7 @@ std::unique_ptr<Index> Index::load(const std::string& path) {
     const unsigned char* payload = file.data() + index_io::kHeaderSize;
     if (index_io::xxh64(payload, body) != h.payload_checksum)
       throw FormatError("'" + path + "' is damaged (payload checksum mismatch)");
-    if (h.ef == 0 || h.ef_construction == 0 || h.M > 2048 || h.dim >= (1u << 17)) throw FormatError("'" + path + "' has a damaged header");
+    if (h.ef == 0 || h.ef_construction == 0 || h.rescore_permille < 1000 || h.M > 2048 || h.dim >= (1u << 17)) throw FormatError("'" + path + "' has a damaged header");
     const InnerProductSpace space(h.dim, static_cast<StorageType>(h.dtype));
     validate_hnsw_payload(payload, body, h, space.data_size(), path);
     scratch.write_all(payload, body);

@@ -2,8 +2,9 @@
 // f32, bf16 or i8 storage, id filters, deletions, and a checked file format (index_io.h).
 //
 // Search semantics: the graph is searched with beam width ef in the stored (possibly quantised)
-// space; for bf16 and i8 at least 2k candidates are kept and rescored with the full-precision query
-// against the stored vectors (f32 x bf16, or f32 x dequantised i8), and the best k are returned.
+// space; for bf16 and i8 the beam's max(ef, ceil(rescore_factor * k)) candidates are all rescored
+// with the full-precision query against the stored vectors (f32 x bf16, or f32 x dequantised i8),
+// and the best k are returned.
 // No full-precision copy of the data is kept. Scores are similarities (higher is better).
 //
 // Thread safety: search is safe from any number of threads at once; add, mark_deleted and
@@ -58,8 +59,6 @@ class Index {
   // Filters that allow at most this many ids are answered by an exact scan of those ids: cheaper
   // than a graph walk that must skip almost every node, and exact.
   static constexpr std::size_t kExactScanMax = 2048;
-  // Quantised storage keeps at least this many candidates per requested hit for rescoring.
-  static constexpr std::size_t kRescoreFactor = 2;
 
   Index(std::size_t dim, StorageType dtype, std::size_t M, std::size_t ef_construction, std::uint64_t seed);
   ~Index();
@@ -91,6 +90,9 @@ class Index {
   std::uint64_t seed() const { return seed_; }
   std::size_t ef() const { return ef_.load(); }
   void set_ef(std::size_t ef);
+  // Quantised storage: candidates kept for rescoring, as a multiple of k (>= 1; default 1).
+  double rescore_factor() const { return rescore_permille_.load() / 1000.0; }
+  void set_rescore_factor(double factor);
 
   void save(const std::string& path) const;
   static std::unique_ptr<Index> load(const std::string& path);
@@ -99,10 +101,10 @@ class Index {
  private:
   Index(const index_io::IndexHeader& header, const std::string& hnsw_path);
 
-  void search_one(const float* q, std::size_t k, std::size_t ef, IdFilter* filter, void* enc, float* scratch,
+  void search_one(const float* q, std::size_t k, std::size_t want, IdFilter* filter, void* enc, float* scratch,
                   std::vector<std::pair<float, std::int64_t>>& cand, std::int64_t* ids, float* scores,
                   std::int64_t* count) const;
-  void exact_scan(const float* q, std::size_t k, const IdFilter& filter, float* scratch,
+  void exact_scan(const float* q, const IdFilter& filter, float* scratch,
                   std::vector<std::pair<float, std::int64_t>>& cand) const;
   const char* stored(std::int64_t id) const;  // nullptr if absent or deleted; needs the lock held
 
@@ -112,6 +114,7 @@ class Index {
   std::size_t ef_construction_;
   std::uint64_t seed_;
   std::atomic<std::size_t> ef_{64};
+  std::atomic<std::uint32_t> rescore_permille_{1000};
   std::unique_ptr<InnerProductSpace> space_;
   std::unique_ptr<hnswlib::HierarchicalNSW<float>> hnsw_;
   mutable std::shared_mutex mutex_;

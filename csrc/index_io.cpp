@@ -46,7 +46,7 @@ void put64(unsigned char* p, std::uint64_t v) { std::memcpy(p, &v, 8); }
 }
 
 // Header layout (offsets): magic 0, version 8, header_size 12, dtype 16, dim 20, M 24,
-// ef_construction 28, ef 32, reserved 36, seed 40, count 48, live 56, payload_size 64,
+// ef_construction 28, ef 32, rescore_permille 36, seed 40, count 48, live 56, payload_size 64,
 // payload_checksum 72, header_checksum 80 (xxh64 of bytes [0, 80)).
 constexpr std::size_t kHeaderChecksumAt = 80;
 
@@ -99,6 +99,7 @@ void encode_header(const IndexHeader& h, unsigned char out[kHeaderSize]) {
   put32(out + 24, h.M);
   put32(out + 28, h.ef_construction);
   put32(out + 32, h.ef);
+  put32(out + 36, h.rescore_permille);
   put64(out + 40, h.seed);
   put64(out + 48, h.count);
   put64(out + 56, h.live);
@@ -126,6 +127,7 @@ IndexHeader decode_header(const unsigned char* in, std::size_t n, const std::str
   h.M = load32(in + 24);
   h.ef_construction = load32(in + 28);
   h.ef = load32(in + 32);
+  h.rescore_permille = load32(in + 36);
   h.seed = load64(in + 40);
   h.count = load64(in + 48);
   h.live = load64(in + 56);

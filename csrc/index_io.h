@@ -24,6 +24,7 @@ struct IndexHeader {
   std::uint32_t M = 0;
   std::uint32_t ef_construction = 0;
   std::uint32_t ef = 0;
+  std::uint32_t rescore_permille = 1000;  // rescore_factor * 1000
   std::uint64_t seed = 0;
   std::uint64_t count = 0;  // elements in the graph, deleted ones included
   std::uint64_t live = 0;   // elements not marked deleted

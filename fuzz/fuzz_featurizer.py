@@ -1,4 +1,5 @@
-"""Atheris fuzz target for the featurizer core: normalisation, term ids, StringIdMap, histories.
+"""Atheris fuzz target for the featurizer core: normalisation, term ids, StringIdMap, histories,
+raw Arrow offset/data buffers.
 
     PYTHONPATH=python python fuzz/fuzz_featurizer.py -atheris_runs=100000 [corpus_dir]
 
@@ -89,17 +90,36 @@ def check_histories(fdp: atheris.FuzzedDataProvider) -> None:
         assert queries[e].tolist() == distinct + [-1] * (n_q - len(distinct))
 
 
+def check_arrow_buffers(fdp: atheris.FuzzedDataProvider) -> None:
+    # Raw offset/data buffers as a foreign caller might pass them: a clean error or a correct result.
+    n = fdp.ConsumeIntInRange(0, 6)
+    dtype = np.int32 if fdp.ConsumeBool() else np.int64
+    offsets = np.array([fdp.ConsumeIntInRange(-2, 12) for _ in range(n + 1)], dtype)
+    data = np.frombuffer(fdp.ConsumeBytes(10), dtype=np.uint8)
+    out = np.empty((n, 3), np.int64)
+    try:
+        FEATURIZER._impl.featurize_arrow(offsets, data, out, 1)
+    except ValueError:
+        return
+    raw = data.tobytes()
+    for i in range(n):
+        text = raw[offsets[i] : offsets[i + 1]].decode("utf-8")
+        assert out[i].tolist() == FEATURIZER.featurize([text], 3)[0].tolist()
+
+
 def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    choice = fdp.ConsumeIntInRange(0, 3)
+    choice = fdp.ConsumeIntInRange(0, 4)
     if choice == 0:
         check_bytes(fdp.ConsumeBytes(fdp.remaining_bytes()))
     elif choice == 1:
         check_text(fdp.ConsumeUnicodeNoSurrogates(fdp.remaining_bytes()))
     elif choice == 2:
         check_id_map(fdp)
-    else:
+    elif choice == 3:
         check_histories(fdp)
+    else:
+        check_arrow_buffers(fdp)
 
 
 def main() -> None:

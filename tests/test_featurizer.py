@@ -183,6 +183,8 @@ def test_dict_round_trip() -> None:
         Featurizer.from_dict({**data, "unicode_version": "1.0.0"})
     with pytest.raises(ValueError, match="hash"):
         Featurizer.from_dict({**data, "hash": "md5"})
+    with pytest.raises(ValueError, match="bigram_buckets"):
+        Featurizer.from_dict({k: v for k, v in data.items() if k != "bigram_buckets"})
 
 
 def test_pyarrow_columns_match_lists() -> None:
@@ -203,6 +205,9 @@ def test_pyarrow_columns_match_lists() -> None:
     assert f.featurize(pa.array([], pa.string()), 4).shape == (0, 4)
     with pytest.raises(TypeError, match="strings"):
         f.featurize(pa.array([1, 2]), 4)
+    with pytest.raises(TypeError, match="one column"):
+        f.featurize(pa.table({"t": ["a"]}), 4)
+    assert f.featurize(pa.chunked_array([], pa.string()), 4).shape == (0, 4)
     bad = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(np.array([0, 2], np.int32)), pa.py_buffer(b"\xffa")])
     with pytest.raises(ValueError, match="byte offset 0"):
         f.featurize(bad, 4)

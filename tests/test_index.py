@@ -94,6 +94,8 @@ def test_higher_ef_does_not_hurt_and_ef_property(data, built) -> None:
     assert high >= low and high >= 0.99
     index.ef = 300
     assert index.ef == 300
+    with pytest.raises(ValueError, match="rescore_factor must be in"):
+        index.rescore_factor = 0.5
     np.testing.assert_array_equal(index.search(q, 50).ids, index.search(q, 50, ef=300).ids)
     with pytest.raises(ValueError, match="ef must be >= 1"):
         index.ef = 0

@@ -87,16 +87,18 @@ def test_round_trip_same_results(tmp_path: Path, dtype: str) -> None:
     index, x = small_index(dtype)
     index.mark_deleted(np.array([100, 105], dtype=np.int64))
     index.ef = 77
+    index.rescore_factor = 2.5
     path = tmp_path / "a.upf"
     index.save(path)
     assert sorted(os.listdir(tmp_path)) == ["a.upf"]  # no temp file left behind
     header = uf.Index.read_header(path)
     assert header["format_version"] == 1 and header["dtype"] == dtype and header["dim"] == 12
     assert header["M"] == 8 and header["ef_construction"] == 40 and header["ef"] == 77 and header["seed"] == 3
-    assert header["count"] == 400 and header["live"] == 398
+    assert header["count"] == 400 and header["live"] == 398 and header["rescore_factor"] == 2.5
     assert header["payload_size"] == path.stat().st_size - HEADER_SIZE
     loaded = uf.Index.load(str(path))
     assert (loaded.dim, loaded.dtype, loaded.M, loaded.ef, len(loaded)) == (12, dtype, 8, 77, 398)
+    assert loaded.rescore_factor == 2.5
     a, b = index.search(x[:40], 7), loaded.search(x[:40], 7)
     np.testing.assert_array_equal(a.ids, b.ids)
     np.testing.assert_array_equal(a.scores, b.scores)

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 import upper_fast
+from _paths import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CLEAN = (TypeError, ValueError, IndexError, KeyError, OSError)
@@ -656,7 +657,7 @@ def _child_main(out: Path) -> int:
 @pytest.fixture(scope="module")
 def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
     out = tmp_path_factory.mktemp("surface") / "verdicts.json"
-    env = dict(os.environ)
+    env = child_env()
     bundle = _tiny_bundle(tmp_path_factory)
     if bundle is not None:
         env["UPPER_FAST_SURFACE_BUNDLE"] = str(bundle)
@@ -833,8 +834,7 @@ def test_cli_bad_invocations_fail_cleanly() -> None:
             if "{bundle}" in extra and bundle is None:
                 continue
             argvs.append([name, *(str(bundle) if x == "{bundle}" else x for x in extra)])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), str(ROOT / "training"),
-                                                       os.environ.get("PYTHONPATH", "")]))
+    env = child_env()
     proc = subprocess.run([sys.executable, "-c", _CLI_CHILD, json.dumps(argvs)], capture_output=True, text=True,
                           env=env, timeout=300)
     last = [ln for ln in proc.stderr.splitlines() if ln.startswith("CLI ")][-1:] or ["(none)"]

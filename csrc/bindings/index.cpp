@@ -51,6 +51,7 @@ py::dict header_dict(const index_io::IndexHeader& h) {
   d["M"] = h.M;
   d["ef_construction"] = h.ef_construction;
   d["ef"] = h.ef;
+  d["rescore_factor"] = h.rescore_permille / 1000.0;
   d["seed"] = h.seed;
   d["count"] = h.count;
   d["live"] = h.live;
@@ -177,6 +178,7 @@ void register_index(py::module_& m) {
         if (ef < 1) throw py::value_error("ef must be >= 1, got " + std::to_string(ef));
         self.set_ef(static_cast<std::size_t>(ef));
       })
+      .def_property("rescore_factor", &Index::rescore_factor, &Index::set_rescore_factor)
       .def("memory_bytes", &Index::memory_bytes)
       .def("save", [](const Index& self, const py::object& path) {
         std::string p = fspath(path);

@@ -85,15 +85,18 @@ void test_index(StorageType type, const char* name) {
   const std::int64_t gone = out[0];
   index.mark_deleted(&gone, 1);
   check(!index.contains(gone) && index.size() == n - 1, "mark_deleted");
-  std::vector<std::int64_t> allowed = {5, 7, 9, gone};
+  std::vector<std::int64_t> allowed = {gone};
+  for (std::int64_t id : {5, 7, 9, 11})
+    if (id != gone && allowed.size() < 4) allowed.push_back(id);
   IdFilter f = IdFilter::allow_list(allowed.data(), allowed.size());
   index.search(x.data(), 1, k, 50, &f, 1, out.data(), scores.data(), counts.data());
   check(counts[0] == 3 && out[3] == -1 && std::isinf(scores[3]), "allow-list with padding");
 
   // Errors leave the index unchanged.
   bool threw = false;
+  const std::int64_t live = gone == 0 ? 1 : 0;
   try {
-    index.add(ids.data(), x.data(), 1, false, 1);
+    index.add(&live, x.data(), 1, false, 1);
   } catch (const std::invalid_argument&) {
     threw = true;
   }

@@ -59,6 +59,8 @@ class _ArrowChunks:
     def __init__(self, column: Any) -> None:
         import pyarrow as pa
 
+        if not isinstance(column, (pa.Array, pa.ChunkedArray)):
+            raise TypeError(f"expected a pyarrow string Array or ChunkedArray (one column), got {type(column).__name__}")
         chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
         self.parts: list[tuple[int, np.ndarray, np.ndarray]] = []
         start = 0
@@ -72,10 +74,11 @@ class _ArrowChunks:
                 chunk = chunk.fill_null("")  # a missing text has no terms
             _, offsets_buf, data_buf = chunk.buffers()
             width = np.int32 if pa.types.is_string(chunk.type) else np.int64
-            offsets = np.frombuffer(offsets_buf, dtype=width)[chunk.offset : chunk.offset + len(chunk) + 1]
-            data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-            if len(offsets) == 0:
+            if offsets_buf is None or len(chunk) == 0:
                 offsets = np.zeros(1, dtype=width)
+            else:
+                offsets = np.frombuffer(offsets_buf, dtype=width)[chunk.offset : chunk.offset + len(chunk) + 1]
+            data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
             self.parts.append((start, np.ascontiguousarray(offsets), data))
             start += len(chunk)
         self.length = start
@@ -155,6 +158,9 @@ class FeaturizerConfig:
                 f"featurizer was saved with Unicode {stored} tables but this build has {unicode_version()}: "
                 "normal forms could differ; use the upper_fast version that wrote it"
             )
+        missing = [k for k in ("word_buckets", "bigram_buckets", "trigram_buckets") if k not in data]
+        if missing:
+            raise ValueError(f"featurizer description lacks {missing}: ids depend on them, refusing to guess")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 

@@ -1,8 +1,8 @@
 """Approximate nearest-neighbour index over inner product (HNSW, via hnswlib, with our SIMD kernels).
 
 `Index` stores vectors as f32, bf16 or i8 (symmetric per-vector scale). Quantised indexes search the
-graph in the quantised space, then rescore at least 2k candidates with the full-precision query
-against the stored vectors and return the best k. Scores are similarities (higher is better).
+graph in the quantised space, then rescore all max(ef, ceil(rescore_factor * k)) candidates of the
+beam with the full-precision query against the stored vectors and return the best k. Scores are similarities (higher is better).
 See docs/index.md for the file format, thread-safety and the measured trade-offs.
 """
 
@@ -75,7 +75,7 @@ class Index:
             queries: (m, dim) or (dim,) float32, C-contiguous.
             k: hits per query (>= 1).
             ef: beam width (default: the `ef` property); the search keeps max(ef, k) candidates
-                (max(ef, 2k) for bf16/i8, all rescored in full precision).
+                (for bf16/i8 at least ceil(rescore_factor * k), all rescored in full precision).
             filter: None, an int64 array of allowed ids, or a bool mask over ids (id i allowed iff
                 i < len(mask) and mask[i]). Filters allowing <= 2048 ids are answered exactly.
             num_threads: threads over queries (0 = all cores). The GIL is released.
@@ -132,6 +132,16 @@ class Index:
     def ef(self, value: int) -> None:
         self._impl.ef = value
 
+    @property
+    def rescore_factor(self) -> float:
+        """bf16/i8: the beam keeps at least ceil(rescore_factor * k) candidates, all rescored with the
+        full-precision query (>= 1, default 1; saved with the index). No effect for f32."""
+        return float(self._impl.rescore_factor)
+
+    @rescore_factor.setter
+    def rescore_factor(self, value: float) -> None:
+        self._impl.rescore_factor = value
+
     def memory_bytes(self) -> int:
         """Estimated resident bytes of the index structures (graph, stored vectors, id map, locks)."""
         return int(self._impl.memory_bytes())
@@ -152,8 +162,8 @@ class Index:
 
     @staticmethod
     def read_header(path: PathLike) -> dict[str, Any]:
-        """The file header as a dict (format_version, dtype, dim, M, ef_construction, ef, seed, count,
-        live, payload_size, payload_checksum) without loading the index."""
+        """The file header as a dict (format_version, dtype, dim, M, ef_construction, ef,
+        rescore_factor, seed, count, live, payload_size, payload_checksum) without loading the index."""
         return dict(_core._Index.read_header(path))
 
     def __repr__(self) -> str:

@@ -55,7 +55,7 @@ class TrainConfig:
     tokenizer_vocab: int = 8000
     pretrain: bool = True
     pretrain_epochs: int = 1
-    pretrain_max_pairs: int = 20000
+    pretrain_max_pairs: int = 4000
 
     # Graph embeddings (frozen in the main training).
     graph_dim: int = 64
@@ -71,10 +71,11 @@ class TrainConfig:
     # Multi-part hinge thresholds on the cosine: [negative, click, favorite, add_to_cart, purchase].
     thresholds: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.55, 0.6, 0.65])
     impressions_as_negatives: bool = True
+    impression_sample: float = 0.25  # seeded share of logged impressions kept as examples (they are ~85% of a log)
 
     # Negatives: how many per row from each source, and their weight schedule.
     inbatch_negatives: int = 8  # hardest other-row products per row
-    uniform_negatives: int = 128  # random catalog products shared by the batch
+    uniform_negatives: int = 64  # random catalog products shared by the batch
     dynamic_negatives: int = 2  # mined per row from the pool
     dynamic_pool: int = 4096  # products encoded (no grad) into the mining pool
     dynamic_refresh: int = 50  # steps between pool refreshes
@@ -97,6 +98,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.hidden % self.history_heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by history_heads ({self.history_heads})")
+        if not 0.0 < self.impression_sample <= 1.0:
+            raise ValueError("impression_sample must be in (0, 1]")
         if not 0.0 <= self.warmup_fraction <= 1.0:
             raise ValueError("warmup_fraction must be in [0, 1]")
 

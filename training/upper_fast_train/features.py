@@ -291,6 +291,9 @@ def training_set(dataset: Any, product_ids: Any, featurizer: Any, vocab: Vocab, 
     keep = rows >= 0
     if not config.impressions_as_negatives:
         keep &= labels > 0
+    elif config.impression_sample < 1.0:
+        drawn = np.random.default_rng([config.seed, 7]).random(len(labels)) < config.impression_sample
+        keep &= (labels > 0) | drawn
     events = window.filter(keep)
     users = {}
     if dataset.users is not None:

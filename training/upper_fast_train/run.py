@@ -12,7 +12,7 @@ import torch
 
 from upper_fast_train.config import INTERACTIONS, TrainConfig
 from upper_fast_train.features import ProductTable, QueryTable, Vocab, product_table, query_table
-from upper_fast_train.towers import QUERY_INPUTS, UpperModel
+from upper_fast_train.towers import QUERY_INPUTS, UpperModel, text_encoder_from_dir
 
 __all__ = ["TrainedRun", "load_run"]
 
@@ -31,7 +31,6 @@ class TrainedRun:
     def __init__(self, run_dir: str | Path, dataset: Any = None, device: str = "cpu") -> None:
         from safetensors.torch import load_model
         from tokenizers import Tokenizer
-        from transformers import AutoConfig, AutoModel
 
         from upper_fast import Featurizer, FeaturizerConfig, StringIdMap
         from upper_fast_train.graph import GraphEmbeddings
@@ -50,7 +49,7 @@ class TrainedRun:
         self.product_ids: list[str] = json.loads((self.run_dir / "product_ids.json").read_text())
         self._product_rows = StringIdMap(self.product_ids)
         self.device = torch.device(device)
-        encoder = AutoModel.from_config(AutoConfig.from_pretrained(self.run_dir / "text_encoder"))
+        encoder = text_encoder_from_dir(self.run_dir / "text_encoder")
         self.model: UpperModel = build_model(self.train_config, self.tokenizer.get_vocab_size(), self.vocab, encoder)
         load_model(self.model, str(self.run_dir / "model.safetensors"), device=str(self.device))
         self.model.to(self.device).eval()

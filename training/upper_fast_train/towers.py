@@ -9,6 +9,7 @@ and the history transformer always attends to a learned summary token, so rows w
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 
 from upper_fast_train.config import TrainConfig
 
-__all__ = ["TermBag", "ProductTower", "QueryUserTower", "UpperModel", "build_text_encoder", "PRODUCT_INPUTS", "QUERY_INPUTS"]
+__all__ = ["TermBag", "ProductTower", "QueryUserTower", "UpperModel", "build_text_encoder", "text_encoder_from_dir", "PRODUCT_INPUTS", "QUERY_INPUTS"]
 
 QUERY_INPUTS = (
     "query_terms",
@@ -78,6 +79,17 @@ def build_text_encoder(config: TrainConfig, vocab_size: int) -> nn.Module:
     t5 = small_t5_config(vocab_size, config.t5_d_model, config.t5_layers, config.t5_heads, config.t5_d_ff)
     t5.dropout_rate = config.dropout
     return T5EncoderModel(t5)
+
+
+def text_encoder_from_dir(path: str | Path) -> nn.Module:
+    """A randomly initialised encoder from a saved HF config (its weights come from model.safetensors):
+    `T5EncoderModel` for T5 configs (AutoModel would build the whole encoder-decoder), else AutoModel."""
+    from transformers import AutoConfig, AutoModel, T5EncoderModel
+
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type in ("t5", "mt5"):
+        return T5EncoderModel(config)
+    return AutoModel.from_config(config)
 
 
 class ProductTower(nn.Module):

@@ -23,7 +23,7 @@ from upper_fast_train.config import TrainConfig
 from upper_fast_train.features import ProductTable, TrainingSet, Vocab, build_vocab, product_table, training_set
 from upper_fast_train.losses import hinge_loss, negative_hinge
 from upper_fast_train.negatives import DynamicPool, excluded_products, hardest, membership, negative_weights, own_positive_mask, sample_uniform
-from upper_fast_train.towers import UpperModel, build_text_encoder
+from upper_fast_train.towers import UpperModel, build_text_encoder, text_encoder_from_dir
 
 __all__ = ["train", "train_model", "resolve_device", "encode_product_rows", "save_model", "build_model"]
 
@@ -226,6 +226,7 @@ def train_model(
             step += 1
             continue
         weights = negative_weights(step, total, config)
+        before = dict(timing)
         loss, parts = _step_loss(net, data, products, idx, step, weights, pool, config, device, timing)
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -237,7 +238,8 @@ def train_model(
         timing["optimizer"] += t2 - t1
         step += 1
         examples += len(idx) * d.world
-        history.append({"step": step, "loss": float(loss.detach()), **parts, **{f"w_{k}": v for k, v in weights.items()}})
+        phases = {f"{k}_s": timing[k] - before[k] for k in _PHASES}
+        history.append({"step": step, "loss": float(loss.detach()), **parts, **{f"w_{k}": v for k, v in weights.items()}, **phases})
         elapsed = time.perf_counter() - start
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", ex_s=f"{examples / max(elapsed, 1e-9):.0f}")
@@ -330,9 +332,7 @@ def train(dataset: Any, run_dir: str | Path, config: TrainConfig | None = None, 
     data = training_set(dataset, product_ids, featurizer, vocab, graph, config)
     featurize_s = time.perf_counter() - t0
 
-    from transformers import AutoConfig, AutoModel
-
-    encoder = AutoModel.from_config(AutoConfig.from_pretrained(run / "text_encoder"))
+    encoder = text_encoder_from_dir(run / "text_encoder")
     model = build_model(config, tokenizer.get_vocab_size(), vocab, encoder)
     if (ckpt / "encoder_init.safetensors").exists():
         from safetensors.torch import load_file

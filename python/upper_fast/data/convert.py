@@ -225,7 +225,9 @@ def convert_number(values: Any, n: int) -> tuple[pa.Array, np.ndarray, np.ndarra
     return pa.array(vals, type=pa.float64(), from_pandas=True), missing, bad
 
 
-_INTERACTION_SET = pa.array(list(INTERACTIONS), type=pa.string())
+# names, then their codes as text ("0".."4"), each mapping to the name at the same index mod 5
+_INTERACTION_KEYS = pa.array(list(INTERACTIONS) + [str(i) for i in range(len(INTERACTIONS))], type=pa.string())
+_INTERACTION_NAMES_TWICE = pa.array(list(INTERACTIONS) * 2, type=pa.string())
 
 
 def convert_interaction(values: Any, n: int) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -236,10 +238,10 @@ def convert_interaction(values: Any, n: int) -> tuple[pa.Array, np.ndarray, np.n
                               or pa.types.is_dictionary(values.type)):
         arr = pc.utf8_lower(pc.utf8_trim_whitespace(values.cast(pa.string())))
         missing = np.asarray(pc.fill_null(pc.equal(pc.utf8_length(arr), 0), True).to_numpy(zero_copy_only=False), bool)
-        known = np.asarray(pc.is_in(arr, value_set=_INTERACTION_SET).to_numpy(zero_copy_only=False), bool)
+        idx = pc.index_in(arr, value_set=_INTERACTION_KEYS)
+        known = np.asarray(idx.is_valid().to_numpy(zero_copy_only=False), bool)
         bad = ~missing & ~known
-        arr = pc.if_else(pa.array(known), arr, pa.scalar(None, pa.string()))
-        return arr, missing, bad
+        return _INTERACTION_NAMES_TWICE.take(idx), missing, bad
     out: list[str | None] = []
     missing = np.zeros(n, bool)
     bad = np.zeros(n, bool)

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from upper_fast.data.schema import DataConfig
+from upper_fast.data.schema import INTERACTIONS, DataConfig
 from upper_fast.data.validate import ValidationReport, validate_dataset
 
 __all__ = ["Dataset", "load_dataset"]
@@ -60,6 +60,14 @@ class Dataset:
         ts = self.log.column("timestamp").to_numpy()
         n_train = int(np.searchsorted(ts, cut, side="left"))  # the log is sorted by timestamp
         return self.log.slice(0, n_train), self.log.slice(n_train)
+
+    def interaction_codes(self, log: pa.Table | None = None) -> np.ndarray:
+        """Interaction codes of `log` (default: self.log) as int8 (n,): 0 impression, 1 click,
+        2 favorite, 3 add_to_cart, 4 purchase (docs/design.md)."""
+        table = self.log if log is None else log
+        names = pa.array(list(INTERACTIONS), pa.string())
+        idx = pc.index_in(table.column("interaction"), value_set=names)
+        return np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int8)
 
     def describe(self) -> str:
         label = "simulated dataset" if self.simulated else "dataset"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from upper_fast._core import FormatError
 from upper_fast.data.schema import DataConfig
@@ -151,6 +152,10 @@ def _has_bad_bytes(text: str) -> bool:
 
 
 # ---------------------------------------------------------------- Parquet
+def _parquet_row(batch: pa.RecordBatch, i: int) -> dict[str, Any]:
+    return {k: _json_safe(v) for k, v in batch.slice(i, 1).to_pylist()[0].items()}
+
+
 def _iter_parquet(path: Path, table: str, config: DataConfig, required: tuple[str, ...]) -> Iterator[RawBatch]:
     import pyarrow.parquet as pq
 
@@ -174,12 +179,14 @@ def _iter_parquet(path: Path, table: str, config: DataConfig, required: tuple[st
         columns: dict[str, Any] = {}
         bad_utf8: set[int] = set()
         bad_column: dict[int, str] = {}
+        raw_cols: list[pa.Array] = []  # invalid string columns as binary, so originals can be shown
         for name, src, col in zip(canonical, source, batch.columns):
             if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
                 try:
                     col.validate(full=True)
                 except pa.ArrowInvalid:
-                    col = col.cast(pa.binary() if pa.types.is_string(col.type) else pa.large_binary())
+                    col = col.view(pa.binary() if pa.types.is_string(col.type) else pa.large_binary())
+            raw_cols.append(col)
             if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
                 values = col.to_pylist()
                 decoded: list[str | None] = []
@@ -197,24 +204,20 @@ def _iter_parquet(path: Path, table: str, config: DataConfig, required: tuple[st
             else:
                 columns[name] = col
 
-        def original(i: int, _batch: pa.RecordBatch = batch) -> dict[str, Any]:
-            return {k: _json_safe(v) for k, v in _batch.slice(i, 1).to_pylist()[0].items()}
-
+        batch = pa.RecordBatch.from_arrays(raw_cols, names=source)
         rows = list(range(first, first + n))
         rejected = [
-            RejectedRow(rows[i], None, original(i), "invalid_utf8", bad_column[i], "value is not valid UTF-8")
+            RejectedRow(rows[i], None, _parquet_row(batch, i), "invalid_utf8", bad_column[i],
+                        "value is not valid UTF-8")
             for i in sorted(bad_utf8)
         ]
+        kept = batch
         if bad_utf8:
-            keep = [i for i in range(n) if i not in bad_utf8]
-            idx = pa.array(keep, type=pa.int64())
-            columns = {k: v.take(idx) for k, v in columns.items()}
-            kept_batch = batch.take(idx)
-
-            def original(i: int, _batch: pa.RecordBatch = kept_batch) -> dict[str, Any]:  # noqa: F811
-                return {k: _json_safe(v) for k, v in _batch.slice(i, 1).to_pylist()[0].items()}
-
-            rows = [rows[i] for i in keep]
+            keep = pa.array([i for i in range(n) if i not in bad_utf8], type=pa.int64())
+            columns = {k: v.take(keep) for k, v in columns.items()}
+            kept = batch.take(keep)
+            rows = [rows[i] for i in keep.to_pylist()]
+        original = (lambda i, _b=kept: _parquet_row(_b, i))
         yield RawBatch(str(path), columns, rows, None, original, rejected)
         first += n
 
@@ -244,10 +247,9 @@ def _iter_csv(path: Path, table: str, config: DataConfig, required: tuple[str, .
         width = len(source)
         row_no = 0
         while True:
-            cols: list[list[Any]] = [[] for _ in range(width)]
+            good: list[list[str]] = []
             rows: list[int] = []
             lines: list[int] = []
-            originals: list[dict[str, Any]] = []
             rejected: list[RejectedRow] = []
             while len(rows) < config.batch_rows:
                 start_line = reader.line_num + 1
@@ -269,25 +271,45 @@ def _iter_csv(path: Path, table: str, config: DataConfig, required: tuple[str, .
                         f"{len(fields)} fields, header has {width}",
                     ))
                     continue
-                bad = next((i for i, f in enumerate(fields) if _has_bad_bytes(f)), None)
-                if bad is not None:
+                if _has_bad_bytes("".join(fields)):  # one encode per row; find the field only when bad
+                    bad = next(i for i, f in enumerate(fields) if _has_bad_bytes(f))
                     rejected.append(RejectedRow(
                         row_no, start_line, {s: _visible(f) for s, f in zip(source, fields)}, "invalid_utf8",
                         source[bad], "value is not valid UTF-8",
                     ))
                     continue
-                for i, f in enumerate(fields):
-                    cols[i].append(f if f != "" else None)
+                good.append(fields)
                 rows.append(row_no)
                 lines.append(start_line)
-                originals.append(dict(zip(source, fields)))
             if not rows and not rejected:
                 return
-            columns = dict(zip(canonical, cols))
-            yield RawBatch(str(path), columns, rows, lines, originals.__getitem__, rejected)
+            # CSV fields are all text: as Arrow string arrays (empty -> null) they take the vectorised
+            # conversions
+            columns: dict[str, Any] = {}
+            for name, col in zip(canonical, zip(*good) if good else [() for _ in canonical]):
+                arr = pa.array(col, pa.string())
+                columns[name] = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+            yield RawBatch(str(path), columns, rows, lines,
+                           lambda i, _g=good: dict(zip(source, _g[i])), rejected)
 
 
 # ---------------------------------------------------------------- JSONL
+def _typed_or_list(values: list[Any]) -> Any:
+    """A JSON column as an Arrow array when its values share one safe type (vectorised checks),
+    else the list itself (per-value checks). Floats stay lists: an id 1 beside 1.5 must not become 1.0."""
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        return values
+    t = arr.type
+    if pa.types.is_string(t) or pa.types.is_integer(t) or pa.types.is_null(t) or (
+        pa.types.is_list(t) and pa.types.is_string(t.value_type)
+    ):
+        return arr
+    return values
+
+
+
 def _iter_jsonl(path: Path, table: str, config: DataConfig, required: tuple[str, ...]) -> Iterator[RawBatch]:
     mapping = config.columns.get(table, {})
     try:
@@ -337,8 +359,6 @@ def _iter_jsonl(path: Path, table: str, config: DataConfig, required: tuple[str,
                 rows.append(row_no)
                 lines.append(line_no)
             if not rows and not rejected:
-                if first_batch:
-                    return
                 return
             present: dict[str, str] = {}
             for rec in records:
@@ -352,5 +372,5 @@ def _iter_jsonl(path: Path, table: str, config: DataConfig, required: tuple[str,
             for src, name in present.items():
                 if name in columns:
                     raise FormatError(f"{path}: line {lines[0]}: column {name!r} appears twice (after column mapping)")
-                columns[name] = [rec.get(src) for rec in records]
+                columns[name] = _typed_or_list([rec.get(src) for rec in records])
             yield RawBatch(str(path), columns, rows, lines, lambda i, _r=records: _json_safe(_r[i]), rejected)

@@ -185,8 +185,9 @@ class _World:
         has_brand = rng.random(n) < 0.3
         has_extra = rng.random(n) < 0.5
         titles = []
-        for lay, s, m, c, w, e, b, hb, he in zip(layout, style_w, mat_w, col_w, noun_w, extras, brand,
-                                                 has_brand, has_extra):
+        for lay, s, m, c, w, e, b, hb, he in zip(layout.tolist(), style_w.tolist(), mat_w.tolist(),
+                                                 col_w.tolist(), noun_w.tolist(), extras.tolist(),
+                                                 brand.tolist(), has_brand.tolist(), has_extra.tolist()):
             if lay == 0:
                 t = f"{s} {m} {w} in {c}"
             elif lay == 1:
@@ -210,7 +211,8 @@ class _World:
             np.array(TITLE_EXTRAS, dtype=object)[rng.integers(0, len(TITLE_EXTRAS), n)],
         ], axis=1)
         keep = rng.random((n, tag_pool.shape[1])) < 0.7
-        tags = [list(row[k]) for row, k in zip(tag_pool, keep)]
+        tag_offsets = np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int32)
+        tags = pa.ListArray.from_arrays(pa.array(tag_offsets, pa.int32()), pa.array(tag_pool[keep], pa.string()))
         q = self.p_quality
         rating = np.round(np.clip(4.3 + 0.35 * q + rng.normal(0, 0.2, n), 1.0, 5.0), 1)
         review_count = rng.poisson(np.exp(1.8 + 0.7 * q + rng.normal(0, 0.5, n))).astype(np.int64)
@@ -223,7 +225,7 @@ class _World:
         return pa.table({
             "product_id": pa.array(self.product_ids, pa.string()),
             "title": pa.array(titles, pa.string()),
-            "tags": pa.array(tags, pa.list_(pa.string())),
+            "tags": tags,
             "category": pa.array(cat_arr[self.p_category], pa.string()),
             "shop_id": pa.array([f"s{i:06d}" for i in self.p_shop], pa.string()),
             "shop_country": pa.array(np.array(self.countries, dtype=object)[self.p_country], pa.string()),
@@ -265,12 +267,13 @@ class _World:
             intent.append((c, k, -1, -1, -1, 0, 0))
         n_torso_end = max(n_head, int(round(0.2 * p.n_queries)))
         attempts = 0
+        collisions = 0  # in a row: the short torso forms run out in big worlds, then use tail forms
         while len(texts) < p.n_queries:
             attempts += 1
             if attempts > 50 * p.n_queries + 1000:
                 raise ValueError(f"cannot make {p.n_queries} distinct queries from the vocabulary; use fewer")
             rank = len(texts)
-            tail = rank >= n_torso_end
+            tail = rank >= n_torso_end or collisions > 20
             k = int(rng.integers(len(self.concepts)))
             c = int(self.concept_cat[k])
             mats = CATEGORIES[self.cat_names[c]]["materials"]  # type: ignore[index]
@@ -305,7 +308,9 @@ class _World:
                 parts[j] = _typo(parts[j], rng)
                 text = " ".join(parts)
             if text in seen:
+                collisions += 1
                 continue
+            collisions = 0
             seen.add(text)
             texts.append(text)
             intent.append((c, k, style if use[0] else -1, mat if use[1] else -1, color if use[2] else -1,
@@ -322,34 +327,41 @@ class _World:
         """Per query, up to pool_size candidates ranked by how well they match its intent (CSR)."""
         p, rng = self.p, self.rng
         n = p.n_products
+        # products sorted by concept (hence by category: concept = category * 4 + k), so every
+        # query's group is a contiguous slice and the attribute compares run on views
         by_concept = np.argsort(self.p_concept, kind="stable")
-        concept_bounds = np.searchsorted(self.p_concept[by_concept], np.arange(len(self.concepts) + 1))
-        by_cat = np.argsort(self.p_category, kind="stable")
-        cat_bounds = np.searchsorted(self.p_category[by_cat], np.arange(len(self.cat_names) + 1))
+        bounds = np.searchsorted(self.p_concept[by_concept], np.arange(len(self.concepts) + 1))
+        per_cat = len(self.concepts) // len(self.cat_names)
+        attrs = (self.p_style[by_concept], self.p_material[by_concept], self.p_color[by_concept])
+        # the marketplace engine breaks ties by a static per-product score that favours quality
+        tiebreak = (0.05 * _sigmoid(self.p_quality + rng.normal(0, 1, n)))[by_concept]
         offsets = np.zeros(len(self.q_text) + 1, np.int64)
         items: list[np.ndarray] = []
         scores: list[np.ndarray] = []
         for q in range(len(self.q_text)):
             k, c = self.q_concept[q], self.q_cat[q]
-            if k >= 0:
-                group = by_concept[concept_bounds[k]:concept_bounds[k + 1]]
-            elif c >= 0:
-                group = by_cat[cat_bounds[c]:cat_bounds[c + 1]]
-            else:  # gift-like: anything, the better ones first
+            if k < 0 and c < 0:  # gift-like: anything, the better ones first
                 group = rng.choice(n, size=min(n, 4 * p.pool_size), replace=False)
-            score = np.zeros(len(group))
-            max_score = 0.0
-            for attr, val, w in ((self.p_style, self.q_style[q], 1.0), (self.p_material, self.q_mat[q], 1.0),
-                                 (self.p_color, self.q_color[q], 0.5)):
-                if val >= 0:
-                    score += w * (attr[group] == val)
-                    max_score += w
-            match = score / max_score if max_score else np.ones(len(group))
-            if k < 0 and c < 0:
-                match = 0.5 + 0.1 * np.clip(self.p_quality[group], -2, 2)
-            noisy = match + 0.05 * rng.random(len(group))
-            top = np.argsort(-noisy, kind="stable")[: p.pool_size]
-            items.append(group[top])
+                match = 0.5 + 0.1 * np.clip(self.p_quality[by_concept[group]], -2, 2)
+                noisy = match + tiebreak[group]
+            else:
+                lo, hi = (bounds[k], bounds[k + 1]) if k >= 0 else (bounds[c * per_cat], bounds[(c + 1) * per_cat])
+                group = np.arange(lo, hi)
+                score = np.zeros(hi - lo)
+                max_score = 0.0
+                for attr, val, w in ((attrs[0], self.q_style[q], 1.0), (attrs[1], self.q_mat[q], 1.0),
+                                     (attrs[2], self.q_color[q], 0.5)):
+                    if val >= 0:
+                        score += w * (attr[lo:hi] == val)
+                        max_score += w
+                match = score / max_score if max_score else np.ones(hi - lo)
+                noisy = match + tiebreak[lo:hi]
+            if len(group) > p.pool_size:
+                part = np.argpartition(-noisy, p.pool_size - 1)[: p.pool_size]
+                top = part[np.argsort(-noisy[part], kind="stable")]
+            else:
+                top = np.argsort(-noisy, kind="stable")
+            items.append(by_concept[group[top]])
             scores.append(match[top])
             offsets[q + 1] = offsets[q] + len(top)
         self.pool_offsets = offsets
@@ -358,10 +370,47 @@ class _World:
 
     # ------------------------------------------------------------------ searches and the funnel
     def simulate_log(self) -> dict[str, np.ndarray]:
+        """Searches in batches until n_events rows exist, then whole searches trimmed to n_events."""
+        p, rng = self.p, self.rng
+        parts: list[dict[str, np.ndarray]] = []
+        total, n_total, rate = 0, 0, p.results_per_search * 0.85 * 1.15
+        for _ in range(30):  # a world where nothing can be shown would loop forever
+            if total >= p.n_events:
+                break
+            n_search = max(16, int(math.ceil((p.n_events - total) / rate * 1.1)))
+            part = self._searches(n_search)
+            rows = len(part["r_search"])
+            rate = max(rows / n_search, 0.05)
+            part["r_search"] = part["r_search"] + n_total
+            parts.append(part)
+            total += rows
+            n_total += n_search
+        cat = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+        r_search, r_prod, r_time, r_type = cat["r_search"], cat["r_prod"], cat["r_time"], cat["r_type"]
+        # keep whole searches, in random order, up to n_events rows
+        rows_per_search = np.bincount(r_search, minlength=n_total)
+        order = rng.permutation(n_total)
+        keep_search = np.zeros(n_total, bool)
+        keep_search[order[np.cumsum(rows_per_search[order]) <= p.n_events]] = True
+        keep = keep_search[r_search]
+        r_search, r_prod, r_time, r_type = r_search[keep], r_prod[keep], r_time[keep], r_type[keep]
+        sort = np.lexsort((r_prod, r_type, r_search, r_time))
+        user, country, query = cat["user"], cat["country"], cat["query"]
+        return {
+            "timestamp": r_time[sort],
+            "user": user[r_search[sort]],
+            "country": country[r_search[sort]],
+            "query": query[r_search[sort]],
+            "product": r_prod[sort],
+            "interaction": r_type[sort],
+            "search": r_search[sort],
+            "n_searches": np.array(int((rows_per_search[keep_search] > 0).sum())),
+        }
+
+    def _searches(self, n_search: int) -> dict[str, np.ndarray]:
+        """n_search searches: per-search user/country/query and per-row search, product, time, type."""
         p, rng = self.p, self.rng
         span = (p.train_days + p.eval_days) * DAY
-        expected_rows = p.results_per_search * 0.85 * 1.15
-        n_search = max(1, int(math.ceil(p.n_events / expected_rows * 1.25)))
         t = p.start + (rng.random(n_search) * span).astype(np.int64)
         signed_in = rng.random(n_search) < p.signed_in_share
         act = self.u_activity / self.u_activity.sum()
@@ -433,24 +482,8 @@ class _World:
         r_prod = np.concatenate([prod[m] for m, _, _ in kinds])
         r_time = np.concatenate([tt[m] for m, tt, _ in kinds])
         r_type = np.concatenate([np.full(int(m.sum()), code, np.int8) for m, _, code in kinds])
-        # keep whole searches, in random order, up to n_events rows
-        rows_per_search = np.bincount(r_search, minlength=n_search)
-        order = rng.permutation(n_search)
-        keep_search = np.zeros(n_search, bool)
-        keep_search[order[np.cumsum(rows_per_search[order]) <= p.n_events]] = True
-        keep = keep_search[r_search]
-        r_search, r_prod, r_time, r_type = r_search[keep], r_prod[keep], r_time[keep], r_type[keep]
-        sort = np.lexsort((r_prod, r_type, r_search, r_time))
-        return {
-            "timestamp": r_time[sort],
-            "user": user[r_search[sort]],
-            "country": country[r_search[sort]],
-            "query": query[r_search[sort]],
-            "product": r_prod[sort],
-            "interaction": r_type[sort],
-            "search": r_search[sort],
-            "n_searches": np.array(int(keep_search.sum())),
-        }
+        return {"user": user, "country": country, "query": query,
+                "r_search": r_search, "r_prod": r_prod, "r_time": r_time, "r_type": r_type}
 
 
 _INTERACTION_NAMES = np.array(["impression", "click", "favorite", "add_to_cart", "purchase"], dtype=object)
@@ -673,6 +706,11 @@ def measure_world(out_dir: str | Path) -> dict[str, Any]:
              "shown": float(pref[users[s_in], gt_p[prod[s_in]]].mean()) if len(s_in) else None}
     ts = log.column("timestamp").to_numpy()
     signed_in = float((users >= 0).mean())
+    created = pq.read_table(out / "ground_truth_products.parquet").column("created_at").to_numpy()
+    eval_buy = buy[ts[buy] >= meta["train_end"]]
+    new_share = float((created[prod[eval_buy]] >= meta["train_start"]).mean()) if len(eval_buy) else 0.0
+    seg_rows = np.array([segment.get(q, "unknown") for q in queries[shown_mask]], dtype=object)
+    traffic = {s: float((seg_rows == s).mean()) for s in ("head", "torso", "tail")}
     return {
         "simulated": True,
         "rows": log.num_rows,
@@ -686,5 +724,7 @@ def measure_world(out_dir: str | Path) -> dict[str, Any]:
         "style_preference_of_purchased_vs_shown": style,
         "signed_in_row_share": signed_in,
         "eval_row_share": float((ts >= meta["train_end"]).mean()),
+        "eval_purchases_of_products_listed_during_log": new_share,
+        "shown_share_by_query_segment": traffic,
         "distinct_queries": int(len(np.unique(queries))),
     }

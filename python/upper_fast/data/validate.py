@@ -13,13 +13,12 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from upper_fast._core import FormatError
 from upper_fast.data.convert import (
     convert_id,
     convert_interaction,
@@ -31,7 +30,7 @@ from upper_fast.data.convert import (
 from upper_fast.data.readers import SUPPORTED_SUFFIXES, RawBatch, file_row_count_hint, iter_batches
 from upper_fast.data.schema import KNOWN_COLUMNS, REASONS, REQUIRED_COLUMNS, TABLES, DataConfig
 
-__all__ = ["FileReport", "ValidationReport", "ValidatedTables", "validate_dataset", "find_table_files",
+__all__ = ["FileReport", "ValidationReport", "ValidatedTables", "validate_dataset", "find_table_files", "iter_quarantine",
            "output_schema"]
 
 _REASON_CODE = {r: i for i, r in enumerate(REASONS)}
@@ -132,7 +131,7 @@ class ValidatedTables:
     log: pa.Table
 
 
-def output_schema(table: str, quality_columns: list[str] = ()) -> pa.Schema:  # type: ignore[assignment]
+def output_schema(table: str, quality_columns: Sequence[str] = ()) -> pa.Schema:
     """The canonical Arrow schema of an accepted table."""
     if table == "catalog":
         return pa.schema(
@@ -203,7 +202,7 @@ class _TableValidator:
     """Validates the batches of one table, file by file, keeping cross-file state (duplicates)."""
 
     def __init__(self, table: str, config: DataConfig, report: ValidationReport, quarantine: _Quarantine,
-                 catalog_ids: pa.Array | None = None, keep: bool = True,
+                 catalog_ids: set[str] | None = None, keep: bool = True,
                  accepted_path: Path | None = None) -> None:
         self.table = table
         self.config = config
@@ -230,11 +229,11 @@ class _TableValidator:
         for name, values in batch.columns.items():
             if name in known:
                 continue
-            if isinstance(values, (pa.Array, pa.ChunkedArray)):
-                t = values.type
+            t = values.type if isinstance(values, (pa.Array, pa.ChunkedArray)) else None
+            if t is not None and not (pa.types.is_string(t) or pa.types.is_large_string(t)):
                 numeric = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) \
                     or pa.types.is_boolean(t)
-            else:
+            else:  # text (CSV, JSONL, Parquet strings): a quality column if mostly numbers
                 _, missing, bad = convert_number(values, len(values))
                 present = int((~missing).sum())
                 numeric = present > 0 and bad.sum() < 0.5 * present  # mostly numbers: bad ones are errors
@@ -252,14 +251,15 @@ class _TableValidator:
             required = tuple(c for c in required if c != "user_id")  # absent column: everyone signed out
         for batch in iter_batches(path, self.table, self.config, required):
             fr.rows_in += len(batch) + len(batch.rejected)
-            for rej in batch.rejected:
-                self._quarantine(fr, {"table": self.table, "file": str(path), "row": rej.row, "line": rej.line,
-                                      "reason": rej.reason, "column": rej.column, "detail": rej.detail,
-                                      "original": rej.original})
+            records = [{"table": self.table, "file": str(path), "row": rej.row, "line": rej.line,
+                        "reason": rej.reason, "column": rej.column, "detail": rej.detail, "original": rej.original}
+                       for rej in batch.rejected]
             if len(batch):
-                accepted = self._validate_batch(batch, fr)
+                accepted = self._validate_batch(batch, records)
                 fr.accepted += accepted.num_rows
                 self._emit(accepted)
+            for record in sorted(records, key=lambda r: r["row"]):  # quarantine file in input order
+                self._quarantine(fr, record)
             progress.update(len(batch) + len(batch.rejected))
         if self.table != "catalog":
             extra = sorted(self.columns_seen - set(KNOWN_COLUMNS[self.table]))
@@ -272,7 +272,8 @@ class _TableValidator:
         fr.by_reason[record["reason"]] = fr.by_reason.get(record["reason"], 0) + 1
         self.quarantine.write(self.table, record)
 
-    def _validate_batch(self, batch: RawBatch, fr: FileReport) -> pa.Table:
+    def _validate_batch(self, batch: RawBatch, records: list[dict[str, Any]]) -> pa.Table:
+        """Check one batch; append a quarantine record per rejected row; return the accepted rows."""
         n = len(batch)
         cols = batch.columns
         self.columns_seen |= set(cols)
@@ -332,9 +333,10 @@ class _TableValidator:
             country, _, bad_c = convert_id(cols.get("country"), n)
             raw_query = cols.get("query")
             # a whitespace-only query is "empty", not "missing": the field was there
-            if raw_query is not None:
-                present = np.array([v is not None for v in (raw_query.to_pylist() if isinstance(
-                    raw_query, (pa.Array, pa.ChunkedArray)) else raw_query)], bool)
+            if isinstance(raw_query, (pa.Array, pa.ChunkedArray)):
+                present = np.asarray(raw_query.is_valid().to_numpy(zero_copy_only=False), bool)
+            elif raw_query is not None:
+                present = np.fromiter((v is not None for v in raw_query), bool, n)
             else:
                 present = np.zeros(n, bool)
             flag(miss_ts, "missing_required", "timestamp")
@@ -352,8 +354,9 @@ class _TableValidator:
             flag(bad_i, "unknown_interaction", "interaction", "expected one of impression, click, favorite, "
                  "add_to_cart, purchase (or codes 0..4)")
             if self.catalog_ids is not None:
-                known = np.asarray(pc.fill_null(pc.is_in(pid, value_set=self.catalog_ids), False)
-                                   .to_numpy(zero_copy_only=False), bool)
+                # a Python set built once: pc.is_in would rebuild its hash table for every batch
+                ids = self.catalog_ids
+                known = np.fromiter((v in ids for v in pid.to_pylist()), bool, n)
                 flag(~known, "unknown_product", "product_id", "product_id is not in the accepted catalog")
             out.update(timestamp=pa.array(ts, pa.int64()), user_id=uid, query=query, product_id=pid,
                        interaction=inter, country=country)
@@ -368,7 +371,7 @@ class _TableValidator:
 
         bad_rows = np.flatnonzero(reason >= 0)
         for i in bad_rows:
-            self._quarantine(fr, {
+            records.append({
                 "table": self.table, "file": batch.file, "row": batch.rows[i],
                 "line": batch.lines[i] if batch.lines is not None else None,
                 "reason": REASONS[reason[i]], "column": column[i], "detail": detail.get(int(i), ""),
@@ -400,7 +403,8 @@ class _TableValidator:
             pos = np.searchsorted(self.seen_hashes, hashes)
             pos[pos == len(self.seen_hashes)] = 0
             dup |= self.seen_hashes[pos] == hashes
-        self.seen_hashes = np.union1d(self.seen_hashes, hashes[~dup])
+        # new hashes are distinct and unseen: a stable (radix) sort of the concatenation keeps the set sorted
+        self.seen_hashes = np.sort(np.concatenate([self.seen_hashes, hashes[~dup]]), kind="stable")
         return dup
 
     def _emit(self, accepted: pa.Table) -> None:
@@ -470,7 +474,7 @@ def validate_dataset(
                disable=not progress, leave=False)
     try:
         tables: dict[str, pa.Table | None] = {}
-        catalog_ids: pa.Array | None = None
+        catalog_ids: set[str] | None = None
         for table in TABLES:
             if not files[table]:
                 tables[table] = None
@@ -483,7 +487,7 @@ def validate_dataset(
                 validator.validate_file(path, bar)
             tables[table] = validator.result()
             if table == "catalog":
-                catalog_ids = tables[table].column("product_id").combine_chunks()
+                catalog_ids = set(tables[table].column("product_id").to_pylist())
     finally:
         bar.close()
         quarantine.close()
