@@ -27,7 +27,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from upper_fast.data import load_dataset
     from upper_fast_train.export import encode_product_shard, export_bundle, merge_product_shards
 
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data, progress=not args.no_progress)
     if args.shards > 1 and args.shard is not None:
         from upper_fast_train import load_run
 
@@ -57,7 +57,7 @@ def _encode_shard_worker(job: tuple[str, str, int, int, str, int]) -> str:
 
     run_dir, data, shards, shard, out, batch_size = job
     torch.set_num_threads(1)
-    dataset = load_dataset(data)
+    dataset = load_dataset(data, progress=False)
     return str(encode_product_shard(load_run(run_dir, dataset), dataset.catalog, shards, shard, out, batch_size))
 
 
@@ -84,7 +84,8 @@ def _print_info(manifest: dict[str, Any], bundle: str | Path) -> None:
     print(f"  dims: query {d['query_dim']}, graph {d['graph_dim']}, quality features {d['quality_features']}, "
           f"index {d['index_dim']}; history {d['hist_items']} products / {d['hist_queries']} queries")
     print(f"  index: {idx.get('dtype')} M={idx.get('M')} ef_construction={idx.get('ef_construction')} "
-          f"ef_search={idx.get('ef_search')} recall@100 vs exact hydrated={idx.get('recall_at_100')}")
+          f"ef_search={idx.get('ef_search')}; recall@100 vs exact hydrated scoring: "
+          f"{'not measured' if idx.get('recall_at_100') is None else format(idx['recall_at_100'], '.4f')}")
     total = sum(f["bytes"] for f in manifest["files"].values())
     print(f"  files: {len(manifest['files'])}, {total / 1e6:.1f} MB, sha256 in manifest.json")
 
