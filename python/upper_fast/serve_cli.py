@@ -106,12 +106,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     retriever = Retriever.load(args.bundle, num_threads=args.threads)
     t0 = time.perf_counter()
-    res = retriever.search(args.query, user=args.user, k=args.k, min_tier=args.min_tier)
+    res = retriever.search(args.query, user=args.user, k=args.k, min_tier=args.min_tier, prune=not args.no_prune)
     ms = (time.perf_counter() - t0) * 1e3
     if args.json:
         print(json.dumps(res.to_dict()))
         return 0
     print(f"{res.count} results for {args.query!r} (user {args.user or 'signed out'}) in {ms:.2f} ms")
+    if res.count == 0 and not args.no_prune:
+        print("  every candidate's cosine is below the pruning threshold; --no-prune shows them anyway")
     for rank, hit in enumerate(res, 1):
         print(f"{rank:4d}  {hit.product_id:<20} score {hit.score:+.4f}  cosine {hit.cosine:+.4f}  {hit.tier_name}")
     return 0
@@ -144,6 +146,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--user", default=None, help="a user id known to the bundle (default: signed out)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--min-tier", type=int, default=0, help="0 negative .. 4 purchase threshold to clear")
+    p.add_argument("--no-prune", action="store_true", help="keep hits below the threshold of --min-tier")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_search)
