@@ -27,7 +27,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from upper_fast.data import load_dataset
     from upper_fast_train.export import encode_product_shard, export_bundle, merge_product_shards
 
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data, progress=not args.no_progress)
     if args.shards > 1 and args.shard is not None:
         from upper_fast_train import load_run
 
@@ -57,7 +57,7 @@ def _encode_shard_worker(job: tuple[str, str, int, int, str, int]) -> str:
 
     run_dir, data, shards, shard, out, batch_size = job
     torch.set_num_threads(1)
-    dataset = load_dataset(data)
+    dataset = load_dataset(data, progress=False)
     return str(encode_product_shard(load_run(run_dir, dataset), dataset.catalog, shards, shard, out, batch_size))
 
 
@@ -84,7 +84,8 @@ def _print_info(manifest: dict[str, Any], bundle: str | Path) -> None:
     print(f"  dims: query {d['query_dim']}, graph {d['graph_dim']}, quality features {d['quality_features']}, "
           f"index {d['index_dim']}; history {d['hist_items']} products / {d['hist_queries']} queries")
     print(f"  index: {idx.get('dtype')} M={idx.get('M')} ef_construction={idx.get('ef_construction')} "
-          f"ef_search={idx.get('ef_search')} recall@100 vs exact hydrated={idx.get('recall_at_100')}")
+          f"ef_search={idx.get('ef_search')}; recall@100 vs exact hydrated scoring: "
+          f"{'not measured' if idx.get('recall_at_100') is None else format(idx['recall_at_100'], '.4f')}")
     total = sum(f["bytes"] for f in manifest["files"].values())
     print(f"  files: {len(manifest['files'])}, {total / 1e6:.1f} MB, sha256 in manifest.json")
 
@@ -105,12 +106,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     retriever = Retriever.load(args.bundle, num_threads=args.threads)
     t0 = time.perf_counter()
-    res = retriever.search(args.query, user=args.user, k=args.k, min_tier=args.min_tier)
+    res = retriever.search(args.query, user=args.user, k=args.k, min_tier=args.min_tier, prune=not args.no_prune)
     ms = (time.perf_counter() - t0) * 1e3
     if args.json:
         print(json.dumps(res.to_dict()))
         return 0
     print(f"{res.count} results for {args.query!r} (user {args.user or 'signed out'}) in {ms:.2f} ms")
+    if res.count == 0 and not args.no_prune:
+        print("  every candidate's cosine is below the pruning threshold; --no-prune shows them anyway")
     for rank, hit in enumerate(res, 1):
         print(f"{rank:4d}  {hit.product_id:<20} score {hit.score:+.4f}  cosine {hit.cosine:+.4f}  {hit.tier_name}")
     return 0
@@ -143,6 +146,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--user", default=None, help="a user id known to the bundle (default: signed out)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--min-tier", type=int, default=0, help="0 negative .. 4 purchase threshold to clear")
+    p.add_argument("--no-prune", action="store_true", help="keep hits below the threshold of --min-tier")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_search)
