@@ -14,11 +14,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-# The repository's sources win over an installed copy, like `PYTHONPATH=python:training`.
+# Development: the source tree with its in-place _core (scripts/dev_build.sh) wins, like
+# `PYTHONPATH=python:training`. Elsewhere (CI installs the package) the installed copy is used:
+# the source tree has no compiled _core there.
 _ROOT = Path(__file__).resolve().parents[1]
-for _p in (_ROOT / "training", _ROOT / "python"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+if any((_ROOT / "python" / "upper_fast").glob("_core*.so")):
+    for _p in (_ROOT / "training", _ROOT / "python"):
+        if str(_p) not in sys.path:
+            sys.path.insert(0, str(_p))
 
 SKIP_EXIT_CODE = 0
 REPLAY_ENV = "UPPER_FAST_FUZZ_REPLAY"

@@ -47,6 +47,7 @@ def run_target(
     max_len: int,
     timeout_s: float,
     per_input_timeout_s: int = 20,
+    env: dict[str, str] | None = None,
 ) -> TargetResult:
     """Runs one target for `runs` inputs (or until `timeout_s`), returns what it executed."""
     script = FUZZ_DIR / f"fuzz_{target}.py"
@@ -67,7 +68,7 @@ def run_target(
         f"-artifact_prefix={artifacts}/{target}-",
         str(corpus),
     ]
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = dict(os.environ if env is None else env, PYTHONHASHSEED="0")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env, timeout=timeout_s + 120)
     elapsed = time.perf_counter() - t0

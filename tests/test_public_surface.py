@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 import upper_fast
+from _paths import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CLEAN = (TypeError, ValueError, IndexError, KeyError, OSError)
@@ -464,11 +465,77 @@ def cases_load_dataset() -> Iterator[Case]:
     from upper_fast import data
 
     f = data.load_dataset
-    yield Case("missing path", lambda: f("/nonexistent/data"), raises=(OSError,))
+    yield Case("missing path", lambda: f(NOT_A_DIR), raises=(OSError,))
     yield Case("a source file", lambda: f(__file__), raises=(OSError, ValueError))
     yield Case("empty dir", lambda: f(str(ROOT / "csrc" / "simd")), raises=(OSError, ValueError))
     yield Case("None", lambda: f(None), raises=(TypeError,))
-    yield Case("config wrong type", lambda: f("/nonexistent/data", config=5), raises=(TypeError, OSError))
+    yield Case("config wrong type", lambda: f(NOT_A_DIR, config=5), raises=(TypeError, OSError))
+
+
+NOT_A_DIR = str(Path(__file__).resolve()) + "/no/such/dir"  # under a regular file: cannot be created, even as root
+
+
+def cases_validate_dataset() -> Iterator[Case]:
+    from upper_fast import data
+
+    f = data.validate_dataset
+    yield Case("missing path", lambda: f(NOT_A_DIR), raises=(OSError,))
+    yield Case("a source file", lambda: f(__file__), raises=(OSError, ValueError))
+    yield Case("None", lambda: f(None), raises=(TypeError,))
+    yield Case("config wrong type", lambda: f(NOT_A_DIR, config=5), raises=(TypeError, OSError))
+    yield Case("quarantine under a file", lambda: f(NOT_A_DIR, quarantine_dir=NOT_A_DIR), raises=(OSError,))
+
+
+def cases_generate() -> Iterator[Case]:
+    from upper_fast import data
+
+    f = data.generate
+    yield Case("out under a file", lambda: f(NOT_A_DIR, n_products=20, n_users=5, n_queries=5, n_events=50,
+                                             progress=False), raises=(OSError,))
+    for field in ("n_products", "n_users", "n_queries", "n_events"):
+        yield Case(f"{field}=-1", lambda field=field: f(NOT_A_DIR, progress=False, **{field: -1}))
+        yield Case(f"{field}=str", lambda field=field: f(NOT_A_DIR, progress=False, **{field: "many"}))
+    yield Case("scale=nan", lambda: f(NOT_A_DIR, scale=math.nan, progress=False))
+    yield Case("scale=-1", lambda: f(NOT_A_DIR, scale=-1.0, progress=False))
+    yield Case("unknown override", lambda: f(NOT_A_DIR, progress=False, no_such_knob=3))
+
+
+def cases_measure_world() -> Iterator[Case]:
+    from upper_fast import data
+
+    yield Case("missing dir", lambda: data.measure_world(NOT_A_DIR), raises=(OSError,))
+    yield Case("not a dataset", lambda: data.measure_world(str(ROOT / "csrc")), raises=(OSError,))
+    yield Case("None", lambda: data.measure_world(None), raises=(TypeError,))
+
+
+def cases_load_homedepot() -> Iterator[Case]:
+    from upper_fast import data
+
+    yield Case("missing root", lambda: data.load_homedepot(NOT_A_DIR), raises=(OSError,))
+    yield Case("held-out split", lambda: data.load_homedepot(NOT_A_DIR, split="test"), raises=(ValueError, OSError))
+    yield Case("split None", lambda: data.load_homedepot(NOT_A_DIR, split=None), raises=(ValueError, TypeError, OSError))
+    yield Case("root is a file", lambda: data.load_homedepot(__file__), raises=(OSError,))
+
+
+def cases_load_crowdflower() -> Iterator[Case]:
+    from upper_fast import data
+
+    yield Case("missing root", lambda: data.load_crowdflower(NOT_A_DIR), raises=(OSError,))
+    yield Case("root is a file", lambda: data.load_crowdflower(__file__), raises=(OSError,))
+    yield Case("None", lambda: data.load_crowdflower(None), raises=(TypeError, OSError))
+
+
+def cases_DataConfig() -> Iterator[Case]:
+    from upper_fast import data
+
+    C = data.DataConfig
+    yield Case("from_any int", lambda: C.from_any(5), raises=(TypeError,))
+    yield Case("from_any missing file", lambda: C.from_any(NOT_A_DIR + ".json"), raises=(OSError, ValueError))
+    yield Case("from_any not JSON", lambda: C.from_any(str(ROOT / "README.md")), raises=(ValueError,))
+    yield Case("rename not a mapping", lambda: C.from_any({"search_log": ["ts"]}), raises=(ValueError, TypeError))
+    yield Case("max_query_chars=0", lambda: C.from_any({"max_query_chars": 0}), raises=(ValueError,))
+    yield Case("tags_separator empty", lambda: C.from_any({"tags_separator": ""}), raises=(ValueError,))
+    yield Case("batch_rows=-1", lambda: C.from_any({"batch_rows": -1}), raises=(ValueError,))
 
 
 # Names with a table of bad inputs.
@@ -488,6 +555,12 @@ SURFACE: dict[str, Callable[[], Iterator[Case]]] = {
     "Index": cases_Index,
     "Retriever": cases_Retriever,
     "data.load_dataset": cases_load_dataset,
+    "data.validate_dataset": cases_validate_dataset,
+    "data.generate": cases_generate,
+    "data.measure_world": cases_measure_world,
+    "data.load_homedepot": cases_load_homedepot,
+    "data.load_crowdflower": cases_load_crowdflower,
+    "data.DataConfig": cases_DataConfig,
 }
 
 # Public names that take no user input of their own (constants, exception types, plain result
@@ -511,6 +584,14 @@ PLAIN: dict[str, tuple[str, Callable[[], None]]] = {
     "UserContext": ("input container: its bad values are covered through Retriever.search", lambda: None),
     "INTERACTION_TYPES": ("constant", _check_constants),
     "INTERACTION_CODES": ("constant", _check_constants),
+    "data.Dataset": ("result container returned by load_dataset", lambda: None),
+    "data.FileReport": ("result container inside ValidationReport", lambda: None),
+    "data.ValidationReport": ("result container returned by load_dataset / validate_dataset", lambda: None),
+    "data.JudgedSet": ("result container returned by load_homedepot / load_crowdflower", lambda: None),
+    "data.WorldParams": ("input container: its bad values are covered through data.generate", lambda: None),
+    "data.INTERACTIONS": ("constant", lambda: None),
+    "data.INTERACTION_CODES": ("constant", lambda: None),
+    "data.REASONS": ("constant (quarantine reason names)", lambda: None),
 }
 
 
@@ -576,7 +657,7 @@ def _child_main(out: Path) -> int:
 @pytest.fixture(scope="module")
 def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
     out = tmp_path_factory.mktemp("surface") / "verdicts.json"
-    env = dict(os.environ)
+    env = child_env()
     bundle = _tiny_bundle(tmp_path_factory)
     if bundle is not None:
         env["UPPER_FAST_SURFACE_BUNDLE"] = str(bundle)
@@ -593,7 +674,7 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
     return by_name
 
 
-def _tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+def _tiny_bundle(tmp_path_factory: pytest.TempPathFactory | None) -> Path | None:
     """A tiny real bundle (ONNX tower exported by torch, via tests/serve_tiny.py), if it can be built."""
     if _resolve("Retriever") is None:
         return None
@@ -669,18 +750,21 @@ def test_plain_names(name: str) -> None:
 # The CLI
 # ----------------------------------------------------------------------------------------------
 
-MISSING = "/nonexistent/upper_fast/path"
+MISSING = NOT_A_DIR
 
 # Extra bad argv per subcommand, beyond the generic ones made from each parser's own arguments
-# (no arguments at all, every positional a missing path, every int option "-5" and "many").
+# (no arguments when some are required, every positional a path that cannot exist, every int/float
+# option "many"). "{bundle}" stands for a tiny real bundle when one can be built.
 CLI_CASES: dict[str, list[list[str]]] = {
-    "generate": [[MISSING + "/out", "--products", "-5"]],
-    "validate": [[str(ROOT / "README.md")]],
-    "train": [[MISSING, MISSING + "-run"]],
-    "eval": [[MISSING]],
-    "export": [[MISSING, MISSING + "-bundle"]],
-    "search": [[MISSING, "red mug"], [MISSING, "\udcff"]],
-    "info": [[str(ROOT / "README.md")]],
+    "generate": [[MISSING, "--products", "-5"], [MISSING, "--scale", "nan"]],
+    "validate": [[str(ROOT / "README.md")], [str(ROOT / "csrc")]],
+    "train": [[MISSING, MISSING + "-run"], [str(ROOT / "csrc"), MISSING]],
+    "eval": [[MISSING], [str(ROOT / "csrc")]],
+    "export": [[MISSING, MISSING + "-bundle", "--data", MISSING]],
+    "search": [[MISSING, "red mug"], ["{bundle}", "mug", "--k", "-5"], ["{bundle}", "mug", "--k", "0"],
+               ["{bundle}", "mug", "--min-tier", "9"], ["{bundle}", "mug", "--threads", "-1"],
+               [str(ROOT / "csrc"), "mug"]],
+    "info": [[str(ROOT / "README.md")], [str(ROOT / "csrc")]],
     "demo": [[MISSING]],
 }
 
@@ -696,14 +780,20 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def _generic_argvs(name: str, sub: argparse.ArgumentParser) -> list[list[str]]:
-    positionals = [a for a in sub._actions if not a.option_strings and a.dest != "help"]
-    argvs = [[name]]  # nothing: argparse must complain (exit 2) if anything is required
+    """Bad invocations derived from the parser itself, none of which can start real work."""
+    actions = [a for a in sub._actions if a.dest != "help"]
+    positionals = [a for a in actions if not a.option_strings]
+    required = positionals or [a for a in actions if a.required]
+    argvs = [[name]] if required else []  # argparse must reject a missing required argument
     base = [name] + [MISSING] * len(positionals)
-    argvs.append(base)
-    for a in sub._actions:
+    for a in actions:
+        if a.option_strings and a.required:
+            base += [a.option_strings[-1], MISSING]
+    if positionals:
+        argvs.append(base)
+    for a in actions:
         if a.option_strings and a.type in (int, float):
-            argvs.append(base + [a.option_strings[-1], "-5"])
-            argvs.append(base + [a.option_strings[-1], "many"])
+            argvs.append(base + [a.option_strings[-1], "many"])  # argparse rejects before any work
     return argvs
 
 
@@ -737,11 +827,14 @@ def test_cli_bad_invocations_fail_cleanly() -> None:
     if not subs:
         pytest.skip("no upper-fast subcommands are registered yet")
     argvs: list[list[str]] = []
+    bundle = _tiny_bundle(None) if any("{bundle}" in x for c in CLI_CASES.values() for x in sum(c, [])) else None
     for name, sub in subs.items():
         argvs += _generic_argvs(name, sub)
-        argvs += [[name, *extra] for extra in CLI_CASES.get(name, [])]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), str(ROOT / "training"),
-                                                       os.environ.get("PYTHONPATH", "")]))
+        for extra in CLI_CASES.get(name, []):
+            if "{bundle}" in extra and bundle is None:
+                continue
+            argvs.append([name, *(str(bundle) if x == "{bundle}" else x for x in extra)])
+    env = child_env()
     proc = subprocess.run([sys.executable, "-c", _CLI_CHILD, json.dumps(argvs)], capture_output=True, text=True,
                           env=env, timeout=300)
     last = [ln for ln in proc.stderr.splitlines() if ln.startswith("CLI ")][-1:] or ["(none)"]

@@ -172,3 +172,89 @@ def test_fork_after_use(tmp_path: Path) -> None:
     q = np.ones((2, 16), dtype=np.float32)
     expect = common.index_search(index, q, 3)[0].tolist()
     assert all(r == (expect, 1500) for r in results), results
+
+
+def _sibling_bundle(a: Path, out: Path) -> Path:
+    """Bundle B: bundle A's model and tables with the product vectors rolled by one row, so the
+    same query has different (and known) answers in A and B."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from upper_fast.bundle import write_bundle
+
+    m = json.loads((a / "manifest.json").read_text())
+    lines = lambda name: (a / name).read_text(encoding="utf-8").splitlines()  # noqa: E731
+    write_bundle(
+        out, query_tower_onnx=a / "query_tower.onnx", featurizer_config=json.loads((a / "featurizer.json").read_text()),
+        query_keys=lines("query_nodes.txt"), query_graph=np.load(a / "query_graph.npy"),
+        product_ids=lines("product_ids.txt"), product_graph=np.load(a / "product_graph.npy"),
+        product_vectors=np.ascontiguousarray(np.roll(np.load(a / "product_vectors.npy"), 1, axis=0)),
+        quality=np.load(a / "quality.npy"), hydration=json.loads((a / "hydration.json").read_text()),
+        thresholds=json.loads((a / "thresholds.json").read_text()), users=pq.read_table(a / "users.parquet"),
+        countries=json.loads((a / "countries.json").read_text()), hist_items=m["dims"]["hist_items"],
+        hist_queries=m["dims"]["hist_queries"], model_version="swap-b", index_M=8, index_ef_construction=64,
+    )
+    return out
+
+
+@pytest.mark.skipif(not hasattr(upper_fast, "Retriever"), reason="upper_fast.Retriever is not merged yet")
+def test_search_while_bundle_hot_swapped(tmp_path: Path) -> None:
+    """8 threads search while the bundle is swapped A <-> B every few ms: 0 errors, and every answer
+    is exactly A's or exactly B's answer for that query (never a mix of the two)."""
+    try:
+        a = common.cached_bundle()
+    except Exception as exc:  # noqa: BLE001 - the serving tests own bundle building
+        pytest.skip(f"no tiny bundle can be built here: {type(exc).__name__}: {exc}")
+    b = _sibling_bundle(a, tmp_path / "b")
+    queries = ["red mug", "oak chair", "vintage ring gift", "wool lamp", "blue", "zzz unseen"]
+    answers: dict[str, set[tuple]] = {q: set() for q in queries}
+    for path in (a, b):
+        r = upper_fast.Retriever.load(path)
+        for q in queries:
+            res = r.search(q, k=10)
+            answers[q].add((r.manifest["model_version"], tuple(res.product_ids), tuple(np.round(res.scores, 5))))
+    assert all(len(v) == 2 for v in answers.values()), "A and B must answer differently for the check to mean anything"
+    allowed = {q: {(ids, sc) for _, ids, sc in v} for q, v in answers.items()}
+
+    retriever = upper_fast.Retriever.load(a)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    counts = [0] * 8
+    swaps = [0]
+
+    def searcher(t: int) -> None:
+        try:
+            while not stop.is_set():
+                q = queries[(t + counts[t]) % len(queries)]
+                res = retriever.search(q, k=10)
+                got = (tuple(res.product_ids), tuple(np.round(res.scores, 5)))
+                assert got in allowed[q], f"answer for {q!r} matches neither bundle"
+                counts[t] += 1
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+            stop.set()
+
+    def swapper() -> None:
+        try:
+            while not stop.is_set():
+                retriever.swap(b if swaps[0] % 2 == 0 else a)
+                swaps[0] += 1
+                time.sleep(0.01)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=searcher, args=(t,)) for t in range(8)] + [threading.Thread(target=swapper)]
+    rss0 = rss_bytes()
+    for th in threads:
+        th.start()
+    time.sleep(3.0)
+    stop.set()
+    for th in threads:
+        th.join(timeout=60)
+    assert not any(th.is_alive() for th in threads), "a thread hung"
+    assert not errors, f"{len(errors)} errors, first: {errors[0]!r}"
+    assert swaps[0] >= 3 and sum(counts) > 50, (swaps, counts)
+    print(f"hot swap: 8 threads x 3.0 s, {sum(counts)} searches, {swaps[0]} swaps, 0 errors, "
+          f"RSS {(rss_bytes() - rss0) / 2**20:+.1f} MiB")

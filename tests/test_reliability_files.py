@@ -19,6 +19,7 @@ import upper_fast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
 import common  # noqa: E402  (fuzz/common.py: shared adapters)
+from _paths import child_env  # noqa: E402  (tests/_paths.py: children import the package under test)
 
 pytestmark = pytest.mark.skipif(not hasattr(upper_fast, "Index"), reason="upper_fast.Index is not merged yet")
 
@@ -46,7 +47,8 @@ def _load_all_in_subprocess(paths: list[Path]) -> list[str]:
                 print(type(exc).__name__, flush=True)
         """
     )
-    out = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True, timeout=120,
+                         env=child_env())
     assert out.returncode == 0, f"loader child died (rc={out.returncode}): {out.stderr[-2000:]}"
     return out.stdout.split()
 
@@ -207,7 +209,8 @@ def test_save_killed_midway_leaves_previous_file_loadable(tmp_path: Path) -> Non
     kills = 0
     deadline = time.monotonic() + (6.0 if not os.environ.get("UPPER_FAST_SANITIZED") else 15.0)
     while time.monotonic() < deadline and kills < 12:
-        proc = subprocess.Popen([sys.executable, str(script), str(target), "2000"], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, str(script), str(target), "2000"], stdout=subprocess.PIPE, text=True,
+                                env=child_env())
         assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
         time.sleep(float(rng.uniform(0.0, 0.15)))
         proc.send_signal(signal.SIGKILL)

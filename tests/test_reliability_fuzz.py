@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "fuzz"))
 import common  # noqa: E402  (fuzz/common.py)
 import run as fuzz_run  # noqa: E402  (fuzz/run.py)
+from _paths import child_env  # noqa: E402  (tests/_paths.py)
 
 pytest.importorskip("atheris")
 
@@ -31,7 +32,8 @@ def test_short_fuzz_run(tmp_path: Path, target: str) -> None:
             common.cached_bundle()
         except Exception as exc:  # noqa: BLE001
             pytest.skip(f"no tiny bundle can be built here: {type(exc).__name__}: {exc}")
-    r = fuzz_run.run_target(target, runs, tmp_path / "corpus", tmp_path / "artifacts", seed=1, max_len=2048, timeout_s=60)
+    r = fuzz_run.run_target(target, runs, tmp_path / "corpus", tmp_path / "artifacts", seed=1, max_len=2048,
+                            timeout_s=60, env=child_env())
     if r.status == "skipped":
         pytest.skip(r.detail)
     crashes = [Path(a).read_bytes()[:200] for a in r.artifacts]
@@ -54,7 +56,7 @@ def test_regression_inputs(target: str) -> None:
         except Exception as exc:  # noqa: BLE001
             pytest.skip(f"no tiny bundle can be built here: {type(exc).__name__}: {exc}")
     files = sorted(p for p in (REGRESSIONS / target).iterdir() if p.is_file())
-    env = dict(os.environ, UPPER_FAST_FUZZ_STRICT="1")
+    env = child_env(UPPER_FAST_FUZZ_STRICT="1")
     out = subprocess.run([sys.executable, str(ROOT / "fuzz" / "replay.py"), target, *map(str, files)],
                          capture_output=True, text=True, timeout=300, env=env)
     if "FUZZ-SKIP:" in out.stdout:

@@ -17,8 +17,9 @@ import pytest
 import upper_fast
 from upper_fast import _core
 
+from _paths import child_env
+
 HERE = Path(__file__).resolve().parent
-PYTHONPATH = os.pathsep.join(str(HERE.parent / p) for p in ("python", "training"))
 ORDER = ("scalar", "avx2", "avx512")
 SUPPORTED = ORDER[: ORDER.index(upper_fast.cpu_simd_level()) + 1]
 DIMS = (1, 3, 17, 97, 128, 768)
@@ -39,7 +40,7 @@ LEVELS = [level_param(lv) for lv in ORDER]
 
 def run_forced(level: str, *args: str, code: str | None = None) -> subprocess.CompletedProcess:
     """Runs tests/simd_check.py (or `code`) in a fresh interpreter with UPPER_FAST_SIMD=level."""
-    env = dict(os.environ, UPPER_FAST_SIMD=level, PYTHONPATH=PYTHONPATH)
+    env = child_env(UPPER_FAST_SIMD=level)
     cmd = [sys.executable, "-c", code] if code is not None else [sys.executable, str(HERE / "simd_check.py"), *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
 

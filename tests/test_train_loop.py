@@ -16,6 +16,7 @@ from _train_synthetic import single_thread, tiny_config, tiny_encoder, tiny_voca
 
 from upper_fast_train.losses import hinge_loss  # noqa: E402
 from upper_fast_train.train import build_model, train_model  # noqa: E402
+from _paths import child_env  # noqa: E402
 
 
 def _fresh(cfg):
@@ -105,8 +106,8 @@ def test_ddp_two_gloo_processes_keep_replicas_identical(tmp_path):
     script.write_text(_DDP_SCRIPT)
     out = tmp_path / "out.json"
     tests = Path(__file__).resolve().parent
-    root = tests.parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "python"), str(root / "training"), str(tests)]), OMP_NUM_THREADS="1")
+    env = child_env(OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] += os.pathsep + str(tests)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
