@@ -158,7 +158,17 @@ def _child(name: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, n_single:
     out.put(_measure(name, x, q, truth, n_single))
 
 
-def run_all(n: int, nq: int, n_single: int = 300) -> list[dict[str, Any]]:
+def _print_result(r: dict[str, Any]) -> None:
+    est = f"{r['memory_bytes'] / 2**20:.1f}" if "memory_bytes" in r else "-"
+    for i, row in enumerate(r["rows"]):
+        head = f"{r['name']:<17}{r['build_s']:>8.1f}{r['mem_mb']:>8.1f}{est:>8}" if i == 0 else " " * 41
+        print(f"{head}{row['ef']:>5}{row['qps']:>8.0f}{row['recall']:>8.4f}{row['p50_us']:>8.0f}{row['p99_us']:>8.0f}",
+              flush=True)
+
+
+def run_all(
+    n: int, nq: int, n_single: int = 300, report: Callable[[dict[str, Any]], None] | None = None
+) -> list[dict[str, Any]]:
     x, q = clustered(n, nq)
     truth = ground_truth(x, q)
     ctx = mp.get_context("fork")
@@ -170,6 +180,8 @@ def run_all(n: int, nq: int, n_single: int = 300) -> list[dict[str, Any]]:
         p.start()
         results.append(out.get())
         p.join()
+        if report is not None:
+            report(results[-1])
     return results
 
 
@@ -199,13 +211,8 @@ def summary(n: int, nq: int) -> None:
           f"(PEERS.md uses 200,000 in 2000 clusters), "
           f"dim={DIM}, {nq} queries, k={K}, M={M}, efC={EFC}; build 2 threads, search 1 thread")
     print(f"search call overhead (empty index, one query): {call_overhead_us():.2f} us")
-    results = run_all(n, nq)
     print(f"{'library':<17}{'build s':>8}{'heap MB':>8}{'est MB':>8}{'ef':>5}{'QPS':>8}{'R@100':>8}{'p50 us':>8}{'p99 us':>8}")
-    for r in results:
-        est = f"{r['memory_bytes'] / 2**20:.1f}" if "memory_bytes" in r else "-"
-        for i, row in enumerate(r["rows"]):
-            head = (f"{r['name']:<17}{r['build_s']:>8.1f}{r['mem_mb']:>8.1f}{est:>8}" if i == 0 else " " * 41)
-            print(f"{head}{row['ef']:>5}{row['qps']:>8.0f}{row['recall']:>8.4f}{row['p50_us']:>8.0f}{row['p99_us']:>8.0f}")
+    results = run_all(n, nq, report=_print_result)
     base = results[0]
     ref = best_at(base, 0.99)
     print("\nat recall@100 >= 0.99 (fastest ef reaching it), ratios vs hnswlib f32:")

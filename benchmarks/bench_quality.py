@@ -82,7 +82,7 @@ def simulated_section(data_dir: Path, run: Any) -> dict[str, Any]:
     from upper_fast.data import load_dataset
     from upper_fast_train.evaluate import bm25_baseline, evaluate_run
 
-    dataset = load_dataset(data_dir)
+    dataset = load_dataset(data_dir, progress=False)
     out: dict[str, Any] = {"BM25 (title + tags)": bm25_baseline(dataset, progress=False)}
     if run is not None:
         out["upper_fast run"] = evaluate_run(run, dataset, progress=False)
@@ -90,8 +90,10 @@ def simulated_section(data_dir: Path, run: Any) -> dict[str, Any]:
     return out
 
 
-def fmt(value: Any) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+def fmt(value: Any, column: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{int(value):,}" if column == "queries" else f"{value:.3f}"
 
 
 def json_safe(value: Any) -> Any:
@@ -116,7 +118,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("| system | " + " | ".join(cols) + " |")
         lines.append("|---" * (len(cols) + 1) + "|")
         for name, metrics in systems.items():
-            lines.append(f"| {name} | " + " | ".join(fmt(metrics.get(c)) for c in cols) + " |")
+            lines.append(f"| {name} | " + " | ".join(fmt(metrics.get(c), c) for c in cols) + " |")
         lines.append("")
     return "\n".join(lines)
 

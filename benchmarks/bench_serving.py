@@ -34,7 +34,7 @@ COUNTRIES = ["DE", "FR", "GB", "US"]
 THRESHOLDS = {"negative": 0.0, "click": 0.2, "favorite": 0.25, "add_to_cart": 0.3, "purchase": 0.35}
 WORDS = ("red blue green wool oak linen mug lamp chair ring necklace vintage gift print poster candle "
          "soap scarf hat bag leather silver gold wooden ceramic glass handmade custom personalized").split()
-EF_SWEEP = (16, 32, 64, 128, 256, 512)
+EF_SWEEP = (100, 128, 200, 400)  # the index keeps max(ef, k) candidates; k = 100
 
 
 def machine() -> str:
@@ -90,9 +90,11 @@ def bench_tower() -> Any:
     return BenchTower().eval()
 
 
-def clustered(n: int, dim: int, seed: int, centers: int = 1024) -> np.ndarray:
+def clustered(n: int, dim: int, seed: int, centers: int = 2000) -> np.ndarray:
+    """n unit vectors around `centers` shared cluster centres (as PEERS.md's ann_peers.py); queries and
+    products draw from the same centres (seed picks only the samples), so queries are in-distribution."""
+    c = np.random.default_rng(12345).standard_normal((centers, dim)).astype(np.float32)
     rng = np.random.default_rng(seed)
-    c = rng.standard_normal((centers, dim)).astype(np.float32)
     x = c[rng.integers(0, centers, n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
     return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
 
@@ -374,7 +376,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             n = results["sizes"][-1]["n_products"]
             results["ef_sweep"] = ef_sweep(bundle, n, tuple(args.sweep_dtypes.split(",")))
             plot(results["ef_sweep"], Path(args.plot),
-                 f"{n:,} synthetic hydrated vectors (dim {D + F + 1}), M=16, efC=100 — {results['machine'][:60]}")
+                 f"{n:,} SYNTHETIC hydrated vectors (dim {D + F + 1}), M=16, efC=100\n{results['machine'][:70]}")
     print(report(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

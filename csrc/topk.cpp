@@ -102,18 +102,26 @@ void topk_inner_product(const MatrixView& queries, const MatrixView& candidates,
       }
 
   const std::size_t nb = block_rows(d);
-  const std::size_t threads =
-      std::min(resolve_threads(num_threads), std::max<std::size_t>(1, n / (4 * nb)));
-  std::vector<PartialTopK> parts(threads);
+  // Work is split into contiguous candidate ranges (each with its own heaps, merged at the end;
+  // candidates are then read once in total) and, when there are too few candidates to keep every
+  // thread busy, also into groups of query panels (which share a range's heaps, disjoint rows).
+  const std::size_t want = resolve_threads(num_threads);
+  const std::size_t ranges = std::min(want, std::max<std::size_t>(1, n / (4 * nb)));
+  const std::size_t groups = std::min(std::max<std::size_t>(1, want / ranges), std::max<std::size_t>(1, panels));
   const float inf = std::numeric_limits<float>::infinity();
+  std::vector<PartialTopK> parts(cap > 0 ? ranges : 0);
+  for (PartialTopK& part : parts) {
+    part.heap.resize(m * cap);
+    part.size.assign(m, 0);
+  }
 
   if (cap > 0) {
-    parallel_for(threads, threads, 1, [&](std::size_t t_begin, std::size_t t_end, std::size_t) {
-      for (std::size_t t = t_begin; t < t_end; ++t) {
-        const std::size_t r_begin = n * t / threads, r_end = n * (t + 1) / threads;
+    parallel_for(ranges * groups, want, 1, [&](std::size_t w_begin, std::size_t w_end, std::size_t) {
+      for (std::size_t w = w_begin; w < w_end; ++w) {
+        const std::size_t t = w / groups, g = w % groups;
+        const std::size_t r_begin = n * t / ranges, r_end = n * (t + 1) / ranges;
+        const std::size_t p_begin = panels * g / groups, p_end = panels * (g + 1) / groups;
         PartialTopK& part = parts[t];
-        part.heap.resize(m * cap);
-        part.size.assign(m, 0);
         // Live cut per query lane: -inf until its heap is full, then the worst kept score;
         // padding lanes get +inf so they never report a hit.
         std::vector<float> thr(panels * P, -inf);
@@ -131,7 +139,7 @@ void topk_inner_product(const MatrixView& queries, const MatrixView& candidates,
             kern.bf16_to_f32(static_cast<const std::uint16_t*>(candidates.data) + r0 * d, block.get(), rows * d);
             cand = block.get();
           }
-          for (std::size_t p = 0; p < panels; ++p) {
+          for (std::size_t p = p_begin; p < p_end; ++p) {
             float* pthr = thr.data() + p * P;
             if (!kern.score_panel_f32(qpack.get() + p * d * P, cand, rows, d, pthr, tile.data(), mask.data()))
               throw std::invalid_argument(
@@ -166,7 +174,7 @@ void topk_inner_product(const MatrixView& queries, const MatrixView& candidates,
 
   // Merge the per-range results (ranges are disjoint, so no duplicates).
   std::vector<Hit> merged;
-  merged.reserve(threads * cap);
+  merged.reserve(ranges * cap);
   for (std::size_t q = 0; q < m; ++q) {
     merged.clear();
     if (cap > 0)

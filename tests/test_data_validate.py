@@ -307,3 +307,29 @@ def test_parquet_string_column_with_invalid_utf8_is_quarantined_per_row(tmp_path
     assert (record["row"], record["reason"], record["column"]) == (2, "invalid_utf8", "title")
     assert record["original"] == {"product_id": "p2", "title": "caf\\xe9 mug"}
     assert ds.log.num_rows == 1 and ds.report.reconciles()
+
+
+def test_bad_tags_and_users_rules(tmp_path: Path) -> None:
+    catalog = [
+        {"product_id": "a", "title": "Red Mug", "tags": ["red", "mug"]},
+        {"product_id": "b", "title": "Blue Mug", "tags": "blue|mug"},
+        {"product_id": "c", "title": "Green Mug", "tags": [1, 2]},            # bad_tags
+        {"product_id": "d", "title": "Gold Mug", "tags": "[not json"},        # bad_tags
+        {"product_id": "e", "title": "Grey Mug", "tags": {"k": "v"}},         # bad_tags
+        {"product_id": "f", "title": 7},                                      # an int title is text "7"
+        {"product_id": "g", "title": 7.5},                                    # bad_type
+    ]
+    (tmp_path / "catalog.jsonl").write_text("\n".join(json.dumps(r) for r in catalog) + "\n", "utf-8")
+    (tmp_path / "users.csv").write_text("user_id,country\nu1,US\nu2,\nu1,GB\n,DE\n", "utf-8")
+    (tmp_path / "search_log.csv").write_text("timestamp,query,product_id,interaction\n1,mug,a,click\n", "utf-8")
+    ds = load_dataset(tmp_path, progress=False)
+    assert ds.catalog.column("product_id").to_pylist() == ["a", "b", "f"]
+    assert ds.catalog.column("tags").to_pylist() == [["red", "mug"], ["blue", "mug"], []]
+    assert ds.catalog.column("title").to_pylist()[2] == "7"
+    cat = next(f for f in ds.report.files if f.table == "catalog")
+    assert cat.by_reason == {"bad_tags": 3, "bad_type": 1}
+    users = next(f for f in ds.report.files if f.table == "users")
+    assert users.by_reason == {"duplicate": 1, "missing_required": 1}
+    assert ds.users is not None and ds.users.to_pylist() == [{"user_id": "u1", "country": "US"},
+                                                             {"user_id": "u2", "country": None}]
+    assert ds.report.reconciles() and ds.report.rows_in == 7 + 4 + 1

@@ -68,6 +68,20 @@ def test_many_queries_and_candidates_multi_block() -> None:
     np.testing.assert_array_equal(res1.scores, res2.scores)
 
 
+def test_few_candidates_many_queries_split_over_query_panels() -> None:
+    # Too few candidates to split; the threads take groups of query panels instead.
+    rng = np.random.default_rng(6)
+    q = rng.standard_normal((150, 24)).astype(np.float32)
+    c = rng.standard_normal((300, 24)).astype(np.float32)
+    ex = [rng.integers(0, 300, 4) for _ in range(150)]
+    one = topk_inner_product(q, c, 12, exclude=ex, num_threads=1)
+    assert_matches(one, q, c, 12, [set(map(int, e)) for e in ex])
+    for threads in (2, 4, 7):
+        many = topk_inner_product(q, c, 12, exclude=ex, num_threads=threads)
+        np.testing.assert_array_equal(one.ids, many.ids)
+        np.testing.assert_array_equal(one.scores, many.scores)
+
+
 def test_ties_rank_lower_row_first_across_threads() -> None:
     # Integer-valued vectors give exact scores with many ties.
     rng = np.random.default_rng(3)

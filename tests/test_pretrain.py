@@ -77,10 +77,13 @@ def test_pretraining_reduces_loss_and_returns_a_loadable_encoder() -> None:
     tok = train_tokenizer(TEXTS + QUERIES, vocab_size=300)
     config = small_t5_config(tok.get_vocab_size(), d_model=32, num_layers=1, num_heads=2, d_ff=64)
     stats: dict[str, float] = {}
+    threads_before = torch.get_num_threads()
     state = pretrain_doc2query(
-        TEXTS * 4, QUERIES * 4, tok, config, steps=60, batch_size=8, lr=3e-3, progress=False, stats=stats
+        TEXTS * 4, QUERIES * 4, tok, config, steps=60, batch_size=8, lr=3e-3, progress=False, stats=stats,
+        num_threads=1,
     )
     assert stats["loss_after"] < 0.6 * stats["loss_before"]
+    assert torch.get_num_threads() == threads_before  # the thread setting is restored
     encoder = T5EncoderModel(config)
     encoder.load_state_dict(state, strict=True)
 

@@ -103,3 +103,4 @@ def test_cli_trains_the_ablation(world, tmp_path):
     assert rc == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["personalized"] is False and config["pretrain"] is False and config["max_steps"] == 2
+    assert config["data_dir"] == str(src.resolve())  # `upper-fast eval RUN` finds the data from here

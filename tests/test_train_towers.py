@@ -110,3 +110,25 @@ def test_query_tower_exports_to_onnx_with_dynamic_batch(tmp_path):
     got = session.run(["query_vector"], {k: v.numpy() for k, v in big.items()})[0]
     assert got.shape == (7, cfg.dim)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_import_without_torch_names_the_extra():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['torch'] = None\ntry:\n    import upper_fast_train\nexcept ImportError as e:\n    print(e)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "pip install upper_fast[train]" in out.stdout, out.stderr
+
+
+def test_ablation_export_keeps_all_seven_inputs(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model, cfg = _model(personalized=False)
+    q, _ = _query_batch(cfg, np.arange(3))
+    path = tmp_path / "ablation.onnx"
+    torch.onnx.export(
+        model.query_tower, (), str(path), kwargs=q, input_names=list(QUERY_INPUTS), output_names=["query_vector"],
+        dynamic_axes={k: {0: "batch"} for k in (*QUERY_INPUTS, "query_vector")}, dynamo=False,
+    )
+    names = [i.name for i in ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()]
+    assert names == list(QUERY_INPUTS)

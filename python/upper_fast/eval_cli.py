@@ -56,7 +56,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         if not found:
             raise ValueError(f"{args.run}/config.json names no dataset: pass --data DIR")
         data_dir = Path(found)
-    dataset = load_dataset(data_dir)
+    dataset = load_dataset(data_dir, progress=progress)
     run = load_run(args.run, dataset)
     simulated = bool((dataset.meta or {}).get("simulated"))
     label = "simulated" if simulated else "real"
@@ -99,7 +99,7 @@ def _homedepot(run: Any, root: Path, progress: bool) -> dict[str, float]:
 
     if not (root / "products.csv").exists():
         raise OSError(f"Home Depot data not found at {root} (expected products.csv, dev.csv)")
-    hd, judged_table = load_homedepot(root, "dev")
+    hd, judged_table = load_homedepot(root, "dev", progress=progress)
     judged = Judgments.from_table(judged_table, hd.catalog.column("product_id"))
     products = np.ascontiguousarray(run.encode_products(hd.catalog), dtype=np.float32)
     return evaluate_judged(run_query_encoder(run), products, judged)

@@ -110,6 +110,8 @@ def topk_inner_product(
     """
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an int (got {type(k).__name__})")
+    if k > np.iinfo(np.int64).max:
+        raise ValueError(f"k = {k} is too large (at most 2**63 - 1; results need m * k entries)")
     indptr, indices = _exclude_csr(exclude, queries)
     ids, scores, counts = _core.topk_inner_product(
         queries, candidates, int(k), indptr, indices, _threads(num_threads)

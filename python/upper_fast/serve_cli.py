@@ -78,14 +78,13 @@ def _encode_with_workers(args: argparse.Namespace, dataset: Any) -> Any:
 def _print_info(manifest: dict[str, Any], bundle: str | Path) -> None:
     d = manifest["dims"]
     idx = manifest.get("index", {})
-    hyd_note = ""
     print(f"bundle {bundle}: format v{manifest['format_version']}, upper_fast {manifest['package_version']}, "
           f"model {manifest['model_version']}{' (simulated data)' if manifest.get('simulated') else ''}")
     print(f"  products {d['n_products']:,}  users {d['n_users']:,}  query nodes {d['n_query_nodes']:,}")
     print(f"  dims: query {d['query_dim']}, graph {d['graph_dim']}, quality features {d['quality_features']}, "
           f"index {d['index_dim']}; history {d['hist_items']} products / {d['hist_queries']} queries")
     print(f"  index: {idx.get('dtype')} M={idx.get('M')} ef_construction={idx.get('ef_construction')} "
-          f"ef_search={idx.get('ef_search')} recall@100 vs exact hydrated={idx.get('recall_at_100')}{hyd_note}")
+          f"ef_search={idx.get('ef_search')} recall@100 vs exact hydrated={idx.get('recall_at_100')}")
     total = sum(f["bytes"] for f in manifest["files"].values())
     print(f"  files: {len(manifest['files'])}, {total / 1e6:.1f} MB, sha256 in manifest.json")
 
@@ -158,7 +157,10 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--products", type=int, default=None, help="catalogue size (default: the generator's)")
     p.add_argument("--users", type=int, default=None, help="number of users (default: the generator's)")
     p.add_argument("--events", type=int, default=None, help="search-log events (default: the generator's)")
+    p.add_argument("--queries", type=int, default=None, help="distinct queries (default: the generator's)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the trainer's)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop training after this many steps")
+    p.add_argument("--small-model", action="store_true", help="a smaller model (dims 64, no pre-training) for a quick run")
     p.add_argument("--boost-trials", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -167,7 +169,7 @@ def add_commands(subparsers: Any) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     _need_train()
-    from upper_fast.demo import run_demo
+    from upper_fast_train.demo import run_demo
 
     run_demo(args, out=sys.stdout)
     return 0

@@ -62,11 +62,12 @@ def _train(args: argparse.Namespace) -> int:
         values["progress"] = False
     config = TrainConfig.from_dict(values)
     dataset = load_dataset(args.data)
-    metrics = train(dataset, args.run, config, resume=args.resume)
+    metrics = train(dataset, args.run, config, resume=args.resume, data_dir=args.data)
     label = " (simulated data)" if metrics.get("simulated") else ""
+    last = metrics["last_loss"]
     print(
         f"trained{label}: {metrics['steps']} steps, {metrics['examples_per_s']:.0f} examples/s, "
-        f"{metrics['seconds']:.1f} s, last loss {metrics['last_loss']:.4f} -> {args.run}",
+        f"{metrics['seconds']:.1f} s, last loss {'-' if last is None else f'{last:.4f}'} -> {args.run}",
         file=sys.stderr,
     )
     return 0

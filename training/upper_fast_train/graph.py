@@ -266,7 +266,8 @@ def train_graph_embeddings(
     product_rows = rows.to_numpy(zero_copy_only=False).astype(np.int64)
 
     raw_queries = train.column("query").to_pylist()
-    normalized = {q: featurizer.query_key(q) for q in set(raw_queries) if q is not None}
+    distinct = sorted({q for q in raw_queries if q is not None})
+    normalized = dict(zip(distinct, featurizer.query_keys(distinct)))
     keys = [normalized.get(q, "") if q is not None else "" for q in raw_queries]
     graph = build_engagement_graph(
         keys, product_rows, train.column("interaction").to_pylist(), interaction_weights

@@ -143,26 +143,24 @@ class ProductTower(nn.Module):
 class QueryUserTower(nn.Module):
     """Query terms (shared bag) + query graph vector (zeros and mask 0 when unseen) + user history
     (last N engaged products typed by interaction, last M queries) through a 1-layer transformer +
-    user country -> MLP -> L2-normalised (B, D). With `personalized=False` the user inputs are accepted
-    (same ONNX signature) and ignored."""
+    user country -> MLP -> L2-normalised (B, D). With `personalized=False` (the paper's ablation) the
+    user inputs are blanked inside the tower: same architecture, same ONNX signature, no user signal."""
 
     def __init__(self, config: TrainConfig, terms: TermBag, n_countries: int) -> None:
         super().__init__()
         self.terms = terms
         self.personalized = config.personalized
         h = config.hidden
-        user_dim = 0
-        if self.personalized:
-            self.item_proj = nn.Linear(config.graph_dim, h)
-            self.item_type = nn.Embedding(5, h)  # 0 padding, 1..4 interaction codes
-            self.query_proj = nn.Linear(config.term_dim, h)
-            self.segment = nn.Embedding(3, h)  # 0 summary token, 1 product, 2 query
-            self.summary = nn.Parameter(torch.zeros(1, 1, h))
-            self.history = nn.TransformerEncoderLayer(
-                h, config.history_heads, dim_feedforward=2 * h, dropout=config.dropout, batch_first=True, norm_first=True
-            )
-            self.country = nn.Embedding(n_countries, config.country_dim)
-            user_dim = h + config.country_dim
+        self.item_proj = nn.Linear(config.graph_dim, h)
+        self.item_type = nn.Embedding(5, h)  # 0 padding, 1..4 interaction codes
+        self.query_proj = nn.Linear(config.term_dim, h)
+        self.segment = nn.Embedding(3, h)  # 0 summary token, 1 product, 2 query
+        self.summary = nn.Parameter(torch.zeros(1, 1, h))
+        self.history = nn.TransformerEncoderLayer(
+            h, config.history_heads, dim_feedforward=2 * h, dropout=config.dropout, batch_first=True, norm_first=True
+        )
+        self.country = nn.Embedding(n_countries, config.country_dim)
+        user_dim = h + config.country_dim
         fused = config.term_dim + config.graph_dim + 1 + user_dim
         self.fuse = _mlp(fused, h * 2, config.dim, config.dropout)
 
@@ -178,24 +176,30 @@ class QueryUserTower(nn.Module):
     ) -> torch.Tensor:
         gm = query_graph_mask.unsqueeze(-1)
         parts = [self.terms(query_terms), query_graph * gm, gm]
-        if self.personalized:
-            b = query_terms.shape[0]
-            items = self.item_proj(hist_item_graph) + self.item_type(hist_item_type) + self.segment.weight[1]  # (B, N, h)
-            queries = self.query_proj(self.terms(hist_query_terms)) + self.segment.weight[2]  # (B, M, h)
-            summary = (self.summary + self.segment.weight[0]).expand(b, 1, -1)  # (B, 1, h)
-            tokens = torch.cat([summary, items, queries], dim=1)
-            pad = torch.cat(
-                [
-                    torch.zeros_like(hist_item_type[:, :1], dtype=torch.bool),
-                    hist_item_type == 0,
-                    (hist_query_terms > 0).sum(-1) == 0,
-                ],
-                dim=1,
-            )  # (B, 1 + N + M), True = ignore
-            # A float mask (-inf where padded) keeps the export free of the nested-tensor fast path.
-            float_pad = torch.zeros(pad.shape, dtype=tokens.dtype, device=tokens.device).masked_fill(pad, float("-inf"))
-            encoded = self.history(tokens, src_key_padding_mask=float_pad)
-            parts += [encoded[:, 0], self.country(user_country)]
+        if not self.personalized:
+            # The ablation blanks every user input inside the graph (rather than dropping the
+            # branch), so its ONNX export keeps exactly the same seven inputs.
+            hist_item_graph = hist_item_graph * 0.0
+            hist_item_type = hist_item_type * 0
+            hist_query_terms = hist_query_terms * 0
+            user_country = user_country * 0
+        b = query_terms.shape[0]
+        items = self.item_proj(hist_item_graph) + self.item_type(hist_item_type) + self.segment.weight[1]  # (B, N, h)
+        queries = self.query_proj(self.terms(hist_query_terms)) + self.segment.weight[2]  # (B, M, h)
+        summary = (self.summary + self.segment.weight[0]).expand(b, 1, -1)  # (B, 1, h)
+        tokens = torch.cat([summary, items, queries], dim=1)
+        pad = torch.cat(
+            [
+                torch.zeros_like(hist_item_type[:, :1], dtype=torch.bool),
+                hist_item_type == 0,
+                (hist_query_terms > 0).sum(-1) == 0,
+            ],
+            dim=1,
+        )  # (B, 1 + N + M), True = ignore
+        # A float mask (-inf where padded) keeps the export free of the nested-tensor fast path.
+        float_pad = torch.zeros(pad.shape, dtype=tokens.dtype, device=tokens.device).masked_fill(pad, float("-inf"))
+        encoded = self.history(tokens, src_key_padding_mask=float_pad)
+        parts += [encoded[:, 0], self.country(user_country)]
         return F.normalize(self.fuse(torch.cat(parts, dim=-1)), dim=-1)
 
 

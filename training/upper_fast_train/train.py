@@ -295,12 +295,15 @@ def _load_checkpoint(path: Path, model: UpperModel, optimizer: torch.optim.Optim
     return int(json.loads((path / "state.json").read_text())["step"])
 
 
-def train(dataset: Any, run_dir: str | Path, config: TrainConfig | None = None, resume: bool = False) -> dict[str, Any]:
+def train(
+    dataset: Any, run_dir: str | Path, config: TrainConfig | None = None, resume: bool = False, data_dir: str | Path | None = None
+) -> dict[str, Any]:
     """Train UPPER on `dataset` (an `upper_fast.data.Dataset` with meta["train_end"]) into `run_dir`.
 
     Prepares (on rank 0 under torchrun; the others load the results): the subword tokenizer, frozen
     graph embeddings, doc2query pre-training of the text encoder; then trains and writes the run
-    directory (docs/design.md). resume=True continues from run_dir/checkpoint. Returns the metrics.
+    directory (docs/design.md). resume=True continues from run_dir/checkpoint. data_dir, when given,
+    is recorded as config.json["data_dir"] (so `upper-fast eval RUN` finds the data). Returns the metrics.
     """
     from upper_fast import Featurizer, FeaturizerConfig, StringIdMap
 
@@ -351,14 +354,16 @@ def train(dataset: Any, run_dir: str | Path, config: TrainConfig | None = None, 
             parameters=model.size_report(),
         )
         (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        _write_config(run, config, tokenizer.get_vocab_size(), vocab, graph, len(products))
+        _write_config(run, config, tokenizer.get_vocab_size(), vocab, graph, len(products), data_dir)
         # Catalog row order of graph.npz, so a run can encode any later catalog by product id.
         (run / "product_ids.json").write_text(json.dumps([str(p) for p in dataset.catalog.column("product_id").to_pylist()]))
     d.barrier()
     return metrics
 
 
-def _write_config(run: Path, config: TrainConfig, text_vocab: int, vocab: Vocab, graph: Any, n_products: int) -> None:
+def _write_config(
+    run: Path, config: TrainConfig, text_vocab: int, vocab: Vocab, graph: Any, n_products: int, data_dir: str | Path | None
+) -> None:
     from upper_fast import __version__
 
     values = config.to_dict()
@@ -372,6 +377,7 @@ def _write_config(run: Path, config: TrainConfig, text_vocab: int, vocab: Vocab,
         graph_dim=graph.dim,
         n_products=n_products,
         package_version=__version__,
+        data_dir=str(Path(data_dir).resolve()) if data_dir is not None else None,
     )
     (run / "config.json").write_text(json.dumps(values, indent=2, sort_keys=True))
     theta = config.thresholds

@@ -1,0 +1,105 @@
+"""End to end on a tiny simulated world: `upper-fast demo`, then export details, info and search."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+train_mod = pytest.importorskip("upper_fast_train.train", reason="needs the training side (upper_fast_train.train)")
+
+import upper_fast
+from upper_fast.bundle import verify_bundle
+from upper_fast.cli import main as cli_main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    args = ["demo", "--out", str(out), "--products", "300", "--users", "80", "--events", "3000", "--queries", "80",
+            "--max-steps", "5", "--small-model", "--boost-trials", "5", "--no-progress"]
+    proc = subprocess.run([sys.executable, "-m", "upper_fast.cli", *args], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_demo_prints_every_stage_labelled_simulated(demo):
+    _, text = demo
+    for marker in ("[1/5] generated (simulated)", "[2/5] trained", "[3/5] exported bundle", "[4/5] search, side by side",
+                   "[5/5] quality", "SIMULATED", "purchase_recall@100", "top-5 overlap"):
+        assert marker in text, marker
+
+
+def test_exported_bundle_is_complete_and_consistent(demo):
+    out, _ = demo
+    m = verify_bundle(out / "bundle")
+    assert m["simulated"] is True
+    assert m["onnx_parity_max_abs"] < 1e-4
+    assert m["index"]["recall_at_100"] >= 0.99
+    hyd = json.loads((out / "bundle" / "hydration.json").read_text())
+    assert hyd["tuning"]["kept"] in ("learned", "zero")
+    if hyd["tuning"]["kept"] == "zero":
+        assert not any(hyd["weights"])
+    else:
+        assert hyd["tuning"]["heldout_gain"] > 0
+    q = np.load(out / "bundle" / "quality.npy")
+    assert q.min() >= 0.0 and q.max() <= 1.0
+
+
+def test_users_history_matches_training_inputs(demo):
+    """The bundle's stored history gives the same tower inputs as training's own builder at export time."""
+    import pyarrow as pa
+
+    from upper_fast.data import load_dataset
+    from upper_fast.retriever import _Pipeline
+    from upper_fast_train import load_run
+
+    out, _ = demo
+    dataset = load_dataset(out / "data", progress=False)
+    run = load_run(out / "run", dataset)
+    r = upper_fast.Retriever.load(out / "bundle")
+    users = [u for u in r._state.user_map.keys()][:5]
+    last = int(np.asarray(dataset.log.column("timestamp")).max()) + 1
+    events = pa.table({"timestamp": pa.array([last] * len(users), pa.int64()), "user_id": users,
+                       "query": ["gift"] * len(users)})
+    expect = run.event_query_inputs(events, dataset)
+    p = _Pipeline(r._state)
+    buf = p._buffers(len(users))
+    for i, u in enumerate(users):
+        p.fill_inputs(buf, i, "gift", u)
+    for name in ("hist_item_type", "hist_query_terms", "user_country", "query_terms"):
+        np.testing.assert_array_equal(buf[name], expect[name], err_msg=name)
+    np.testing.assert_allclose(buf["hist_item_graph"], expect["hist_item_graph"], atol=1e-6)
+    ours = p.encode(buf)
+    np.testing.assert_allclose(ours, run.encode_queries(expect), atol=1e-4)
+
+
+def test_info_and_search_commands(demo, capsys):
+    out, _ = demo
+    assert cli_main(["info", str(out / "bundle")]) == 0
+    assert "recall@100" in capsys.readouterr().out
+    assert cli_main(["search", str(out / "bundle"), "gift", "--k", "3", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["count"] <= 3
+    assert cli_main(["info", str(out / "missing")]) == 2
+
+
+def test_sharded_encoding_merges_to_the_full_matrix(demo, tmp_path):
+    from upper_fast.data import load_dataset
+    from upper_fast_train import load_run
+    from upper_fast_train.export import encode_product_shard, merge_product_shards
+
+    out, _ = demo
+    dataset = load_dataset(out / "data", progress=False)
+    run = load_run(out / "run", dataset)
+    for i in range(3):
+        encode_product_shard(run, dataset.catalog, 3, i, tmp_path)
+    merged = merge_product_shards(tmp_path, dataset.catalog.num_rows)
+    np.testing.assert_allclose(merged, run.encode_products(dataset.catalog), atol=1e-5)
+    next(tmp_path.glob("*0001-of-0003.json")).unlink()
+    with pytest.raises(FileNotFoundError, match="2 of 3"):
+        merge_product_shards(tmp_path, dataset.catalog.num_rows)
