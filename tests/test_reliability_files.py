@@ -198,8 +198,8 @@ _SAVER = textwrap.dedent(
 
 
 def test_save_killed_midway_leaves_previous_file_loadable(tmp_path: Path) -> None:
-    """A saver process rewriting the file in a loop is SIGKILLed at random moments; after every kill
-    the file must load (old or new content) and no temp file may pile up beyond the one in flight."""
+    """A saver process rewriting the file in a loop is SIGKILLed at random moments (at least 4
+    times); after every kill the file must load with all its vectors."""
     target = tmp_path / "index.upf"
     first, _, _ = _saved(tmp_path, "f32", n=2000, dim=32)
     os.replace(first, target)
@@ -208,7 +208,7 @@ def test_save_killed_midway_leaves_previous_file_loadable(tmp_path: Path) -> Non
     rng = np.random.default_rng(5)
     kills = 0
     deadline = time.monotonic() + (4.0 if not os.environ.get("UPPER_FAST_SANITIZED") else 15.0)
-    while time.monotonic() < deadline and kills < 12:
+    while kills < 4 or (time.monotonic() < deadline and kills < 12):
         proc = subprocess.Popen([sys.executable, str(script), str(target), "2000"], stdout=subprocess.PIPE, text=True,
                                 env=child_env())
         assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
@@ -218,9 +218,4 @@ def test_save_killed_midway_leaves_previous_file_loadable(tmp_path: Path) -> Non
         kills += 1
         loaded = upper_fast.Index.load(str(target))
         assert len(loaded) == 2000
-    assert kills >= 3
-    leftovers = [p for p in tmp_path.iterdir() if p.name not in {"index.upf", "saver.py"}]
-    # A killed save may leave its own temp file (the process died before cleanup) but never a
-    # damaged target; temp files must not be mistaken for the index.
-    for p in leftovers:
-        assert p.name != "index.upf"
+    print(f"save killed {kills} times; the previous file loaded every time")
