@@ -89,12 +89,13 @@ if [ "${SANITIZE_SKIP_PYTHON:-0}" != "1" ]; then
   echo "  tests:$SANITIZE_PYTESTS"
   pylog="$LOG_DIR/pytest.log"
   # detect_leaks=0: CPython's allocator keeps memory alive on purpose (not our leaks).
-  # UPPER_FAST_SANITIZED tells slow tests to shrink; the fuzz tests run in-process here.
+  # UPPER_FAST_SANITIZED tells slow tests to allow more time. -s: pytest must not capture fd 2, or
+  # an ASan report dies with the process inside its capture file.
   set +e
   (LD_PRELOAD="$LIBASAN" \
    ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:exitcode=86:detect_stack_use_after_return=0" \
    PYTHONPATH="$PKG:$ROOT/training" PYTHONMALLOC=malloc UPPER_FAST_SANITIZED=1 \
-   timeout 240 "$PY" -m pytest -q -x -p no:cacheprovider $SANITIZE_PYTESTS) >"$pylog" 2>&1
+   timeout 240 "$PY" -m pytest -q -x -s -p no:cacheprovider $SANITIZE_PYTESTS) >"$pylog" 2>&1
   rc=$?
   set -e
   tail -15 "$pylog"
