@@ -17,6 +17,9 @@ CXX=${CXX:-g++}
 LOG_DIR="$BUILD_DIR/logs"
 
 LIBASAN=$("$CXX" -print-file-name=libasan.so)
+# CPython does not link libstdc++: preloaded alone, libasan's __cxa_throw interceptor finds no real
+# __cxa_throw and aborts on the first C++ exception ("CHECK failed ... real___cxa_throw").
+LIBSTDCXX=$("$CXX" -print-file-name=libstdc++.so)
 if [ ! -e "$LIBASAN" ]; then
   echo "sanitize.sh: $CXX has no libasan.so (install gcc's libasan, e.g. apt-get install -y libasan8)" >&2
   exit 2
@@ -92,7 +95,7 @@ if [ "${SANITIZE_SKIP_PYTHON:-0}" != "1" ]; then
   # UPPER_FAST_SANITIZED tells slow tests to allow more time. -s: pytest must not capture fd 2, or
   # an ASan report dies with the process inside its capture file.
   set +e
-  (LD_PRELOAD="$LIBASAN" \
+  (LD_PRELOAD="$LIBASAN $LIBSTDCXX" \
    ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:exitcode=86:detect_stack_use_after_return=0" \
    PYTHONPATH="$PKG:$ROOT/training" PYTHONMALLOC=malloc UPPER_FAST_SANITIZED=1 \
    timeout 240 "$PY" -m pytest -q -x -s -p no:cacheprovider $SANITIZE_PYTESTS) >"$pylog" 2>&1
