@@ -25,7 +25,8 @@ class HingeThresholds {
   // tier[i] = highest t in 1..4 with scores[i] >= threshold(t), else 0.
   void tier(const float* scores, std::size_t n, std::int8_t* tiers) const;
   // Mean over rows of w_i * l_i with l_i = max(0, theta_t - s_i) for a positive of type t and
-  // max(0, s_i - theta_neg) for a negative; grad = d loss / d s (0 at the kink, like relu).
+  // max(0, s_i - theta_neg) for a negative (0 for n = 0); grad = d loss / d s (0 at the kink,
+  // like relu).
   // Throws std::invalid_argument on a label outside 0..4 or a non-finite score/weight.
   double hinge_loss(const float* scores, const std::int64_t* labels, const float* weights,
                     std::size_t n, float* grad) const;

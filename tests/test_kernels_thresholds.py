@@ -109,8 +109,8 @@ def test_hinge_loss_errors() -> None:
         t.hinge_loss(np.array([0, np.inf, 0], np.float32), np.zeros(3, np.int64))
     with pytest.raises(ValueError, match="NaN"):
         t.hinge_loss(np.array([0, np.nan, 0], np.float32), np.zeros(3, np.int64))
-    with pytest.raises(ValueError, match="at least one row"):
-        t.hinge_loss(np.zeros(0, np.float32), np.zeros(0, np.int64))
+    loss, grad = t.hinge_loss(np.zeros(0, np.float32), np.zeros(0, np.int64))
+    assert loss == 0.0 and grad.shape == (0,)
     with pytest.raises(ValueError, match="one entry per score"):
         t.hinge_loss(s, np.zeros(3, np.int64), np.ones(2, np.float32))
     with pytest.raises(TypeError, match="float32"):

@@ -243,3 +243,12 @@ def test_releases_gil() -> None:
     done.set()
     t.join()
     assert sum(start < x < end for x in ticks) >= 3
+
+
+def test_absurd_k_is_a_value_error_not_an_allocation() -> None:
+    q = np.ones((2, 4), np.float32)
+    c = np.ones((5, 4), np.float32)
+    for k in (2**31, 5 * 1024 + 1, 2**70):
+        with pytest.raises(ValueError, match="use k <= 5"):
+            topk_inner_product(q, c, k)
+    assert topk_inner_product(q, c, 5 * 1024).ids.shape == (2, 5120)  # padding is still allowed

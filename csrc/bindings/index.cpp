@@ -69,14 +69,10 @@ std::string fspath(const py::object& path) {
 }  // namespace
 
 void register_index(py::module_& m) {
-  // module.cpp creates upper_fast.FormatError but registers no translator for the C++ type; without
-  // this one a damaged file would surface as RuntimeError.
-  static py::handle format_error = py::object(m.attr("FormatError")).release();
+  // FormatError is translated by module.cpp; I/O failures keep their errno here.
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
-    } catch (const FormatError& e) {
-      PyErr_SetString(format_error.ptr(), e.what());
     } catch (const index_io::IoError& e) {
       // OSError(errno, message, filename) picks the subclass (FileNotFoundError, PermissionError...).
       py::object exc = py::handle(PyExc_OSError)(e.err(), e.what(), e.path());

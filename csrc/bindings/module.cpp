@@ -13,7 +13,7 @@ PYBIND11_MODULE(_core, m) {
 
   // upper_fast.FormatError: a damaged, truncated or foreign file. An OSError, so callers that
   // already handle I/O failures handle it too.
-  static py::exception<upper_fast::FormatError> format_error(m, "FormatError", PyExc_OSError);
+  py::register_exception<upper_fast::FormatError>(m, "FormatError", PyExc_OSError);
 
   m.def("simd_level", [] { return std::string(upper_fast::simd::active().name); },
         "The SIMD level in use: 'avx512', 'avx2' or 'scalar' (UPPER_FAST_SIMD forces one).");

@@ -110,8 +110,15 @@ def topk_inner_product(
     """
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an int (got {type(k).__name__})")
-    if k > np.iinfo(np.int64).max:
-        raise ValueError(f"k = {k} is too large (at most 2**63 - 1; results need m * k entries)")
+    if isinstance(queries, np.ndarray) and isinstance(candidates, np.ndarray) and queries.ndim == candidates.ndim == 2:
+        m, n = queries.shape[0], candidates.shape[0]
+        # k beyond the candidate count only adds padding; refuse sizes whose (m, k) outputs could
+        # not be meant (and would end in MemoryError) with an error that says what to do.
+        if k > max(n, 1) * 1024 or m * k > 2**31:
+            raise ValueError(
+                f"k = {k} is too large for {m} queries x {n} candidates (outputs of {m} x {k}): "
+                f"use k <= {n} (the number of candidates); rows past it would only be padding"
+            )
     indptr, indices = _exclude_csr(exclude, queries)
     ids, scores, counts = _core.topk_inner_product(
         queries, candidates, int(k), indptr, indices, _threads(num_threads)
@@ -218,7 +225,7 @@ class HingeThresholds:
         scores: (n,) float32 finite; labels: (n,) int64 codes (0 negative, 1 click .. 4 purchase);
         weights: optional (n,) float32. Row i costs ``l_i = max(0, theta[label_i] - s_i)`` for a
         positive and ``max(0, s_i - theta_negative)`` for a negative, and
-        ``loss = sum_i w_i * l_i / n`` (a plain mean when weights is None). The gradient is
+        ``loss = sum_i w_i * l_i / n`` (a plain mean when weights is None; 0 for n = 0). The gradient is
         ``w_i / n * (-1 | +1 | 0)``, 0 exactly at the kink (as ``torch.relu``), so it equals
         ``(w * torch.relu(margin)).mean()`` differentiated by autograd.
         Returns (loss float, grad (n,) float32).
