@@ -700,10 +700,6 @@ def test_every_public_name_has_an_entry() -> None:
 # found"), keyed by (name, case label). They are expected to fail until fixed; once a fix lands the
 # case passes and the test FAILS, asking to delete the entry (so the table cannot rot).
 KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("FeaturizerConfig", "from_dict unknown key"): (
-        "FeaturizerConfig.from_dict ignores unknown keys, so a typo ('word_bucket') silently gives the default "
-        "buckets: a train/serve skew. Fix: raise ValueError naming the unknown keys."
-    ),
     ("topk_inner_product", "k=2**31"): (
         "k far above the candidate count allocates the (m, k) outputs: k=2**31 -> MemoryError (32 GiB for 2 "
         "queries). Fix: ValueError when k exceeds the candidate count by more than the padding the caller "

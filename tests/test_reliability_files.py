@@ -66,7 +66,7 @@ def _sample_offsets(size: int, n_random: int, seed: int) -> list[int]:
 def test_truncated_at_sampled_offsets(tmp_path: Path, dtype: str) -> None:
     path, _, _ = _saved(tmp_path, dtype)
     blob = path.read_bytes()
-    offsets = _sample_offsets(len(blob), 200, seed=len(blob))
+    offsets = _sample_offsets(len(blob), 60, seed=len(blob))
     bad = tmp_path / "truncated.upf"
     for off in offsets:
         bad.write_bytes(blob[:off])
@@ -84,7 +84,7 @@ def test_bit_flips_rejected_or_harmless(tmp_path: Path, dtype: str) -> None:
     rng = np.random.default_rng(11)
     want = common.index_search(index, vectors[:5], 4)
     bad = tmp_path / "flipped.upf"
-    positions = sorted(set(range(min(len(blob), 96))) | set(rng.integers(0, len(blob), 300).tolist()))
+    positions = sorted(set(range(min(len(blob), 96))) | set(rng.integers(0, len(blob), 120).tolist()))
     loaded = 0
     for pos in positions:
         damaged = bytearray(blob)
@@ -198,8 +198,8 @@ _SAVER = textwrap.dedent(
 
 
 def test_save_killed_midway_leaves_previous_file_loadable(tmp_path: Path) -> None:
-    """A saver process rewriting the file in a loop is SIGKILLed at random moments; after every kill
-    the file must load (old or new content) and no temp file may pile up beyond the one in flight."""
+    """A saver process rewriting the file in a loop is SIGKILLed at random moments (at least 4
+    times); after every kill the file must load with all its vectors."""
     target = tmp_path / "index.upf"
     first, _, _ = _saved(tmp_path, "f32", n=2000, dim=32)
     os.replace(first, target)
@@ -207,8 +207,8 @@ def test_save_killed_midway_leaves_previous_file_loadable(tmp_path: Path) -> Non
     script.write_text(_SAVER.format(fuzz=str(Path(common.__file__).parent)))
     rng = np.random.default_rng(5)
     kills = 0
-    deadline = time.monotonic() + (6.0 if not os.environ.get("UPPER_FAST_SANITIZED") else 15.0)
-    while time.monotonic() < deadline and kills < 12:
+    deadline = time.monotonic() + (4.0 if not os.environ.get("UPPER_FAST_SANITIZED") else 15.0)
+    while kills < 4 or (time.monotonic() < deadline and kills < 12):
         proc = subprocess.Popen([sys.executable, str(script), str(target), "2000"], stdout=subprocess.PIPE, text=True,
                                 env=child_env())
         assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
@@ -218,9 +218,4 @@ def test_save_killed_midway_leaves_previous_file_loadable(tmp_path: Path) -> Non
         kills += 1
         loaded = upper_fast.Index.load(str(target))
         assert len(loaded) == 2000
-    assert kills >= 3
-    leftovers = [p for p in tmp_path.iterdir() if p.name not in {"index.upf", "saver.py"}]
-    # A killed save may leave its own temp file (the process died before cleanup) but never a
-    # damaged target; temp files must not be mistaken for the index.
-    for p in leftovers:
-        assert p.name != "index.upf"
+    print(f"save killed {kills} times; the previous file loaded every time")

@@ -20,7 +20,7 @@ from _paths import child_env  # noqa: E402  (tests/_paths.py)
 pytest.importorskip("atheris")
 
 # Inputs per target: small enough for < 20 s in total on a shared 2-core machine.
-RUNS = {"text": 3000, "loaders": 300, "index_file": 1500, "bundle": 150}
+RUNS = {"text": 1500, "loaders": 150, "index_file": 800, "bundle": 80}
 REGRESSIONS = ROOT / "tests" / "regressions"
 
 
