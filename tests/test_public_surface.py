@@ -700,11 +700,6 @@ def test_every_public_name_has_an_entry() -> None:
 # found"), keyed by (name, case label). They are expected to fail until fixed; once a fix lands the
 # case passes and the test FAILS, asking to delete the entry (so the table cannot rot).
 KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("topk_inner_product", "k=2**31"): (
-        "k far above the candidate count allocates the (m, k) outputs: k=2**31 -> MemoryError (32 GiB for 2 "
-        "queries). Fix: ValueError when k exceeds the candidate count by more than the padding the caller "
-        "could want, e.g. k > max(n, 1) * 1024 or m * k > 2**31 elements."
-    ),
     ("Index", "search k=2**31"): (
         "Index.search allocates (m, k) outputs for any k: k=2**31 -> MemoryError; k=10**8 on a 30-item index "
         "takes 2.3 GB. Fix: ValueError for k > capacity (or m * k > 2**31), naming the index size."
