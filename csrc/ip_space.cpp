@@ -71,6 +71,10 @@ InnerProductSpace::InnerProductSpace(std::size_t dim, StorageType type)
     default:
       throw std::invalid_argument("unknown storage type");
   }
+  // hnswlib stores its link lists and labels right after each vector: keep those 4-byte aligned
+  // (bf16 at odd dims and i8 otherwise leave them misaligned, which UBSan reports). The padding
+  // bytes stay zero.
+  data_size_ = (data_size_ + 3) & ~std::size_t{3};
 }
 
 void InnerProductSpace::encode(const float* x, void* out) const {

@@ -699,20 +699,7 @@ def test_every_public_name_has_an_entry() -> None:
 # Mishandled inputs found by this table and reported to their owners (docs/reliability.md, "Bugs
 # found"), keyed by (name, case label). They are expected to fail until fixed; once a fix lands the
 # case passes and the test FAILS, asking to delete the entry (so the table cannot rot).
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("Index", "search k=2**31"): (
-        "Index.search allocates (m, k) outputs for any k: k=2**31 -> MemoryError; k=10**8 on a 30-item index "
-        "takes 2.3 GB. Fix: ValueError for k > capacity (or m * k > 2**31), naming the index size."
-    ),
-    ("Index", "search ef huge"): (
-        "Index.search(ef=2**40) -> MemoryError (std::bad_alloc) from reserving ef candidates. Fix: clamp ef to "
-        "the element count (hnswlib never needs more) or raise ValueError."
-    ),
-    ("Index", "load invalid UTF-8 str path"): (
-        "Index.load/save cast the path to std::string, which fails with RuntimeError for a str holding "
-        "surrogate escapes (undecodable file names from os.listdir). Fix: os.fsencode(path) -> bytes in fspath()."
-    ),
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("name", sorted(SURFACE))

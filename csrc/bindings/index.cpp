@@ -60,11 +60,18 @@ py::dict header_dict(const index_io::IndexHeader& h) {
   return d;
 }
 
+// File names are bytes to the OS: os.fsencode keeps undecodable names (surrogate escapes) intact.
 std::string fspath(const py::object& path) {
   py::object p = py::module_::import("os").attr("fspath")(path);
-  if (!py::isinstance<py::str>(p)) throw py::type_error("path must be a str or os.PathLike of str");
-  return p.cast<std::string>();
+  if (!py::isinstance<py::str>(p) && !py::isinstance<py::bytes>(p))
+    throw py::type_error("path must be a str, bytes or os.PathLike");
+  return py::module_::import("os").attr("fsencode")(p).cast<std::string>();
 }
+
+// Bounds that keep a typo from becoming a multi-GB allocation: results are (m, k) and the beam
+// holds ef candidates.
+constexpr std::int64_t kMaxK = std::int64_t{1} << 20;
+constexpr std::int64_t kMaxEf = std::int64_t{1} << 24;
 
 }  // namespace
 
@@ -112,6 +119,12 @@ void register_index(py::module_& m) {
             py::array q = checked_array<float>(q_obj, "queries", "float32");
             if (k <= 0) throw py::value_error("k must be >= 1, got " + std::to_string(k));
             if (ef < 0) throw py::value_error("ef must be >= 1, got " + std::to_string(ef));
+            if (k > kMaxK)
+              throw py::value_error("k=" + std::to_string(k) + " is above the limit of " + std::to_string(kMaxK) +
+                                    " (the index holds " + std::to_string(self.size()) + " ids); ask for fewer hits");
+            if (ef > kMaxEf)
+              throw py::value_error("ef=" + std::to_string(ef) + " is above the limit of " + std::to_string(kMaxEf) +
+                                    "; a beam wider than the index gains nothing");
             const bool single = q.ndim() == 1;
             if ((q.ndim() != 1 && q.ndim() != 2) || static_cast<std::size_t>(q.shape(q.ndim() - 1)) != self.dim())
               throw py::value_error("queries must have shape (dim,) or (m, dim) with dim = " +
