@@ -185,18 +185,7 @@ def cached_bundle() -> "Path":
 # id -> (target, exception types, files where raised, description). While a bug is open the
 # campaign tolerates (and counts) exceptions of those types raised in those upper_fast files, so it
 # can look for other bugs; UPPER_FAST_FUZZ_STRICT=1 turns them back into crashes (regression replay).
-KNOWN_BUGS: dict[str, tuple[str, frozenset[str], frozenset[str], str]] = {
-    "bundle-manifest-schema": (
-        "bundle", frozenset({"KeyError", "TypeError", "AttributeError", "ValueError", "IndexError", "InvalidArgument"}),
-        frozenset({"retriever.py", "bundle.py"}),
-        "Retriever.load trusts manifest.json's structure once format/format_version/files pass: a manifest "
-        "without dims['graph_dim'] raises KeyError in retriever._load, one without dims['query_terms'] a "
-        "KeyError in the warm-up search, a files entry that is not a dict an AttributeError in verify_bundle, "
-        "a changed dims['hist_queries'] an onnxruntime InvalidArgument (dims not checked against the model). "
-        "Fix: validate the whole manifest schema (types and ranges of dims, files entries) in read_manifest "
-        "and raise upper_fast.FormatError.",
-    ),
-}
+KNOWN_BUGS: dict[str, tuple[str, frozenset[str], frozenset[str], str]] = {}
 
 
 def known_bug(target: str, exc: BaseException) -> str | None:

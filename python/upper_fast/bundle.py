@@ -60,6 +60,8 @@ BUNDLE_FILES = (
     "countries.json",
     "index.upf",
 )
+# Dimensions the Retriever reads (docs/design.md, "Model I/O").
+REQUIRED_DIMS = ("graph_dim", "query_dim", "hist_items", "hist_queries", "query_terms")
 _REQUIRED_KEYS = ("format", "format_version", "package_version", "model_version", "dims", "dtypes", "files")
 _CHUNK = 1 << 20
 
@@ -135,7 +137,41 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(files, dict) or set(files) != set(BUNDLE_FILES):
         raise FormatError(f"{path} lists files {sorted(files) if isinstance(files, dict) else files!r}, "
                           f"expected {sorted(BUNDLE_FILES)}")
+    _check_manifest_schema(manifest, path)
     return manifest
+
+
+def _is_int(value: Any, low: int = 0, high: int = 1 << 40) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_manifest_schema(manifest: dict[str, Any], path: Path) -> None:
+    """The manifest carries the other files' checksums, so nothing checks its own bytes: every field
+    the loader reads is validated here, so a damaged manifest is a FormatError, not a KeyError later."""
+    def bad(what: str) -> FormatError:
+        return FormatError(f"{path}: {what} (damaged manifest; re-export the bundle)")
+
+    for key in ("package_version", "model_version"):
+        if not isinstance(manifest[key], str):
+            raise bad(f"{key} must be a string")
+    for name, entry in manifest["files"].items():
+        if (not isinstance(entry, dict) or not _is_int(entry.get("bytes"))
+                or not isinstance(entry.get("sha256"), str) or len(entry["sha256"]) != 64):
+            raise bad(f"files[{name!r}] must be {{'bytes': int, 'sha256': 64 hex digits}}")
+    dims = manifest["dims"]
+    if not isinstance(dims, dict):
+        raise bad("dims must be an object")
+    for key in REQUIRED_DIMS:
+        if not _is_int(dims.get(key), 1, 1 << 20):
+            raise bad(f"dims[{key!r}] must be an integer in [1, 2^20], got {dims.get(key)!r}")
+    for key, value in dims.items():
+        if not _is_int(value, 0, 1 << 40):
+            raise bad(f"dims[{key!r}] must be a non-negative integer, got {value!r}")
+    if not isinstance(manifest["dtypes"], dict):
+        raise bad("dtypes must be an object")
+    index = manifest.get("index", {})
+    if not isinstance(index, dict) or ("ef_search" in index and not _is_int(index["ef_search"], 1, 1 << 24)):
+        raise bad("index must be an object whose ef_search is an integer in [1, 2^24]")
 
 
 def verify_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:

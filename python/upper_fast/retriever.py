@@ -143,6 +143,23 @@ def _ort_session(path: Path, num_threads: int) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def _check_tower_inputs(session: Any, dims: dict[str, int], path: Path) -> None:
+    """The ONNX tower's static input sizes must be the manifest's dims (FormatError otherwise)."""
+    from upper_fast._core import FormatError
+
+    G, N, M, L = dims["graph_dim"], dims["hist_items"], dims["hist_queries"], dims["query_terms"]
+    expected = {"query_terms": (L,), "query_graph": (G,), "query_graph_mask": (), "hist_item_graph": (N, G),
+                "hist_item_type": (N,), "hist_query_terms": (M, L), "user_country": ()}
+    got = {i.name: tuple(i.shape[1:]) for i in session.get_inputs()}
+    if set(got) != set(expected):
+        raise FormatError(f"bundle {path}: query_tower.onnx has inputs {sorted(got)}, expected {sorted(expected)}")
+    for name, shape in expected.items():
+        static = tuple(d if isinstance(d, int) else None for d in got[name])
+        if len(static) != len(shape) or any(s is not None and s != e for s, e in zip(static, shape)):
+            raise FormatError(f"bundle {path}: query_tower.onnx input {name} has shape (batch, {got[name]}), "
+                              f"the manifest dims say (batch, {shape})")
+
+
 def _load(path: Path, num_threads: int, verify: bool) -> _Loaded:
     import pyarrow.parquet as pq
 
@@ -188,8 +205,10 @@ def _load(path: Path, num_threads: int, verify: bool) -> _Loaded:
     user_country = np.asarray(users.column("country").to_numpy(zero_copy_only=False), dtype=np.int64)
 
     index = Index.load(str(path / "index.upf"))
+    session = _ort_session(path / "query_tower.onnx", num_threads)
+    _check_tower_inputs(session, dims, path)
     state = _Loaded(
-        path=path, manifest=manifest, session=_ort_session(path / "query_tower.onnx", num_threads),
+        path=path, manifest=manifest, session=session,
         featurizer=featurizer, query_map=StringIdMap(query_keys), query_graph=query_graph,
         product_ids=product_ids, product_map=StringIdMap(product_ids), product_graph=product_graph,
         boost=boost, query_tail=query_tail, thresholds=thresholds,
