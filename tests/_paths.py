@@ -10,11 +10,15 @@ import os
 from pathlib import Path
 
 import upper_fast
-import upper_fast_train
 
-PACKAGE_PYTHONPATH = os.pathsep.join(
-    dict.fromkeys(str(Path(m.__file__).resolve().parent.parent) for m in (upper_fast, upper_fast_train))
-)
+_roots = [Path(upper_fast.__file__).resolve().parent.parent]
+try:
+    import upper_fast_train
+
+    _roots.append(Path(upper_fast_train.__file__).resolve().parent.parent)
+except ImportError:  # serving-only install: no torch, no training package to find
+    pass
+PACKAGE_PYTHONPATH = os.pathsep.join(dict.fromkeys(str(r) for r in _roots))
 
 
 def child_env(**extra: str) -> dict[str, str]:
