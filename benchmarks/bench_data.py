@@ -20,17 +20,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from _machine import cpu_model  # noqa: E402
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         from upper_fast import simd_level
 

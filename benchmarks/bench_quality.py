@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import cpu_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,14 +38,7 @@ def machine() -> str:
 
     from upper_fast import simd_level
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return (
         f"{cpu}; {os.cpu_count()} cores; SIMD {simd_level()}; torch threads {torch.get_num_threads()}; "
         f"Python {platform.python_version()}"

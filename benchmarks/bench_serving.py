@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import cpu_model  # noqa: E402
 
 D, G, N, M, F = 128, 64, 20, 5, 4
 FEATURIZER = {"word_buckets": 32768, "bigram_buckets": 32768, "trigram_buckets": 16384, "max_query_terms": 32,
@@ -40,14 +41,7 @@ EF_SWEEP = (100, 128, 200, 400)  # the index keeps max(ef, k) candidates; k = 10
 def machine() -> str:
     import upper_fast
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{cpu}, {os.cpu_count()} cores, load avg {load:.1f}; SIMD {upper_fast.simd_level()}; "
             f"upper_fast {upper_fast.__version__}")
