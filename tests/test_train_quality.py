@@ -33,7 +33,8 @@ def _config(**overrides: object) -> TrainConfig:
 def test_default_setup_fits_the_training_window(tmp_path):
     """Simulated world: purchase recall@30 of 300 products on the training window must be far above
     chance (0.1), and product vectors must not crowd onto one point. Measured on this seeded run:
-    mean pairwise product cosine 0.28 (0.50 with impressions as negatives, the old default)."""
+    mean pairwise product cosine 0.25 (0.37 with impressions as negatives, the old default; 0.50
+    with that and the towers' old unscaled fusion inputs)."""
     from upper_fast.data import generate, load_dataset
 
     torch.set_num_threads(2)
@@ -43,7 +44,7 @@ def test_default_setup_fits_the_training_window(tmp_path):
     run = load_run(tmp_path / "run", world)
     products = run.encode_products(world.catalog)
     mean_cos = float((products @ products.T).mean())
-    assert mean_cos < 0.4, f"product vectors collapsed (mean pairwise cosine {mean_cos:.3f})"
+    assert mean_cos < 0.31, f"product vectors collapsed (mean pairwise cosine {mean_cos:.3f})"
     metrics = evaluate_run(run, world, window="train", ks=(K,), progress=False, tau_k=K)
     recall = metrics[f"recall@{K}/purchase"]
     assert np.isfinite(recall) and recall > 2.5 * K / N_PRODUCTS, f"training-window recall@{K} {recall:.3f} ~ chance"
