@@ -70,8 +70,12 @@ class TrainConfig:
 
     # Multi-part hinge thresholds on the cosine: [negative, click, favorite, add_to_cart, purchase].
     thresholds: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.55, 0.6, 0.65])
-    impressions_as_negatives: bool = True
-    impression_sample: float = 0.25  # seeded share of logged impressions kept as examples (they are ~85% of a log)
+    # Off by default: impressions are products the engine showed for the query, i.e. mostly relevant
+    # ones. Pushing them below theta_neg fights the positives of the same queries; on the simulated
+    # marketplace it collapsed every product vector onto one point (mean pairwise cosine 0.99) and
+    # left training-window recall near random. Turn on only for logs whose impressions are true negatives.
+    impressions_as_negatives: bool = False
+    impression_sample: float = 0.25  # seeded share of logged impressions kept as examples when they are used
 
     # Negatives: how many per row from each source, and their weight schedule.
     inbatch_negatives: int = 8  # hardest other-row products per row

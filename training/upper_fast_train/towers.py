@@ -60,6 +60,15 @@ class TermBag(nn.Module):
         return summed / mask.sum(dim=-2).clamp_min(1.0)
 
 
+def _unit_scale(x: torch.Tensor) -> torch.Tensor:
+    """Parameter-free layer norm of one fused part (all-zero rows stay zero), so each part enters the
+    fusion MLP at the same scale: raw, the mean-pooled text (norm ~10, nearly the same for every
+    product) dwarfed the term bag and graph vector (norm ~0.2-0.4) and the product vectors collapsed."""
+    # Written out rather than F.layer_norm, whose shape argument the legacy ONNX exporter cannot trace.
+    centred = x - x.mean(dim=-1, keepdim=True)
+    return centred * torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + 1e-5)
+
+
 def _mlp(inp: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out))
 
@@ -133,7 +142,14 @@ class ProductTower(nn.Module):
         m = text_mask.to(hidden.dtype).unsqueeze(-1)
         text = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, H)
         gm = product_graph_mask.unsqueeze(-1)
-        parts = [text, product_graph * gm, gm, self.terms(product_terms), self.country(shop_country), self.category(category)]
+        parts = [
+            _unit_scale(text),
+            _unit_scale(product_graph * gm),
+            gm,
+            _unit_scale(self.terms(product_terms)),
+            _unit_scale(self.country(shop_country)),
+            _unit_scale(self.category(category)),
+        ]
         if self.n_quality:
             offsets = torch.arange(self.n_quality, device=quality_buckets.device) * self.quality_levels
             parts.append(self.quality(quality_buckets + offsets).flatten(1))  # (B, F * q)
@@ -175,7 +191,7 @@ class QueryUserTower(nn.Module):
         user_country: torch.Tensor,  # (B,) int64
     ) -> torch.Tensor:
         gm = query_graph_mask.unsqueeze(-1)
-        parts = [self.terms(query_terms), query_graph * gm, gm]
+        parts = [_unit_scale(self.terms(query_terms)), _unit_scale(query_graph * gm), gm]
         if not self.personalized:
             # The ablation blanks every user input inside the graph (rather than dropping the
             # branch), so its ONNX export keeps exactly the same seven inputs.
@@ -199,7 +215,7 @@ class QueryUserTower(nn.Module):
         # A float mask (-inf where padded) keeps the export free of the nested-tensor fast path.
         float_pad = torch.zeros(pad.shape, dtype=tokens.dtype, device=tokens.device).masked_fill(pad, float("-inf"))
         encoded = self.history(tokens, src_key_padding_mask=float_pad)
-        parts += [encoded[:, 0], self.country(user_country)]
+        parts += [_unit_scale(encoded[:, 0]), _unit_scale(self.country(user_country))]
         return F.normalize(self.fuse(torch.cat(parts, dim=-1)), dim=-1)
 
 
