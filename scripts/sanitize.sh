@@ -98,10 +98,10 @@ if [ "${SANITIZE_SKIP_PYTHON:-0}" != "1" ]; then
   (LD_PRELOAD="$LIBASAN $LIBSTDCXX" \
    ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:exitcode=86:detect_stack_use_after_return=0" \
    PYTHONPATH="$PKG:$ROOT/training" PYTHONMALLOC=malloc UPPER_FAST_SANITIZED=1 \
-   timeout 240 "$PY" -m pytest -q -x -s -p no:cacheprovider $SANITIZE_PYTESTS) >"$pylog" 2>&1
+   timeout "${SANITIZE_PY_TIMEOUT:-900}" "$PY" -m pytest -q -x -s -p no:cacheprovider --durations=12 $SANITIZE_PYTESTS) >"$pylog" 2>&1
   rc=$?
   set -e
-  tail -15 "$pylog"
+  tail -30 "$pylog"
   if [ $rc -ne 0 ]; then
     echo "  FAIL Python tests under ASan (rc=$rc; log: $pylog)"
     failed=1
