@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import random
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from upper_fast import Featurizer, simd_level
 
+from _machine import cpu_model  # noqa: E402
 
 
 def _find_data() -> Path:
@@ -47,16 +47,6 @@ def load_queries(limit: int = 50_000) -> tuple[list[str], str]:
     words = ["angle", "bracket", "pvc", "pipe", "1/2", "in.", "drill", "bit", "Ölfilter", "led", "bulb", "x", "10", "ft"]
     queries = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 5))) for _ in range(limit)]
     return queries, f"simulated generated queries ({len(queries)})"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def time_runs(fn, repeats: int) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -88,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     f = Featurizer()
     max_terms = f.config.max_query_terms
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"machine: {cpu_name()}, {os.cpu_count()} logical cpus (1-min load {load:.1f}), "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} logical cpus (1-min load {load:.1f}), "
           f"SIMD level {simd_level()} (not used here)")
     print(f"data: {label}; mean {np.mean([len(q) for q in queries]):.1f} chars per query")
     print(f"featurize(n={len(queries)}, max_terms={max_terms}), threads={args.threads}, repeats={args.repeats}")
