@@ -9,28 +9,11 @@ namespace upper_fast {
 
 namespace {
 
-float dist_f32(const void* a, const void* b, const void* param) {
-  const auto* p = static_cast<const IpSpaceParam*>(param);
-  return -p->kernels->dot_f32(static_cast<const float*>(a), static_cast<const float*>(b), p->dim);
-}
-
-float dist_bf16(const void* a, const void* b, const void* param) {
-  const auto* p = static_cast<const IpSpaceParam*>(param);
-  return -p->kernels->dot_bf16(static_cast<const std::uint16_t*>(a), static_cast<const std::uint16_t*>(b), p->dim);
-}
-
 // The scale trails the int8 values, so it may be unaligned: read it with memcpy.
 inline float i8_scale(const void* v, std::size_t dim) {
   float s;
   std::memcpy(&s, static_cast<const char*>(v) + dim, sizeof s);
   return s;
-}
-
-float dist_i8(const void* a, const void* b, const void* param) {
-  const auto* p = static_cast<const IpSpaceParam*>(param);
-  const std::int32_t d =
-      p->kernels->dot_i8(static_cast<const std::int8_t*>(a), static_cast<const std::int8_t*>(b), p->dim);
-  return -(i8_scale(a, p->dim) * i8_scale(b, p->dim) * static_cast<float>(d));
 }
 
 }  // namespace
@@ -58,15 +41,15 @@ InnerProductSpace::InnerProductSpace(std::size_t dim, StorageType type)
   switch (type) {
     case StorageType::f32:
       data_size_ = dim * sizeof(float);
-      dist_ = dist_f32;
+      dist_ = param_.kernels->dist_f32;
       break;
     case StorageType::bf16:
       data_size_ = dim * sizeof(std::uint16_t);
-      dist_ = dist_bf16;
+      dist_ = param_.kernels->dist_bf16;
       break;
     case StorageType::i8:
       data_size_ = dim + sizeof(float);
-      dist_ = dist_i8;
+      dist_ = param_.kernels->dist_i8;
       break;
     default:
       throw std::invalid_argument("unknown storage type");

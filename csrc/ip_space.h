@@ -2,7 +2,8 @@
 //
 // hnswlib works with distances (smaller = closer); ours is -<a, b>, so a similarity is exactly the
 // negated distance. The distance function is chosen once per space (a plain function pointer, as
-// hnswlib's API wants) and calls the SIMD kernel table resolved at start-up.
+// hnswlib's API wants) from the SIMD kernel table resolved at start-up; the kernel is inlined into
+// it, so one distance is one indirect call.
 //
 // Stored layout per vector (what hnswlib copies into its level-0 block):
 //   f32:  float[dim]
@@ -26,7 +27,8 @@ enum class StorageType : std::uint32_t { f32 = 0, bf16 = 1, i8 = 2 };
 StorageType parse_storage_type(const std::string& name);
 const char* storage_type_name(StorageType type);
 
-// What the distance function needs; hnswlib hands it back as `const void* param`.
+// What the distance function needs; hnswlib hands it back as `const void* param`. `dim` must stay
+// the first member: the kernels' distance functions read it as a std::size_t (simd/dist_impl.h).
 struct IpSpaceParam {
   std::size_t dim;
   const simd::Kernels* kernels;

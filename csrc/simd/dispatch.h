@@ -37,6 +37,13 @@ struct Kernels {
                           const float* thr, float* out, std::uint32_t* mask);
   // out[i] = bf16_to_float(in[i]) for n values (exact widening).
   void (*bf16_to_f32)(const std::uint16_t* in, float* out, std::size_t n);
+
+  // hnswlib distance functions (hnswlib::DISTFUNC<float>): -<a, b> over the stored f32, bf16 and
+  // i8 (+ trailing float scale) layouts; `param` points to the dimension (std::size_t). The kernel
+  // is inlined into each, so a distance costs one indirect call (csrc/simd/dist_impl.h).
+  float (*dist_f32)(const void* a, const void* b, const void* param);
+  float (*dist_bf16)(const void* a, const void* b, const void* param);
+  float (*dist_i8)(const void* a, const void* b, const void* param);
 };
 
 // Largest `panel` of any table; mask bits are uint32_t.

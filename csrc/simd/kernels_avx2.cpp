@@ -1,6 +1,8 @@
 // AVX2 + FMA kernels (this file alone is compiled with -mavx2 -mfma -mf16c; see CMakeLists.txt).
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "simd/dispatch.h"
 
 namespace upper_fast::simd {
@@ -179,11 +181,14 @@ void bf16_to_f32(const std::uint16_t* in, float* out, std::size_t n) {
   for (; i < n; ++i) out[i] = bf16_to_float(in[i]);
 }
 
+#include "simd/dist_impl.h"
+
 }  // namespace
 
 const Kernels& avx2_kernels() {
   static const Kernels table{Level::avx2, "avx2", dot_f32, dot_f32_bf16, dot_bf16, dot_i8,
-                             kPanel, score_panel_f32, bf16_to_f32};
+                             kPanel, score_panel_f32, bf16_to_f32,
+      dist_f32, dist_bf16, dist_i8};
   return table;
 }
 

@@ -6,6 +6,8 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "simd/dispatch.h"
 
 namespace upper_fast::simd {
@@ -37,20 +39,23 @@ inline std::int32_t hsum_i32(__m512i v) {
 inline __mmask16 tail16(std::size_t r) { return static_cast<__mmask16>((1u << r) - 1u); }
 inline __mmask32 tail32(std::size_t r) { return r >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << r) - 1u); }
 
-// Tails use masked loads (zeros contribute nothing), so no scalar epilogue.
+// Tails use masked loads (zeros contribute nothing), so no scalar epilogue. Four accumulators
+// hide the FMA latency at the common dims (64 to 1024).
 float dot_f32(const float* a, const float* b, std::size_t n) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
   std::size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
+  for (; i + 64 <= n; i += 64) {
     s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
     s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
+    s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
   }
   for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
   if (i < n) {
     const __mmask16 m = tail16(n - i);
     s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
   }
-  return hsum(_mm512_add_ps(s0, s1));
+  return hsum(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
 float dot_f32_bf16(const float* a, const std::uint16_t* b, std::size_t n) {
@@ -83,17 +88,28 @@ float dot_bf16(const std::uint16_t* a, const std::uint16_t* b, std::size_t n) {
   return hsum(_mm512_add_ps(s0, s1));
 }
 
-// VNNI vpdpwssd on sign-extended int16 pairs: exact for int8 x int8.
+inline __mmask64 tail64(std::size_t r) { return r >= 64 ? ~__mmask64{0} : (__mmask64{1} << r) - 1u; }
+
+// VNNI vpdpbusd (u8 x s8, 64 pairs per instruction) on a + 128 (a XOR 0x80 read as u8), then the
+// bias removed exactly: sum (a + 128) b - 128 sum b = sum a b. Both sums are int32 (no saturation;
+// at most 255 * 128 * n / 16 per lane, far inside int32 for n < 2^17), so the result is exact for
+// any int8 inputs. Two instructions per 64 pairs, where the int16 route needed four.
 std::int32_t dot_i8(const std::int8_t* a, const std::int8_t* b, std::size_t n) {
-  __m512i s = _mm512_setzero_si512();
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512i s = _mm512_setzero_si512(), c = _mm512_setzero_si512();
   std::size_t i = 0;
-  for (; i < n; i += 32) {
-    const __mmask32 m = tail32(n - i);
-    __m512i x = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, a + i));
-    __m512i y = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, b + i));
-    s = _mm512_dpwssd_epi32(s, x, y);
+  for (; i + 64 <= n; i += 64) {
+    const __m512i y = _mm512_loadu_si512(b + i);
+    s = _mm512_dpbusd_epi32(s, _mm512_xor_si512(_mm512_loadu_si512(a + i), bias), y);
+    c = _mm512_dpbusd_epi32(c, bias, y);
   }
-  return hsum_i32(s);
+  if (i < n) {  // masked-off lanes of y are 0, so they add nothing to either sum
+    const __mmask64 m = tail64(n - i);
+    const __m512i y = _mm512_maskz_loadu_epi8(m, b + i);
+    s = _mm512_dpbusd_epi32(s, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, a + i), bias), y);
+    c = _mm512_dpbusd_epi32(c, bias, y);
+  }
+  return hsum_i32(_mm512_sub_epi32(s, c));
 }
 
 // Score micro-kernel: 32 queries (two zmm of lanes) x NC candidates; NC = 12 keeps 24 of the 32
@@ -163,11 +179,14 @@ void bf16_to_f32(const std::uint16_t* in, float* out, std::size_t n) {
   }
 }
 
+#include "simd/dist_impl.h"
+
 }  // namespace
 
 const Kernels& avx512_kernels() {
   static const Kernels table{Level::avx512, "avx512", dot_f32, dot_f32_bf16, dot_bf16, dot_i8,
-                             kPanel, score_panel_f32, bf16_to_f32};
+                             kPanel, score_panel_f32, bf16_to_f32,
+      dist_f32, dist_bf16, dist_i8};
   return table;
 }
 

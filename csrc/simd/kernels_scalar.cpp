@@ -71,8 +71,11 @@ void bf16_to_f32(const std::uint16_t* in, float* out, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) out[i] = bf16_to_float(in[i]);
 }
 
+#include "simd/dist_impl.h"
+
 const Kernels kTable{Level::scalar, "scalar", dot_f32, dot_f32_bf16, dot_bf16, dot_i8,
-                     kPanel, score_panel_f32, bf16_to_f32};
+                     kPanel, score_panel_f32, bf16_to_f32,
+      dist_f32, dist_bf16, dist_i8};
 
 }  // namespace
 

@@ -3,6 +3,7 @@
 // Built with -DUPPER_FAST_NATIVE_TESTS=ON; run under the sanitizers by scripts/sanitize.sh.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <limits>
 #include <random>
@@ -52,6 +53,18 @@ void test_dots(const simd::Kernels& k, std::mt19937& rng) {
     check(close(k.dot_f32_bf16(a.data(), bb.data(), n), ref.dot_f32_bf16(a.data(), bb.data(), n), tol), "dot_f32_bf16");
     check(close(k.dot_bf16(ab.data(), bb.data(), n), ref.dot_bf16(ab.data(), bb.data(), n), 4 * tol), "dot_bf16");
     check(k.dot_i8(ai.data(), bi.data(), n) == ref.dot_i8(ai.data(), bi.data(), n), "dot_i8");
+    // The hnswlib distances: -dot over the stored layouts (i8: values then an unaligned float scale).
+    const std::size_t dim = n;
+    check(close(k.dist_f32(a.data(), b.data(), &dim), -ref.dot_f32(a.data(), b.data(), n), tol), "dist_f32");
+    check(close(k.dist_bf16(ab.data(), bb.data(), &dim), -ref.dot_bf16(ab.data(), bb.data(), n), 4 * tol), "dist_bf16");
+    std::vector<char> sa(n + sizeof(float)), sb(n + sizeof(float));
+    const float scale_a = 0.25f, scale_b = 0.5f;
+    std::memcpy(sa.data(), ai.data(), n);
+    std::memcpy(sb.data(), bi.data(), n);
+    std::memcpy(sa.data() + n, &scale_a, sizeof scale_a);
+    std::memcpy(sb.data() + n, &scale_b, sizeof scale_b);
+    const float want_i8 = -(scale_a * scale_b * static_cast<float>(ref.dot_i8(ai.data(), bi.data(), n)));
+    check(k.dist_i8(sa.data(), sb.data(), &dim) == want_i8, "dist_i8");
     std::vector<float> wide(n);
     k.bf16_to_f32(bb.data(), wide.data(), n);
     for (std::size_t i = 0; i < n; ++i) check(wide[i] == simd::bf16_to_float(bb[i]), "bf16_to_f32");
