@@ -55,6 +55,7 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
     from upper_fast.data import generate, load_dataset
 
     from upper_fast_train import TrainConfig, load_run, train
+    from upper_fast_train.baselines import bm25_baseline
     from upper_fast_train.evaluate import evaluate_run
     from upper_fast_train.export import export_bundle
 
@@ -120,16 +121,20 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
     t0 = time.perf_counter()
     run = load_run(root / "run", dataset)
     metrics = evaluate_run(run, dataset, progress=progress)
+    blanked = evaluate_run(run, dataset, progress=progress, personalized=False)
+    lexical = bm25_baseline(dataset, progress=progress)
     timings["evaluate"] = time.perf_counter() - t0
     say(f"[5/5] quality on the evaluation window (SIMULATED data; exact search over the catalogue) "
         f"({timings['evaluate']:.1f} s)")
-    say("    | metric | value |")
-    say("    |---|---|")
+    say("    | metric (SIMULATED) | model | model, user features blanked | BM25 (bm25s) |")
+    say("    |---|---|---|---|")
     for name, value in metrics.items():
         if isinstance(value, float) and not name.startswith("requests") and name != "simulated":
-            say(f"    | {name} | {value:.4f} |")
+            cells = [f"{t[name]:.4f}" if isinstance(t.get(name), float) else "-" for t in (blanked, lexical)]
+            say(f"    | {name} | {value:.4f} | {cells[0]} | {cells[1]} |")
     timings["total"] = sum(timings.values())
     say(f"done in {timings['total']:.0f} s (generate {timings['generate']:.0f}, train {timings['train']:.0f}, "
         f"export {timings['export']:.0f}, evaluate {timings['evaluate']:.0f}); "
         f"try: upper-fast search {root / 'bundle'} \"{_example_queries(dataset, 1)[0]}\" --user {user_a}")
-    return {"timings": timings, "metrics": metrics, "boosting": hyd, "manifest": manifest}
+    return {"timings": timings, "metrics": metrics, "metrics_user_blanked": blanked, "metrics_bm25": lexical,
+            "boosting": hyd, "manifest": manifest}
