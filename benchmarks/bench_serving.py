@@ -17,6 +17,7 @@ MIPS-to-cosine column, and recall@100 against latency over ef for f32/bf16/i8 st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -153,7 +154,7 @@ def time_calls(fn: Any, cases: list[Any], warmup: int = 50) -> dict[str, float]:
 class ObviousPipeline:
     """The same search assembled from the usual parts: torch eager + hnswlib Python + numpy pruning."""
 
-    def __init__(self, retriever: Any, tower: Any, bundle: Path) -> None:
+    def __init__(self, retriever: Any, tower: Any, bundle: Path, cache: Path | None = None) -> None:
         import hnswlib
         import torch
 
@@ -171,10 +172,16 @@ class ObviousPipeline:
                                            hyd["scale"], True)
         self.boost = retriever._state.boost
         self.index = hnswlib.Index("ip", hydrated.shape[1])
-        self.index.init_index(hydrated.shape[0], manifest["index"]["M"], manifest["index"]["ef_construction"], 0)
-        t0 = time.perf_counter()
-        self.index.add_items(hydrated, np.arange(hydrated.shape[0]), num_threads=os.cpu_count() or 1)
-        self.build_s = time.perf_counter() - t0
+        if cache is not None and cache.exists():  # --workdir: the peer's index from an earlier run
+            self.index.load_index(str(cache), max_elements=hydrated.shape[0])
+            self.build_s = float("nan")
+        else:
+            self.index.init_index(hydrated.shape[0], manifest["index"]["M"], manifest["index"]["ef_construction"], 0)
+            t0 = time.perf_counter()
+            self.index.add_items(hydrated, np.arange(hydrated.shape[0]), num_threads=os.cpu_count() or 1)
+            self.build_s = time.perf_counter() - t0
+            if cache is not None:
+                self.index.save_index(str(cache))
         self.index.set_ef(manifest["index"]["ef_search"])
         self.index.set_num_threads(1)
         self.theta = np.array([THRESHOLDS[t] for t in ("click", "favorite", "add_to_cart", "purchase")], np.float32)
@@ -298,18 +305,24 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run_size(n: int, queries: int, tmp: Path) -> tuple[dict[str, Any], Path]:
+def run_size(n: int, queries: int, tmp: Path, reuse: bool = False) -> tuple[dict[str, Any], Path]:
+    """One catalogue size. reuse=True (--workdir): a bundle and a peer index already in `tmp` from an
+    earlier run are loaded instead of rebuilt (build times are then reported as NaN)."""
     from upper_fast import Retriever
 
     tower = bench_tower()
     t0 = time.perf_counter()
-    bundle = build_bundle(tmp, n, tower)
-    build_s = time.perf_counter() - t0
+    existing = tmp / f"bundle-{n}-f32"
+    if reuse and (existing / "manifest.json").exists():
+        bundle, build_s = existing, float("nan")
+    else:
+        bundle = build_bundle(tmp, n, tower)
+        build_s = time.perf_counter() - t0
     retriever = Retriever.load(bundle, num_threads=1)
     cases = workload(queries)
     ours = time_calls(lambda c: retriever.search(c[0], user=c[1], k=100), cases)
     stages = retriever.stage_timings(cases[1][0], user=cases[1][1], repeats=min(queries, 500))
-    obvious = ObviousPipeline(retriever, tower, bundle)
+    obvious = ObviousPipeline(retriever, tower, bundle, cache=tmp / f"hnswlib-{n}.bin" if reuse else None)
     theirs = time_calls(lambda c: obvious.search(c), cases)
     agree = np.mean([len(set(retriever.search(q, user=u, k=100).product_ids) & set(obvious.search((q, u)))) /
                      max(1, retriever.search(q, user=u, k=100).count) for q, u in cases[:50]])
@@ -356,12 +369,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--hydration-n", type=int, default=20000)
     ap.add_argument("--plot", default="docs/img/serving_recall_latency.png")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--workdir", default=None,
+                    help="keep bundles and the peer's hnswlib index here and reuse them on the next run "
+                         "(a 1M build takes many minutes on 2 cores); default: a temporary directory")
+    ap.add_argument("--build-only", action="store_true", help="with --workdir: build what is missing, measure nothing")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {"machine": machine(), "sizes": []}
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.build_only:
+        if not args.workdir:
+            ap.error("--build-only needs --workdir")
+        work = Path(args.workdir)
+        work.mkdir(parents=True, exist_ok=True)
+        for n in [int(s) for s in args.sizes.split(",")]:
+            from upper_fast import Retriever
+
+            bundle = work / f"bundle-{n}-f32"
+            if not (bundle / "manifest.json").exists():
+                t0 = time.perf_counter()
+                build_bundle(work, n, bench_tower())
+                print(f"bundle {n:,}: built in {time.perf_counter() - t0:.0f} s", flush=True)
+            if not (work / f"hnswlib-{n}.bin").exists():
+                peer = ObviousPipeline(Retriever.load(bundle), bench_tower(), bundle, cache=work / f"hnswlib-{n}.bin")
+                print(f"hnswlib {n:,}: built in {peer.build_s:.0f} s", flush=True)
+        return results
+    with contextlib.ExitStack() as stack:
+        tmp = args.workdir or stack.enter_context(tempfile.TemporaryDirectory())
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         bundle = None
         for n in [int(s) for s in args.sizes.split(",")]:
-            r, bundle = run_size(n, args.queries, Path(tmp))
+            r, bundle = run_size(n, args.queries, Path(tmp), reuse=args.workdir is not None)
             results["sizes"].append(r)
             print(report(results), flush=True)
         if args.hydration_n:
