@@ -61,7 +61,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.no_progress:
         values["progress"] = False
     config = TrainConfig.from_dict(values)
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data, progress=not args.no_progress)
     metrics = train(dataset, args.run, config, resume=args.resume, data_dir=args.data)
     label = " (simulated data)" if metrics.get("simulated") else ""
     last = metrics["last_loss"]
