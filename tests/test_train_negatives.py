@@ -104,3 +104,26 @@ def test_dynamic_pool_mines_top_scores_without_own_positives():
         allowed = [r for r in pool.rows if r not in excluded[i]]
         scores = {r: float(q[i] @ catalog[r]) for r in allowed}
         assert mined[i].tolist() == sorted(scores, key=lambda r: -scores[r])[:3]
+
+
+def test_another_users_positive_for_the_same_query_is_no_negative_by_default():
+    """Two users bought different products for one query: by default (exclude_query_positives) neither
+    product is a negative of the other's row; with the flag off (query-user groups) they are."""
+    from _train_synthetic import tiny_world
+
+    from upper_fast_train.train import negative_groups
+
+    config = tiny_config()
+    data, _ = tiny_world(config)
+    q = data.queries.event_query
+    same_query = np.flatnonzero(q == q[np.argmax(np.bincount(q))])  # rows of the most frequent query
+    diff_user = [r for r in same_query if data.groups[r] != data.groups[same_query[0]]]
+    idx = np.array([same_query[0], diff_user[0]])
+    data.labels[idx] = 4
+    data.product_rows[idx] = [1, 2]
+    rows, labels = torch.from_numpy(data.product_rows[idx]), torch.from_numpy(data.labels[idx])
+    by_query = own_positive_mask(rows, torch.from_numpy(negative_groups(data, idx, config)), labels)
+    assert by_query.all()
+    config.exclude_query_positives = False
+    by_user = own_positive_mask(rows, torch.from_numpy(negative_groups(data, idx, config)), labels)
+    assert not by_user[0, 1] and not by_user[1, 0]

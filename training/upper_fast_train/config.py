@@ -38,6 +38,12 @@ class TrainConfig:
     history_heads: int = 4
     history_items: int = 10  # N: last N engaged products
     history_queries: int = 5  # M: last M queries
+    # Training histories are taken strictly before the start of the event's search session: events of
+    # one signed-in user for one query with gaps of at most this many seconds. A purchase's own
+    # click and add_to_cart seconds earlier would otherwise sit in its history (the evaluation and
+    # serving see a search before any of its engagements); a model then learns to copy the history.
+    # 0 = strictly before each event's own timestamp.
+    history_session_gap_s: int = 1800
     country_dim: int = 16
     category_dim: int = 16
     quality_dim: int = 8
@@ -78,6 +84,11 @@ class TrainConfig:
     impression_sample: float = 0.25  # seeded share of logged impressions kept as examples when they are used
 
     # Negatives: how many per row from each source, and their weight schedule.
+    # True: no negative of a row is a product that ANY row of the batch with the same (normalised)
+    # query engaged with (another user's purchase for "necklace" is not a negative for mine). False:
+    # only the row's own query-user's engagements are excluded; then head queries, which fill a
+    # batch with rows of one query, push their own relevant products apart (see docs/training.md).
+    exclude_query_positives: bool = True
     inbatch_negatives: int = 8  # hardest other-row products per row
     uniform_negatives: int = 64  # random catalog products shared by the batch
     dynamic_negatives: int = 2  # mined per row from the pool
@@ -97,6 +108,8 @@ class TrainConfig:
             raise ValueError(f"thresholds must be ordered click <= favorite <= add_to_cart <= purchase, got {pos}")
         if self.thresholds[0] > pos[0]:
             raise ValueError("the negative threshold must not exceed the click threshold")
+        if self.history_session_gap_s < 0:
+            raise ValueError(f"history_session_gap_s must be >= 0 seconds, got {self.history_session_gap_s}")
         for name in ("epochs", "batch_size", "dim", "term_dim", "hidden", "history_heads", "quality_buckets"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -16,7 +16,7 @@ import numpy as np
 
 from upper_fast_train.config import INTERACTIONS, TrainConfig
 
-__all__ = ["Vocab", "ProductTable", "QueryTable", "TrainingSet", "build_vocab", "product_table", "query_table", "training_set"]
+__all__ = ["Vocab", "ProductTable", "QueryTable", "TrainingSet", "build_vocab", "product_table", "query_table", "session_starts", "training_set"]
 
 
 @dataclass
@@ -201,6 +201,26 @@ def _interaction_codes(names: list[Any]) -> np.ndarray:
     return np.fromiter((INTERACTIONS[n] for n in names), dtype=np.int64, count=len(names))
 
 
+def session_starts(users: np.ndarray, queries: np.ndarray, timestamps: np.ndarray, gap_s: int) -> np.ndarray:
+    """(n,) int64: per event, the timestamp at which its search session began.
+
+    A session is a chain of events of one user (row >= 0) for one query row whose consecutive gaps are
+    at most `gap_s` seconds; signed-out events (user -1) are sessions of their own. gap_s = 0 returns
+    the timestamps unchanged (events at the very same second still share a session then)."""
+    ts = np.asarray(timestamps, dtype=np.int64)
+    n = len(ts)
+    if n == 0:
+        return ts.copy()
+    order = np.lexsort((ts, queries, users))
+    u, q, t = users[order], queries[order], ts[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (u[1:] != u[:-1]) | (q[1:] != q[:-1]) | (t[1:] - t[:-1] > gap_s) | (u[1:] < 0)
+    start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+    out = np.empty(n, dtype=np.int64)
+    out[order] = t[start]
+    return out
+
+
 def query_table(
     events: Any,
     history_log: Any,
@@ -210,10 +230,12 @@ def query_table(
     vocab: Vocab,
     graph: Any,
     config: TrainConfig,
+    session_gap_s: int = 0,
 ) -> QueryTable:
     """Query-tower inputs of `events` (pyarrow Table: timestamp, user_id, query [, country]), with
     histories from `history_log` (the dataset's log: timestamp, user_id, query, product_id,
-    interaction) taken strictly before each event's timestamp by the core's `build_histories`.
+    interaction) taken by the core's `build_histories` strictly before each event's timestamp or,
+    with session_gap_s > 0, strictly before the start of its search session (`session_starts`).
 
     product_ids: `upper_fast.StringIdMap` over the catalog's product ids (catalog rows).
     user_country: user_id -> country for signed-in users; signed-out events use the event's `country`
@@ -236,11 +258,20 @@ def query_table(
         return np.where(np.array([v is None for v in values], dtype=bool), -1, rows).astype(np.int64)
 
     log_products = product_ids.lookup([str(p) for p in history_log.column("product_id").to_pylist()])
+    ev_rows, log_rows = user_rows(ev_users), user_rows(log_users)
+    at = np.ascontiguousarray(events.column("timestamp").to_numpy(), dtype=np.int64)
+    log_ts = np.ascontiguousarray(history_log.column("timestamp").to_numpy(), dtype=np.int64)
+    if session_gap_s > 0:
+        # Sessions over the events and the whole log together, so an event's session also starts at
+        # engagements (and logged impressions) that are not themselves among `events`.
+        both = session_starts(np.concatenate([ev_rows, log_rows]), np.concatenate([event_query, log_query]),
+                              np.concatenate([at, log_ts]), session_gap_s)
+        at = np.ascontiguousarray(both[: len(at)])
     hist_items, hist_types, hist_queries = build_histories(
-        user_rows(ev_users),
-        np.ascontiguousarray(events.column("timestamp").to_numpy(), dtype=np.int64),
-        user_rows(log_users),
-        np.ascontiguousarray(history_log.column("timestamp").to_numpy(), dtype=np.int64),
+        ev_rows,
+        at,
+        log_rows,
+        log_ts,
         np.ascontiguousarray(log_products, dtype=np.int64),
         _interaction_codes(history_log.column("interaction").to_pylist()).astype(np.int8),
         np.ascontiguousarray(log_query, dtype=np.int64),
@@ -298,7 +329,8 @@ def training_set(dataset: Any, product_ids: Any, featurizer: Any, vocab: Vocab, 
     users = {}
     if dataset.users is not None:
         users = dict(zip(dataset.users.column("user_id").to_pylist(), dataset.users.column("country").to_pylist()))
-    queries = query_table(events, window, product_ids, users, featurizer, vocab, graph, config)
+    queries = query_table(events, window, product_ids, users, featurizer, vocab, graph, config,
+                          session_gap_s=config.history_session_gap_s)
     user_ids = events.column("user_id").to_pylist()
     _, groups = _unique_index([f"{u}\x00{q}" for u, q in zip(user_ids, queries.event_query.tolist())])
     return TrainingSet(queries=queries, product_rows=rows[keep].astype(np.int64), labels=labels[keep], groups=groups)

@@ -5,8 +5,9 @@
 - dynamic hard: a large pool of products encoded (no grad) with the current product tower every few
   steps; per batch the core's `topk_inner_product` mines each row's top-k, which are re-encoded with grad.
 
-No source ever gives a row one of its own positives: the row's product, or any product its
-query-user engaged with in the batch.
+No source ever gives a row one of its own positives: the row's product, or any product its group
+engaged with in the batch. The group is the query (`TrainConfig.exclude_query_positives`, the
+default) or the query-user.
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ def negative_weights(step: int, total_steps: int, config: TrainConfig) -> dict[s
 def own_positive_mask(product_rows: torch.Tensor, groups: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(B, B) bool: True where column j's product is a positive of row i.
 
-    product_rows (B,) int64 catalog rows; groups (B,) int64 query-user keys; labels (B,) int64 (0 = negative).
-    Column j is row i's positive when it is the same product, or a product that row i's query-user
-    engaged with anywhere in the batch.
+    product_rows (B,) int64 catalog rows; groups (B,) int64 group keys (the query, or the query-user);
+    labels (B,) int64 (0 = negative). Column j is row i's positive when it is the same product, or a
+    product that row i's group engaged with anywhere in the batch.
     """
     same_product = product_rows[:, None] == product_rows[None, :]  # (B, B)
     engaged_by_group = (groups[:, None] == groups[None, :]) & (labels > 0)[None, :]  # [i, r]

@@ -99,6 +99,13 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def negative_groups(data: TrainingSet, idx: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """(B,) int64 group keys of the batch rows `idx`: rows of one group share their positives, so no
+    negative of a row is a product its group engaged with in the batch. The group is the query row
+    (`config.exclude_query_positives`, the default) or the query-user."""
+    return data.queries.event_query[idx] if config.exclude_query_positives else data.groups[idx]
+
+
 def _step_loss(
     model: torch.nn.Module,
     data: TrainingSet,
@@ -118,7 +125,7 @@ def _step_loss(
     q_in = _to(q_np, device)
     pos_rows = torch.from_numpy(data.product_rows[idx])
     labels = torch.from_numpy(data.labels[idx])
-    groups = torch.from_numpy(data.groups[idx])
+    groups = torch.from_numpy(negative_groups(data, idx, config))
     excluded = own_positive_mask(pos_rows, groups, labels)  # (B, B)
     need_sets = weights["uniform"] > 0 or (pool is not None and weights["dynamic"] > 0)
     excluded_sets = excluded_products(pos_rows, groups, labels) if need_sets else None
