@@ -92,6 +92,26 @@ def test_term_table_is_shared_between_towers():
     assert model.query_tower.terms.embedding.weight is model.product_tower.terms.embedding.weight
 
 
+def test_lexical_skip_is_one_map_shared_by_both_towers_and_old_runs_load_without_it():
+    from upper_fast_train.config import TrainConfig
+
+    model, cfg = _model()
+    assert cfg.lexical_skip and model.lexical is not None
+    assert model.query_tower.lexical is model.product_tower.lexical is model.lexical
+    q, _ = _query_batch(cfg)
+    with torch.no_grad():
+        before = model.query_tower(**q)
+        model.lexical.weight.mul_(3.0)
+        after = model.query_tower(**q)
+    assert not torch.allclose(before, after), "the query vector must depend on the lexical map"
+    off, _ = _model(lexical_skip=False)
+    assert off.lexical is None and "lexical.weight" not in off.state_dict()
+    # A run's config.json written before the field existed (it has term_vocab_size) loads with it off;
+    # a user's partial config without run keys keeps the default.
+    assert TrainConfig.from_dict({"term_dim": 16, "term_vocab_size": 99}).lexical_skip is False
+    assert TrainConfig.from_dict({"term_dim": 16}).lexical_skip is True
+
+
 def test_query_tower_exports_to_onnx_with_dynamic_batch(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     model, cfg = _model()

@@ -49,6 +49,9 @@ class TrainConfig:
     quality_dim: int = 8
     quality_buckets: int = 8  # quantile buckets per numeric quality feature
     dropout: float = 0.0
+    # A shared linear map of the term bag added to both towers' outputs (towers.UpperModel): a direct
+    # lexical-match channel. Runs written before this field existed load with it off.
+    lexical_skip: bool = True
 
     # Text encoder: None = a small T5 trained from scratch (after doc2query pre-training) with our own
     # subword tokenizer; a path = any local Hugging Face encoder checkpoint with its tokenizer.
@@ -142,6 +145,10 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a dict; keys that are not fields (e.g. vocab sizes a run adds) are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
+        values = dict(values)
+        # A run directory's config.json (it carries term_vocab_size) from before lexical_skip existed.
+        if "term_vocab_size" in values and "lexical_skip" not in values:
+            values["lexical_skip"] = False
         return cls(**{k: v for k, v in values.items() if k in names})
 
     def to_json(self, path: str | Path) -> None:

@@ -113,9 +113,11 @@ class ProductTower(nn.Module):
         n_countries: int,
         n_categories: int,
         n_quality: int,
+        lexical: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.terms = terms
+        self.lexical = lexical
         self.text_encoder = text_encoder
         self.n_quality = n_quality
         self.quality_levels = config.quality_buckets + 1  # bucket 0 = missing value
@@ -153,7 +155,10 @@ class ProductTower(nn.Module):
         if self.n_quality:
             offsets = torch.arange(self.n_quality, device=quality_buckets.device) * self.quality_levels
             parts.append(self.quality(quality_buckets + offsets).flatten(1))  # (B, F * q)
-        return F.normalize(self.fuse(torch.cat(parts, dim=-1)), dim=-1)
+        out = self.fuse(torch.cat(parts, dim=-1))
+        if self.lexical is not None:
+            out = out + self.lexical(parts[3])  # the unit-scaled term bag
+        return F.normalize(out, dim=-1)
 
 
 class QueryUserTower(nn.Module):
@@ -162,9 +167,10 @@ class QueryUserTower(nn.Module):
     user country -> MLP -> L2-normalised (B, D). With `personalized=False` (the paper's ablation) the
     user inputs are blanked inside the tower: same architecture, same ONNX signature, no user signal."""
 
-    def __init__(self, config: TrainConfig, terms: TermBag, n_countries: int) -> None:
+    def __init__(self, config: TrainConfig, terms: TermBag, n_countries: int, lexical: nn.Module | None = None) -> None:
         super().__init__()
         self.terms = terms
+        self.lexical = lexical
         self.personalized = config.personalized
         h = config.hidden
         self.item_proj = nn.Linear(config.graph_dim, h)
@@ -216,7 +222,10 @@ class QueryUserTower(nn.Module):
         float_pad = torch.zeros(pad.shape, dtype=tokens.dtype, device=tokens.device).masked_fill(pad, float("-inf"))
         encoded = self.history(tokens, src_key_padding_mask=float_pad)
         parts += [_unit_scale(encoded[:, 0]), _unit_scale(self.country(user_country))]
-        return F.normalize(self.fuse(torch.cat(parts, dim=-1)), dim=-1)
+        out = self.fuse(torch.cat(parts, dim=-1))
+        if self.lexical is not None:
+            out = out + self.lexical(parts[0])  # the unit-scaled term bag of the query
+        return F.normalize(out, dim=-1)
 
 
 class UpperModel(nn.Module):
@@ -233,8 +242,12 @@ class UpperModel(nn.Module):
     ) -> None:
         super().__init__()
         self.terms = TermBag(config.term_vocab_size, config.term_dim)
-        self.product_tower = ProductTower(config, self.terms, text_encoder, n_countries, n_categories, n_quality)
-        self.query_tower = QueryUserTower(config, self.terms, n_countries)
+        # lexical_skip: one linear map W of the unit-scaled term bag added to BOTH towers' outputs, so
+        # a score contains t_q' W'W t_p, a learned lexical match through the shared term table that
+        # works for queries never seen in training (the tail), beside what the fusion MLPs learn.
+        self.lexical = nn.Linear(config.term_dim, config.dim, bias=False) if config.lexical_skip else None
+        self.product_tower = ProductTower(config, self.terms, text_encoder, n_countries, n_categories, n_quality, self.lexical)
+        self.query_tower = QueryUserTower(config, self.terms, n_countries, self.lexical)
 
     def forward(
         self, query_inputs: dict[str, torch.Tensor], product_inputs: dict[str, torch.Tensor]
