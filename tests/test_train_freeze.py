@@ -90,3 +90,28 @@ def test_train_and_load_run_honour_the_option(tmp_path):
     run.train_config.freeze_text_encoder = False  # the plain path: through the (unchanged) encoder
     plain = run.encode_products(world.catalog)
     np.testing.assert_allclose(frozen, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_graph_dropout_blanks_graph_inputs_seeded():
+    from upper_fast_train.train import _step_loss
+
+    cfg = tiny_config(query_graph_dropout=1.0, product_graph_dropout=1.0)
+    data, products = tiny_world(cfg)
+    model = _fresh(cfg)
+    seen = {}
+
+    def spy(q_in, p_in):
+        seen["q"], seen["p"] = q_in, p_in
+        return model.query_tower(**q_in), model.product_tower(**p_in)
+
+    spy.query_tower = model.query_tower  # type: ignore[attr-defined]
+    timing = dict.fromkeys(("data", "mining", "forward", "backward", "optimizer"), 0.0)
+    weights = {"uniform": 1.0, "inbatch": 0.0, "dynamic": 0.0}
+    _step_loss(spy, data, products, np.arange(16), 0, weights, None, cfg, torch.device("cpu"), timing)
+    assert float(seen["q"]["query_graph_mask"].abs().sum()) == 0 and float(seen["q"]["query_graph"].abs().sum()) == 0
+    assert float(seen["p"]["product_graph_mask"].abs().sum()) == 0 and float(seen["p"]["product_graph"].abs().sum()) == 0
+    cfg0 = tiny_config()  # default 0: inputs untouched
+    _step_loss(spy, data, products, np.arange(16), 0, weights, None, cfg0, torch.device("cpu"), timing)
+    assert float(seen["q"]["query_graph_mask"].sum()) == float(data.queries.take(np.arange(16), products.product_graph)["query_graph_mask"].sum())
+    with pytest.raises(ValueError):
+        tiny_config(query_graph_dropout=1.5)

@@ -68,6 +68,12 @@ class TrainConfig:
 
     # Graph embeddings (frozen in the main training).
     graph_dim: int = 64
+    # Graph dropout (training only): the share of batch rows whose query graph vector (and mask) is
+    # blanked, and of the step's products whose graph vector is. Unseen queries and new products have
+    # no graph node at serving time (all Home Depot dev queries are unseen), while every training
+    # query and positive has one; 0 = off (the default, as before).
+    query_graph_dropout: float = 0.0
+    product_graph_dropout: float = 0.0
     graph_workers: int = 2  # gensim skip-gram threads; 1 = bit-reproducible (and polite on a shared machine)
 
     # Featurizer (hashed term ids shared by both towers). Smaller than the serving default so the
@@ -114,6 +120,9 @@ class TrainConfig:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by history_heads ({self.history_heads})")
         if not 0.0 < self.impression_sample <= 1.0:
             raise ValueError("impression_sample must be in (0, 1]")
+        for name in ("query_graph_dropout", "product_graph_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
         if not 0.0 <= self.warmup_fraction <= 1.0:
             raise ValueError("warmup_fraction must be in [0, 1]")
 

@@ -170,6 +170,11 @@ def _step_loss(
     t0 = time.perf_counter()
     core = model.module if hasattr(model, "module") else model
     q_np = data.queries.take(idx, products.product_graph, config.personalized)
+    drop_rng = np.random.default_rng([config.seed, step, 17])  # graph dropout draws, seeded by step
+    if config.query_graph_dropout > 0:
+        drop = drop_rng.random(len(idx)) < config.query_graph_dropout
+        q_np["query_graph"] = np.where(drop[:, None], np.float32(0), q_np["query_graph"]).astype(np.float32)
+        q_np["query_graph_mask"] = np.where(drop, np.float32(0), q_np["query_graph_mask"]).astype(np.float32)
     q_in = _to(q_np, device)
     pos_rows = torch.from_numpy(data.product_rows[idx])
     labels = torch.from_numpy(data.labels[idx])
@@ -196,7 +201,12 @@ def _step_loss(
     unique, inverse = np.unique(all_rows, return_inverse=True)
     inv = torch.from_numpy(inverse).to(device)
     b, u = len(idx), len(uni_rows)
-    q, p = model(q_in, _to(products.take(unique), device))  # (B, D), (R, D)
+    p_np = products.take(unique)
+    if config.product_graph_dropout > 0:
+        drop = drop_rng.random(len(unique)) < config.product_graph_dropout
+        p_np["product_graph"] = np.where(drop[:, None], np.float32(0), p_np["product_graph"]).astype(np.float32)
+        p_np["product_graph_mask"] = np.where(drop, np.float32(0), p_np["product_graph_mask"]).astype(np.float32)
+    q, p = model(q_in, _to(p_np, device))  # (B, D), (R, D)
     scores = q @ p.T  # (B, R)
     arange = torch.arange(b, device=device)
     pos_scores = scores[arange, inv[:b]]
