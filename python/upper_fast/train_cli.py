@@ -27,6 +27,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint")
     p.add_argument("--no-personalization", action="store_true", help="ablation: no user history or country")
     p.add_argument("--text-encoder", help="path to a local Hugging Face encoder checkpoint (default: small T5)")
+    p.add_argument("--freeze-text-encoder", action="store_true",
+                   help="no gradient into the text encoder; its pooled output is computed once per product")
     p.add_argument("--no-pretrain", action="store_true", help="skip doc2query pre-training of the small T5")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
@@ -58,6 +60,8 @@ def _train(args: argparse.Namespace) -> int:
         values["personalized"] = False
     if args.no_pretrain:
         values["pretrain"] = False
+    if args.freeze_text_encoder:
+        values["freeze_text_encoder"] = True
     if args.no_progress:
         values["progress"] = False
     config = TrainConfig.from_dict(values)

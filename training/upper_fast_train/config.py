@@ -65,9 +65,25 @@ class TrainConfig:
     pretrain: bool = True
     pretrain_epochs: int = 1
     pretrain_max_pairs: int = 4000
+    # Frozen text encoder: its weights get no gradient and its mean-pooled output is computed once per
+    # product (no grad, eval mode) at the start of training and by `load_run(...).encode_products`,
+    # so a step trains only the term table, embeddings and fusion MLPs (with a MiniLM product tower a
+    # step otherwise re-encodes ~800 sequences with grad). The saved weights are the encoder's own,
+    # so the exported bundle is the same model. text_cache_dir: optional folder where those pooled
+    # vectors are kept as .npy, keyed by a hash of the encoder weights and the token ids, for reuse
+    # across runs (None = recompute each time).
+    freeze_text_encoder: bool = False
+    text_cache_dir: str | None = None
 
     # Graph embeddings (frozen in the main training).
     graph_dim: int = 64
+    # Graph dropout (training only): the share of batch rows whose query graph vector (and mask) is
+    # blanked, and of the step's products whose graph vector is. Unseen queries and new products have
+    # no graph node at serving time (all Home Depot dev queries are unseen), while every training
+    # query and positive has one; 0 = off (the default, as before).
+    query_graph_dropout: float = 0.0
+    product_graph_dropout: float = 0.0
+    graph_workers: int = 2  # gensim skip-gram threads; 1 = bit-reproducible (and polite on a shared machine)
 
     # Featurizer (hashed term ids shared by both towers). Smaller than the serving default so the
     # shared term table (vocab x term_dim) trains quickly on CPU.
@@ -120,6 +136,9 @@ class TrainConfig:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by history_heads ({self.history_heads})")
         if not 0.0 < self.impression_sample <= 1.0:
             raise ValueError("impression_sample must be in (0, 1]")
+        for name in ("query_graph_dropout", "product_graph_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
         if not 0.0 <= self.warmup_fraction <= 1.0:
             raise ValueError("warmup_fraction must be in [0, 1]")
 

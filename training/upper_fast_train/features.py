@@ -105,13 +105,16 @@ class ProductTable:
     shop_country: np.ndarray  # (n,) int64
     category: np.ndarray  # (n,) int64
     quality_buckets: np.ndarray  # (n, F) int64
+    # (n, H) float32 mean-pooled text-encoder output, only with a frozen text encoder
+    # (TrainConfig.freeze_text_encoder): the tower then skips its encoder. None otherwise.
+    text_pooled: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.text_ids.shape[0])
 
     def take(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Product-tower inputs of catalog rows (B,) int64, keyed by input name."""
-        return {name: getattr(self, name)[rows] for name in self.__dataclass_fields__}
+        """Product-tower inputs of catalog rows (B,) int64, keyed by input name (text_pooled only when set)."""
+        return {name: getattr(self, name)[rows] for name in self.__dataclass_fields__ if getattr(self, name) is not None}
 
 
 def product_table(catalog: Any, tokenizer: Any, featurizer: Any, vocab: Vocab, graph: Any, config: TrainConfig) -> ProductTable:

@@ -69,8 +69,14 @@ class TrainedRun:
         return GraphEmbeddings(self.graph.query_keys, self.graph.query_vectors, vectors, mask)
 
     def product_table(self, catalog: Any) -> ProductTable:
-        """Product-tower inputs of every row of `catalog` (pyarrow Table)."""
-        return product_table(catalog, self.tokenizer, self.featurizer, self.vocab, self._graph_for(catalog), self.train_config)
+        """Product-tower inputs of every row of `catalog` (pyarrow Table); with a frozen text encoder
+        (`freeze_text_encoder`) also its pooled text vectors (from `text_cache_dir` when cached there)."""
+        table = product_table(catalog, self.tokenizer, self.featurizer, self.vocab, self._graph_for(catalog), self.train_config)
+        if self.train_config.freeze_text_encoder:
+            from upper_fast_train.train import pooled_text_vectors
+
+            table.text_pooled = pooled_text_vectors(self.model, table, self.device, self.train_config.text_cache_dir)
+        return table
 
     @torch.no_grad()
     def encode_products(self, catalog: Any, batch_size: int = 512, progress: bool = False) -> np.ndarray:

@@ -75,16 +75,19 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple
     """Token ids and attention mask, right-padded with <pad> and truncated to max_length.
 
     Returns (ids (n, max_length) int64, mask (n, max_length) int64 with 1 on real tokens). A truncated
-    text keeps its first max_length-1 pieces and still ends with </s>.
+    text keeps its first max_length-1 pieces and still ends with the encoding's own last token (</s>
+    for our T5 tokenizer, [SEP] for a BERT-style one such as all-MiniLM-L6-v2). Padding that the
+    tokenizer itself adds (a tokenizer.json with `padding` set, e.g. MiniLM's fixed 128) is dropped
+    first, using the encoding's attention mask, so it never counts as real tokens.
     """
     if max_length < 2:
         raise ValueError("max_length must be >= 2 (one piece plus </s>)")
     ids = np.full((len(texts), max_length), PAD_ID, dtype=np.int64)
     mask = np.zeros((len(texts), max_length), dtype=np.int64)
     for i, enc in enumerate(tokenizer.encode_batch([t or "" for t in texts])):
-        row = enc.ids
+        row = [t for t, m in zip(enc.ids, enc.attention_mask) if m]
         if len(row) > max_length:
-            row = row[: max_length - 1] + [EOS_ID]
+            row = row[: max_length - 1] + [row[-1]]
         ids[i, : len(row)] = row
         mask[i, : len(row)] = 1
     return ids, mask

@@ -129,6 +129,12 @@ class ProductTower(nn.Module):
         fused += n_quality * config.quality_dim
         self.fuse = _mlp(fused, config.hidden * 2, config.dim, config.dropout)
 
+    def pool_text(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """Mean of the text encoder's last hidden state over the attention mask: (B, H)."""
+        hidden = self.text_encoder(input_ids=text_ids, attention_mask=text_mask).last_hidden_state  # (B, Lt, H)
+        m = text_mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
     def forward(
         self,
         text_ids: torch.Tensor,  # (B, Lt) int64
@@ -139,10 +145,9 @@ class ProductTower(nn.Module):
         shop_country: torch.Tensor,  # (B,) int64
         category: torch.Tensor,  # (B,) int64
         quality_buckets: torch.Tensor,  # (B, F) int64
+        text_pooled: torch.Tensor | None = None,  # (B, H) float32: precomputed pool_text (frozen encoder)
     ) -> torch.Tensor:
-        hidden = self.text_encoder(input_ids=text_ids, attention_mask=text_mask).last_hidden_state  # (B, Lt, H)
-        m = text_mask.to(hidden.dtype).unsqueeze(-1)
-        text = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, H)
+        text = self.pool_text(text_ids, text_mask) if text_pooled is None else text_pooled
         gm = product_graph_mask.unsqueeze(-1)
         parts = [
             _unit_scale(text),

@@ -25,7 +25,7 @@ from upper_fast_train.losses import hinge_loss, negative_hinge
 from upper_fast_train.negatives import DynamicPool, excluded_products, hardest, membership, negative_weights, own_positive_mask, sample_uniform
 from upper_fast_train.towers import UpperModel, build_text_encoder, text_encoder_from_dir
 
-__all__ = ["train", "train_model", "resolve_device", "encode_product_rows", "save_model", "build_model"]
+__all__ = ["train", "train_model", "resolve_device", "encode_product_rows", "save_model", "build_model", "pooled_text_vectors"]
 
 _PHASES = ("data", "mining", "forward", "backward", "optimizer")
 
@@ -68,6 +68,61 @@ def encode_product_rows(
         part = rows[start : start + batch_size]
         out[start : start + len(part)] = model.product_tower(**_to(products.take(part), device)).float().cpu().numpy()
     model.train(was_training)
+    return out
+
+
+def _cache_key(encoder: torch.nn.Module, products: ProductTable) -> str:
+    """sha1 of the encoder weights and the products' token ids / masks (the pooled vectors' inputs)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for name, tensor in sorted(encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    h.update(np.ascontiguousarray(products.text_ids).tobytes())
+    h.update(np.ascontiguousarray(products.text_mask).tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def pooled_text_vectors(
+    model: UpperModel, products: ProductTable, device: torch.device, cache_dir: str | Path | None = None, batch_size: int = 256
+) -> np.ndarray:
+    """(n, H) float32 mean-pooled text-encoder output of every product (frozen encoder, eval mode).
+
+    Rows are encoded in order of length with each batch trimmed to its longest row (padding is masked,
+    so the result is the same). With cache_dir, the matrix is read from / written to
+    cache_dir/text_pooled-<sha1 of encoder weights + token ids>.npy.
+    """
+    tower = model.product_tower
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"text_pooled-{_cache_key(tower.text_encoder, products)}.npy"
+        if path.exists():
+            out = np.load(path)
+            if out.shape[0] == len(products):
+                return out
+    was_training = tower.text_encoder.training
+    tower.text_encoder.eval()
+    lengths = products.text_mask.sum(1)
+    order = np.argsort(-lengths, kind="stable")
+    out = None
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(1, int(lengths[rows].max()))
+        ids = torch.from_numpy(np.ascontiguousarray(products.text_ids[rows, :width])).to(device)
+        mask = torch.from_numpy(np.ascontiguousarray(products.text_mask[rows, :width])).to(device)
+        pooled = tower.pool_text(ids, mask).float().cpu().numpy()
+        if out is None:
+            out = np.zeros((len(products), pooled.shape[1]), dtype=np.float32)
+        out[rows] = pooled
+    tower.text_encoder.train(was_training)
+    assert out is not None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+        np.save(tmp, out)
+        os.replace(tmp, path)
     return out
 
 
@@ -122,6 +177,11 @@ def _step_loss(
     t0 = time.perf_counter()
     core = model.module if hasattr(model, "module") else model
     q_np = data.queries.take(idx, products.product_graph, config.personalized)
+    drop_rng = np.random.default_rng([config.seed, step, 17])  # graph dropout draws, seeded by step
+    if config.query_graph_dropout > 0:
+        drop = drop_rng.random(len(idx)) < config.query_graph_dropout
+        q_np["query_graph"] = np.where(drop[:, None], np.float32(0), q_np["query_graph"]).astype(np.float32)
+        q_np["query_graph_mask"] = np.where(drop, np.float32(0), q_np["query_graph_mask"]).astype(np.float32)
     q_in = _to(q_np, device)
     pos_rows = torch.from_numpy(data.product_rows[idx])
     labels = torch.from_numpy(data.labels[idx])
@@ -148,7 +208,12 @@ def _step_loss(
     unique, inverse = np.unique(all_rows, return_inverse=True)
     inv = torch.from_numpy(inverse).to(device)
     b, u = len(idx), len(uni_rows)
-    q, p = model(q_in, _to(products.take(unique), device))  # (B, D), (R, D)
+    p_np = products.take(unique)
+    if config.product_graph_dropout > 0:
+        drop = drop_rng.random(len(unique)) < config.product_graph_dropout
+        p_np["product_graph"] = np.where(drop[:, None], np.float32(0), p_np["product_graph"]).astype(np.float32)
+        p_np["product_graph_mask"] = np.where(drop, np.float32(0), p_np["product_graph_mask"]).astype(np.float32)
+    q, p = model(q_in, _to(p_np, device))  # (B, D), (R, D)
     scores = q @ p.T  # (B, R)
     arange = torch.arange(b, device=device)
     pos_scores = scores[arange, inv[:b]]
@@ -203,12 +268,16 @@ def train_model(
     d = _init_distributed(device)
     _seed_all(config.seed)
     model.to(device)
+    if config.freeze_text_encoder:
+        model.product_tower.text_encoder.requires_grad_(False)
+        if products.text_pooled is None:
+            products.text_pooled = pooled_text_vectors(model, products, device, config.text_cache_dir)
     net: torch.nn.Module = model
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, math.ceil(math.ceil(len(data) / d.world) / config.batch_size))
     total = steps_per_epoch * config.epochs
     if config.max_steps:
@@ -431,6 +500,7 @@ def _prepare(dataset: Any, run: Path, config: TrainConfig, resume: bool) -> dict
         dim=config.graph_dim,
         seed=config.seed,
         progress=config.progress,
+        workers=config.graph_workers,
         featurizer_config=FeaturizerConfig(**config.featurizer_kwargs()),
     )
     graph.save(run / "graph.npz")
