@@ -84,7 +84,8 @@ def tiny_world(n_products: int = 300, n_users: int = 20, seed: int = 0) -> dict:
 
 
 def tiny_bundle(tmp: Path, name: str = "bundle", *, seed: int = 0, n_products: int = 300, weights=(0.0, 0.0),
-                scale: float = 0.1, mips_augmented: bool = True, index_dtype: str = "f32") -> tuple[Path, TinyTower, dict]:
+                scale: float = 0.1, mips_augmented: bool = True, index_dtype: str = "f32",
+                **write_kwargs) -> tuple[Path, TinyTower, dict]:
     from upper_fast.bundle import write_bundle
 
     tower, onnx_path = tiny_onnx(tmp / f"{name}.onnx", seed)
@@ -96,6 +97,7 @@ def tiny_bundle(tmp: Path, name: str = "bundle", *, seed: int = 0, n_products: i
         hydration={"weights": list(weights), "scale": scale, "mips_augmented": mips_augmented,
                    "feature_names": ["rating", "sales"]},
         thresholds=THRESHOLDS, users=world["users"], countries=COUNTRIES, hist_items=N, hist_queries=M,
-        model_version=f"tiny-{seed}", index_dtype=index_dtype, ef_search=200, extra={"simulated": True},
+        model_version=f"tiny-{seed}", index_dtype=index_dtype, extra={"simulated": True},
+        **{"ef_search": 200, **write_kwargs},
     )
     return tmp / name, tower, world

@@ -84,3 +84,19 @@ def test_atomic_write_refuses_overwrite_and_leaves_no_temp(bundle, tmp_path):
         tiny_bundle(path.parent, name=path.name)
     assert not [p for p in os.listdir(path.parent) if p.startswith(".")]
     verify_bundle(path)
+
+
+def test_ef_is_raised_until_the_hydrated_recall_target_or_max_ef(tmp_path):
+    """target_recall: ef grows 1.5x per try while recall@100 is below target; an unreachable target
+    stops at max_ef, and the index file, the manifest and the Retriever all use the final ef."""
+    rng = np.random.default_rng(3)
+    queries = rng.standard_normal((40, 16)).astype(np.float32)
+    path, _, _ = tiny_bundle(tmp_path, "tuned", ef_search=100, recall_queries=queries, target_recall=1.01, max_ef=300)
+    idx = read_manifest(path)["index"]
+    assert [ef for ef, _ in idx["ef_tuning"]] == [100, 150, 225, 300]
+    assert idx["ef_search"] == 300 and idx["recall_at_100"] == idx["ef_tuning"][-1][1]
+    assert upper_fast.Index.load(str(path / "index.upf")).ef == 300
+    assert upper_fast.Retriever.load(path)._state.ef == 300
+    path, _, _ = tiny_bundle(tmp_path, "fixed", ef_search=100, recall_queries=queries)
+    idx = read_manifest(path)["index"]
+    assert idx["ef_search"] == 100 and len(idx["ef_tuning"]) == 1

@@ -267,7 +267,8 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
                  model_version: str, index_dtype: str = "f32", index_M: int = 16,
                  index_ef_construction: int = 200, ef_search: int = 128, seed: int = 0,
                  extra: dict[str, Any] | None = None, overwrite: bool = False,
-                 recall_queries: np.ndarray | None = None) -> dict[str, Any]:
+                 recall_queries: np.ndarray | None = None, target_recall: float | None = None,
+                 max_ef: int = 2048) -> dict[str, Any]:
     """Write a complete bundle atomically (temp dir beside `bundle_dir`, then one rename).
 
     query_graph (nq, G) f32; product_graph (n, G) f32; product_vectors (n, D) f32 L2-normalised;
@@ -278,6 +279,9 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
     hist_queries (list<string>). Builds the index with upper_fast.Index over the hydrated vectors.
     recall_queries: optional (m, D) float32 query vectors; the ANN recall@100 at ef_search against
     exact hydrated scoring over them is measured and stored in manifest["index"]["recall_at_100"].
+    target_recall (with recall_queries): while the recall is below it, ef_search is raised 1.5x at a
+    time up to max_ef (hydrated inner products are not cosines, and a fixed ef can fall short on a
+    large catalogue); every (ef, recall) tried is kept in manifest["index"]["ef_tuning"].
     Returns the manifest.
     """
     import pyarrow.parquet as pq
@@ -324,12 +328,19 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
                                            bool(hydration.get("mips_augmented", False)))
         index = Index(hydrated.shape[1], dtype=index_dtype, M=index_M, ef_construction=index_ef_construction, seed=seed)
         index.add(np.arange(n, dtype=np.int64), hydrated, num_threads=0)
-        index.ef = int(ef_search)
-        index.save(str(staged / "index.upf"))
         recall = None
+        tuning: list[list[float]] = []
+        ef_search = int(ef_search)
         if recall_queries is not None:
-            recall = hydrated_ann_recall(index, hydrated, recall_queries, w, ef_search,
-                                         bool(hydration.get("mips_augmented", False)))
+            mips = bool(hydration.get("mips_augmented", False))
+            recall = hydrated_ann_recall(index, hydrated, recall_queries, w, ef_search, mips)
+            tuning.append([ef_search, recall])
+            while target_recall is not None and recall < target_recall and ef_search < max_ef:
+                ef_search = min(max_ef, int(ef_search * 1.5))
+                recall = hydrated_ann_recall(index, hydrated, recall_queries, w, ef_search, mips)
+                tuning.append([ef_search, recall])
+        index.ef = ef_search
+        index.save(str(staged / "index.upf"))
         dims = {"query_dim": int(product_vectors.shape[1]), "graph_dim": int(product_graph.shape[1]),
                 "quality_features": int(w.shape[0]), "index_dim": int(hydrated.shape[1]),
                 "n_products": n, "n_query_nodes": len(query_keys), "n_users": int(users.num_rows),
@@ -338,7 +349,8 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
         dtypes = {"product_vectors": "float32", "product_graph": "float32", "query_graph": "float32",
                   "quality": "float32", "index": index_dtype, "onnx_inputs": "int64 ids, float32 features"}
         more = {"index": {"dtype": index_dtype, "M": index_M, "ef_construction": index_ef_construction,
-                          "ef_search": int(ef_search), "seed": seed, "recall_at_100": recall}}
+                          "ef_search": int(ef_search), "seed": seed, "recall_at_100": recall,
+                          "ef_tuning": tuning}}
         more.update(extra or {})
         manifest = write_manifest(staged, model_version=model_version, dims=dims, dtypes=dtypes, extra=more)
     except BaseException:

@@ -299,12 +299,14 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
                   index_dtype: str = "f32", scale: float = 0.1, boost_trials: int = 40, boost_k: int = 100,
                   max_boost_events: int = 4000, mips_augment: bool = True, ef_search: int = 128,
                   batch_size: int = 512, product_vectors: np.ndarray | None = None, overwrite: bool = False,
-                  progress: bool = True, seed: int = 0) -> dict[str, Any]:
+                  progress: bool = True, seed: int = 0, target_recall: float | None = 0.99) -> dict[str, Any]:
     """Export a training run to a serving bundle; returns the manifest.
 
     dataset: the `upper_fast.data.Dataset` the run was trained on (its log up to now gives the users'
     history; events after meta["train_end"] tune the boosting weights). product_vectors: optional
     precomputed (n_products, D) float32 (e.g. `merge_product_shards`), else encoded here.
+    ef_search is the starting beam: it is raised until the hydrated ANN recall@100 on up to 500
+    later-window queries reaches target_recall (None: keep ef_search as given).
     """
     from upper_fast.bundle import write_bundle
 
@@ -375,7 +377,7 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
             product_vectors=product_vectors, quality=quality, hydration=hydration, thresholds=thresholds,
             users=users, countries=countries, hist_items=N, hist_queries=M,
             model_version=f"{run_dir.name}-{digest}", index_dtype=index_dtype, ef_search=ef_search, seed=seed,
-            overwrite=overwrite, recall_queries=event_q[:500] if len(event_q) else None,
+            overwrite=overwrite, recall_queries=event_q[:500] if len(event_q) else None, target_recall=target_recall,
             extra={"simulated": bool(dataset.meta.get("simulated", False)), "onnx_parity_max_abs": parity,
                    "run": {"dir": str(run_dir.resolve()), "personalized": bool(config.get("personalized", True))}},
         )
