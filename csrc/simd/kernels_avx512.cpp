@@ -185,8 +185,7 @@ void bf16_to_f32(const std::uint16_t* in, float* out, std::size_t n) {
 
 const Kernels& avx512_kernels() {
   static const Kernels table{Level::avx512, "avx512", dot_f32, dot_f32_bf16, dot_bf16, dot_i8,
-                             kPanel, score_panel_f32, bf16_to_f32,
-      dist_f32, dist_bf16, dist_i8};
+                             kPanel, score_panel_f32, bf16_to_f32, dist_f32, dist_bf16, dist_i8};
   return table;
 }
 

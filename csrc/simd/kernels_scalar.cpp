@@ -74,8 +74,7 @@ void bf16_to_f32(const std::uint16_t* in, float* out, std::size_t n) {
 #include "simd/dist_impl.h"
 
 const Kernels kTable{Level::scalar, "scalar", dot_f32, dot_f32_bf16, dot_bf16, dot_i8,
-                     kPanel, score_panel_f32, bf16_to_f32,
-      dist_f32, dist_bf16, dist_i8};
+                     kPanel, score_panel_f32, bf16_to_f32, dist_f32, dist_bf16, dist_i8};
 
 }  // namespace
 
