@@ -119,4 +119,8 @@ if [ $failed -ne 0 ]; then
   echo "sanitize.sh: FAILED" >&2
   exit 1
 fi
-echo "sanitize.sh: clean ($n_native native test executables, Python subset under ASan+UBSan)"
+if [ "${SANITIZE_SKIP_PYTHON:-0}" = "1" ]; then
+  echo "sanitize.sh: clean ($n_native native test executables under ASan+UBSan; Python subset skipped)"
+else
+  echo "sanitize.sh: clean ($n_native native test executables, Python subset under ASan+UBSan)"
+fi

@@ -59,8 +59,8 @@ void test_dots(const simd::Kernels& k, std::mt19937& rng) {
     check(close(k.dist_bf16(ab.data(), bb.data(), &dim), -ref.dot_bf16(ab.data(), bb.data(), n), 4 * tol), "dist_bf16");
     std::vector<char> sa(n + sizeof(float)), sb(n + sizeof(float));
     const float scale_a = 0.25f, scale_b = 0.5f;
-    std::memcpy(sa.data(), ai.data(), n);
-    std::memcpy(sb.data(), bi.data(), n);
+    std::copy(ai.begin(), ai.end(), reinterpret_cast<std::int8_t*>(sa.data()));  // no memcpy: n may be 0
+    std::copy(bi.begin(), bi.end(), reinterpret_cast<std::int8_t*>(sb.data()));
     std::memcpy(sa.data() + n, &scale_a, sizeof scale_a);
     std::memcpy(sb.data() + n, &scale_b, sizeof scale_b);
     const float want_i8 = -(scale_a * scale_b * static_cast<float>(ref.dot_i8(ai.data(), bi.data(), n)));
