@@ -151,11 +151,12 @@ class ProductTower(nn.Module):
     ) -> torch.Tensor:
         text = self.pool_text(text_ids, text_mask) if text_pooled is None else text_pooled
         gm = product_graph_mask.unsqueeze(-1)
+        term_bag = _unit_scale(self.terms(product_terms))
         parts = [
             _unit_scale(text),
             _unit_scale(product_graph * gm),
             gm,
-            _unit_scale(self.terms(product_terms)),
+            term_bag,
             _unit_scale(self.country(shop_country)),
             _unit_scale(self.category(category)),
         ]
@@ -164,7 +165,7 @@ class ProductTower(nn.Module):
             parts.append(self.quality(quality_buckets + offsets).flatten(1))  # (B, F * q)
         out = self.fuse(torch.cat(parts, dim=-1))
         if self.lexical is not None:
-            out = out + self.lexical(parts[3])  # the unit-scaled term bag
+            out = out + self.lexical(term_bag)
         return F.normalize(out, dim=-1)
 
 
@@ -204,7 +205,8 @@ class QueryUserTower(nn.Module):
         user_country: torch.Tensor,  # (B,) int64
     ) -> torch.Tensor:
         gm = query_graph_mask.unsqueeze(-1)
-        parts = [_unit_scale(self.terms(query_terms)), _unit_scale(query_graph * gm), gm]
+        term_bag = _unit_scale(self.terms(query_terms))
+        parts = [term_bag, _unit_scale(query_graph * gm), gm]
         if not self.personalized:
             # The ablation blanks every user input inside the graph (rather than dropping the
             # branch), so its ONNX export keeps exactly the same seven inputs.
@@ -231,7 +233,7 @@ class QueryUserTower(nn.Module):
         parts += [_unit_scale(encoded[:, 0]), _unit_scale(self.country(user_country))]
         out = self.fuse(torch.cat(parts, dim=-1))
         if self.lexical is not None:
-            out = out + self.lexical(parts[0])  # the unit-scaled term bag of the query
+            out = out + self.lexical(term_bag)
         return F.normalize(out, dim=-1)
 
 
