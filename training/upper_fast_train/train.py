@@ -154,6 +154,12 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _blank_graph(inputs: dict[str, np.ndarray], name: str, drop: np.ndarray) -> None:
+    """Graph dropout: zero inputs[name] (B, G) and inputs[name + "_mask"] (B,) on the rows where drop."""
+    inputs[name] = np.where(drop[:, None], np.float32(0), inputs[name]).astype(np.float32)
+    inputs[name + "_mask"] = np.where(drop, np.float32(0), inputs[name + "_mask"]).astype(np.float32)
+
+
 def negative_groups(data: TrainingSet, idx: np.ndarray, config: TrainConfig) -> np.ndarray:
     """(B,) int64 group keys of the batch rows `idx`: rows of one group share their positives, so no
     negative of a row is a product its group engaged with in the batch. The group is the query row
@@ -179,9 +185,7 @@ def _step_loss(
     q_np = data.queries.take(idx, products.product_graph, config.personalized)
     drop_rng = np.random.default_rng([config.seed, step, 17])  # graph dropout draws, seeded by step
     if config.query_graph_dropout > 0:
-        drop = drop_rng.random(len(idx)) < config.query_graph_dropout
-        q_np["query_graph"] = np.where(drop[:, None], np.float32(0), q_np["query_graph"]).astype(np.float32)
-        q_np["query_graph_mask"] = np.where(drop, np.float32(0), q_np["query_graph_mask"]).astype(np.float32)
+        _blank_graph(q_np, "query_graph", drop_rng.random(len(idx)) < config.query_graph_dropout)
     q_in = _to(q_np, device)
     pos_rows = torch.from_numpy(data.product_rows[idx])
     labels = torch.from_numpy(data.labels[idx])
@@ -210,9 +214,7 @@ def _step_loss(
     b, u = len(idx), len(uni_rows)
     p_np = products.take(unique)
     if config.product_graph_dropout > 0:
-        drop = drop_rng.random(len(unique)) < config.product_graph_dropout
-        p_np["product_graph"] = np.where(drop[:, None], np.float32(0), p_np["product_graph"]).astype(np.float32)
-        p_np["product_graph_mask"] = np.where(drop, np.float32(0), p_np["product_graph_mask"]).astype(np.float32)
+        _blank_graph(p_np, "product_graph", drop_rng.random(len(unique)) < config.product_graph_dropout)
     q, p = model(q_in, _to(p_np, device))  # (B, D), (R, D)
     scores = q @ p.T  # (B, R)
     arange = torch.arange(b, device=device)
