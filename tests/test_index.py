@@ -205,7 +205,10 @@ def test_memory_shrinks_with_quantisation(built) -> None:
     assert mem["i8"] < mem["bf16"] < mem["f32"]
     # At least the stored vectors and level-0 links.
     assert mem["i8"] > N * (DIM + 4 + 2 * 16 * 4)
-    assert mem["f32"] - mem["i8"] >= N * (4 * DIM - DIM - 4)
+    # The stored vectors differ by exactly N * (4 DIM - (DIM + 4)) bytes; the upper-level link lists
+    # differ a little between builds (levels drawn by two insertion threads), hence 1% slack: the
+    # exact bound failed in 2 of 5 full-suite runs.
+    assert mem["f32"] - mem["i8"] >= 0.99 * N * (4 * DIM - DIM - 4)
 
 
 def test_concurrent_searches_are_safe_and_consistent(data, built) -> None:
