@@ -84,17 +84,25 @@ def parity_inputs(n: int, *, graph_dim: int, hist_items: int, hist_queries: int,
 
 
 def export_query_tower(tower: torch.nn.Module, path: str | os.PathLike[str], example: dict[str, np.ndarray],
-                       opset: int = 17) -> Path:
+                       opset: int = 17, lean: bool = True) -> Path:
     """Export the query-user tower to ONNX with a dynamic batch axis on every input and the output.
 
     example: ONNX inputs keyed by name (batch >= 2, so no dimension is specialised to 1).
+    lean: a `QueryUserTower` is exported through `serving_tower.LeanQueryTower` (the same function with
+    weights folded; ~50 onnxruntime nodes after optimisation instead of ~156, 2-3x faster at batch 1).
+    Callers check parity against the training tower (`check_onnx_parity`), as `export_bundle` does.
     The TorchScript exporter is tried first (fast, no extra deps); the dynamo exporter is the fallback.
     """
+    from upper_fast_train.serving_tower import LeanQueryTower
+    from upper_fast_train.towers import QueryUserTower
+
     path = Path(path)
     missing = [n for n in ONNX_INPUTS if n not in example]
     if missing:
         raise ValueError(f"example inputs lack {missing}")
     tower = tower.eval()
+    if lean and isinstance(tower, QueryUserTower):
+        tower = LeanQueryTower.from_tower(tower)
     args = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in ONNX_INPUTS)
     wrapped = _PositionalTower(tower).eval()
     # Traced with autograd on: under no_grad, eval-mode nn.TransformerEncoderLayer takes a fused fast

@@ -1,0 +1,66 @@
+"""The lean serving form of the query-user tower: same function as the training tower, fewer ONNX nodes."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from upper_fast_train.config import TrainConfig
+from upper_fast_train.export import ONNX_INPUTS, check_onnx_parity, export_query_tower, parity_inputs
+from upper_fast_train.serving_tower import LeanQueryTower
+from upper_fast_train.towers import QueryUserTower, TermBag
+
+VOCAB, N, M, L, COUNTRIES = 700, 6, 3, 16, 4
+
+
+def _tower(personalized: bool, lexical: bool, seed: int = 0) -> QueryUserTower:
+    torch.manual_seed(seed)
+    cfg = TrainConfig(graph_dim=12, term_dim=16, hidden=32, history_heads=4, country_dim=8, dim=24, dropout=0.0,
+                      personalized=personalized, lexical_skip=lexical)
+    terms = TermBag(VOCAB, cfg.term_dim)
+    lex = torch.nn.Linear(cfg.term_dim, cfg.dim, bias=False) if lexical else None
+    tower = QueryUserTower(cfg, terms, COUNTRIES + 1, lex)
+    with torch.no_grad():  # every parameter non-trivial, so each folded constant is exercised
+        for p in tower.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        terms.embedding.weight[0] = 5.0  # the training bag masks the padding row; the lean one must too
+    return tower.eval()
+
+
+def _inputs(n: int = 400, seed: int = 1) -> dict[str, np.ndarray]:
+    return parity_inputs(n, graph_dim=12, hist_items=N, hist_queries=M, query_terms=L, vocab_size=VOCAB,
+                         n_countries=COUNTRIES, seed=seed)
+
+
+@pytest.mark.parametrize("personalized,lexical", [(True, True), (True, False), (False, True)])
+def test_lean_tower_matches_training_tower(personalized, lexical):
+    tower = _tower(personalized, lexical)
+    lean = LeanQueryTower.from_tower(tower)
+    x = {k: torch.from_numpy(v) for k, v in _inputs().items()}
+    with torch.no_grad():
+        ref, got = tower(**x), lean(**x)
+    assert torch.isfinite(got).all()
+    assert (ref - got).abs().max().item() < 1e-5
+    # A row whose history is all padding (signed out) and one with a full history both covered.
+    assert (x["hist_item_type"].sum(1) == 0).any() and (x["hist_item_type"] > 0).all(1).any()
+
+
+def test_lean_export_is_smaller_and_matches(tmp_path):
+    tower = _tower(True, True)
+    example = _inputs(4)
+    lean_path = export_query_tower(tower, tmp_path / "lean.onnx", example)
+    plain_path = export_query_tower(tower, tmp_path / "plain.onnx", example, lean=False)
+    lean_nodes = len(onnx.load(str(lean_path)).graph.node)
+    plain_nodes = len(onnx.load(str(plain_path)).graph.node)
+    assert lean_nodes < 0.5 * plain_nodes, (lean_nodes, plain_nodes)
+    model = onnx.load(str(lean_path))
+    assert [i.name for i in model.graph.input] == list(ONNX_INPUTS)
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    inputs = _inputs(1000, seed=3)
+    assert check_onnx_parity(tower, lean_path, inputs) < 1e-4
+    assert check_onnx_parity(tower, plain_path, inputs) < 1e-4
+
+
+def test_lean_tower_rejects_other_modules():
+    with pytest.raises(TypeError, match="QueryUserTower"):
+        LeanQueryTower.from_tower(torch.nn.Linear(2, 2))

@@ -1,0 +1,179 @@
+"""A serving form of the trained query-user tower: the same function, far fewer ONNX nodes.
+
+At batch 1 onnxruntime's cost is per node (about 1-2 us each on this class of CPU), not arithmetic, so
+`export_query_tower` exports `LeanQueryTower.from_tower(tower)` instead of the training module. It is
+exact algebra on the trained weights (the ONNX parity check against the *training* tower still runs):
+
+* The history transformer's output is read only at the summary token, whose input is a learned
+  constant. So its query vector is a constant and each head's attention score for token t is
+  `LN1(x_t) . a_head + c_head`: one (h, heads) matrix folded from W_q, W_k, b_k. Scores are shifted so
+  the summary token's own score is 0 (softmax is shift-invariant), which lets one `Pad` put it in.
+  Values use `sum_t p_t = 1`: attn = v_0 + sum_{t>0} p_t (v_t - v_0), and v_0, the out-projection bias
+  and the residual summary vector fold into one bias. The feed-forward block runs on that one token.
+  No Q/K/V reshapes, transposes or shape arithmetic on the dynamic batch axis remain.
+* Term bags: the padding row of the gathered table is zeroed (the training bag masks it, so its value
+  never mattered) and the table carries a 0/1 column, so one gather + sum yields the bag's sum and its count of real terms
+  (no compare + cast + sum).
+* Small tables absorb what follows them: country embeddings are stored unit-scaled, the item-type
+  table holds the item projection bias and the segment vector, a (5, 1) table gives the padding bias.
+* The lexical skip joins the fusion MLP's last layer as extra input columns (one Gemm, not two).
+
+Training code never uses this module; it exists for export only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["LeanQueryTower"]
+
+_MASKED = -1e9  # additive score bias of a padded history token (exp underflows to exactly 0)
+
+
+def _const(t: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(t.detach().clone().float().contiguous(), requires_grad=False)
+
+
+class LeanQueryTower(nn.Module):
+    """`LeanQueryTower.from_tower(query_tower)`: same inputs (keywords, the ONNX names), same output."""
+
+    def __init__(self) -> None:  # filled by from_tower
+        super().__init__()
+
+    @classmethod
+    @torch.no_grad()
+    def from_tower(cls, tower: nn.Module) -> LeanQueryTower:
+        from upper_fast_train.towers import QueryUserTower
+
+        if not isinstance(tower, QueryUserTower):
+            raise TypeError(f"LeanQueryTower needs a QueryUserTower, got {type(tower).__name__}")
+        layer = tower.history
+        attn = layer.self_attn
+        if not layer.norm_first or not attn._qkv_same_embed_dim or attn.bias_k is not None or attn.add_zero_attn:
+            raise ValueError("LeanQueryTower supports the pre-norm history layer QueryUserTower builds")
+        act = getattr(layer, "activation", F.relu)
+        if act in (F.relu, torch.relu) or isinstance(act, nn.ReLU):
+            act_name = "relu"
+        elif act in (F.gelu,) or isinstance(act, nn.GELU):
+            act_name = "gelu"
+        else:
+            raise ValueError(f"unsupported history activation {act!r}")
+
+        self = cls()
+        self.personalized = bool(tower.personalized)
+        self.act_name = act_name
+        h = attn.embed_dim
+        heads = attn.num_heads
+        hd = h // heads
+        self.heads = heads
+
+        # (V, E + 1): the term embeddings and a last column of 1 (0 for the padding id), so one
+        # gather + sum gives a bag's sum and its count of real terms together.
+        table = tower.terms.embedding.weight.detach().float()
+        real = torch.ones(table.shape[0], 1)
+        real[0] = 0.0
+        self.term_table = _const(torch.cat([table * real, real], dim=1))
+        self.term_dim = int(table.shape[1])
+
+        # History tokens. Items: W_p g + (b_p + type_emb[t] + seg_1); queries: W_q bag + (b_q + seg_2).
+        seg = tower.segment.weight
+        self.item_w = _const(tower.item_proj.weight.t())
+        self.item_type = _const(tower.item_type.weight + tower.item_proj.bias + seg[1])
+        bias = torch.zeros(tower.item_type.weight.shape[0], 1)
+        bias[0] = _MASKED  # type 0 = padding
+        self.item_pad_bias = _const(bias)
+        self.hq_w = _const(tower.query_proj.weight.t())
+        self.hq_b = _const(tower.query_proj.bias + seg[2])
+
+        ln1, ln2 = layer.norm1, layer.norm2
+        self.ln1_w, self.ln1_b, self.ln1_eps = _const(ln1.weight), _const(ln1.bias), float(ln1.eps)
+        self.ln2_w, self.ln2_b, self.ln2_eps = _const(ln2.weight), _const(ln2.bias), float(ln2.eps)
+
+        wq, wk, wv = attn.in_proj_weight.split(h)  # (h, h) each; y = x W^T + b
+        bq, bk, bv = attn.in_proj_bias.split(h)
+        x0 = (tower.summary.reshape(-1) + seg[0]).float()  # the summary token's input
+        l0 = F.layer_norm(x0, (h,), ln1.weight, ln1.bias, ln1.eps)
+        q0 = l0 @ wq.t() + bq
+        k0 = l0 @ wk.t() + bk
+        v0 = l0 @ wv.t() + bv
+        select = torch.zeros(h, heads)  # (h, heads): dim d belongs to head d // hd
+        select[torch.arange(h), torch.arange(h) // hd] = 1.0
+        scale = 1.0 / math.sqrt(hd)
+        a = wk.t() @ (q0[:, None] * select) * scale  # (h, heads)
+        c = (bk * q0) @ select * scale
+        s0 = (k0 * q0) @ select * scale
+        # One matmul gives [scores (heads) | values minus v_0 (h)] per token.
+        self.kv_w = _const(torch.cat([a, wv.t()], dim=1))  # (h, heads + h)
+        self.kv_b = _const(torch.cat([c - s0, bv - v0]))
+        self.expand = _const(select.t())  # (heads, h)
+        wo, bo = attn.out_proj.weight, attn.out_proj.bias
+        self.out_w = _const(wo.t())
+        self.out_b = _const(v0 @ wo.t() + bo + x0)
+        self.ff1_w, self.ff1_b = _const(layer.linear1.weight.t()), _const(layer.linear1.bias)
+        self.ff2_w, self.ff2_b = _const(layer.linear2.weight.t()), _const(layer.linear2.bias)
+
+        self.country = _const(F.layer_norm(tower.country.weight, (tower.country.weight.shape[1],), eps=1e-5))
+
+        fuse0, fuse3 = tower.fuse[0], tower.fuse[3]
+        self.fuse1_w, self.fuse1_b = _const(fuse0.weight.t()), _const(fuse0.bias)
+        out_w = fuse3.weight.t()  # (2h, D)
+        if tower.lexical is not None:
+            out_w = torch.cat([out_w, tower.lexical.weight.t()], dim=0)  # (2h + E, D)
+        self.has_lexical = tower.lexical is not None
+        self.fuse2_w, self.fuse2_b = _const(out_w), _const(fuse3.bias)
+        return self.eval()
+
+    def _bag(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., L) ids -> (mean embedding (..., E), count (..., 1))."""
+        summed, count = F.embedding(ids, self.term_table).sum(-2).split([self.term_dim, 1], dim=-1)
+        return summed / count.clamp_min(1.0), count
+
+    def forward(
+        self,
+        query_terms: torch.Tensor,  # (B, Lq) int64
+        query_graph: torch.Tensor,  # (B, G) float32
+        query_graph_mask: torch.Tensor,  # (B,) float32
+        hist_item_graph: torch.Tensor,  # (B, N, G) float32
+        hist_item_type: torch.Tensor,  # (B, N) int64
+        hist_query_terms: torch.Tensor,  # (B, M, Lq) int64
+        user_country: torch.Tensor,  # (B,) int64
+    ) -> torch.Tensor:
+        if not self.personalized:  # the ablation: user inputs blanked, as in the training tower
+            hist_item_graph = hist_item_graph * 0.0
+            hist_item_type = hist_item_type * 0
+            hist_query_terms = hist_query_terms * 0
+            user_country = user_country * 0
+        bag, _ = self._bag(query_terms)
+        term_bag = F.layer_norm(bag, (int(bag.shape[-1]),), eps=1e-5)
+        gm = query_graph_mask.unsqueeze(-1)
+        graph = F.layer_norm(query_graph * gm, (int(query_graph.shape[-1]),), eps=1e-5)
+
+        items = hist_item_graph @ self.item_w + F.embedding(hist_item_type, self.item_type)  # (B, N, h)
+        hq_bag, hq_count = self._bag(hist_query_terms)  # (B, M, E), (B, M, 1)
+        queries = hq_bag @ self.hq_w + self.hq_b  # (B, M, h)
+        tokens = torch.cat([items, queries], dim=1)  # (B, T, h), the summary token excluded
+        pad = torch.cat([F.embedding(hist_item_type, self.item_pad_bias),
+                         torch.where(hq_count < 0.5, _MASKED, 0.0)], dim=1)  # (B, T, 1)
+        normed = F.layer_norm(tokens, (int(tokens.shape[-1]),), self.ln1_w, self.ln1_b, self.ln1_eps)
+        kv = normed @ self.kv_w + self.kv_b  # (B, T, heads + h)
+        scores = kv[..., : self.heads] + pad
+        values = kv[..., self.heads:]
+        probs = torch.softmax(F.pad(scores, (0, 0, 1, 0)), dim=1)[:, 1:]  # summary token's score is 0
+        attended = ((probs @ self.expand) * values).sum(1)  # (B, h)
+        x = attended @ self.out_w + self.out_b  # summary token after attention + residual
+        y = F.layer_norm(x, (int(x.shape[-1]),), self.ln2_w, self.ln2_b, self.ln2_eps) @ self.ff1_w + self.ff1_b
+        y = F.relu(y) if self.act_name == "relu" else F.gelu(y)
+        x = x + y @ self.ff2_w + self.ff2_b
+        history = F.layer_norm(x, (int(x.shape[-1]),), eps=1e-5)
+
+        fused = torch.cat([term_bag, graph, gm, history, F.embedding(user_country, self.country)], dim=-1)
+        hidden = F.gelu(fused @ self.fuse1_w + self.fuse1_b)
+        if self.has_lexical:
+            hidden = torch.cat([hidden, term_bag], dim=-1)
+        out = hidden @ self.fuse2_w + self.fuse2_b
+        # F.normalize's export adds Shape + Expand for the broadcast; keepdim avoids both.
+        return out / torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_min(1e-12)
