@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "common.h"
+#include "hnsw_walk.h"
 #include "parallel.h"
 
 namespace upper_fast {
@@ -196,7 +197,8 @@ void Index::exact_scan(const float* q, const IdFilter& filter, float* scratch, s
 }
 
 void Index::search_one(const float* q, std::size_t k, std::size_t want, IdFilter* filter, void* enc, float* scratch,
-                       std::vector<Candidate>& cand, std::int64_t* ids, float* scores, std::int64_t* count) const {
+                       std::vector<Candidate>& cand, WalkScratch& walk, std::int64_t* ids, float* scores,
+                       std::int64_t* count) const {
   cand.clear();
   const bool quantised = dtype_ != StorageType::f32;
   if (filter != nullptr && filter->allowed_count() <= kExactScanMax) {
@@ -207,17 +209,15 @@ void Index::search_one(const float* q, std::size_t k, std::size_t want, IdFilter
       space_->encode(q, enc);
       query = enc;
     }
-    auto heap = hnsw_->searchKnn(query, want, filter);
-    while (!heap.empty()) {
-      const auto& top = heap.top();
-      const auto id = static_cast<std::int64_t>(top.second);
+    hnsw_walk(*hnsw_, query, want, filter, walk);
+    for (const auto& [distance, internal] : walk.top) {
+      const auto id = static_cast<std::int64_t>(hnsw_->getExternalLabel(internal));
       if (quantised) {
         // Rescore with the full-precision query against the stored vector.
-        cand.emplace_back(space_->score(q, stored(id), scratch), id);
+        cand.emplace_back(space_->score(q, hnsw_->getDataByInternalId(internal), scratch), id);
       } else {
-        cand.emplace_back(-top.first, id);
+        cand.emplace_back(-distance, id);
       }
-      heap.pop();
     }
   }
   const std::size_t found = std::min(k, cand.size());
@@ -252,17 +252,20 @@ void Index::search(const float* queries, std::size_t m, std::size_t k, std::size
     std::vector<char> enc;
     std::vector<float> f32;
     std::vector<Candidate> cand;
+    WalkScratch walk;
   };
   std::vector<Scratch> scratch(threads);
   for (auto& s : scratch) {
     s.enc.resize(space_->data_size());
     s.f32.resize(dim_);
     s.cand.reserve(filter != nullptr ? std::max(want, kExactScanMax) : want);
+    s.walk.top.reserve(want + 1);
+    s.walk.cand.reserve(4 * want + hnsw_->maxM0_);
   }
   parallel_for(m, threads, 4, [&](std::size_t b, std::size_t e, std::size_t tid) {
     Scratch& s = scratch[tid];
     for (std::size_t i = b; i < e; ++i)
-      search_one(queries + i * dim_, k, want, filter, s.enc.data(), s.f32.data(), s.cand, out_ids + i * k,
+      search_one(queries + i * dim_, k, want, filter, s.enc.data(), s.f32.data(), s.cand, s.walk, out_ids + i * k,
                  out_scores + i * k, out_counts + i);
   });
 }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "hnsw_walk.h"
 #include "index_io.h"
 #include "ip_space.h"
 
@@ -102,8 +103,8 @@ class Index {
   Index(const index_io::IndexHeader& header, const std::string& hnsw_path);
 
   void search_one(const float* q, std::size_t k, std::size_t want, IdFilter* filter, void* enc, float* scratch,
-                  std::vector<std::pair<float, std::int64_t>>& cand, std::int64_t* ids, float* scores,
-                  std::int64_t* count) const;
+                  std::vector<std::pair<float, std::int64_t>>& cand, WalkScratch& walk, std::int64_t* ids,
+                  float* scores, std::int64_t* count) const;
   void exact_scan(const float* q, const IdFilter& filter, float* scratch,
                   std::vector<std::pair<float, std::int64_t>>& cand) const;
   const char* stored(std::int64_t id) const;  // nullptr if absent or deleted; needs the lock held

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common.h"
+#include "hnsw_walk.h"
 #include "index.h"
 #include "index_io.h"
 
@@ -141,6 +142,59 @@ void test_index(StorageType type, const char* name) {
   ::rmdir(dir);
 }
 
+// Our walk (hnsw_walk.cpp) against hnswlib's own searchKnn on the same graph: the same algorithm, so
+// the same result set, with no deletions, with deletions, and with a filter.
+class EvenLabels final : public hnswlib::BaseFilterFunctor {
+ public:
+  bool operator()(hnswlib::labeltype id) override { return id % 2 == 0; }
+};
+
+void test_walk_matches_hnswlib(StorageType type, const char* name) {
+  const std::size_t n = 3000, dim = 24, m = 40;
+  auto x = unit_vectors(n, dim, 11);
+  auto q = unit_vectors(m, dim, 12);
+  InnerProductSpace space(dim, type);
+  hnswlib::HierarchicalNSW<float> g(&space, n, 12, 100, 3);
+  std::vector<char> enc(space.data_size());
+  for (std::size_t i = 0; i < n; ++i) {
+    space.encode(&x[i * dim], enc.data());
+    g.addPoint(enc.data(), i);
+  }
+  WalkScratch walk;
+  EvenLabels even;
+  for (int round = 0; round < 3; ++round) {
+    if (round == 1)
+      for (std::size_t i = 0; i < n; i += 7) g.markDelete(i);
+    hnswlib::BaseFilterFunctor* filter = round == 2 ? &even : nullptr;
+    bool same = true, returnable = true;
+    for (std::size_t i = 0; i < m; ++i) {
+      space.encode(&q[i * dim], enc.data());
+      for (std::size_t ef : {1u, 10u, 64u}) {
+        g.setEf(1);
+        auto heap = g.searchKnn(enc.data(), ef, filter);
+        std::set<std::size_t> theirs;
+        for (; !heap.empty(); heap.pop()) theirs.insert(heap.top().second);
+        hnsw_walk(g, enc.data(), ef, filter, walk);
+        std::set<std::size_t> ours;
+        for (const auto& e : walk.top) {
+          const auto label = g.getExternalLabel(e.second);
+          ours.insert(label);
+          returnable = returnable && !g.isMarkedDeleted(e.second) && (filter == nullptr || label % 2 == 0);
+        }
+        same = same && ours == theirs && walk.top.size() <= ef;
+      }
+    }
+    std::string what = std::string(name) + ": hnsw_walk returns hnswlib's result set (round " + std::to_string(round) + ")";
+    check(same, what.c_str());
+    what = std::string(name) + ": hnsw_walk never returns deleted or filtered nodes";
+    check(returnable, what.c_str());
+  }
+  WalkScratch empty_walk;
+  hnswlib::HierarchicalNSW<float> empty(&space, 10, 12, 100, 3);
+  hnsw_walk(empty, enc.data(), 10, nullptr, empty_walk);
+  check(empty_walk.top.empty(), "hnsw_walk on an empty graph returns nothing");
+}
+
 }  // namespace
 
 int main() {
@@ -148,6 +202,8 @@ int main() {
   test_index(StorageType::f32, "f32");
   test_index(StorageType::bf16, "bf16");
   test_index(StorageType::i8, "i8");
+  test_walk_matches_hnswlib(StorageType::f32, "f32");
+  test_walk_matches_hnswlib(StorageType::i8, "i8");
   if (failures) std::fprintf(stderr, "%d check(s) failed\n", failures);
   else std::fprintf(stderr, "all index checks passed\n");
   return failures == 0 ? 0 : 1;
