@@ -4,8 +4,8 @@
     PYTHONPATH=python:training python -m pytest benchmarks/bench_serving.py --benchmark-enable
 
 Product vectors are SYNTHETIC (clustered unit vectors, dim 128) and the query tower is a randomly
-initialised tower of the peers' shape (hashed-term bag + 1-layer transformer over 20 history items +
-MLP, dim 128): this measures latency and ANN recall, not retrieval quality.
+initialised copy of our query-user tower (term bag + 1-layer transformer over 20 history items and 5
+queries + MLP, dim 128; see bench_tower): this measures latency and ANN recall, not retrieval quality.
 
 Ours: featurize (C++) -> onnxruntime (1 thread, spinning off) -> hydrate_queries -> upper_fast.Index
 -> HingeThresholds pruning. Obvious way, same run: the same featurized inputs -> torch eager tower
@@ -49,40 +49,20 @@ def machine() -> str:
 
 
 def bench_tower() -> Any:
+    """Our own QueryUserTower (upper_fast_train.towers; default TrainConfig widths: term 64, graph 64,
+    hidden 128, 4 heads, dim 128, lexical skip), randomly initialised, fed the peers' history length
+    (20 items). Exported, it goes through the lean serving form (serving_tower.LeanQueryTower); the
+    obvious pipeline runs this training module in torch eager."""
     import torch
 
-    class BenchTower(torch.nn.Module):
-        """Peers' tower shape (PEERS.md): term bag + 1-layer transformer over history + MLP, dim 128."""
+    from upper_fast_train.config import TrainConfig
+    from upper_fast_train.towers import QueryUserTower, TermBag
 
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            vocab = 1 + FEATURIZER["word_buckets"] + FEATURIZER["bigram_buckets"] + FEATURIZER["trigram_buckets"]
-            self.term = torch.nn.Embedding(vocab, D, padding_idx=0)
-            self.graph = torch.nn.Linear(G, D)
-            self.item = torch.nn.Linear(G, D)
-            self.itype = torch.nn.Embedding(5, D, padding_idx=0)
-            self.country = torch.nn.Embedding(len(COUNTRIES) + 1, D)
-            self.mix = torch.nn.TransformerEncoderLayer(D, 4, 256, dropout=0.0, batch_first=True)
-            self.mlp = torch.nn.Sequential(torch.nn.Linear(2 * D, D), torch.nn.ReLU(), torch.nn.Linear(D, D))
-
-        def _bag(self, ids: torch.Tensor) -> torch.Tensor:
-            m = (ids > 0).float().unsqueeze(-1)
-            return (self.term(ids) * m).sum(-2) / m.sum(-2).clamp(min=1.0)
-
-        def forward(self, *, query_terms, query_graph, query_graph_mask, hist_item_graph, hist_item_type,
-                    hist_query_terms, user_country):
-            q = self._bag(query_terms) + self.graph(query_graph) * query_graph_mask.unsqueeze(-1)
-            seq = torch.cat([q.unsqueeze(1), self.item(hist_item_graph) + self.itype(hist_item_type),
-                             self._bag(hist_query_terms)], 1)
-            pad = torch.cat([torch.zeros_like(hist_item_type[:, :1]), hist_item_type,
-                             (hist_query_terms.sum(-1) > 0).long()], 1) == 0
-            pad[:, 0] = False
-            h = self.mix(seq, src_key_padding_mask=pad)[:, 0]
-            out = self.mlp(torch.cat([h, q + self.country(user_country)], -1))
-            return torch.nn.functional.normalize(out, dim=-1)
-
-    return BenchTower().eval()
+    torch.manual_seed(0)
+    cfg = TrainConfig(graph_dim=G, dim=D, dropout=0.0, word_buckets=FEATURIZER["word_buckets"],
+                      bigram_buckets=FEATURIZER["bigram_buckets"], trigram_buckets=FEATURIZER["trigram_buckets"])
+    lexical = torch.nn.Linear(cfg.term_dim, cfg.dim, bias=False)  # as UpperModel builds it (lexical_skip)
+    return QueryUserTower(cfg, TermBag(cfg.term_vocab_size, cfg.term_dim), len(COUNTRIES) + 1, lexical).eval()
 
 
 def clustered(n: int, dim: int, seed: int, centers: int = 2000) -> np.ndarray:
@@ -127,6 +107,30 @@ def build_bundle(root: Path, n: int, tower: Any, index_dtype: str = "f32", ef_co
         ef_search=128, extra={"simulated": True, "synthetic_vectors": True}, recall_queries=clustered(300, D, 9),
     )
     return path
+
+
+def retower(bundle: Path, tower: Any) -> None:
+    """--workdir reuse: put the current bench tower's export into an existing bundle when it differs
+    (a bundle built by an older version of this benchmark; the index and vectors do not depend on the
+    tower), updating the manifest's sha256 so the Retriever still verifies every file."""
+    from upper_fast.bundle import sha256_file
+    from upper_fast_train.export import export_query_tower, parity_inputs
+
+    vocab = 1 + sum(FEATURIZER[k] for k in ("word_buckets", "bigram_buckets", "trigram_buckets"))
+    fresh = bundle.parent / "tower.onnx"
+    export_query_tower(tower, fresh, parity_inputs(4, graph_dim=G, hist_items=N, hist_queries=M, query_terms=32,
+                                                   vocab_size=vocab, n_countries=len(COUNTRIES)))
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    digest = sha256_file(fresh)
+    if manifest["files"]["query_tower.onnx"]["sha256"] == digest:
+        return
+    os.replace(fresh, bundle / "query_tower.onnx")
+    manifest["files"]["query_tower.onnx"] = {"bytes": (bundle / "query_tower.onnx").stat().st_size, "sha256": digest}
+    tmp = manifest_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(tmp, manifest_path)
+    print(f"{bundle.name}: query tower replaced by the current bench tower", flush=True)
 
 
 def workload(count: int, seed: int = 3) -> list[tuple[str, str | None]]:
@@ -315,6 +319,7 @@ def run_size(n: int, queries: int, tmp: Path, reuse: bool = False) -> tuple[dict
     existing = tmp / f"bundle-{n}-f32"
     if reuse and (existing / "manifest.json").exists():
         bundle, build_s = existing, float("nan")
+        retower(bundle, tower)
     else:
         bundle = build_bundle(tmp, n, tower)
         build_s = time.perf_counter() - t0

@@ -257,6 +257,7 @@ class _Pipeline:
                 "hist_item_type": np.zeros((batch, N), np.int64),
                 "hist_query_terms": np.zeros((batch, M, L), np.int64),
                 "user_country": np.zeros((batch,), np.int64),
+                "history_dirty": np.zeros((batch,), np.bool_),  # row holds a user's history
                 "hydrated": np.zeros((batch, d["query_dim"] + self.s.query_tail.shape[0]), np.float32),
             }
             if len(cache) < 8:
@@ -305,26 +306,46 @@ class _Pipeline:
         return rows, types, queries, country
 
     def fill_inputs(self, buf: dict[str, np.ndarray], b: int, query: str, user: Any) -> None:
-        """Write the ONNX inputs of one (query, user) pair into row b of the buffers."""
+        """Write the ONNX inputs of one (query, user) pair into row b of the buffers.
+
+        The hot path of every search: native calls go straight to the core objects (arguments are
+        already checked), and a signed-out row skips rewriting history arrays that are still zero
+        from the previous signed-out search on this thread's buffers."""
         s = self.s
         L = s.dims["query_terms"]
-        buf["query_terms"][b] = s.featurizer.featurize([query], L, 1)[0]
-        node = s.query_map.get(s.featurizer.query_key(query))
+        feat = s.featurizer._impl
+        buf["query_terms"][b] = feat.featurize([query], L, 1)[0]
+        node = s.query_map._impl.get(feat.normalize(query))
         if node >= 0:
             buf["query_graph"][b] = s.query_graph[node]
             buf["query_graph_mask"][b] = 1.0
         else:
             buf["query_graph"][b] = 0.0
             buf["query_graph_mask"][b] = 0.0
+        dirty = buf["history_dirty"]
+        if user is None:
+            if dirty[b]:
+                buf["hist_item_graph"][b] = 0.0
+                buf["hist_item_type"][b] = 0
+                buf["hist_query_terms"][b] = 0
+                buf["user_country"][b] = 0
+                dirty[b] = False
+            return
         rows, types, queries, country = self.user_history(user)
-        valid = rows >= 0
-        buf["hist_item_graph"][b] = 0.0
-        if valid.any():
-            buf["hist_item_graph"][b, valid] = s.product_graph[rows[valid]]
+        dirty[b] = True
+        n_items = int(np.count_nonzero(rows >= 0))
+        graph = buf["hist_item_graph"][b]
+        if n_items == rows.shape[0]:
+            np.take(s.product_graph, rows, axis=0, out=graph)
+        else:
+            graph[:] = 0.0
+            valid = rows >= 0
+            graph[valid] = s.product_graph[rows[valid]]
         buf["hist_item_type"][b] = types
-        buf["hist_query_terms"][b] = 0
+        hq = buf["hist_query_terms"][b]
+        hq[:] = 0
         if queries:
-            buf["hist_query_terms"][b, : len(queries)] = s.featurizer.featurize(queries, L, 1)
+            hq[: len(queries)] = feat.featurize(queries, L, 1)
         buf["user_country"][b] = country
 
     def encode(self, buf: dict[str, np.ndarray]) -> np.ndarray:
@@ -341,19 +362,23 @@ class _Pipeline:
 
     def prune(self, ids: np.ndarray, scores: np.ndarray, k: int, min_tier: int, prune: bool) -> SearchResult:
         """Drop padding and, with prune, hits whose raw cosine misses the tier-`min_tier` threshold
-        (0 = the negative threshold); tiers come from the same thresholds."""
+        (0 = the negative threshold); tiers come from the same thresholds. `ids`/`scores` are one
+        row of a fresh search result (owned here, so no defensive copies)."""
         s = self.s
-        keep = ids >= 0
-        ids, scores = ids[keep], scores[keep]
-        cos = np.ascontiguousarray(scores - s.boost[ids], dtype=np.float32)
-        tier = s.thresholds.tier(cos)
+        if ids.size and ids[-1] < 0:  # the index pads missing hits at the end with id -1
+            n = int(np.count_nonzero(ids >= 0))
+            ids, scores = ids[:n], scores[:n]
+        cos = scores - s.boost[ids]
+        thresholds = s.thresholds._core
         if prune:
-            ok = s.thresholds.prune(cos, min_tier)
-            ids, scores, cos, tier = ids[ok], scores[ok], cos[ok], tier[ok]
-        ids, scores, cos, tier = ids[:k], scores[:k], cos[:k], tier[:k]
+            ok = thresholds.prune(cos, min_tier)
+            if not ok.all():
+                ids, scores, cos = ids[ok], scores[ok], cos[ok]
+        if ids.shape[0] > k:
+            ids, scores, cos = ids[:k], scores[:k], cos[:k]
+        tier = thresholds.tier(cos)
         pid = s.product_ids
-        return SearchResult([pid[i] for i in ids], ids.astype(np.int64), scores.astype(np.float32),
-                            cos, tier.astype(np.int8), s.manifest["model_version"])
+        return SearchResult([pid[i] for i in ids.tolist()], ids, scores, cos, tier, s.manifest["model_version"])
 
     def allowed_rows(self, filter: Any) -> np.ndarray:
         """The filter as int64 bundle rows (what upper_fast.Index.search takes)."""
