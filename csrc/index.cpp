@@ -30,6 +30,30 @@ void require(bool ok, const std::string& msg) {
   if (!ok) throw std::invalid_argument(msg);
 }
 
+// hnswlib keeps one std::mutex per element slot (40 bytes: 8 MB per 200k slots) for concurrent
+// inserts; searches never take them. A loaded index is created without them, and an add() of a
+// large batch (>= 1/8 of the capacity) releases them when it returns, so a built or loaded index
+// does not carry them. Any add() first re-creates them (one zeroed allocation of capacity x 40 bytes,
+// ~1 ms per 200k slots); small batches keep them afterwards, so streams of small adds pay it once.
+void release_insert_locks(Hnsw& h) { std::vector<std::mutex>().swap(h.link_list_locks_); }
+
+class InsertLocks {
+ public:
+  explicit InsertLocks(Hnsw& h) : h_(h) {
+    if (h.link_list_locks_.size() < h.max_elements_) std::vector<std::mutex>(h.max_elements_).swap(h.link_list_locks_);
+  }
+  ~InsertLocks() {
+    if (release_) release_insert_locks(h_);
+  }
+  InsertLocks(const InsertLocks&) = delete;
+  InsertLocks& operator=(const InsertLocks&) = delete;
+  void release_on_exit(bool release) { release_ = release; }
+
+ private:
+  Hnsw& h_;
+  bool release_ = false;
+};
+
 }  // namespace
 
 // ---- IdFilter ----
@@ -71,8 +95,8 @@ Index::Index(std::size_t dim, StorageType dtype, std::size_t M, std::size_t ef_c
   space_ = std::make_unique<InnerProductSpace>(dim, dtype);
   // Capacity 1: hnswlib allocates eagerly; add() grows it to the first batch's size exactly.
   hnsw_ = std::make_unique<Hnsw>(space_.get(), 1, M, ef_construction, static_cast<std::size_t>(seed));
-  // Our ef is passed per call as searchKnn's k (hnswlib searches with max(ef_, k)), so concurrent
-  // searches with different ef never write shared state.
+  // The beam width is passed per call to our walk (hnsw_walk.h), so concurrent searches with
+  // different ef never write shared state; hnswlib's own ef_ stays 1.
   hnsw_->setEf(1);
 }
 
@@ -117,6 +141,7 @@ void Index::add(const std::int64_t* ids, const float* vectors, std::size_t n, bo
   }
 
   std::unique_lock lock(mutex_);
+  InsertLocks insert_locks(*hnsw_);  // resizeIndex below replaces them at the new capacity
   std::size_t fresh = 0;
   for (std::size_t i = 0; i < n; ++i) {
     auto it = hnsw_->label_lookup_.find(static_cast<labeltype>(ids[i]));
@@ -132,6 +157,7 @@ void Index::add(const std::int64_t* ids, const float* vectors, std::size_t n, bo
     const std::size_t cap = hnsw_->max_elements_;
     hnsw_->resizeIndex(std::max(needed, cap > 1 ? cap + cap / 2 : needed));
   }
+  insert_locks.release_on_exit(n * 8 >= hnsw_->max_elements_);
   const std::size_t threads = std::min(resolve_threads(num_threads), n);
   const std::size_t stride = space_->data_size();
   std::vector<char> buffers(threads * stride);
@@ -184,7 +210,8 @@ std::size_t Index::memory_bytes() const {
   const std::size_t map_node = 32;
   return cap * h.size_data_per_element_                      // level 0: links, stored vector, label
          + upper                                             // upper-level link lists
-         + cap * (sizeof(char*) + sizeof(int) + sizeof(std::mutex))  // per-slot pointers, levels, locks
+         + cap * (sizeof(char*) + sizeof(int))                 // per-slot upper-link pointers, levels
+         + h.link_list_locks_.size() * sizeof(std::mutex)        // insert locks: none outside add()
          + cap * sizeof(hnswlib::vl_type)                    // one visited list
          + Hnsw::MAX_LABEL_OPERATION_LOCKS * sizeof(std::mutex)  // hnswlib's fixed label locks
          + h.label_lookup_.bucket_count() * sizeof(void*) + h.label_lookup_.size() * map_node + sizeof(Index);
@@ -238,7 +265,7 @@ void Index::search(const float* queries, std::size_t m, std::size_t k, std::size
                    std::int64_t* out_counts) const {
   require(k >= 1, "k must be >= 1");
   if (ef == 0) ef = ef_.load();
-  // Beam width = candidates kept (hnswlib searches with max(ef_, k) and ef_ is 1).
+  // Beam width = candidates kept.
   std::size_t want = std::max(ef, k);
   if (dtype_ != StorageType::f32) {
     const auto rescored = static_cast<std::size_t>(
@@ -381,6 +408,7 @@ Index::Index(const index_io::IndexHeader& h, const std::string& hnsw_path)
   space_ = std::make_unique<InnerProductSpace>(dim_, dtype_);
   hnsw_ = std::make_unique<Hnsw>(space_.get(), hnsw_path, false, std::max<std::size_t>(h.count, 1), false);
   hnsw_->setEf(1);
+  release_insert_locks(*hnsw_);
 }
 
 void Index::save(const std::string& path) const {
