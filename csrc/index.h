@@ -25,7 +25,7 @@
 namespace upper_fast {
 
 // Which ids a search may return: an allow-list of ids or a boolean mask indexed by id.
-// Evaluated inside hnswlib's search (no callbacks into Python). Read-only, so shareable by threads.
+// Evaluated inside the search walk (no callbacks into Python). Read-only, so shareable by threads.
 class IdFilter final : public hnswlib::BaseFilterFunctor {
  public:
   // Copies and sorts the ids (negative ids can never match and are ignored).
