@@ -16,10 +16,25 @@ from pathlib import Path
 
 # Development: the source tree with its in-place _core (scripts/dev_build.sh) wins, like
 # `PYTHONPATH=python:training`. Elsewhere (CI installs the package) the installed copy is used:
-# the source tree has no compiled _core there.
+# the source tree has no compiled _core there. A package named explicitly on $PYTHONPATH wins over
+# both: fuzz/run.py points its children at a frozen snapshot of the package, and scripts/sanitize.sh
+# at its copy with the ASan _core.
 _ROOT = Path(__file__).resolve().parents[1]
+
+
+def explicit_package_dir(pythonpath: str | None) -> Path | None:
+    """The first $PYTHONPATH entry that holds an `upper_fast` package, or None."""
+    for entry in (pythonpath or "").split(os.pathsep):
+        if entry and (Path(entry) / "upper_fast" / "__init__.py").is_file():
+            return Path(entry)
+    return None
+
+
 if any((_ROOT / "python" / "upper_fast").glob("_core*.so")):
-    for _p in (_ROOT / "training", _ROOT / "python"):
+    _paths = [_ROOT / "training"]
+    if explicit_package_dir(os.environ.get("PYTHONPATH")) is None:
+        _paths.append(_ROOT / "python")
+    for _p in _paths:
         if str(_p) not in sys.path:
             sys.path.insert(0, str(_p))
 
@@ -47,15 +62,71 @@ def skip(reason: str) -> None:
     sys.exit(SKIP_EXIT_CODE)
 
 
-def scratch_dir() -> Path:
-    """A per-process scratch directory, in memory where the OS offers one (fast, no disk wear)."""
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None
+SCRATCH_ENV = "UPPER_FAST_FUZZ_SCRATCH"
+SCRATCH_PREFIX = "upper_fast_fuzz_"
+
+
+def scratch_base() -> Path | None:
+    """Where scratch directories go: in memory where the OS offers it (fast, no disk wear)."""
+    return Path("/dev/shm") if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_scratch(base: Path | None = None) -> int:
+    """Removes `upper_fast_fuzz_<pid>_*` scratch directories whose process is gone; returns how many.
+
+    A fuzz target never runs its atexit handlers: libFuzzer ends the process with C exit() (after
+    -runs, at -max_total_time) or dies on a crash/timeout, all without Python's finalisation, so
+    every direct `python fuzz/fuzz_<t>.py` run used to leave its directory behind. (fuzz/run.py also
+    puts its children's directories under one root of its own and removes that.)"""
+    import re
+    import shutil
     import tempfile
 
-    path = Path(tempfile.mkdtemp(prefix=f"upper_fast_fuzz_{os.getpid()}_", dir=base))
+    base = Path(tempfile.gettempdir()) if base is None else base
+    pattern = re.compile(rf"{SCRATCH_PREFIX}(\d+)_[A-Za-z0-9_]{{8}}")
+    removed = 0
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        m = pattern.fullmatch(entry.name)
+        if m is None or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink() and entry.stat().st_uid == os.getuid():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def scratch_dir() -> Path:
+    """A per-process scratch directory: under $UPPER_FAST_FUZZ_SCRATCH when fuzz/run.py set it (it
+    removes that root however the child ends), else in /dev/shm (or the temp dir), removed at exit
+    where Python gets to run its atexit handlers, and by the next process's stale sweep otherwise."""
     import atexit
     import shutil
+    import tempfile
 
+    root = os.environ.get(SCRATCH_ENV)
+    if root and Path(root).is_dir():
+        base: Path | None = Path(root)
+    else:
+        base = scratch_base()
+        remove_stale_scratch(base)
+    path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}_", dir=base))
     atexit.register(shutil.rmtree, path, True)
     return path
 

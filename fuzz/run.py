@@ -6,6 +6,13 @@
 Each target runs in its own subprocess (`python fuzz/fuzz_<t>.py -runs=N ...`), so a native crash
 kills only that process and is reported, with the crashing input saved under --artifacts.
 Exit status: 0 when every target that ran finished its inputs without a crash, 1 otherwise.
+
+The child imports a frozen snapshot of the package under test (copied into the run's scratch root
+at start), never the working tree itself: copying a rebuilt `_core*.so` over the one a running
+process has mapped (`cp` rewrites the same inode) swaps the machine code under it, and the next
+call into `_core` dies of SIGBUS/SIGSEGV. That is how the 2026-12-01 campaign's `bundle` target
+"crashed" (docs/reliability.md). The scratch root also holds the children's scratch directories
+and is removed after the target however the child ended (libFuzzer skips Python's atexit).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +30,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 FUZZ_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(FUZZ_DIR))
+import common  # noqa: E402  (fuzz/common.py)
+
 TARGETS = ("text", "loaders", "index_file", "bundle")
 _DONE = re.compile(r"Done (\d+) runs in (\d+) second")
 _STAT = re.compile(r"^#(\d+)\s", re.MULTILINE)
@@ -48,13 +59,57 @@ def run_target(
     timeout_s: float,
     per_input_timeout_s: int = 20,
     env: dict[str, str] | None = None,
+    snapshot: bool = True,
 ) -> TargetResult:
-    """Runs one target for `runs` inputs (or until `timeout_s`), returns what it executed."""
+    """Runs one target for `runs` inputs (or until `timeout_s`), returns what it executed.
+
+    snapshot: the child imports a private copy of the package it would otherwise import (see the
+    module docstring); False runs it on the live package directory (tests/test_reliability_fuzz.py
+    uses that to show what the snapshot protects against)."""
     script = FUZZ_DIR / f"fuzz_{target}.py"
     if not script.exists():
         return TargetResult(target, "skipped", 0, 0.0, 0, f"{script.name} not present")
     corpus.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ if env is None else env, PYTHONHASHSEED="0")
+    common.remove_stale_scratch(common.scratch_base())  # left by direct runs of fuzz/fuzz_<t>.py
+    # Named like the children's directories, so the sweep also removes it if this process is killed.
+    scratch = Path(tempfile.mkdtemp(prefix=f"{common.SCRATCH_PREFIX}{os.getpid()}_", dir=common.scratch_base()))
+    try:
+        env[common.SCRATCH_ENV] = str(scratch)
+        if snapshot:
+            env["PYTHONPATH"] = _snapshot_package(env.get("PYTHONPATH", ""), scratch / "pkg")
+        return _run_child(target, script, runs, corpus, artifacts, seed, max_len, timeout_s, per_input_timeout_s, env)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def package_source(pythonpath: str) -> Path | None:
+    """The directory whose `upper_fast` a fuzz child would import: an explicit $PYTHONPATH entry,
+    else the source tree when it has an in-place _core (fuzz/common.py's rule), else None (the
+    installed package, which no rebuild of the working tree touches)."""
+    explicit = common.explicit_package_dir(pythonpath)
+    if explicit is not None:
+        return explicit
+    tree = FUZZ_DIR.parent / "python"
+    return tree if any((tree / "upper_fast").glob("_core*.so")) else None
+
+
+def _snapshot_package(pythonpath: str, dest: Path) -> str:
+    """Copies the package a child would import to dest/upper_fast; returns $PYTHONPATH with dest
+    first (the other entries stay behind it: they may hold more than upper_fast, e.g. training/)."""
+    source = package_source(pythonpath)
+    if source is None:
+        return pythonpath
+    shutil.copytree(source / "upper_fast", dest / "upper_fast", ignore=shutil.ignore_patterns("__pycache__"))
+    rest = [p for p in pythonpath.split(os.pathsep) if p]
+    if common.explicit_package_dir(pythonpath) is None:  # the source tree, as fuzz/common.py adds it
+        rest.append(str(FUZZ_DIR.parent / "training"))
+    return os.pathsep.join([str(dest), *dict.fromkeys(rest)])
+
+
+def _run_child(target: str, script: Path, runs: int, corpus: Path, artifacts: Path, seed: int, max_len: int,
+               timeout_s: float, per_input_timeout_s: int, env: dict[str, str]) -> TargetResult:
     before = set(os.listdir(artifacts))
     cmd = [
         sys.executable,
@@ -68,7 +123,6 @@ def run_target(
         f"-artifact_prefix={artifacts}/{target}-",
         str(corpus),
     ]
-    env = dict(os.environ if env is None else env, PYTHONHASHSEED="0")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env, timeout=timeout_s + 120)
     elapsed = time.perf_counter() - t0

@@ -2,7 +2,10 @@
 # Long fuzz campaign over every atheris target in fuzz/ (at least 1,000,000 inputs in total by
 # default), on ONE core at low priority, each target capped in wall-clock time. Results (inputs
 # executed per target, crashes) go to build/fuzz/campaign.json; crashing inputs to
-# build/fuzz/artifacts/ (copy them to tests/regressions/<target>/ once understood).
+# build/fuzz/artifacts/ (copy them to tests/regressions/<target>/ once understood). fuzz/run.py runs
+# each target on a snapshot of the package taken when the target starts, so rebuilding _core in the
+# working tree during a campaign cannot kill it (a `cp` over a mapped _core*.so did, 2026-12-01), and
+# removes each target's scratch directories (in /dev/shm) afterwards, crash or not.
 #
 #   scripts/fuzz_campaign.sh                          # default budget (~1.0M inputs)
 #   FUZZ_RUNS="text=600000 index_file=300000 loaders=60000 bundle=60000" scripts/fuzz_campaign.sh
