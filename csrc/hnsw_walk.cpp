@@ -21,9 +21,19 @@ using Entry = std::pair<float, tableint>;
 namespace {
 
 constexpr std::size_t kLine = 64;
-// Lines of one stored vector prefetched per neighbour: all of an i8 (dim 128: 3) or bf16 (5)
-// vector; f32 vectors beyond 8 lines are left to the hardware's sequential prefetcher.
+// Lines of one stored vector prefetched per neighbour (i8 dim 128: 3, bf16: 5, f32: 9); beyond 8
+// the hardware's sequential prefetcher follows.
 constexpr std::size_t kMaxLines = 8;
+// The first line of every unvisited neighbour is prefetched when the batch is collected; the rest
+// of neighbour j + kAhead while the distance of neighbour j is computed. Measured on a saved
+// 200k x 128 index (ef 100, best of 5, two alternating rounds): prefetching every line up front
+// gave f32 3,768 / 4,179 QPS and i8 6,574 / 7,505; this scheme f32 4,699 / 4,664, i8 7,906 / 7,566
+// (lookahead 3: 4,549 / 3,856 and 7,287 / 5,720; 5: 3,963 / 4,464 and 6,975 / 7,204).
+constexpr std::size_t kAhead = 2;
+
+inline const char* line_of(const char* p) {
+  return reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(p) & ~(kLine - 1));
+}
 
 struct WorstFirst {  // max-heap on distance
   bool operator()(const Entry& a, const Entry& b) const { return a.first < b.first; }
@@ -121,13 +131,16 @@ void hnsw_walk(const Hnsw& g, const void* query, std::size_t ef, hnswlib::BaseFi
       if (mark[id] == tag) continue;
       mark[id] = tag;
       batch[n++] = id;
-      // The element's line holding its vector start, then the rest of the vector.
-      const char* data = g.getDataByInternalId(id);
-      const char* first = reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(data) & ~(kLine - 1));
-      for (std::size_t l = 0; l < lines; ++l) UPPER_FAST_PREFETCH(first + l * kLine);
+      UPPER_FAST_PREFETCH(g.getDataByInternalId(id));  // the line holding the vector's start
       if (check) UPPER_FAST_PREFETCH(g.get_linklist0(id));  // its deleted flag
     }
+    auto fetch_rest = [&](tableint id) {
+      const char* first = line_of(g.getDataByInternalId(id));
+      for (std::size_t l = 1; l < lines; ++l) UPPER_FAST_PREFETCH(first + l * kLine);
+    };
+    for (std::size_t j = 0; j < std::min(n, kAhead); ++j) fetch_rest(batch[j]);
     for (std::size_t j = 0; j < n; ++j) {
+      if (j + kAhead < n) fetch_rest(batch[j + kAhead]);
       const tableint id = batch[j];
       const float d = dist(query, g.getDataByInternalId(id), param);
       if (top.size() < ef || d < bound) {
