@@ -309,19 +309,19 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run_size(n: int, queries: int, tmp: Path, reuse: bool = False) -> tuple[dict[str, Any], Path]:
+def run_size(n: int, queries: int, tmp: Path, reuse: bool = False, index_dtype: str = "f32") -> tuple[dict[str, Any], Path]:
     """One catalogue size. reuse=True (--workdir): a bundle and a peer index already in `tmp` from an
     earlier run are loaded instead of rebuilt (build times are then reported as NaN)."""
     from upper_fast import Retriever
 
     tower = bench_tower()
     t0 = time.perf_counter()
-    existing = tmp / f"bundle-{n}-f32"
+    existing = tmp / f"bundle-{n}-{index_dtype}"
     if reuse and (existing / "manifest.json").exists():
         bundle, build_s = existing, float("nan")
         retower(bundle, tower)
     else:
-        bundle = build_bundle(tmp, n, tower)
+        bundle = build_bundle(tmp, n, tower, index_dtype=index_dtype)
         build_s = time.perf_counter() - t0
     retriever = Retriever.load(bundle, num_threads=1)
     cases = workload(queries)
@@ -332,7 +332,7 @@ def run_size(n: int, queries: int, tmp: Path, reuse: bool = False) -> tuple[dict
     agree = np.mean([len(set(retriever.search(q, user=u, k=100).product_ids) & set(obvious.search((q, u)))) /
                      max(1, retriever.search(q, user=u, k=100).count) for q, u in cases[:50]])
     result = {
-        "n_products": n, "queries": queries, "bundle_build_s": build_s, "hnswlib_build_s": obvious.build_s,
+        "n_products": n, "index_dtype": index_dtype, "queries": queries, "bundle_build_s": build_s, "hnswlib_build_s": obvious.build_s,
         "ours_e2e": ours, "obvious_e2e": theirs, "ratio_p50": theirs["p50_us"] / ours["p50_us"],
         "ratio_p99": theirs["p99_us"] / ours["p99_us"], "stages_p50_us": stages,
         "onnx_tower": onnx_alone(retriever, cases), "torch_tower": torch_alone(tower, retriever, cases),
@@ -377,6 +377,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workdir", default=None,
                     help="keep bundles and the peer's hnswlib index here and reuse them on the next run "
                          "(a 1M build takes many minutes on 2 cores); default: a temporary directory")
+    ap.add_argument("--index-dtype", default="f32", choices=("f32", "bf16", "i8"),
+                    help="storage of the bundle's index (the obvious way always uses hnswlib f32)")
     ap.add_argument("--build-only", action="store_true", help="with --workdir: build what is missing, measure nothing")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {"machine": machine(), "sizes": []}
@@ -388,10 +390,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n in [int(s) for s in args.sizes.split(",")]:
             from upper_fast import Retriever
 
-            bundle = work / f"bundle-{n}-f32"
+            bundle = work / f"bundle-{n}-{args.index_dtype}"
             if not (bundle / "manifest.json").exists():
                 t0 = time.perf_counter()
-                build_bundle(work, n, bench_tower())
+                build_bundle(work, n, bench_tower(), index_dtype=args.index_dtype)
                 print(f"bundle {n:,}: built in {time.perf_counter() - t0:.0f} s", flush=True)
             if not (work / f"hnswlib-{n}.bin").exists():
                 peer = ObviousPipeline(Retriever.load(bundle), bench_tower(), bundle, cache=work / f"hnswlib-{n}.bin")
@@ -402,7 +404,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         Path(tmp).mkdir(parents=True, exist_ok=True)
         bundle = None
         for n in [int(s) for s in args.sizes.split(",")]:
-            r, bundle = run_size(n, args.queries, Path(tmp), reuse=args.workdir is not None)
+            r, bundle = run_size(n, args.queries, Path(tmp), reuse=args.workdir is not None,
+                                 index_dtype=args.index_dtype)
             results["sizes"].append(r)
             print(report(results), flush=True)
         if args.hydration_n:

@@ -8,6 +8,10 @@
 #include <stdexcept>
 #include <unordered_set>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "common.h"
 #include "hnsw_walk.h"
 #include "parallel.h"
@@ -36,6 +40,33 @@ void require(bool ok, const std::string& msg) {
 // does not carry them. Any add() first re-creates them (one zeroed allocation of capacity x 40 bytes,
 // ~1 ms per 200k slots); small batches keep them afterwards, so streams of small adds pay it once.
 void release_insert_locks(Hnsw& h) { std::vector<std::mutex>().swap(h.link_list_locks_); }
+
+// A "bulk" add: at least 1/8 of the capacity.
+bool is_bulk_add(std::size_t n, const Hnsw& h) { return n * 8 >= h.max_elements_; }
+
+// Backs hnswlib's level-0 block (links + stored vectors + labels of every slot: the memory a search
+// walks at random) with 2 MiB pages where the kernel allows it. With 4 KiB pages nearly every node a
+// walk visits in a large index is a TLB miss, which in a VM costs a two-dimensional page walk.
+// MADV_HUGEPAGE makes future faults of the range huge-page backed (THP "madvise" mode); MADV_COLLAPSE
+// (Linux 6.1+) converts the pages already there, synchronously, without a user-space copy. Both are
+// hints: any failure (old kernel, THP off, no free huge pages) leaves the index as it was.
+void advise_huge_pages(const Hnsw& h) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+  constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
+  const auto begin = reinterpret_cast<std::uintptr_t>(h.data_level0_memory_);
+  const std::uintptr_t end = begin + h.max_elements_ * h.size_data_per_element_;
+  const std::uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1);
+  const std::uintptr_t hi = end & ~(kHuge - 1);
+  if (h.data_level0_memory_ == nullptr || hi <= lo || hi - lo < 2 * kHuge) return;
+  void* start = reinterpret_cast<void*>(lo);
+  if (::madvise(start, hi - lo, MADV_HUGEPAGE) == 0) (void)::madvise(start, hi - lo, MADV_COLLAPSE);
+#else
+  (void)h;
+#endif
+}
 
 class InsertLocks {
  public:
@@ -157,7 +188,7 @@ void Index::add(const std::int64_t* ids, const float* vectors, std::size_t n, bo
     const std::size_t cap = hnsw_->max_elements_;
     hnsw_->resizeIndex(std::max(needed, cap > 1 ? cap + cap / 2 : needed));
   }
-  insert_locks.release_on_exit(n * 8 >= hnsw_->max_elements_);
+  insert_locks.release_on_exit(is_bulk_add(n, *hnsw_));
   const std::size_t threads = std::min(resolve_threads(num_threads), n);
   const std::size_t stride = space_->data_size();
   std::vector<char> buffers(threads * stride);
@@ -169,6 +200,7 @@ void Index::add(const std::int64_t* ids, const float* vectors, std::size_t n, bo
       hnsw_->addPoint(buf, static_cast<labeltype>(ids[i]));
     }
   });
+  if (is_bulk_add(n, *hnsw_)) advise_huge_pages(*hnsw_);  // bulk adds only
 }
 
 void Index::mark_deleted(const std::int64_t* ids, std::size_t n) {
@@ -409,6 +441,7 @@ Index::Index(const index_io::IndexHeader& h, const std::string& hnsw_path)
   hnsw_ = std::make_unique<Hnsw>(space_.get(), hnsw_path, false, std::max<std::size_t>(h.count, 1), false);
   hnsw_->setEf(1);
   release_insert_locks(*hnsw_);
+  advise_huge_pages(*hnsw_);
 }
 
 void Index::save(const std::string& path) const {

@@ -67,3 +67,17 @@ def test_lookup_pyarrow_column() -> None:
     column = pa.chunked_array([pa.array(["p2", None, "zz"]), pa.array(["", "p1"])])
     assert m.lookup(column).tolist() == [1, -1, -1, 2, 0]
     assert m.lookup(pa.array(["x", "p1", "p2"])[1:]).tolist() == [0, 1]
+
+
+def test_keys_at_returns_the_keys_of_rows_in_order():
+    keys = ["p-0", "mug ☕", "", "p-3"]
+    m = StringIdMap(keys)
+    rows = np.array([3, 1, 1, 0, 2], dtype=np.int64)
+    assert m.keys_at(rows) == [keys[i] for i in rows]
+    assert m.keys_at(np.empty(0, np.int64)) == []
+    with pytest.raises(IndexError, match="row 4 at position 1"):
+        m.keys_at(np.array([0, 4], dtype=np.int64))
+    with pytest.raises(IndexError, match="row -1"):
+        m.keys_at(np.array([-1], dtype=np.int64))
+    with pytest.raises(TypeError):
+        m.keys_at(np.array([0, 1], dtype=np.int32))

@@ -289,6 +289,28 @@ void register_id_map(py::module_& m) {
           py::arg("offsets"), py::arg("data"), py::arg("out"), py::arg("num_threads") = 0,
           "lookup over an Arrow string column's offsets and data buffers, into out (n,).")
       .def(
+          "keys_at",
+          [](const StringIdMap& map, py::handle rows) {
+            auto r = checked_1d<std::int64_t>(rows, "rows", "int64");
+            const std::int64_t* p = r.data();
+            const auto n = static_cast<std::size_t>(r.size());
+            const auto size = static_cast<std::int64_t>(map.size());
+            for (std::size_t i = 0; i < n; ++i) {
+              if (p[i] < 0 || p[i] >= size)
+                throw py::index_error("row " + std::to_string(p[i]) + " at position " + std::to_string(i) +
+                                      " is outside the map's rows 0.." + std::to_string(size - 1));
+            }
+            py::list out(static_cast<py::ssize_t>(n));
+            for (std::size_t i = 0; i < n; ++i) {
+              const std::string_view key = map.key(static_cast<std::size_t>(p[i]));
+              PyObject* str = PyUnicode_DecodeUTF8(key.data(), static_cast<Py_ssize_t>(key.size()), "strict");
+              if (str == nullptr) throw py::error_already_set();
+              PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), str);  // steals the reference
+            }
+            return out;
+          },
+          py::arg("rows"), "The keys of rows (int64 (n,)), in order: a list of str.")
+      .def(
           "keys",
           [](const StringIdMap& map) {
             py::list out(map.size());

@@ -290,6 +290,11 @@ class StringIdMap:
         """The keys in row order."""
         return list(self._impl.keys())
 
+    def keys_at(self, rows: np.ndarray) -> list[str]:
+        """The keys of ``rows`` (int64 (n,), C-contiguous), in order. A row outside
+        ``0 .. len(self) - 1`` raises IndexError naming it."""
+        return self._impl.keys_at(rows)  # type: ignore[no-any-return]
+
     def __len__(self) -> int:
         return len(self._impl)
 

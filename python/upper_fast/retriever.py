@@ -124,6 +124,7 @@ class _Loaded:
     user_queries: list[list[str]]    # distinct recent queries, most recent first
     dims: dict[str, int]
     num_threads: int
+    model_version: str = ""
     local: threading.local = field(default_factory=threading.local)
 
 
@@ -215,6 +216,7 @@ def _load(path: Path, num_threads: int, verify: bool) -> _Loaded:
         index=index, ef=int(manifest.get("index", {}).get("ef_search", 128)), countries=countries,
         user_map=StringIdMap(user_ids), user_country=user_country, user_rows=user_rows,
         user_types=user_types, user_queries=user_queries, dims=dims, num_threads=num_threads,
+        model_version=str(manifest["model_version"]),
     )
     del product_vectors  # only its shape is checked: the index holds the vectors
     # Warm-up: the first run of an onnxruntime session and the first index search allocate.
@@ -377,8 +379,9 @@ class _Pipeline:
         if ids.shape[0] > k:
             ids, scores, cos = ids[:k], scores[:k], cos[:k]
         tier = thresholds.tier(cos)
-        pid = s.product_ids
-        return SearchResult([pid[i] for i in ids.tolist()], ids, scores, cos, tier, s.manifest["model_version"])
+        # Product ids straight from the map's contiguous key buffer: indexing the list of 1M str
+        # objects touched two cold cache lines per hit (~46 us per 100 hits at 1M products).
+        return SearchResult(s.product_map._impl.keys_at(ids), ids, scores, cos, tier, s.model_version)
 
     def allowed_rows(self, filter: Any) -> np.ndarray:
         """The filter as int64 bundle rows (what upper_fast.Index.search takes)."""
