@@ -1,5 +1,7 @@
 #include "id_map.h"
 
+#include "huge_pages.h"
+
 #include "featurizer.h"
 #include "parallel.h"
 
@@ -39,6 +41,11 @@ StringIdMap::StringIdMap(const std::vector<std::string_view>& keys) {
     }
     slots_[pos] = static_cast<std::uint32_t>(row);
   }
+  // Lookups and keys_at touch these at random (large maps: product and user ids).
+  advise_huge_pages(data_.data(), data_.size());
+  advise_huge_pages(offsets_.data(), offsets_.size() * sizeof(offsets_[0]));
+  advise_huge_pages(hashes_.data(), hashes_.size() * sizeof(hashes_[0]));
+  advise_huge_pages(slots_.data(), slots_.size() * sizeof(slots_[0]));
 }
 
 std::int64_t StringIdMap::find(std::string_view k) const {

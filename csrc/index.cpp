@@ -8,12 +8,9 @@
 #include <stdexcept>
 #include <unordered_set>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include "common.h"
 #include "hnsw_walk.h"
+#include "huge_pages.h"
 #include "parallel.h"
 
 namespace upper_fast {
@@ -44,28 +41,10 @@ void release_insert_locks(Hnsw& h) { std::vector<std::mutex>().swap(h.link_list_
 // A "bulk" add: at least 1/8 of the capacity.
 bool is_bulk_add(std::size_t n, const Hnsw& h) { return n * 8 >= h.max_elements_; }
 
-// Backs hnswlib's level-0 block (links + stored vectors + labels of every slot: the memory a search
-// walks at random) with 2 MiB pages where the kernel allows it. With 4 KiB pages nearly every node a
-// walk visits in a large index is a TLB miss, which in a VM costs a two-dimensional page walk.
-// MADV_HUGEPAGE makes future faults of the range huge-page backed (THP "madvise" mode); MADV_COLLAPSE
-// (Linux 6.1+) converts the pages already there, synchronously, without a user-space copy. Both are
-// hints: any failure (old kernel, THP off, no free huge pages) leaves the index as it was.
+// hnswlib's level-0 block (links + stored vectors + labels of every slot) is what a search walks at
+// random: back it with 2 MiB pages where the kernel allows (huge_pages.h).
 void advise_huge_pages(const Hnsw& h) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
-#endif
-  constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
-  const auto begin = reinterpret_cast<std::uintptr_t>(h.data_level0_memory_);
-  const std::uintptr_t end = begin + h.max_elements_ * h.size_data_per_element_;
-  const std::uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1);
-  const std::uintptr_t hi = end & ~(kHuge - 1);
-  if (h.data_level0_memory_ == nullptr || hi <= lo || hi - lo < 2 * kHuge) return;
-  void* start = reinterpret_cast<void*>(lo);
-  if (::madvise(start, hi - lo, MADV_HUGEPAGE) == 0) (void)::madvise(start, hi - lo, MADV_COLLAPSE);
-#else
-  (void)h;
-#endif
+  upper_fast::advise_huge_pages(h.data_level0_memory_, h.max_elements_ * h.size_data_per_element_);
 }
 
 class InsertLocks {

@@ -316,3 +316,14 @@ class TestErrors:
         with pytest.raises(ValueError, match="id 7 is not in the index"):
             index.mark_deleted(np.array([1, 7], dtype=np.int64))
         assert len(index) == 3
+
+
+def test_advise_huge_pages_is_a_safe_hint():
+    from upper_fast._core import advise_huge_pages
+
+    big = np.zeros((3 << 20,), dtype=np.float32)  # 12 MiB: large enough to be advised
+    assert isinstance(advise_huge_pages(big), bool)
+    assert (big == 0).all()  # a hint: contents unchanged
+    assert advise_huge_pages(np.zeros(16, np.float32)) is False  # under 4 MiB: left alone
+    with pytest.raises(ValueError, match="C-contiguous"):
+        advise_huge_pages(big.reshape(1024, -1)[:, ::2])

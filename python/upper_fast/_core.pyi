@@ -18,6 +18,7 @@ def simd_level() -> str:
     the CPU lacks or an unknown name raises ValueError)."""
 
 def cpu_simd_level() -> str:
+def advise_huge_pages(array: np.ndarray) -> bool: ...
     """The best SIMD level this CPU supports, ignoring UPPER_FAST_SIMD."""
 
 # ---- kernels (csrc/bindings/kernels.cpp)

@@ -219,6 +219,13 @@ def _load(path: Path, num_threads: int, verify: bool) -> _Loaded:
         model_version=str(manifest["model_version"]),
     )
     del product_vectors  # only its shape is checked: the index holds the vectors
+    # Searches read these at random (a history's product rows, each hit's boost): 2 MiB pages where
+    # the kernel allows, as the index does for its graph (docs/serving.md).
+    from upper_fast._core import advise_huge_pages
+
+    for table in (product_graph, boost, query_graph, user_rows, user_types):
+        if table.flags.c_contiguous:
+            advise_huge_pages(table)
     # Warm-up: the first run of an onnxruntime session and the first index search allocate.
     _Pipeline(state).search_one("warm up", None, 10, None, 0, True)
     _Pipeline(state).search_many(["warm up", "second"], [None, None], 10, 0, True)
