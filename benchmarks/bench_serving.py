@@ -74,6 +74,10 @@ def clustered(n: int, dim: int, seed: int, centers: int = 2000) -> np.ndarray:
     return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
 
 
+def bundle_name(n: int, index_dtype: str, ef_construction: int = 100) -> str:
+    return f"bundle-{n}-{index_dtype}" + ("" if ef_construction == 100 else f"-efc{ef_construction}")
+
+
 def build_bundle(root: Path, n: int, tower: Any, index_dtype: str = "f32", ef_construction: int = 100) -> Path:
     import pyarrow as pa
 
@@ -94,7 +98,7 @@ def build_bundle(root: Path, n: int, tower: Any, index_dtype: str = "f32", ef_co
         "hist_queries": [[" ".join(rng.choice(WORDS, 2)) for _ in range(M)] for _ in range(n_users)],
     })
     keys = sorted({" ".join(rng.choice(WORDS, 2)) for _ in range(2000)})
-    path = root / f"bundle-{n}-{index_dtype}"
+    path = root / bundle_name(n, index_dtype, ef_construction)
     write_bundle(
         path, query_tower_onnx=onnx_path, featurizer_config=FEATURIZER, query_keys=keys,
         query_graph=rng.standard_normal((len(keys), G)).astype(np.float32), product_ids=[f"p{i}" for i in range(n)],
@@ -309,19 +313,20 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run_size(n: int, queries: int, tmp: Path, reuse: bool = False, index_dtype: str = "f32") -> tuple[dict[str, Any], Path]:
+def run_size(n: int, queries: int, tmp: Path, reuse: bool = False, index_dtype: str = "f32",
+             ef_construction: int = 100) -> tuple[dict[str, Any], Path]:
     """One catalogue size. reuse=True (--workdir): a bundle and a peer index already in `tmp` from an
     earlier run are loaded instead of rebuilt (build times are then reported as NaN)."""
     from upper_fast import Retriever
 
     tower = bench_tower()
     t0 = time.perf_counter()
-    existing = tmp / f"bundle-{n}-{index_dtype}"
+    existing = tmp / bundle_name(n, index_dtype, ef_construction)
     if reuse and (existing / "manifest.json").exists():
         bundle, build_s = existing, float("nan")
         retower(bundle, tower)
     else:
-        bundle = build_bundle(tmp, n, tower, index_dtype=index_dtype)
+        bundle = build_bundle(tmp, n, tower, index_dtype=index_dtype, ef_construction=ef_construction)
         build_s = time.perf_counter() - t0
     retriever = Retriever.load(bundle, num_threads=1)
     cases = workload(queries)
@@ -332,7 +337,7 @@ def run_size(n: int, queries: int, tmp: Path, reuse: bool = False, index_dtype: 
     agree = np.mean([len(set(retriever.search(q, user=u, k=100).product_ids) & set(obvious.search((q, u)))) /
                      max(1, retriever.search(q, user=u, k=100).count) for q, u in cases[:50]])
     result = {
-        "n_products": n, "index_dtype": index_dtype, "queries": queries, "bundle_build_s": build_s, "hnswlib_build_s": obvious.build_s,
+        "n_products": n, "index_dtype": index_dtype, "ef_construction": ef_construction, "queries": queries, "bundle_build_s": build_s, "hnswlib_build_s": obvious.build_s,
         "ours_e2e": ours, "obvious_e2e": theirs, "ratio_p50": theirs["p50_us"] / ours["p50_us"],
         "ratio_p99": theirs["p99_us"] / ours["p99_us"], "stages_p50_us": stages,
         "onnx_tower": onnx_alone(retriever, cases), "torch_tower": torch_alone(tower, retriever, cases),
@@ -379,6 +384,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "(a 1M build takes many minutes on 2 cores); default: a temporary directory")
     ap.add_argument("--index-dtype", default="f32", choices=("f32", "bf16", "i8"),
                     help="storage of the bundle's index (the obvious way always uses hnswlib f32)")
+    ap.add_argument("--ef-construction", type=int, default=100, help="of the bundle's index (100 keeps 1M builds short)")
     ap.add_argument("--build-only", action="store_true", help="with --workdir: build what is missing, measure nothing")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {"machine": machine(), "sizes": []}
@@ -390,10 +396,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n in [int(s) for s in args.sizes.split(",")]:
             from upper_fast import Retriever
 
-            bundle = work / f"bundle-{n}-{args.index_dtype}"
+            bundle = work / bundle_name(n, args.index_dtype, args.ef_construction)
             if not (bundle / "manifest.json").exists():
                 t0 = time.perf_counter()
-                build_bundle(work, n, bench_tower(), index_dtype=args.index_dtype)
+                build_bundle(work, n, bench_tower(), index_dtype=args.index_dtype, ef_construction=args.ef_construction)
                 print(f"bundle {n:,}: built in {time.perf_counter() - t0:.0f} s", flush=True)
             if not (work / f"hnswlib-{n}.bin").exists():
                 peer = ObviousPipeline(Retriever.load(bundle), bench_tower(), bundle, cache=work / f"hnswlib-{n}.bin")
@@ -405,7 +411,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bundle = None
         for n in [int(s) for s in args.sizes.split(",")]:
             r, bundle = run_size(n, args.queries, Path(tmp), reuse=args.workdir is not None,
-                                 index_dtype=args.index_dtype)
+                                 index_dtype=args.index_dtype, ef_construction=args.ef_construction)
             results["sizes"].append(r)
             print(report(results), flush=True)
         if args.hydration_n:
