@@ -3,8 +3,9 @@
     PYTHONPATH=python:training python benchmarks/bench_serving.py --sizes 100000 [--plot docs/img/...]
     PYTHONPATH=python:training python -m pytest benchmarks/bench_serving.py --benchmark-enable
 
-Product vectors are SYNTHETIC (clustered unit vectors, dim 128) and the query tower is a randomly
-initialised copy of our query-user tower (term bag + 1-layer transformer over 20 history items and 5
+Product vectors are SYNTHETIC (unit vectors, dim 128, clustered around 2,000 query vectors of the
+bench tower itself, so the workload's queries are in-distribution: see tower_directions) and the
+query tower is a randomly initialised copy of our query-user tower (term bag + 1-layer transformer over 20 history items and 5
 queries + MLP, dim 128; see bench_tower): this measures latency and ANN recall, not retrieval quality.
 
 Ours: featurize (C++) -> onnxruntime (1 thread, spinning off) -> hydrate_queries -> upper_fast.Index
