@@ -303,6 +303,14 @@ def cases_StringIdMap() -> Iterator[Case]:
     yield Case("lookup 2 MB key", lambda: m.lookup([LONG_TEXT]), must_raise=False, check=unchanged)
     yield Case("get int", lambda: m.get(5), raises=(TypeError,), check=unchanged)
     yield Case("lookup num_threads=-1", lambda: m.lookup(["a"], num_threads=-1), check=unchanged)
+    yield Case("keys_at row 3", lambda: m.keys_at(np.array([0, 3], np.int64)), raises=(IndexError,), check=unchanged)
+    yield Case("keys_at row -1", lambda: m.keys_at(np.array([-1], np.int64)), raises=(IndexError,), check=unchanged)
+    yield Case("keys_at huge row", lambda: m.keys_at(np.array([2**62], np.int64)), raises=(IndexError,), check=unchanged)
+    yield Case("keys_at int32", lambda: m.keys_at(np.array([0], np.int32)), raises=(TypeError,), check=unchanged)
+    yield Case("keys_at float", lambda: m.keys_at(np.array([0.0])), raises=(TypeError,), check=unchanged)
+    yield Case("keys_at 2-D", lambda: m.keys_at(np.zeros((1, 1), np.int64)), raises=(ValueError, TypeError), check=unchanged)
+    yield Case("keys_at list", lambda: m.keys_at([0, 1]), raises=(TypeError,), check=unchanged)
+    yield Case("keys_at None", lambda: m.keys_at(None), raises=(TypeError,), check=unchanged)
 
 
 def cases_build_histories() -> Iterator[Case]:
