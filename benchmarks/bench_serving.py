@@ -121,17 +121,22 @@ def tower_directions(tower: Any, count: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(out / np.linalg.norm(out, axis=1, keepdims=True), dtype=np.float32)
 
 
+def export_tower(tower: Any, path: Path) -> Path:
+    """The bench tower as ONNX (the lean serving form, as export_bundle writes it)."""
+    from upper_fast_train.export import export_query_tower, parity_inputs
+
+    vocab = 1 + sum(FEATURIZER[k] for k in ("word_buckets", "bigram_buckets", "trigram_buckets"))
+    return export_query_tower(tower, path, parity_inputs(4, graph_dim=G, hist_items=N, hist_queries=M, query_terms=32,
+                                                         vocab_size=vocab, n_countries=len(COUNTRIES)))
+
+
 def build_bundle(root: Path, n: int, tower: Any, index_dtype: str = "f32", ef_construction: int = 100) -> Path:
     import pyarrow as pa
 
     from upper_fast.bundle import write_bundle
-    from upper_fast_train.export import export_query_tower, parity_inputs
 
     rng = np.random.default_rng(1)
-    onnx_path = root / "tower.onnx"
-    vocab = 1 + sum(FEATURIZER[k] for k in ("word_buckets", "bigram_buckets", "trigram_buckets"))
-    export_query_tower(tower, onnx_path, parity_inputs(4, graph_dim=G, hist_items=N, hist_queries=M, query_terms=32,
-                                                       vocab_size=vocab, n_countries=len(COUNTRIES)))
+    onnx_path = export_tower(tower, root / "tower.onnx")
     n_users = 1000
     users = pa.table({
         "user_id": [f"u{i}" for i in range(n_users)],
@@ -163,12 +168,8 @@ def retower(bundle: Path, tower: Any) -> None:
     (a bundle built by an older version of this benchmark; the index and vectors do not depend on the
     tower), updating the manifest's sha256 so the Retriever still verifies every file."""
     from upper_fast.bundle import sha256_file
-    from upper_fast_train.export import export_query_tower, parity_inputs
 
-    vocab = 1 + sum(FEATURIZER[k] for k in ("word_buckets", "bigram_buckets", "trigram_buckets"))
-    fresh = bundle.parent / "tower.onnx"
-    export_query_tower(tower, fresh, parity_inputs(4, graph_dim=G, hist_items=N, hist_queries=M, query_terms=32,
-                                                   vocab_size=vocab, n_countries=len(COUNTRIES)))
+    fresh = export_tower(tower, bundle.parent / "tower.onnx")
     manifest_path = bundle / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     digest = sha256_file(fresh)

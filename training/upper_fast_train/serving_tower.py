@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from upper_fast_train.towers import blank_user_inputs
+
 __all__ = ["LeanQueryTower"]
 
 _MASKED = -1e9  # additive score bias of a padded history token (exp underflows to exactly 0)
@@ -143,10 +145,8 @@ class LeanQueryTower(nn.Module):
         user_country: torch.Tensor,  # (B,) int64
     ) -> torch.Tensor:
         if not self.personalized:  # the ablation: user inputs blanked, as in the training tower
-            hist_item_graph = hist_item_graph * 0.0
-            hist_item_type = hist_item_type * 0
-            hist_query_terms = hist_query_terms * 0
-            user_country = user_country * 0
+            hist_item_graph, hist_item_type, hist_query_terms, user_country = blank_user_inputs(
+                hist_item_graph, hist_item_type, hist_query_terms, user_country)
         bag, _ = self._bag(query_terms)
         term_bag = F.layer_norm(bag, (int(bag.shape[-1]),), eps=1e-5)
         gm = query_graph_mask.unsqueeze(-1)

@@ -18,7 +18,7 @@ from torch import nn
 
 from upper_fast_train.config import TrainConfig
 
-__all__ = ["TermBag", "ProductTower", "QueryUserTower", "UpperModel", "build_text_encoder", "text_encoder_from_dir", "PRODUCT_INPUTS", "QUERY_INPUTS"]
+__all__ = ["blank_user_inputs", "TermBag", "ProductTower", "QueryUserTower", "UpperModel", "build_text_encoder", "text_encoder_from_dir", "PRODUCT_INPUTS", "QUERY_INPUTS"]
 
 QUERY_INPUTS = (
     "query_terms",
@@ -169,6 +169,13 @@ class ProductTower(nn.Module):
         return F.normalize(out, dim=-1)
 
 
+def blank_user_inputs(*user_inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The non-personalised ablation: every user input (history items, types, queries, country)
+    times zero inside the graph, rather than the branch dropped, so the ONNX export keeps exactly
+    the same seven inputs. Shared by the training tower and its lean serving form."""
+    return tuple(x * 0 for x in user_inputs)
+
+
 class QueryUserTower(nn.Module):
     """Query terms (shared bag) + query graph vector (zeros and mask 0 when unseen) + user history
     (last N engaged products typed by interaction, last M queries) through a 1-layer transformer +
@@ -208,12 +215,8 @@ class QueryUserTower(nn.Module):
         term_bag = _unit_scale(self.terms(query_terms))
         parts = [term_bag, _unit_scale(query_graph * gm), gm]
         if not self.personalized:
-            # The ablation blanks every user input inside the graph (rather than dropping the
-            # branch), so its ONNX export keeps exactly the same seven inputs.
-            hist_item_graph = hist_item_graph * 0.0
-            hist_item_type = hist_item_type * 0
-            hist_query_terms = hist_query_terms * 0
-            user_country = user_country * 0
+            hist_item_graph, hist_item_type, hist_query_terms, user_country = blank_user_inputs(
+                hist_item_graph, hist_item_type, hist_query_terms, user_country)
         b = query_terms.shape[0]
         items = self.item_proj(hist_item_graph) + self.item_type(hist_item_type) + self.segment.weight[1]  # (B, N, h)
         queries = self.query_proj(self.terms(hist_query_terms)) + self.segment.weight[2]  # (B, M, h)
