@@ -80,13 +80,20 @@ def clustered(n: int, dim: int, seed: int, centers: int = 2000, centres: np.ndar
     return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
 
 
-# Version of the synthetic catalogue (in --workdir names): "tq" = clustered around the bench
-# tower's own query vectors, so the workload's queries are in-distribution for the index.
+# The synthetic catalogue (--catalogue; in --workdir names): "tq" (default) = clustered around the
+# bench tower's own query vectors, so the workload's queries are in-distribution for the index;
+# "random" = around 2,000 fixed random centres (PEERS.md's clustered data; the tower's queries fall
+# between clusters, so its top-100 is a far-from-everything search).
 CATALOGUE = "tq"
 
 
 def bundle_name(n: int, index_dtype: str, ef_construction: int = 100) -> str:
-    return f"bundle-{CATALOGUE}-{n}-{index_dtype}" + ("" if ef_construction == 100 else f"-efc{ef_construction}")
+    prefix = "bundle-" if CATALOGUE == "random" else f"bundle-{CATALOGUE}-"
+    return f"{prefix}{n}-{index_dtype}" + ("" if ef_construction == 100 else f"-efc{ef_construction}")
+
+
+def peer_name(n: int) -> str:
+    return f"hnswlib-{n}.bin" if CATALOGUE == "random" else f"hnswlib-{CATALOGUE}-{n}.bin"
 
 
 def tower_directions(tower: Any, count: int, seed: int) -> np.ndarray:
@@ -121,13 +128,17 @@ def tower_directions(tower: Any, count: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(out / np.linalg.norm(out, axis=1, keepdims=True), dtype=np.float32)
 
 
-def export_tower(tower: Any, path: Path) -> Path:
-    """The bench tower as ONNX (the lean serving form, as export_bundle writes it)."""
-    from upper_fast_train.export import export_query_tower, parity_inputs
+def export_tower(tower: Any, path: Path) -> tuple[Path, tuple[Path, Path]]:
+    """The bench tower as ONNX, as export_bundle writes it: the whole tower (lean serving form) at
+    `path` and the split form (user_tower.onnx, query_part.onnx) beside it in `path`.split/."""
+    from upper_fast_train.export import export_query_tower, export_split_towers, parity_inputs
 
     vocab = 1 + sum(FEATURIZER[k] for k in ("word_buckets", "bigram_buckets", "trigram_buckets"))
-    return export_query_tower(tower, path, parity_inputs(4, graph_dim=G, hist_items=N, hist_queries=M, query_terms=32,
-                                                         vocab_size=vocab, n_countries=len(COUNTRIES)))
+    example = parity_inputs(4, graph_dim=G, hist_items=N, hist_queries=M, query_terms=32, vocab_size=vocab,
+                            n_countries=len(COUNTRIES))
+    split_dir = path.with_suffix(".split")
+    split_dir.mkdir(exist_ok=True)
+    return export_query_tower(tower, path, example), export_split_towers(tower, split_dir, example)
 
 
 def build_bundle(root: Path, n: int, tower: Any, index_dtype: str = "f32", ef_construction: int = 100) -> Path:
@@ -136,7 +147,7 @@ def build_bundle(root: Path, n: int, tower: Any, index_dtype: str = "f32", ef_co
     from upper_fast.bundle import write_bundle
 
     rng = np.random.default_rng(1)
-    onnx_path = export_tower(tower, root / "tower.onnx")
+    onnx_path, split = export_tower(tower, root / "tower.onnx")
     n_users = 1000
     users = pa.table({
         "user_id": [f"u{i}" for i in range(n_users)],
@@ -146,10 +157,10 @@ def build_bundle(root: Path, n: int, tower: Any, index_dtype: str = "f32", ef_co
         "hist_queries": [[" ".join(rng.choice(WORDS, 2)) for _ in range(M)] for _ in range(n_users)],
     })
     keys = sorted({" ".join(rng.choice(WORDS, 2)) for _ in range(2000)})
-    centres = tower_directions(tower, 2000, seed=7)
+    centres = None if CATALOGUE == "random" else tower_directions(tower, 2000, seed=7)
     path = root / bundle_name(n, index_dtype, ef_construction)
     write_bundle(
-        path, query_tower_onnx=onnx_path, featurizer_config=FEATURIZER, query_keys=keys,
+        path, query_tower_onnx=onnx_path, split_towers_onnx=split, featurizer_config=FEATURIZER, query_keys=keys,
         query_graph=rng.standard_normal((len(keys), G)).astype(np.float32), product_ids=[f"p{i}" for i in range(n)],
         product_graph=(0.1 * rng.standard_normal((n, G))).astype(np.float32), product_vectors=clustered(n, D, 2, centres=centres),
         quality=rng.random((n, F)).astype(np.float32),
@@ -164,19 +175,21 @@ def build_bundle(root: Path, n: int, tower: Any, index_dtype: str = "f32", ef_co
 
 
 def retower(bundle: Path, tower: Any) -> None:
-    """--workdir reuse: put the current bench tower's export into an existing bundle when it differs
-    (a bundle built by an older version of this benchmark; the index and vectors do not depend on the
-    tower), updating the manifest's sha256 so the Retriever still verifies every file."""
-    from upper_fast.bundle import sha256_file
+    """--workdir reuse: put the current bench tower's export (whole and split) into an existing bundle
+    when it differs (a bundle built by an older version of this benchmark; the index and vectors do
+    not depend on the tower), updating the manifest's sha256 so the Retriever still verifies every file."""
+    from upper_fast.bundle import SPLIT_TOWER_FILES, sha256_file
 
-    fresh = export_tower(tower, bundle.parent / "tower.onnx")
+    whole, split = export_tower(tower, bundle.parent / "tower.onnx")
     manifest_path = bundle / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    digest = sha256_file(fresh)
-    if manifest["files"]["query_tower.onnx"]["sha256"] == digest:
+    fresh = {"query_tower.onnx": whole, **dict(zip(SPLIT_TOWER_FILES, split))}
+    digests = {name: sha256_file(path) for name, path in fresh.items()}
+    if all(manifest["files"].get(name, {}).get("sha256") == d for name, d in digests.items()):
         return
-    os.replace(fresh, bundle / "query_tower.onnx")
-    manifest["files"]["query_tower.onnx"] = {"bytes": (bundle / "query_tower.onnx").stat().st_size, "sha256": digest}
+    for name, path in fresh.items():
+        os.replace(path, bundle / name)
+        manifest["files"][name] = {"bytes": (bundle / name).stat().st_size, "sha256": digests[name]}
     tmp = manifest_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     os.replace(tmp, manifest_path)
@@ -191,7 +204,21 @@ def workload(count: int, seed: int = 3) -> list[tuple[str, str | None]]:
 
 def percentiles(us: list[float]) -> dict[str, float]:
     a = np.asarray(us)
-    return {"p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99)), "mean_us": float(a.mean())}
+    return {"p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99)), "mean_us": float(a.mean()),
+            "samples_us": a.tolist()}
+
+
+def _without_samples(x: Any) -> Any:
+    """The results minus the raw per-call samples (kept in memory for merging, not written)."""
+    if isinstance(x, dict):
+        return {k: _without_samples(v) for k, v in x.items() if k != "samples_us"}
+    if isinstance(x, list):
+        return [_without_samples(v) for v in x]
+    return x
+
+
+def merge_percentiles(*parts: dict[str, Any]) -> dict[str, Any]:
+    return percentiles([x for p in parts for x in p["samples_us"]])
 
 
 def time_calls(fn: Any, cases: list[Any], warmup: int = 50) -> dict[str, float]:
@@ -257,13 +284,22 @@ class ObviousPipeline:
         return [self.ids[i] for i in labels[keep]]
 
 
-def onnx_alone(retriever: Any, cases: list[Any]) -> dict[str, float]:
+def onnx_alone(retriever: Any, cases: list[Any]) -> dict[str, dict[str, float]]:
+    """The ONNX graphs alone on one filled input (the Retriever's bound buffers, batch 1): the whole
+    tower, and for split bundles the query part (what a search with a cached user vector runs) and
+    the user tower (once per new user)."""
     from upper_fast.retriever import _Pipeline
 
     p = _Pipeline(retriever._state)
     buf = p._buffers(1)
-    p.fill_inputs(buf, 0, cases[0][0], cases[0][1])
-    return time_calls(lambda _: p.encode(buf), cases)
+    p.fill_inputs(buf, 0, cases[1][0], cases[1][1])
+    out = {"whole": time_calls(lambda _: p.run_full(buf), cases)}
+    if retriever._state.query_session is not None:
+        p.fill(buf, (cases[1][0],), (cases[1][1],))
+        out["query_part"] = time_calls(lambda _: p.run_tower(buf), cases)
+        s = retriever._state
+        out["user_tower"] = time_calls(lambda _: s.user_session.run_with_iobinding(buf["io_user"]), cases)
+    return out
 
 
 def torch_alone(tower: Any, retriever: Any, cases: list[Any]) -> dict[str, float]:
@@ -360,7 +396,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def run_size(n: int, queries: int, tmp: Path, reuse: bool = False, index_dtype: str = "f32",
-             ef_construction: int = 100) -> tuple[dict[str, Any], Path]:
+             ef_construction: int = 100, ef: int | None = None) -> tuple[dict[str, Any], Path]:
     """One catalogue size. reuse=True (--workdir): a bundle and a peer index already in `tmp` from an
     earlier run are loaded instead of rebuilt (build times are then reported as NaN)."""
     from upper_fast import Retriever
@@ -375,17 +411,35 @@ def run_size(n: int, queries: int, tmp: Path, reuse: bool = False, index_dtype: 
         bundle = build_bundle(tmp, n, tower, index_dtype=index_dtype, ef_construction=ef_construction)
         build_s = time.perf_counter() - t0
     retriever = Retriever.load(bundle, num_threads=1)
+    whole = Retriever.load(bundle, num_threads=1, user_cache=0, verify=False)
+    if ef is not None:  # --ef: both Retrievers and (below) the obvious pipeline's hnswlib index
+        retriever._state.ef = whole._state.ef = ef
     cases = workload(queries)
-    ours = time_calls(lambda c: retriever.search(c[0], user=c[1], k=100), cases)
+    # User vectors cached: the workload's 1,000 users are seen once before the timed pass (a service
+    # sees a user's later queries with the vector cached); then the same with no cache (every search
+    # runs the whole tower: a stream of first-time users). Alternating halves, so VM drift hits both.
+    for q, u in cases:
+        retriever.search(q, user=u, k=100)
+    half = len(cases) // 2
+    ours_a = time_calls(lambda c: retriever.search(c[0], user=c[1], k=100), cases[:half])
+    whole_a = time_calls(lambda c: whole.search(c[0], user=c[1], k=100), cases[:half])
+    ours_b = time_calls(lambda c: retriever.search(c[0], user=c[1], k=100), cases[half:])
+    whole_b = time_calls(lambda c: whole.search(c[0], user=c[1], k=100), cases[half:])
+    ours = merge_percentiles(ours_a, ours_b)
+    ours_whole = merge_percentiles(whole_a, whole_b)
     stages = retriever.stage_timings(cases[1][0], user=cases[1][1], repeats=min(queries, 500))
-    obvious = ObviousPipeline(retriever, tower, bundle, cache=tmp / f"hnswlib-{CATALOGUE}-{n}.bin" if reuse else None)
+    obvious = ObviousPipeline(retriever, tower, bundle, cache=tmp / peer_name(n) if reuse else None)
+    if ef is not None:
+        obvious.index.set_ef(ef)
     theirs = time_calls(lambda c: obvious.search(c), cases)
     agree = np.mean([len(set(retriever.search(q, user=u, k=100).product_ids) & set(obvious.search((q, u)))) /
                      max(1, retriever.search(q, user=u, k=100).count) for q, u in cases[:50]])
     result = {
-        "n_products": n, "index_dtype": index_dtype, "ef_construction": ef_construction, "queries": queries, "bundle_build_s": build_s, "hnswlib_build_s": obvious.build_s,
-        "ours_e2e": ours, "obvious_e2e": theirs, "ratio_p50": theirs["p50_us"] / ours["p50_us"],
-        "ratio_p99": theirs["p99_us"] / ours["p99_us"], "stages_p50_us": stages,
+        "n_products": n, "catalogue": CATALOGUE, "ef_search": retriever._state.ef, "index_dtype": index_dtype, "ef_construction": ef_construction, "queries": queries, "bundle_build_s": build_s, "hnswlib_build_s": obvious.build_s,
+        "ours_e2e": ours, "ours_e2e_whole_tower": ours_whole, "obvious_e2e": theirs,
+        "ratio_p50": theirs["p50_us"] / ours["p50_us"], "ratio_p99": theirs["p99_us"] / ours["p99_us"],
+        "ratio_whole_p50": theirs["p50_us"] / ours_whole["p50_us"], "ratio_whole_p99": theirs["p99_us"] / ours_whole["p99_us"],
+        "stages_p50_us": stages, "user_cache": retriever.user_cache_info(),
         "onnx_tower": onnx_alone(retriever, cases), "torch_tower": torch_alone(tower, retriever, cases),
         "result_overlap_ours_vs_obvious": float(agree),
         "index_recall_at_100": retriever.manifest["index"]["recall_at_100"],
@@ -395,14 +449,19 @@ def run_size(n: int, queries: int, tmp: Path, reuse: bool = False, index_dtype: 
 
 def report(results: dict[str, Any]) -> str:
     lines = [f"machine: {results['machine']}", "threads: 1 per query (onnxruntime intra-op 1, spinning off; index 1)",
-             "data: SYNTHETIC clustered product vectors (dim 128 + 4 quality + 1 MIPS column), random tower", ""]
-    lines.append("| products | ours p50 / p99 (us) | obvious way p50 / p99 (us) | speed-up p50 / p99 | ONNX tower p50 / p99 | torch eager tower p50 / p99 |")
-    lines.append("|---|---|---|---|---|---|")
+             "data: SYNTHETIC clustered product vectors (dim 128 + 4 quality + 1 MIPS column), random tower; "
+             f"catalogue {results['sizes'][0]['catalogue'] if results['sizes'] else CATALOGUE}, "
+             f"ef {results['sizes'][0]['ef_search'] if results['sizes'] else '-'}", ""]
+    pp = lambda d: f"{d['p50_us']:.0f} / {d['p99_us']:.0f}"  # noqa: E731
+    lines.append("| products | ours, user vector cached, p50 / p99 (us) | ours, whole tower per search | obvious way | "
+                 "speed-up p50 / p99 (cached; whole) | ONNX query part | ONNX whole tower | ONNX user tower | torch eager tower |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for r in results["sizes"]:
-        lines.append(f"| {r['n_products']:,} | {r['ours_e2e']['p50_us']:.0f} / {r['ours_e2e']['p99_us']:.0f} | "
-                     f"{r['obvious_e2e']['p50_us']:.0f} / {r['obvious_e2e']['p99_us']:.0f} | "
-                     f"{r['ratio_p50']:.2f}x / {r['ratio_p99']:.2f}x | {r['onnx_tower']['p50_us']:.0f} / {r['onnx_tower']['p99_us']:.0f} | "
-                     f"{r['torch_tower']['p50_us']:.0f} / {r['torch_tower']['p99_us']:.0f} |")
+        onnx = r["onnx_tower"]
+        lines.append(f"| {r['n_products']:,} | {pp(r['ours_e2e'])} | {pp(r['ours_e2e_whole_tower'])} | {pp(r['obvious_e2e'])} | "
+                     f"{r['ratio_p50']:.2f}x / {r['ratio_p99']:.2f}x; {r['ratio_whole_p50']:.2f}x / {r['ratio_whole_p99']:.2f}x | "
+                     f"{pp(onnx['query_part']) if 'query_part' in onnx else '-'} | {pp(onnx['whole'])} | "
+                     f"{pp(onnx['user_tower']) if 'user_tower' in onnx else '-'} | {pp(r['torch_tower'])} |")
     for r in results["sizes"]:
         st = ", ".join(f"{k} {v:.0f}" for k, v in r["stages_p50_us"].items())
         lines.append(f"stages at {r['n_products']:,} (median us): {st}; index recall@100 at ef 128: {r['index_recall_at_100']:.4f}")
@@ -432,7 +491,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="storage of the bundle's index (the obvious way always uses hnswlib f32)")
     ap.add_argument("--ef-construction", type=int, default=100, help="of the bundle's index (100 keeps 1M builds short)")
     ap.add_argument("--build-only", action="store_true", help="with --workdir: build what is missing, measure nothing")
+    ap.add_argument("--catalogue", default="tq", choices=("tq", "random"),
+                    help="synthetic product vectors clustered around the tower's query vectors (tq) or random centres")
+    ap.add_argument("--ef", type=int, default=None, help="override the bundle's ef_search for the timed searches")
     args = ap.parse_args(argv)
+    global CATALOGUE
+    CATALOGUE = args.catalogue
     results: dict[str, Any] = {"machine": machine(), "sizes": []}
     if args.build_only:
         if not args.workdir:
@@ -447,8 +511,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 build_bundle(work, n, bench_tower(), index_dtype=args.index_dtype, ef_construction=args.ef_construction)
                 print(f"bundle {n:,}: built in {time.perf_counter() - t0:.0f} s", flush=True)
-            if not (work / f"hnswlib-{CATALOGUE}-{n}.bin").exists():
-                peer = ObviousPipeline(Retriever.load(bundle), bench_tower(), bundle, cache=work / f"hnswlib-{CATALOGUE}-{n}.bin")
+            if not (work / peer_name(n)).exists():
+                peer = ObviousPipeline(Retriever.load(bundle), bench_tower(), bundle, cache=work / peer_name(n))
                 print(f"hnswlib {n:,}: built in {peer.build_s:.0f} s", flush=True)
         return results
     with contextlib.ExitStack() as stack:
@@ -457,7 +521,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bundle = None
         for n in [int(s) for s in args.sizes.split(",")]:
             r, bundle = run_size(n, args.queries, Path(tmp), reuse=args.workdir is not None,
-                                 index_dtype=args.index_dtype, ef_construction=args.ef_construction)
+                                 index_dtype=args.index_dtype, ef_construction=args.ef_construction, ef=args.ef)
             results["sizes"].append(r)
             print(report(results), flush=True)
         if args.hydration_n:
@@ -469,7 +533,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  f"{n:,} SYNTHETIC hydrated vectors (dim {D + F + 1}), M=16, efC=100\n{results['machine'][:70]}")
     print(report(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps(_without_samples(results), indent=1))
     return results
 
 
@@ -505,7 +569,15 @@ try:
         p = _Pipeline(small[0]._state)
         buf = p._buffers(1)
         p.fill_inputs(buf, 0, "red wool scarf", "u7")
-        assert benchmark(p.encode, buf).shape == (1, D)
+        assert benchmark(p.run_full, buf).shape == (1, D)
+
+    def test_onnx_query_part_alone(benchmark: Any, small: Any) -> None:
+        from upper_fast.retriever import _Pipeline
+
+        p = _Pipeline(small[0]._state)
+        buf = p._buffers(1)
+        p.fill(buf, ("red wool scarf",), ("u7",))
+        assert benchmark(p.run_tower, buf).shape == (1, D)
 except ImportError:  # pragma: no cover - pytest is only needed for the pytest-benchmark entry points
     pass
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from upper_fast_train.export import export_query_tower, parity_inputs
+from upper_fast_train.export import export_query_tower, export_split_towers, parity_inputs
 
 G, D, N, M, L = 8, 16, 6, 3, 32
 FEATURIZER = {"word_buckets": 512, "bigram_buckets": 256, "trigram_buckets": 256, "max_query_terms": L,
@@ -55,6 +55,23 @@ def tiny_onnx(path: Path, seed: int = 0) -> tuple[TinyTower, Path]:
     return tower, export_query_tower(tower, path, example)
 
 
+def upper_tower(seed: int = 0) -> torch.nn.Module:
+    """Our own QueryUserTower at tiny widths (the tower export_bundle ships, split-capable)."""
+    from upper_fast_train.config import TrainConfig
+    from upper_fast_train.towers import QueryUserTower, TermBag
+
+    torch.manual_seed(seed)
+    cfg = TrainConfig(graph_dim=G, dim=D, term_dim=16, hidden=16, history_heads=2, country_dim=4, dropout=0.0,
+                      word_buckets=FEATURIZER["word_buckets"], bigram_buckets=FEATURIZER["bigram_buckets"],
+                      trigram_buckets=FEATURIZER["trigram_buckets"])
+    lexical = torch.nn.Linear(cfg.term_dim, cfg.dim, bias=False)
+    tower = QueryUserTower(cfg, TermBag(cfg.term_vocab_size, cfg.term_dim), len(COUNTRIES) + 1, lexical).eval()
+    with torch.no_grad():  # fresh init leaves some parameters at 0 / 1: make every path matter
+        for p in tower.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return tower
+
+
 def tiny_world(n_products: int = 300, n_users: int = 20, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     words = ["red", "blue", "mug", "lamp", "chair", "wool", "oak", "gift", "vintage", "ring"]
@@ -84,11 +101,21 @@ def tiny_world(n_products: int = 300, n_users: int = 20, seed: int = 0) -> dict:
 
 
 def tiny_bundle(tmp: Path, name: str = "bundle", *, seed: int = 0, n_products: int = 300, weights=(0.0, 0.0),
-                scale: float = 0.1, mips_augmented: bool = True, index_dtype: str = "f32",
-                **write_kwargs) -> tuple[Path, TinyTower, dict]:
+                scale: float = 0.1, mips_augmented: bool = True, index_dtype: str = "f32", split: bool = False,
+                **write_kwargs) -> tuple[Path, torch.nn.Module, dict]:
+    """split=True: the tower is our QueryUserTower (`upper_tower`) and the bundle carries the split
+    serving form (user_tower.onnx + query_part.onnx); else the TinyTower, whole tower only."""
     from upper_fast.bundle import write_bundle
 
-    tower, onnx_path = tiny_onnx(tmp / f"{name}.onnx", seed)
+    if split:
+        tower = upper_tower(seed)
+        example = parity_inputs(4, graph_dim=G, hist_items=N, hist_queries=M, query_terms=L, vocab_size=VOCAB,
+                                n_countries=len(COUNTRIES))
+        onnx_path = export_query_tower(tower, tmp / f"{name}.onnx", example)
+        (tmp / f"{name}-split").mkdir(exist_ok=True)
+        write_kwargs["split_towers_onnx"] = export_split_towers(tower, tmp / f"{name}-split", example)
+    else:
+        tower, onnx_path = tiny_onnx(tmp / f"{name}.onnx", seed)
     world = tiny_world(n_products, seed=seed)
     write_bundle(
         tmp / name, query_tower_onnx=onnx_path, featurizer_config=FEATURIZER, query_keys=world["query_keys"],

@@ -100,3 +100,30 @@ def test_ef_is_raised_until_the_hydrated_recall_target_or_max_ef(tmp_path):
     path, _, _ = tiny_bundle(tmp_path, "fixed", ef_search=100, recall_queries=queries)
     idx = read_manifest(path)["index"]
     assert idx["ef_search"] == 100 and len(idx["ef_tuning"]) == 1
+
+
+def test_split_tower_files_both_or_neither(tmp_path):
+    """The optional split tower: listed and verified when present, a damaged one is a FormatError,
+    a manifest naming one without the other is refused, and a bundle without them still loads."""
+    import shutil
+
+    from upper_fast.bundle import SPLIT_TOWER_FILES, write_manifest
+
+    path, _, _ = tiny_bundle(tmp_path, "split", split=True)
+    m = verify_bundle(path)
+    assert set(m["files"]) == set(BUNDLE_FILES) | set(SPLIT_TOWER_FILES)
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    data = bytearray((copy / "query_part.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "query_part.onnx").write_bytes(bytes(data))
+    with pytest.raises(upper_fast.FormatError, match="query_part.onnx"):
+        verify_bundle(copy)
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["files"]["user_tower.onnx"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(upper_fast.FormatError, match="optionally with all of"):
+        read_manifest(copy)
+    (copy / "user_tower.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match="both or neither"):
+        write_manifest(copy, model_version="x", dims=manifest["dims"], dtypes=manifest["dtypes"])

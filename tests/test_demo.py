@@ -75,7 +75,7 @@ def test_users_history_matches_training_inputs(demo):
     for name in ("hist_item_type", "hist_query_terms", "user_country", "query_terms"):
         np.testing.assert_array_equal(buf[name], expect[name], err_msg=name)
     np.testing.assert_allclose(buf["hist_item_graph"], expect["hist_item_graph"], atol=1e-6)
-    ours = p.encode(buf)
+    ours = p.run_full(buf)
     np.testing.assert_allclose(ours, run.encode_queries(expect), atol=1e-4)
 
 

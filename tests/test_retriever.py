@@ -11,9 +11,11 @@ SCALE = 0.1
 WEIGHTS = (0.5, -0.25)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return tiny_bundle(tmp_path_factory.mktemp("r"), weights=WEIGHTS, scale=SCALE)
+@pytest.fixture(scope="module", params=["whole", "split"])
+def world(request, tmp_path_factory):
+    """Every test runs on a bundle with the whole tower only and on one with the split tower (the
+    user-vector cache path), each against the torch oracle."""
+    return tiny_bundle(tmp_path_factory.mktemp("r"), weights=WEIGHTS, scale=SCALE, split=request.param == "split")
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +179,36 @@ def test_filter_matches_full_ranking(world, retriever):
     res = retriever.search("lamp", k=8, filter=allowed, prune=False)
     full = retriever.search("lamp", k=300, prune=False)
     assert res.product_ids == [p for p in full.product_ids if p in set(allowed)][:8]
+
+
+def test_user_vector_cache(world, tmp_path):
+    """Split bundles: a user's vector is computed once and reused (LRU keyed by user id, or by the
+    resolved history for a context); results equal the whole tower's (user_cache=0) on every path."""
+    path = world[0]
+    r = Retriever.load(path)
+    whole = Retriever.load(path, user_cache=0)
+    assert whole.user_cache_info() is None
+    if not (path / "user_tower.onnx").exists():
+        assert r.user_cache_info() is None
+        return
+    assert r._state.query_session is not None and r._state.signed_out is not None
+    pids = world[2]["product_ids"]
+    ctx = UserContext(recent_products=[(pids[3], "purchase"), (pids[7], 2)], recent_queries=["oak chair"], country="FR")
+    cases = [("red mug", "u1"), ("red mug", "u1"), ("gift", "u2"), ("oak", None), ("oak", "nobody"),
+             ("lamp", ctx), ("wool", ctx), ("lamp", ("u3", ctx)), ("lamp", UserContext(country="DE"))]
+    base = r.user_cache_info()
+    for q, u in cases:
+        a, b = r.search(q, user=u, k=30), whole.search(q, user=u, k=30)
+        assert a.rows.tolist() == b.rows.tolist(), (q, u)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    info = r.user_cache_info()
+    # Misses: u1, u2, ctx, (u3, ctx), DE-context; hits: the second u1 and the second ctx. Signed-out
+    # and unknown ids never touch the cache.
+    assert info["misses"] - base["misses"] == 5 and info["hits"] - base["hits"] == 2
+    assert info["size"] == base["size"] + 5
+    small = Retriever.load(path, user_cache=2)
+    for u in ("u1", "u2", "u3", "u1"):
+        small.search("gift", user=u, k=5)
+    assert small.user_cache_info() == {"size": 2, "capacity": 2, "hits": 0, "misses": 4 + base["misses"]}
+    with pytest.raises(ValueError, match="user_cache"):
+        Retriever.load(path, user_cache=-1)

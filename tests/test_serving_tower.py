@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from upper_fast_train.config import TrainConfig
-from upper_fast_train.export import ONNX_INPUTS, check_onnx_parity, export_query_tower, parity_inputs
+from upper_fast_train.export import (ONNX_INPUTS, QUERY_PART_INPUTS, USER_INPUTS, check_onnx_parity, check_split_parity,
+                                     export_query_tower, export_split_towers, parity_inputs)
 from upper_fast_train.serving_tower import LeanQueryTower
 from upper_fast_train.towers import QueryUserTower, TermBag
 
@@ -64,3 +65,31 @@ def test_lean_export_is_smaller_and_matches(tmp_path):
 def test_lean_tower_rejects_other_modules():
     with pytest.raises(TypeError, match="QueryUserTower"):
         LeanQueryTower.from_tower(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("personalized,lexical", [(True, True), (True, False), (False, True)])
+def test_split_tower_is_the_same_function(personalized, lexical, tmp_path):
+    """query_from_user(q, user_vector(u)) is the tower, in torch and as the two exported ONNX graphs;
+    the user vector depends on the user inputs only (the ablation's is one constant)."""
+    tower = _tower(personalized, lexical)
+    lean = LeanQueryTower.from_tower(tower)
+    x = {k: torch.from_numpy(v) for k, v in _inputs().items()}
+    with torch.no_grad():
+        ref = tower(**x)
+        users = lean.user_vector(*(x[k] for k in USER_INPUTS))
+        got = lean.query_from_user(x["query_terms"], x["query_graph"], x["query_graph_mask"], users)
+        other = lean.user_vector(*(torch.roll(x[k], 1, 0) for k in USER_INPUTS))
+    assert users.shape == (400, lean.user_dim)
+    assert (ref - got).abs().max().item() < 1e-5
+    if personalized:
+        assert (users - torch.roll(other, -1, 0)).abs().max().item() < 1e-6  # a function of the user inputs
+        assert (users[1:] - users[:-1]).abs().max().item() > 1e-3
+    else:
+        assert (users - users[0]).abs().max().item() < 1e-6
+    example = _inputs(4)
+    user_path, query_path = export_split_towers(tower, tmp_path, example)
+    assert [i.name for i in onnx.load(str(user_path)).graph.input] == list(USER_INPUTS)
+    assert [i.name for i in onnx.load(str(query_path)).graph.input] == list(QUERY_PART_INPUTS)
+    assert check_split_parity(tower, user_path, query_path, _inputs(1000, seed=3)) < 1e-4
+    with pytest.raises(TypeError, match="QueryUserTower"):
+        export_split_towers(torch.nn.Linear(2, 2), tmp_path, example)

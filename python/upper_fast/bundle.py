@@ -17,6 +17,13 @@ Layout (see docs/design.md "Bundle" and docs/serving.md):
     countries.json       country names; index i + 1 is the model's country id (0 = unknown)
     index.upf            upper_fast.Index over the hydrated product vectors
 
+Optional, both or neither (bundles exported before they existed still load; the Retriever then runs
+query_tower.onnx for every search):
+
+    user_tower.onnx      the user inputs of query_tower.onnx -> user_vector (dynamic batch)
+    query_part.onnx      query inputs + user_vector -> query_vector; query_part(q, user_tower(u)) is
+                         query_tower(q, u), so a user's vector is computed once and reused
+
 `write_manifest` checksums every file; `read_manifest` reads the manifest alone (cheap, no model);
 `verify_bundle` re-hashes every file and raises `upper_fast.FormatError` on any damage.
 `staging_dir` / `commit_staged` give the atomic write: build in a sibling temp dir, then rename.
@@ -38,7 +45,7 @@ import numpy as np
 
 from upper_fast._core import FormatError, __version__
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "BUNDLE_FILES", "hydrated_product_matrix", "read_manifest",
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "BUNDLE_FILES", "SPLIT_TOWER_FILES", "hydrated_product_matrix", "read_manifest",
            "verify_bundle", "write_bundle"]
 
 BUNDLE_FORMAT = "upper_fast.bundle"
@@ -60,6 +67,8 @@ BUNDLE_FILES = (
     "countries.json",
     "index.upf",
 )
+# Optional pair (both or neither): the query-user tower split at the user vector (docs/serving.md).
+SPLIT_TOWER_FILES = ("user_tower.onnx", "query_part.onnx")
 # Dimensions the Retriever reads (docs/design.md, "Model I/O").
 REQUIRED_DIMS = ("graph_dim", "query_dim", "hist_items", "hist_queries", "query_terms")
 _REQUIRED_KEYS = ("format", "format_version", "package_version", "model_version", "dims", "dtypes", "files")
@@ -86,7 +95,10 @@ def write_manifest(bundle_dir: str | os.PathLike[str], *, model_version: str, di
     """
     root = Path(bundle_dir)
     files: dict[str, dict[str, Any]] = {}
-    for name in BUNDLE_FILES:
+    split = [name for name in SPLIT_TOWER_FILES if (root / name).is_file()]
+    if split and len(split) != len(SPLIT_TOWER_FILES):
+        raise FileNotFoundError(f"{root} has {split[0]} but not the rest of {list(SPLIT_TOWER_FILES)} (both or neither)")
+    for name in (*BUNDLE_FILES, *split):
         path = root / name
         if not path.is_file():
             raise FileNotFoundError(f"bundle file {name} is missing from {root}")
@@ -134,9 +146,9 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise FormatError(f"{path} has bundle format version {version}; this upper_fast {__version__} reads "
                           f"version {BUNDLE_FORMAT_VERSION} (re-export the bundle with this version)")
     files = manifest["files"]
-    if not isinstance(files, dict) or set(files) != set(BUNDLE_FILES):
+    if not isinstance(files, dict) or set(files) not in (set(BUNDLE_FILES), set(BUNDLE_FILES) | set(SPLIT_TOWER_FILES)):
         raise FormatError(f"{path} lists files {sorted(files) if isinstance(files, dict) else files!r}, "
-                          f"expected {sorted(BUNDLE_FILES)}")
+                          f"expected {sorted(BUNDLE_FILES)}, optionally with all of {sorted(SPLIT_TOWER_FILES)}")
     _check_manifest_schema(manifest, path)
     return manifest
 
@@ -182,7 +194,7 @@ def verify_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """
     root = Path(bundle_dir)
     manifest = read_manifest(root)
-    for name in BUNDLE_FILES:
+    for name in manifest["files"]:  # read_manifest checked the set of names
         entry = manifest["files"][name]
         path = root / name
         if not path.is_file():
@@ -260,6 +272,7 @@ def hydrated_ann_recall(index: Any, hydrated: np.ndarray, queries: np.ndarray, w
 
 
 def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | os.PathLike[str],
+                 split_towers_onnx: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
                  featurizer_config: dict[str, int], query_keys: Sequence[str], query_graph: np.ndarray,
                  product_ids: Sequence[str], product_graph: np.ndarray, product_vectors: np.ndarray,
                  quality: np.ndarray, hydration: dict[str, Any], thresholds: dict[str, float],
@@ -271,6 +284,7 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
                  max_ef: int = 2048) -> dict[str, Any]:
     """Write a complete bundle atomically (temp dir beside `bundle_dir`, then one rename).
 
+    split_towers_onnx: optional (user_tower.onnx, query_part.onnx) paths (`export_split_towers`).
     query_graph (nq, G) f32; product_graph (n, G) f32; product_vectors (n, D) f32 L2-normalised;
     quality (n, F) f32 in [0, 1]; hydration: {"weights": [F floats], "scale": float,
     "mips_augmented": bool, ...report}; thresholds: {"negative", "click", "favorite", "add_to_cart",
@@ -312,6 +326,9 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
     staged = staging_dir(bundle_dir)
     try:
         shutil.copyfile(query_tower_onnx, staged / "query_tower.onnx")
+        if split_towers_onnx is not None:
+            for src, name in zip(split_towers_onnx, SPLIT_TOWER_FILES, strict=True):
+                shutil.copyfile(src, staged / name)
         fz = FeaturizerConfig.from_dict(dict(featurizer_config)).to_dict()
         (staged / "featurizer.json").write_text(json.dumps(fz, indent=2, sort_keys=True) + "\n")
         (staged / "query_nodes.txt").write_text("".join(k + "\n" for k in query_keys), encoding="utf-8")

@@ -5,8 +5,14 @@ hydrate the query vector with the boosting weights -> ANN search (upper_fast.Ind
 product vectors -> prune on the raw cosine (hydrated score minus the product's boost) with the hinge
 thresholds -> product ids, scores and the highest tier each result clears.
 
-Never imports torch. Safe for concurrent callers: every search reads one immutable `_Loaded` state,
-so `swap()` replaces the bundle without stopping searches and each search sees one bundle.
+Bundles with the split tower (user_tower.onnx + query_part.onnx) run the query tower in two parts: a
+user's vector (history and country through the user tower) is computed once and kept in a bounded LRU
+keyed by the user's inputs, so a search for a known, returning or signed-out user runs only the small
+query part. Results are the same function either way (export checks the parity).
+
+Never imports torch. Safe for concurrent callers: every search reads one `_Loaded` state that is
+never replaced in place (its only mutable part, the user-vector cache, takes a lock), so `swap()`
+replaces the bundle without stopping searches and each search sees one bundle.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +39,9 @@ INTERACTION_CODES: dict[str, int] = {"click": 1, "favorite": 2, "add_to_cart": 3
 _TIER_NAMES = ("below_click", "click", "favorite", "add_to_cart", "purchase")
 ONNX_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "hist_item_graph", "hist_item_type",
                "hist_query_terms", "user_country")
+USER_INPUTS = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_country")
+QUERY_PART_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "user_vector")
+DEFAULT_USER_CACHE = 65536  # user vectors kept per loaded bundle: 64 MiB at user_dim 256 (4 bytes each)
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,10 @@ class _Loaded:
     num_threads: int
     model_version: str = ""
     local: threading.local = field(default_factory=threading.local)
+    user_session: Any = None         # user_tower.onnx (split bundles), else None
+    query_session: Any = None        # query_part.onnx (split bundles), else None
+    signed_out: np.ndarray | None = None  # (user_dim,) f32: the user vector of an empty history
+    user_cache: _UserCache | None = None  # None: the whole tower runs on every search
 
 
 
@@ -144,24 +158,69 @@ def _ort_session(path: Path, num_threads: int) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def _check_tower_inputs(session: Any, dims: dict[str, int], path: Path) -> None:
-    """The ONNX tower's static input sizes must be the manifest's dims (FormatError otherwise)."""
+def _check_tower_inputs(session: Any, dims: dict[str, int], path: Path, file: str = "query_tower.onnx",
+                        names: Sequence[str] = ONNX_INPUTS, user_dim: int | None = None) -> None:
+    """An ONNX tower's input names and static sizes must be the manifest's dims (FormatError otherwise)."""
     from upper_fast._core import FormatError
 
     G, N, M, L = dims["graph_dim"], dims["hist_items"], dims["hist_queries"], dims["query_terms"]
-    expected = {"query_terms": (L,), "query_graph": (G,), "query_graph_mask": (), "hist_item_graph": (N, G),
-                "hist_item_type": (N,), "hist_query_terms": (M, L), "user_country": ()}
+    shapes = {"query_terms": (L,), "query_graph": (G,), "query_graph_mask": (), "hist_item_graph": (N, G),
+              "hist_item_type": (N,), "hist_query_terms": (M, L), "user_country": (), "user_vector": (user_dim,)}
+    expected = {n: shapes[n] for n in names}
     got = {i.name: tuple(i.shape[1:]) for i in session.get_inputs()}
     if set(got) != set(expected):
-        raise FormatError(f"bundle {path}: query_tower.onnx has inputs {sorted(got)}, expected {sorted(expected)}")
+        raise FormatError(f"bundle {path}: {file} has inputs {sorted(got)}, expected {sorted(expected)}")
     for name, shape in expected.items():
         static = tuple(d if isinstance(d, int) else None for d in got[name])
-        if len(static) != len(shape) or any(s is not None and s != e for s, e in zip(static, shape)):
-            raise FormatError(f"bundle {path}: query_tower.onnx input {name} has shape (batch, {got[name]}), "
+        if len(static) != len(shape) or any(s is not None and e is not None and s != e for s, e in zip(static, shape)):
+            raise FormatError(f"bundle {path}: {file} input {name} has shape (batch, {got[name]}), "
                               f"the manifest dims say (batch, {shape})")
 
 
-def _load(path: Path, num_threads: int, verify: bool) -> _Loaded:
+class _UserCache:
+    """Bounded LRU of user vectors keyed by everything the user tower reads (thread-safe)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Any) -> np.ndarray | None:
+        with self._lock:
+            vec = self._data.get(key)
+            if vec is None:
+                self.misses += 1
+            else:
+                self._data.move_to_end(key)
+                self.hits += 1
+            return vec
+
+    def put(self, key: Any, vec: np.ndarray) -> None:
+        with self._lock:
+            self._data[key] = vec
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+    def info(self) -> dict[str, int]:
+        with self._lock:
+            return {"size": len(self._data), "capacity": self.capacity, "hits": self.hits, "misses": self.misses}
+
+
+def _bind(session: Any, arrays: dict[str, np.ndarray], inputs: Sequence[str], output: str, out: np.ndarray) -> Any:
+    """An onnxruntime IOBinding of fixed numpy buffers (inputs and the output), made once per buffer
+    set: each run then reads and writes those buffers in place, with no per-call conversions."""
+    io = session.io_binding()
+    for name in inputs:
+        a = arrays[name]
+        io.bind_input(name, "cpu", 0, a.dtype, list(a.shape), a.ctypes.data)
+    io.bind_output(output, "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
+    return io
+
+
+def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_USER_CACHE) -> _Loaded:
     import pyarrow.parquet as pq
 
     from upper_fast.featurizer import Featurizer, FeaturizerConfig, StringIdMap
@@ -208,6 +267,21 @@ def _load(path: Path, num_threads: int, verify: bool) -> _Loaded:
     index = Index.load(str(path / "index.upf"))
     session = _ort_session(path / "query_tower.onnx", num_threads)
     _check_tower_inputs(session, dims, path)
+    user_session = query_session = None
+    if user_cache > 0 and "user_tower.onnx" in manifest["files"]:
+        user_session = _ort_session(path / "user_tower.onnx", num_threads)
+        query_session = _ort_session(path / "query_part.onnx", num_threads)
+        user_dim = query_session.get_inputs()[[i.name for i in query_session.get_inputs()].index("user_vector")].shape[1] \
+            if "user_vector" in [i.name for i in query_session.get_inputs()] else None
+        out_dim = user_session.get_outputs()[0].shape[1] if user_session.get_outputs() else None
+        if not isinstance(user_dim, int) or user_dim != out_dim:
+            from upper_fast._core import FormatError
+
+            raise FormatError(f"bundle {path}: user_tower.onnx output width {out_dim} does not match "
+                              f"query_part.onnx's user_vector input {user_dim}")
+        _check_tower_inputs(user_session, dims, path, "user_tower.onnx", USER_INPUTS)
+        _check_tower_inputs(query_session, dims, path, "query_part.onnx", QUERY_PART_INPUTS, user_dim)
+        dims = {**dims, "user_dim": user_dim}
     state = _Loaded(
         path=path, manifest=manifest, session=session,
         featurizer=featurizer, query_map=StringIdMap(query_keys), query_graph=query_graph,
@@ -217,7 +291,11 @@ def _load(path: Path, num_threads: int, verify: bool) -> _Loaded:
         user_map=StringIdMap(user_ids), user_country=user_country, user_rows=user_rows,
         user_types=user_types, user_queries=user_queries, dims=dims, num_threads=num_threads,
         model_version=str(manifest["model_version"]),
+        user_session=user_session, query_session=query_session,
+        user_cache=_UserCache(user_cache) if user_session is not None else None,
     )
+    if user_session is not None:
+        state.signed_out = _Pipeline(state).compute_user_vector(None)
     del product_vectors  # only its shape is checked: the index holds the vectors
     # Searches read these at random (a history's product rows, each hit's boost): 2 MiB pages where
     # the kernel allows, as the index does for its graph (docs/serving.md).
@@ -249,15 +327,17 @@ class _Pipeline:
     def __init__(self, state: _Loaded) -> None:
         self.s = state
 
-    def _buffers(self, batch: int) -> dict[str, np.ndarray]:
-        """Per-thread, per-batch-size ONNX input buffers, allocated once and then refilled."""
+    def _buffers(self, batch: int) -> dict[str, Any]:
+        """Per-thread, per-batch-size ONNX input/output buffers and their onnxruntime bindings,
+        allocated once and then refilled in place."""
         cache = getattr(self.s.local, "buffers", None)
         if cache is None:
             cache = self.s.local.buffers = {}
         buf = cache.get(batch)
         if buf is None:
-            d = self.s.dims
-            G, N, M, L = d["graph_dim"], d["hist_items"], d["hist_queries"], d["query_terms"]
+            s = self.s
+            d = s.dims
+            G, N, M, L, D = d["graph_dim"], d["hist_items"], d["hist_queries"], d["query_terms"], d["query_dim"]
             buf = {
                 "query_terms": np.zeros((batch, L), np.int64),
                 "query_graph": np.zeros((batch, G), np.float32),
@@ -267,8 +347,15 @@ class _Pipeline:
                 "hist_query_terms": np.zeros((batch, M, L), np.int64),
                 "user_country": np.zeros((batch,), np.int64),
                 "history_dirty": np.zeros((batch,), np.bool_),  # row holds a user's history
-                "hydrated": np.zeros((batch, d["query_dim"] + self.s.query_tail.shape[0]), np.float32),
+                "query_vector": np.zeros((batch, D), np.float32),
+                "hydrated": np.zeros((batch, D + s.query_tail.shape[0]), np.float32),
             }
+            buf["hydrated"][:, D:] = s.query_tail  # the hydration tail never changes
+            buf["io_full"] = _bind(s.session, buf, ONNX_INPUTS, "query_vector", buf["query_vector"])
+            if s.query_session is not None:
+                buf["user_vector"] = np.zeros((batch, d["user_dim"]), np.float32)
+                buf["io_query"] = _bind(s.query_session, buf, QUERY_PART_INPUTS, "query_vector", buf["query_vector"])
+                buf["io_user"] = _bind(s.user_session, buf, USER_INPUTS, "user_vector", buf["user_vector"])
             if len(cache) < 8:
                 cache[batch] = buf
         return buf
@@ -314,16 +401,12 @@ class _Pipeline:
                 country = s.countries.get(ctx.country, 0)
         return rows, types, queries, country
 
-    def fill_inputs(self, buf: dict[str, np.ndarray], b: int, query: str, user: Any) -> None:
-        """Write the ONNX inputs of one (query, user) pair into row b of the buffers.
-
-        The hot path of every search: native calls go straight to the core objects (arguments are
-        already checked), and a signed-out row skips rewriting history arrays that are still zero
-        from the previous signed-out search on this thread's buffers."""
+    def fill_query(self, buf: dict[str, Any], b: int, query: str) -> None:
+        """Write the query inputs (terms, graph vector and mask) of row b. Native calls go straight to
+        the core objects (arguments are already checked): this is the hot path of every search."""
         s = self.s
-        L = s.dims["query_terms"]
         feat = s.featurizer._impl
-        buf["query_terms"][b] = feat.featurize([query], L, 1)[0]
+        buf["query_terms"][b] = feat.featurize([query], s.dims["query_terms"], 1)[0]
         node = s.query_map._impl.get(feat.normalize(query))
         if node >= 0:
             buf["query_graph"][b] = s.query_graph[node]
@@ -331,8 +414,12 @@ class _Pipeline:
         else:
             buf["query_graph"][b] = 0.0
             buf["query_graph_mask"][b] = 0.0
+
+    def fill_user(self, buf: dict[str, Any], b: int, history: tuple[np.ndarray, np.ndarray, list[str], int] | None) -> None:
+        """Write the user inputs of row b from a `user_history` tuple (None: signed out). A signed-out
+        row skips rewriting history arrays that are still zero from the previous signed-out search."""
         dirty = buf["history_dirty"]
-        if user is None:
+        if history is None:
             if dirty[b]:
                 buf["hist_item_graph"][b] = 0.0
                 buf["hist_item_type"][b] = 0
@@ -340,7 +427,8 @@ class _Pipeline:
                 buf["user_country"][b] = 0
                 dirty[b] = False
             return
-        rows, types, queries, country = self.user_history(user)
+        s = self.s
+        rows, types, queries, country = history
         dirty[b] = True
         n_items = int(np.count_nonzero(rows >= 0))
         graph = buf["hist_item_graph"][b]
@@ -354,16 +442,77 @@ class _Pipeline:
         hq = buf["hist_query_terms"][b]
         hq[:] = 0
         if queries:
-            hq[: len(queries)] = feat.featurize(queries, L, 1)
+            hq[: len(queries)] = s.featurizer._impl.featurize(queries, s.dims["query_terms"], 1)
         buf["user_country"][b] = country
 
-    def encode(self, buf: dict[str, np.ndarray]) -> np.ndarray:
-        return self.s.session.run(["query_vector"], {name: buf[name] for name in ONNX_INPUTS})[0]
+    def fill_inputs(self, buf: dict[str, Any], b: int, query: str, user: Any) -> None:
+        """Write all seven inputs of the whole query tower for one (query, user) pair into row b."""
+        self.fill_query(buf, b, query)
+        self.fill_user(buf, b, None if user is None else self.user_history(user))
 
-    def hydrate(self, buf: dict[str, np.ndarray], q: np.ndarray) -> np.ndarray:
-        from upper_fast.kernels import hydrate_queries
+    def compute_user_vector(self, history: tuple[np.ndarray, np.ndarray, list[str], int] | None) -> np.ndarray:
+        """(user_dim,) f32: the user tower on one history (split bundles)."""
+        buf = self._buffers(1)
+        self.fill_user(buf, 0, history)
+        self.s.user_session.run_with_iobinding(buf["io_user"])
+        return buf["user_vector"][0].copy()
 
-        return hydrate_queries(q, self.s.query_tail, out=buf["hydrated"], num_threads=1)
+    def user_vector(self, user: Any) -> np.ndarray:
+        """(user_dim,) f32 for a user id / context / None, from the LRU when this user's inputs were
+        seen before. Keys: a bundle user id alone, or the resolved history itself (context)."""
+        s = self.s
+        if user is None:
+            return s.signed_out
+        if isinstance(user, str):
+            if s.user_map.get(user) < 0:
+                return s.signed_out  # unknown ids are served as signed out (their inputs are empty)
+            key: Any = user
+            history = None
+        else:
+            history = self.user_history(user)
+            rows, types, queries, country = history
+            key = (rows.tobytes(), types.tobytes(), tuple(queries), country)
+        vec = s.user_cache.get(key)
+        if vec is None:
+            vec = self.compute_user_vector(self.user_history(user) if history is None else history)
+            s.user_cache.put(key, vec)
+        return vec
+
+    def fill(self, buf: dict[str, Any], queries: Sequence[str], users: Sequence[Any]) -> None:
+        """Write the tower inputs of these rows: query inputs and user vectors (split bundles), or all
+        seven inputs of the whole tower."""
+        if self.s.query_session is not None:
+            uv = buf["user_vector"]
+            for i, (q, u) in enumerate(zip(queries, users)):
+                self.fill_query(buf, i, q)
+                uv[i] = self.user_vector(u)
+        else:
+            for i, (q, u) in enumerate(zip(queries, users)):
+                self.fill_inputs(buf, i, q, u)
+
+    def run_tower(self, buf: dict[str, Any]) -> np.ndarray:
+        """The query tower on the filled buffers (query part or whole tower); buf["query_vector"]."""
+        if self.s.query_session is not None:
+            self.s.query_session.run_with_iobinding(buf["io_query"])
+        else:
+            self.s.session.run_with_iobinding(buf["io_full"])
+        return buf["query_vector"]
+
+    def run_full(self, buf: dict[str, Any]) -> np.ndarray:
+        """The whole query_tower.onnx on the seven inputs filled by `fill_inputs`."""
+        self.s.session.run_with_iobinding(buf["io_full"])
+        return buf["query_vector"]
+
+    def encode(self, buf: dict[str, Any], queries: Sequence[str], users: Sequence[Any]) -> np.ndarray:
+        """Fill the inputs and run the query tower for these rows; returns buf["query_vector"]."""
+        self.fill(buf, queries, users)
+        return self.run_tower(buf)
+
+    def hydrate(self, buf: dict[str, Any], q: np.ndarray) -> np.ndarray:
+        """[q ; w (; 0)] in the per-thread buffer (its tail was written when the buffer was made)."""
+        h = buf["hydrated"]
+        h[:, : q.shape[1]] = q
+        return h
 
     def ann(self, hydrated: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         top = self.s.index.search(hydrated, k, ef=max(self.s.ef, k), filter=allowed, num_threads=self.s.num_threads)
@@ -405,9 +554,7 @@ class _Pipeline:
 
     def search_one(self, query: str, user: Any, k: int, filter: Any, min_tier: int, prune: bool) -> SearchResult:
         buf = self._buffers(1)
-        self.fill_inputs(buf, 0, query, user)
-        q = self.encode(buf)
-        h = self.hydrate(buf, q)
+        h = self.hydrate(buf, self.encode(buf, (query,), (user,)))
         kk = min(k, len(self.s.product_ids))
         allowed = None
         if filter is not None:
@@ -421,10 +568,7 @@ class _Pipeline:
     def search_many(self, queries: Sequence[str], users: Sequence[Any], k: int, min_tier: int, prune: bool) -> list[SearchResult]:
         b = len(queries)
         buf = self._buffers(b)
-        for i, (qs, u) in enumerate(zip(queries, users)):
-            self.fill_inputs(buf, i, qs, u)
-        q = self.encode(buf)
-        h = self.hydrate(buf, q)
+        h = self.hydrate(buf, self.encode(buf, queries, users))
         kk = min(k, len(self.s.product_ids))
         ids, scores = self.ann(h, kk)
         return [self.prune(ids[i], scores[i], kk, min_tier, prune) for i in range(b)]
@@ -443,20 +587,34 @@ class Retriever:
     with request concurrency.
     """
 
-    def __init__(self, state: _Loaded, verify: bool) -> None:
+    def __init__(self, state: _Loaded, verify: bool, user_cache: int = DEFAULT_USER_CACHE) -> None:
         self._state = state
         self._verify = verify
+        self._user_cache = user_cache
         self._swap_lock = threading.Lock()
 
     @classmethod
-    def load(cls, bundle: str | os.PathLike[str], num_threads: int = 1, verify: bool = True) -> Retriever:
+    def load(cls, bundle: str | os.PathLike[str], num_threads: int = 1, verify: bool = True,
+             user_cache: int = DEFAULT_USER_CACHE) -> Retriever:
         """Load a bundle directory (validating the manifest and, with verify, every file's sha256).
 
+        user_cache: how many user vectors to keep (an LRU keyed by the user id, or by the resolved
+            history for a UserContext; user_dim * 4 bytes each). Used when the bundle has the split
+            tower (user_tower.onnx + query_part.onnx): a search for a cached or signed-out user then
+            runs only the query part. 0 runs the whole tower on every search.
         Raises FileNotFoundError for a missing bundle and upper_fast.FormatError for a damaged one.
         """
         if not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(f"num_threads must be an int >= 1, got {num_threads!r}")
-        return cls(_load(Path(bundle), num_threads, verify), verify)
+        if not isinstance(user_cache, int) or isinstance(user_cache, bool) or user_cache < 0:
+            raise ValueError(f"user_cache must be an int >= 0 (0 = off), got {user_cache!r}")
+        return cls(_load(Path(bundle), num_threads, verify, user_cache), verify, user_cache)
+
+    def user_cache_info(self) -> dict[str, int] | None:
+        """{"size", "capacity", "hits", "misses"} of the user-vector cache of the loaded bundle, or
+        None when it runs the whole tower per search (no split tower in the bundle, or user_cache=0)."""
+        cache = self._state.user_cache
+        return None if cache is None else cache.info()
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -510,22 +668,22 @@ class Retriever:
         raises here and the current one keeps serving. Returns the new manifest.
         """
         with self._swap_lock:
-            state = _load(Path(bundle), self._state.num_threads, self._verify)
+            state = _load(Path(bundle), self._state.num_threads, self._verify, self._user_cache)
             self._state = state
         return state.manifest
 
     def stage_timings(self, query: str, user: Any = None, k: int = 100, repeats: int = 200) -> dict[str, float]:
-        """Median microseconds per stage of one single-query search (featurize+inputs, onnx, hydrate,
-        ann, prune) and the end-to-end median, measured on this bundle."""
+        """Median microseconds per stage of one single-query search (featurize + inputs or user vector,
+        onnx, hydrate, ann, prune) and the end-to-end median, measured on this bundle."""
         p = _Pipeline(self._state)
         buf = p._buffers(1)
         kk = min(k, self.num_products)
         t = {name: [] for name in ("inputs", "onnx", "hydrate", "ann", "prune", "total")}
         for _ in range(repeats):
             t0 = time.perf_counter_ns()
-            p.fill_inputs(buf, 0, query, user)
+            p.fill(buf, (query,), (user,))
             t1 = time.perf_counter_ns()
-            q = p.encode(buf)
+            q = p.run_tower(buf)
             t2 = time.perf_counter_ns()
             h = p.hydrate(buf, q)
             t3 = time.perf_counter_ns()

@@ -27,11 +27,15 @@ import torch
 
 ONNX_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "hist_item_graph", "hist_item_type",
                "hist_query_terms", "user_country")
+# The split serving form (optional bundle files): user_tower.onnx maps the user inputs to a user vector
+# once per user; query_part.onnx maps the query inputs and that vector to the query vector.
+USER_INPUTS = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_country")
+QUERY_PART_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "user_vector")
 THRESHOLD_NAMES = ("negative", "click", "favorite", "add_to_cart", "purchase")
 INTERACTION_CODES = {"click": 1, "favorite": 2, "add_to_cart": 3, "purchase": 4}
 
-__all__ = ["check_onnx_parity", "encode_product_shard", "export_bundle", "export_query_tower",
-           "merge_product_shards", "normalise_quality", "parity_inputs", "user_histories"]
+__all__ = ["check_onnx_parity", "check_split_parity", "encode_product_shard", "export_bundle", "export_query_tower",
+           "export_split_towers", "merge_product_shards", "normalise_quality", "parity_inputs", "user_histories"]
 
 
 class _PositionalTower(torch.nn.Module):
@@ -43,6 +47,35 @@ class _PositionalTower(torch.nn.Module):
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         return self.tower(**dict(zip(ONNX_INPUTS, args)))
+
+
+class _Method(torch.nn.Module):
+    """Adapter: one method of a LeanQueryTower as a module taking positional tensors."""
+
+    def __init__(self, tower: torch.nn.Module, method: str) -> None:
+        super().__init__()
+        self.tower = tower
+        self.method = method
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return getattr(self.tower, self.method)(*args)
+
+
+def _onnx_export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, input_names: Sequence[str],
+                 output_name: str, opset: int) -> None:
+    """TorchScript export with a dynamic batch axis on every input and the output; the dynamo exporter
+    is the fallback."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(module, args, str(path), input_names=list(input_names), output_names=[output_name],
+                              dynamic_axes={n: {0: "batch"} for n in (*input_names, output_name)},
+                              opset_version=opset, dynamo=False)
+        except Exception:  # noqa: BLE001 - any TorchScript failure: the dynamo exporter handles more ops
+            batch = torch.export.Dim("batch", min=1)
+            torch.onnx.export(module, args, str(path), input_names=list(input_names),
+                              output_names=[output_name], dynamic_shapes=(tuple({0: batch} for _ in input_names),),
+                              opset_version=max(opset, 18), dynamo=True)
 
 
 def parity_inputs(n: int, *, graph_dim: int, hist_items: int, hist_queries: int, query_terms: int,
@@ -104,21 +137,41 @@ def export_query_tower(tower: torch.nn.Module, path: str | os.PathLike[str], exa
     if lean and isinstance(tower, QueryUserTower):
         tower = LeanQueryTower.from_tower(tower)
     args = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in ONNX_INPUTS)
-    wrapped = _PositionalTower(tower).eval()
     # Traced with autograd on: under no_grad, eval-mode nn.TransformerEncoderLayer takes a fused fast
     # path (aten::_transformer_encoder_layer_fwd) that has no ONNX export.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(wrapped, args, str(path), input_names=list(ONNX_INPUTS), output_names=["query_vector"],
-                              dynamic_axes={n: {0: "batch"} for n in (*ONNX_INPUTS, "query_vector")},
-                              opset_version=opset, dynamo=False)
-        except Exception:  # noqa: BLE001 - any TorchScript failure: the dynamo exporter handles more ops
-            batch = torch.export.Dim("batch", min=1)
-            torch.onnx.export(wrapped, args, str(path), input_names=list(ONNX_INPUTS),
-                              output_names=["query_vector"], dynamic_shapes=(tuple({0: batch} for _ in ONNX_INPUTS),),
-                              opset_version=max(opset, 18), dynamo=True)
+    _onnx_export(_PositionalTower(tower).eval(), args, path, ONNX_INPUTS, "query_vector", opset)
     return path
+
+
+def export_split_towers(tower: torch.nn.Module, out_dir: str | os.PathLike[str], example: dict[str, np.ndarray],
+                        opset: int = 17) -> tuple[Path, Path]:
+    """Export the query-user tower in two parts: `user_tower.onnx` (USER_INPUTS -> user_vector) and
+    `query_part.onnx` (QUERY_PART_INPUTS -> query_vector), with query_part(q, user_tower(u)) the same
+    function as the whole tower (`serving_tower.LeanQueryTower.user_vector` / `query_from_user`).
+
+    The Retriever computes a user's vector once and keeps it (an LRU keyed by the user's inputs), so
+    a search for a known or signed-out user runs only the ~17-node query part. Callers check parity
+    with `check_split_parity`, as `export_bundle` does. Returns (user_tower path, query_part path).
+    """
+    from upper_fast_train.serving_tower import LeanQueryTower
+    from upper_fast_train.towers import QueryUserTower
+
+    if not isinstance(tower, (QueryUserTower, LeanQueryTower)):
+        raise TypeError(f"the split export needs a QueryUserTower, got {type(tower).__name__}")
+    missing = [n for n in ONNX_INPUTS if n not in example]
+    if missing:
+        raise ValueError(f"example inputs lack {missing}")
+    lean = tower if isinstance(tower, LeanQueryTower) else LeanQueryTower.from_tower(tower.eval())
+    out_dir = Path(out_dir)
+    user_args = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in USER_INPUTS)
+    user_path, query_path = out_dir / "user_tower.onnx", out_dir / "query_part.onnx"
+    _onnx_export(_Method(lean, "user_vector").eval(), user_args, user_path, USER_INPUTS, "user_vector", opset)
+    with torch.no_grad():
+        users = lean.user_vector(*user_args)
+    query_args = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in QUERY_PART_INPUTS[:3]) + (users,)
+    _onnx_export(_Method(lean, "query_from_user").eval(), query_args, query_path, QUERY_PART_INPUTS,
+                 "query_vector", opset)
+    return user_path, query_path
 
 
 def check_onnx_parity(tower: torch.nn.Module, onnx_path: str | os.PathLike[str], inputs: dict[str, np.ndarray],
@@ -303,6 +356,28 @@ def _later_events(dataset: Any, product_rows: dict[str, int]) -> tuple[Any, np.n
     return purchases, rows, target
 
 
+def check_split_parity(tower: torch.nn.Module, user_path: str | os.PathLike[str], query_path: str | os.PathLike[str],
+                       inputs: dict[str, np.ndarray], batch_size: int = 250) -> float:
+    """Max absolute difference between the PyTorch tower and query_part(user_tower(.)) in onnxruntime."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    user = ort.InferenceSession(str(user_path), opts, providers=["CPUExecutionProvider"])
+    query = ort.InferenceSession(str(query_path), opts, providers=["CPUExecutionProvider"])
+    n = len(inputs["query_terms"])
+    worst = 0.0
+    tower = tower.eval()
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            part = {k: np.ascontiguousarray(v[start:start + batch_size]) for k, v in inputs.items()}
+            ref = tower(**{k: torch.from_numpy(v) for k, v in part.items()}).numpy()
+            uv = user.run(["user_vector"], {k: part[k] for k in USER_INPUTS})[0]
+            got = query.run(["query_vector"], {**{k: part[k] for k in QUERY_PART_INPUTS[:3]}, "user_vector": uv})[0]
+            worst = max(worst, float(np.abs(ref - got).max()))
+    return worst
+
+
 def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike[str], dataset: Any, *,
                   index_dtype: str = "f32", scale: float = 0.1, boost_trials: int = 40, boost_k: int = 100,
                   max_boost_events: int = 4000, mips_augment: bool = True, ef_search: int = 128,
@@ -375,10 +450,15 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
                      check_onnx_parity(run.model.query_tower, onnx_path, synthetic))
         if parity >= 1e-4:
             raise ValueError(f"ONNX query tower differs from PyTorch by {parity:.2e} (>= 1e-4); not exporting")
+        split = export_split_towers(run.model.query_tower, Path(tmp), probe)
+        split_parity = max(check_split_parity(run.model.query_tower, *split, real),
+                           check_split_parity(run.model.query_tower, *split, synthetic))
+        if split_parity >= 1e-4:
+            raise ValueError(f"split ONNX towers differ from PyTorch by {split_parity:.2e} (>= 1e-4); not exporting")
         weights_file = run_dir / "model.safetensors"
         digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()[:16] if weights_file.exists() else "unknown"
         return write_bundle(
-            bundle_dir, query_tower_onnx=onnx_path, featurizer_config=featurizer_config,
+            bundle_dir, query_tower_onnx=onnx_path, split_towers_onnx=split, featurizer_config=featurizer_config,
             query_keys=[str(k) for k in run.graph.query_keys],
             query_graph=np.ascontiguousarray(run.graph.query_vectors, dtype=np.float32),
             product_ids=product_ids, product_graph=product_graph,
@@ -387,5 +467,6 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
             model_version=f"{run_dir.name}-{digest}", index_dtype=index_dtype, ef_search=ef_search, seed=seed,
             overwrite=overwrite, recall_queries=event_q[:500] if len(event_q) else None, target_recall=target_recall,
             extra={"simulated": bool(dataset.meta.get("simulated", False)), "onnx_parity_max_abs": parity,
+                   "split_parity_max_abs": split_parity,
                    "run": {"dir": str(run_dir.resolve()), "personalized": bool(config.get("personalized", True))}},
         )

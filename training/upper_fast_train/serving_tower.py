@@ -122,6 +122,9 @@ class LeanQueryTower(nn.Module):
 
         fuse0, fuse3 = tower.fuse[0], tower.fuse[3]
         self.fuse1_w, self.fuse1_b = _const(fuse0.weight.t()), _const(fuse0.bias)
+        # fuse1's input is [term bag (E), query graph (G), graph mask (1), history (h), country]: the
+        # first rows see the query, the rest the user (split by user_vector / query_from_user).
+        self.query_rows = self.term_dim + int(tower.item_proj.in_features) + 1
         out_w = fuse3.weight.t()  # (2h, D)
         if tower.lexical is not None:
             out_w = torch.cat([out_w, tower.lexical.weight.t()], dim=0)  # (2h + E, D)
@@ -134,24 +137,25 @@ class LeanQueryTower(nn.Module):
         summed, count = F.embedding(ids, self.term_table).sum(-2).split([self.term_dim, 1], dim=-1)
         return summed / count.clamp_min(1.0), count
 
-    def forward(
+    @property
+    def user_dim(self) -> int:
+        """Width of the user vector (the fusion layer's hidden width)."""
+        return int(self.fuse1_w.shape[1])
+
+    def user_vector(
         self,
-        query_terms: torch.Tensor,  # (B, Lq) int64
-        query_graph: torch.Tensor,  # (B, G) float32
-        query_graph_mask: torch.Tensor,  # (B,) float32
         hist_item_graph: torch.Tensor,  # (B, N, G) float32
         hist_item_type: torch.Tensor,  # (B, N) int64
         hist_query_terms: torch.Tensor,  # (B, M, Lq) int64
         user_country: torch.Tensor,  # (B,) int64
     ) -> torch.Tensor:
+        """(B, user_dim): the user's whole contribution to the fusion layer's pre-activation
+        (history summary and country through their rows of the first fusion matrix, plus its bias).
+        It depends on the user inputs only, so a server computes it once per user and reuses it for
+        every query (`query_from_user`); `forward` is exactly `query_from_user(..., user_vector(...))`."""
         if not self.personalized:  # the ablation: user inputs blanked, as in the training tower
             hist_item_graph, hist_item_type, hist_query_terms, user_country = blank_user_inputs(
                 hist_item_graph, hist_item_type, hist_query_terms, user_country)
-        bag, _ = self._bag(query_terms)
-        term_bag = F.layer_norm(bag, (int(bag.shape[-1]),), eps=1e-5)
-        gm = query_graph_mask.unsqueeze(-1)
-        graph = F.layer_norm(query_graph * gm, (int(query_graph.shape[-1]),), eps=1e-5)
-
         items = hist_item_graph @ self.item_w + F.embedding(hist_item_type, self.item_type)  # (B, N, h)
         hq_bag, hq_count = self._bag(hist_query_terms)  # (B, M, E), (B, M, 1)
         queries = hq_bag @ self.hq_w + self.hq_b  # (B, M, h)
@@ -169,11 +173,38 @@ class LeanQueryTower(nn.Module):
         y = F.relu(y) if self.act_name == "relu" else F.gelu(y)
         x = x + y @ self.ff2_w + self.ff2_b
         history = F.layer_norm(x, (int(x.shape[-1]),), eps=1e-5)
+        user = torch.cat([history, F.embedding(user_country, self.country)], dim=-1)
+        return torch.addmm(self.fuse1_b, user, self.fuse1_w[self.query_rows:])
 
-        fused = torch.cat([term_bag, graph, gm, history, F.embedding(user_country, self.country)], dim=-1)
-        hidden = F.gelu(fused @ self.fuse1_w + self.fuse1_b)
+    def query_from_user(
+        self,
+        query_terms: torch.Tensor,  # (B, Lq) int64
+        query_graph: torch.Tensor,  # (B, G) float32
+        query_graph_mask: torch.Tensor,  # (B,) float32
+        user_vector: torch.Tensor,  # (B, user_dim) float32, from `user_vector`
+    ) -> torch.Tensor:
+        """(B, D) L2-normalised query vectors from the query inputs and a precomputed user vector."""
+        bag, _ = self._bag(query_terms)
+        term_bag = F.layer_norm(bag, (int(bag.shape[-1]),), eps=1e-5)
+        gm = query_graph_mask.unsqueeze(-1)
+        graph = F.layer_norm(query_graph * gm, (int(query_graph.shape[-1]),), eps=1e-5)
+        fused = torch.cat([term_bag, graph, gm], dim=-1)
+        hidden = F.gelu(torch.addmm(user_vector, fused, self.fuse1_w[: self.query_rows]))
         if self.has_lexical:
             hidden = torch.cat([hidden, term_bag], dim=-1)
         out = hidden @ self.fuse2_w + self.fuse2_b
         # F.normalize's export adds Shape + Expand for the broadcast; keepdim avoids both.
         return out / torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_min(1e-12)
+
+    def forward(
+        self,
+        query_terms: torch.Tensor,  # (B, Lq) int64
+        query_graph: torch.Tensor,  # (B, G) float32
+        query_graph_mask: torch.Tensor,  # (B,) float32
+        hist_item_graph: torch.Tensor,  # (B, N, G) float32
+        hist_item_type: torch.Tensor,  # (B, N) int64
+        hist_query_terms: torch.Tensor,  # (B, M, Lq) int64
+        user_country: torch.Tensor,  # (B,) int64
+    ) -> torch.Tensor:
+        user = self.user_vector(hist_item_graph, hist_item_type, hist_query_terms, user_country)
+        return self.query_from_user(query_terms, query_graph, query_graph_mask, user)
