@@ -258,3 +258,36 @@ def test_absurd_k_is_a_value_error_not_an_allocation() -> None:
         with pytest.raises(ValueError, match="use k <= 5"):
             topk_inner_product(q, c, k)
     assert topk_inner_product(q, c, 5 * 1024).ids.shape == (2, 5120)  # padding is still allowed
+
+
+def test_rerank_exact_matches_numpy_and_rejects_bad_input():
+    from upper_fast import rerank_exact
+
+    rng = np.random.default_rng(5)
+    v = rng.standard_normal((500, 24)).astype(np.float32)
+    bias = rng.standard_normal(500).astype(np.float32)
+    q = rng.standard_normal((3, 24)).astype(np.float32)
+    cand = rng.integers(0, 500, (3, 40))
+    cand[0, ::3] = -1  # padding is skipped
+    cand[2, :] = -1  # nothing valid: all padding out
+    top = rerank_exact(q, v, bias, cand, 10)
+    for i in range(3):
+        c = cand[i][cand[i] >= 0]
+        sc = v[c] @ q[i] + bias[c]
+        order = np.lexsort((c, -sc))[:10]
+        assert top.counts[i] == min(10, len(c))
+        np.testing.assert_array_equal(top.ids[i, : top.counts[i]], c[order])
+        np.testing.assert_allclose(top.scores[i, : top.counts[i]], sc[order], rtol=1e-5, atol=1e-5)
+    assert (top.ids[2] == -1).all() and np.isneginf(top.scores[2]).all()
+    bad = cand.copy()
+    bad[1, 4] = 500
+    with pytest.raises(ValueError, match=r"candidates\[1, 4\] = 500 is out of range"):
+        rerank_exact(q, v, bias, bad, 10)
+    with pytest.raises(TypeError, match="int64"):
+        rerank_exact(q, v, bias, cand.astype(np.int32), 10)
+    with pytest.raises(ValueError, match="bias"):
+        rerank_exact(q, v, bias[:-1], cand, 10)
+    with pytest.raises(ValueError, match="dimension"):
+        rerank_exact(q[:, :5].copy(), v, bias, cand, 10)
+    with pytest.raises(ValueError, match="k must be"):
+        rerank_exact(q, v, bias, cand, 0)

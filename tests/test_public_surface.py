@@ -158,6 +158,34 @@ def cases_hydrate_queries() -> Iterator[Case]:
     yield Case("num_threads str", lambda: f(q, w, num_threads="2"))
 
 
+def cases_rerank_exact() -> Iterator[Case]:
+    f = upper_fast.rerank_exact
+    rng = np.random.default_rng(0)
+    q, v = rng.standard_normal((3, 8)).astype(np.float32), rng.standard_normal((50, 8)).astype(np.float32)
+    b, c = np.zeros(50, np.float32), rng.integers(-1, 50, (3, 20))
+    for label, bad, must in bad_float_matrices(3, 8):
+        yield Case(f"queries {label}", lambda bad=bad: f(bad, v, b, c, 5), must_raise=must)
+    for label, bad, must in bad_float_matrices(50, 8):
+        yield Case(f"vectors {label}", lambda bad=bad: f(q, bad, b, c, 5), must_raise=must)
+    for label, bad, _ in bad_ints("k"):
+        yield Case(label, lambda bad=bad: f(q, v, b, c, bad))
+    yield Case("k huge", lambda: f(q, v, b, c, HUGE_K), must_raise=False)
+    yield Case("k bool", lambda: f(q, v, b, c, True))
+    yield Case("NaN query", lambda: f(np.full((3, 8), np.nan, np.float32), v, b, c, 5))
+    yield Case("NaN vectors", lambda: f(q, np.full((50, 8), np.nan, np.float32), b, c, 5), must_raise=False)
+    yield Case("bias wrong length", lambda: f(q, v, b[:10], c, 5))
+    yield Case("bias float64", lambda: f(q, v, b.astype(np.float64), c, 5))
+    yield Case("bias None", lambda: f(q, v, None, c, 5))
+    yield Case("candidates int32", lambda: f(q, v, b, c.astype(np.int32), 5))
+    yield Case("candidates 1-D", lambda: f(q, v, b, c[0].copy(), 5))
+    yield Case("candidates wrong rows", lambda: f(q, v, b, c[:2].copy(), 5))
+    yield Case("candidate out of range", lambda: f(q, v, b, np.full((3, 20), 50, np.int64), 5))
+    yield Case("candidate huge", lambda: f(q, v, b, np.full((3, 20), 2**62, np.int64), 5))
+    yield Case("candidates strided", lambda: f(q, v, b, np.zeros((3, 40), np.int64)[:, ::2], 5))
+    yield Case("candidates list", lambda: f(q, v, b, c.tolist(), 5))
+    yield Case("no candidates", lambda: f(q, v, b, np.zeros((3, 0), np.int64), 5), must_raise=False)
+
+
 def cases_topk_inner_product() -> Iterator[Case]:
     f = upper_fast.topk_inner_product
     rng = np.random.default_rng(0)
@@ -555,6 +583,7 @@ SURFACE: dict[str, Callable[[], Iterator[Case]]] = {
     "hydrate_products": cases_hydrate_products,
     "hydrate_queries": cases_hydrate_queries,
     "topk_inner_product": cases_topk_inner_product,
+    "rerank_exact": cases_rerank_exact,
     "HingeThresholds": cases_HingeThresholds,
     "FeaturizerConfig": cases_FeaturizerConfig,
     "Featurizer": cases_Featurizer,

@@ -11,11 +11,13 @@ SCALE = 0.1
 WEIGHTS = (0.5, -0.25)
 
 
-@pytest.fixture(scope="module", params=["whole", "split"])
+@pytest.fixture(scope="module", params=["whole", "split", "split-i8"])
 def world(request, tmp_path_factory):
-    """Every test runs on a bundle with the whole tower only and on one with the split tower (the
-    user-vector cache path), each against the torch oracle."""
-    return tiny_bundle(tmp_path_factory.mktemp("r"), weights=WEIGHTS, scale=SCALE, split=request.param == "split")
+    """Every test runs on a bundle with the whole tower only, on one with the split tower (the
+    user-vector cache path) and on an i8-index one (walk in i8, candidates re-ranked in float32:
+    scores must still match the float32 oracle to 1e-4), each against the torch oracle."""
+    return tiny_bundle(tmp_path_factory.mktemp("r"), weights=WEIGHTS, scale=SCALE, split=request.param != "whole",
+                       index_dtype="i8" if request.param.endswith("i8") else "f32")
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +214,28 @@ def test_user_vector_cache(world, tmp_path):
     assert small.user_cache_info() == {"size": 2, "capacity": 2, "hits": 0, "misses": 4 + base["misses"]}
     with pytest.raises(ValueError, match="user_cache"):
         Retriever.load(path, user_cache=-1)
+
+
+def test_rerank_of_compact_indexes(world):
+    """bf16/i8 bundles re-rank the walk's candidates on the float32 vectors by default (scores are
+    exact); rerank=False returns the compact storage's own scores; f32 bundles never re-rank."""
+    path, _, w = world
+    r = Retriever.load(path)
+    exact_boost = SCALE * (w["quality"] @ np.array(WEIGHTS, np.float32))
+    compact = r._state.index.dtype != "f32"
+    assert (r._state.rerank_vectors is not None) == compact
+    res = r.search("red mug", user="u1", k=40, prune=False)
+    raw = Retriever.load(path, rerank=False)
+    other = raw.search("red mug", user="u1", k=40, prune=False)
+    assert raw._state.rerank_vectors is None
+    if compact:
+        # Re-ranked: every score is <q, v> + boost in float32 for the returned row (the i8 walk's own
+        # scores carry quantisation error well above 1e-5).
+        cos = res.scores - exact_boost[res.rows]
+        np.testing.assert_allclose(res.cosines, cos, atol=1e-6)
+        assert np.abs(np.sort(res.scores)[::-1] - res.scores).max() == 0.0
+        assert np.abs(other.scores - res.scores[: other.count]).max() > 1e-5 or other.rows.tolist() != res.rows.tolist()
+    else:
+        assert res.rows.tolist() == other.rows.tolist()
+    with pytest.raises(TypeError, match="rerank"):
+        Retriever.load(path, rerank="yes")

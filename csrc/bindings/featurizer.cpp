@@ -299,7 +299,9 @@ void register_id_map(py::module_& m) {
               if (p[i] < 0 || p[i] >= size)
                 throw py::index_error("row " + std::to_string(p[i]) + " at position " + std::to_string(i) +
                                       " is outside the map's rows 0.." + std::to_string(size - 1));
+              map.prefetch_offsets(static_cast<std::size_t>(p[i]));
             }
+            for (std::size_t i = 0; i < n; ++i) map.prefetch_key(static_cast<std::size_t>(p[i]));
             py::list out(static_cast<py::ssize_t>(n));
             for (std::size_t i = 0; i < n; ++i) {
               const std::string_view key = map.key(static_cast<std::size_t>(p[i]));

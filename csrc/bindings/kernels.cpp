@@ -7,10 +7,13 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <vector>
 #include <string>
 
 #include "bindings/bindings.h"
 #include "hydration.h"
+#include "rerank.h"
 #include "simd/dispatch.h"
 #include "thresholds.h"
 #include "topk.h"
@@ -170,6 +173,58 @@ py::array_t<float> hydrate_queries(const py::object& q_obj, const py::object& w_
     upper_fast::hydrate_queries(qp, wp, m, d, f, o, num_threads);
   }
   return out;
+}
+
+// (rows (m, k) int64 -1 padded, scores (m, k) float32 -inf padded, counts (m,)): per query row i,
+// the candidates[i] re-scored exactly as <q_i, vectors[row]> + bias[row], best k kept.
+py::tuple rerank_exact(const py::object& q_obj, const py::object& v_obj, const py::object& b_obj,
+                       const py::object& c_obj, long long k) {
+  py::array q = as_ndarray(q_obj, "queries"), v = as_ndarray(v_obj, "vectors");
+  py::array b = as_ndarray(b_obj, "bias"), c = as_ndarray(c_obj, "candidates");
+  check_array(q, "queries", {Dt::f32}, 2);
+  check_array(v, "vectors", {Dt::f32}, 2);
+  check_array(b, "bias", {Dt::f32}, 1);
+  check_array(c, "candidates", {Dt::i64}, 2);
+  if (k <= 0) throw py::value_error("k must be a positive integer (got " + std::to_string(k) + ")");
+  const std::size_t m = dim(q, 0), d = dim(q, 1), n = dim(v, 0), mc = dim(c, 1);
+  if (dim(v, 1) != d)
+    throw py::value_error("queries have dimension " + std::to_string(d) + " but vectors have " + std::to_string(v.shape(1)));
+  if (dim(b, 0) != n)
+    throw py::value_error("bias has " + std::to_string(b.shape(0)) + " entries for " + std::to_string(n) + " vectors");
+  if (dim(c, 0) != m)
+    throw py::value_error("candidates has " + std::to_string(c.shape(0)) + " rows for " + std::to_string(m) + " queries");
+  check_finite(static_cast<const float*>(q.data()), m * d, "queries");
+  const std::int64_t* cp = static_cast<const std::int64_t*>(c.data());
+  for (std::size_t i = 0; i < m * mc; ++i)
+    if (cp[i] >= static_cast<std::int64_t>(n))
+      throw py::value_error("candidates[" + std::to_string(i / mc) + ", " + std::to_string(i % mc) + "] = " +
+                            std::to_string(cp[i]) + " is out of range for " + std::to_string(n) +
+                            " vectors (negative entries are padding)");
+  const std::size_t kk = std::min(static_cast<std::size_t>(k), mc);  // never more than the candidates
+  py::array_t<std::int64_t> rows({m, kk});
+  py::array_t<float> scores({m, kk});
+  py::array_t<std::int64_t> counts(static_cast<py::ssize_t>(m));
+  const float* qp = static_cast<const float*>(q.data());
+  const float* vp = static_cast<const float*>(v.data());
+  const float* bp = static_cast<const float*>(b.data());
+  std::int64_t* rp = rows.mutable_data();
+  float* sp = scores.mutable_data();
+  std::int64_t* np_ = counts.mutable_data();
+  {
+    py::gil_scoped_release release;
+    thread_local std::vector<RerankHit> scratch;  // per serving thread, grown once
+    if (scratch.size() < mc + 1) scratch.resize(mc + 1);
+    for (std::size_t i = 0; i < m; ++i) {
+      const std::size_t got = upper_fast::rerank_exact(qp + i * d, vp, bp, d, cp + i * mc, mc, kk, scratch.data(),
+                                                       rp + i * kk, sp + i * kk);
+      for (std::size_t j = got; j < kk; ++j) {
+        rp[i * kk + j] = -1;
+        sp[i * kk + j] = -std::numeric_limits<float>::infinity();
+      }
+      np_[i] = static_cast<std::int64_t>(got);
+    }
+  }
+  return py::make_tuple(rows, scores, counts);
 }
 
 py::tuple topk_inner_product(const py::object& q_obj, const py::object& c_obj, long long k,
@@ -333,6 +388,8 @@ void register_kernels(py::module_& m) {
         py::arg("out") = py::none(), py::arg("num_threads") = 0);
   m.def("hydrate_queries", &hydrate_queries, py::arg("q"), py::arg("weights"), py::arg("out") = py::none(),
         py::arg("num_threads") = 0);
+  m.def("rerank_exact", &rerank_exact, py::arg("queries"), py::arg("vectors"), py::arg("bias"), py::arg("candidates"),
+        py::arg("k"));
   m.def("topk_inner_product", &topk_inner_product, py::arg("queries"), py::arg("candidates"), py::arg("k"),
         py::arg("exclude_indptr") = py::none(), py::arg("exclude_indices") = py::none(),
         py::arg("num_threads") = 0);

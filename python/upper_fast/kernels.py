@@ -25,6 +25,7 @@ __all__ = [
     "HingeThresholds",
     "hydrate_products",
     "hydrate_queries",
+    "rerank_exact",
     "simd_dot",
     "topk_inner_product",
 ]
@@ -80,6 +81,31 @@ def hydrate_queries(
     out: optional preallocated (m, d + f) float32 C-contiguous array. Returns (m, d + f) float32.
     """
     return _core.hydrate_queries(q, weights, out, _threads(num_threads))
+
+
+def rerank_exact(
+    queries: np.ndarray,
+    vectors: np.ndarray,
+    bias: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+) -> TopK:
+    """Re-score ANN candidates exactly and keep the best k per query.
+
+    queries (m, d) float32; vectors (n, d) float32 (full precision); bias (n,) float32 added to each
+    score (e.g. the hydration boost); candidates (m, c) int64 rows into `vectors`, negative entries are
+    padding (what Index.search returns). Score = <q_i, vectors[row]> + bias[row]; ties rank the lower
+    row first. The serving path for bf16/i8 indexes: walk the compact graph, then rank the walk's
+    candidates on the float32 vectors (the Retriever's `rerank`). GIL released; rows are prefetched.
+
+    Returns TopK with ids (m, k') int64 (-1 padding), scores (m, k') float32 (-inf padding), counts
+    (m,), k' = min(k, c). A NaN score (NaN in vectors or bias) ranks as -inf. Raises ValueError naming
+    the first candidate row >= n or for non-finite queries, TypeError/ValueError for bad arrays.
+    """
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an int, not {type(k).__name__}")
+    ids, scores, counts = _core.rerank_exact(queries, vectors, bias, candidates, int(k))
+    return TopK(ids, scores, counts)
 
 
 def topk_inner_product(

@@ -41,6 +41,8 @@ ONNX_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "hist_item_grap
                "hist_query_terms", "user_country")
 USER_INPUTS = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_country")
 QUERY_PART_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "user_vector")
+# bf16/i8 bundles: the index walk returns this many percent of k candidates, re-ranked in float32.
+RERANK_FACTOR_PCT = 150
 DEFAULT_USER_CACHE = 65536  # user vectors kept per loaded bundle: 64 MiB at user_dim 256 (4 bytes each)
 
 
@@ -140,6 +142,7 @@ class _Loaded:
     query_session: Any = None        # query_part.onnx (split bundles), else None
     signed_out: np.ndarray | None = None  # (user_dim,) f32: the user vector of an empty history
     user_cache: _UserCache | None = None  # None: the whole tower runs on every search
+    rerank_vectors: np.ndarray | None = None  # (n, D) f32 product vectors: bf16/i8 hits re-ranked exactly
 
 
 
@@ -220,7 +223,8 @@ def _bind(session: Any, arrays: dict[str, np.ndarray], inputs: Sequence[str], ou
     return io
 
 
-def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_USER_CACHE) -> _Loaded:
+def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_USER_CACHE,
+          rerank: bool | None = None) -> _Loaded:
     import pyarrow.parquet as pq
 
     from upper_fast.featurizer import Featurizer, FeaturizerConfig, StringIdMap
@@ -296,12 +300,18 @@ def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_
     )
     if user_session is not None:
         state.signed_out = _Pipeline(state).compute_user_vector(None)
-    del product_vectors  # only its shape is checked: the index holds the vectors
+    if rerank is None:
+        rerank = index.dtype != "f32"
+    if rerank:  # the walk runs on the compact storage; its candidates are ranked on these
+        state.rerank_vectors = np.array(product_vectors, dtype=np.float32, order="C", copy=True)  # off the mmap
+    del product_vectors  # else only its shape is checked: the index holds the vectors
     # Searches read these at random (a history's product rows, each hit's boost): 2 MiB pages where
     # the kernel allows, as the index does for its graph (docs/serving.md).
     from upper_fast._core import advise_huge_pages
 
-    for table in (product_graph, boost, query_graph, user_rows, user_types):
+    for table in (product_graph, boost, query_graph, user_rows, user_types, state.rerank_vectors):
+        if table is None:
+            continue
         if table.flags.c_contiguous:
             advise_huge_pages(table)
     # Warm-up: the first run of an onnxruntime session and the first index search allocate.
@@ -514,9 +524,23 @@ class _Pipeline:
         h[:, : q.shape[1]] = q
         return h
 
-    def ann(self, hydrated: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        top = self.s.index.search(hydrated, k, ef=max(self.s.ef, k), filter=allowed, num_threads=self.s.num_threads)
-        return top.ids, top.scores
+    def ann(self, hydrated: np.ndarray, k: int, allowed: np.ndarray | None = None,
+            queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Index search; with rerank vectors (bf16/i8 bundles), RERANK_FACTOR * k candidates from the
+        walk are re-scored exactly (<q, v> + boost in float32, the same score an f32 index gives) and
+        the best k kept. queries: the raw (m, D) query vectors (default: hydrated's first D columns)."""
+        s = self.s
+        if s.rerank_vectors is None:
+            top = s.index.search(hydrated, k, ef=max(s.ef, k), filter=allowed, num_threads=s.num_threads)
+            return top.ids, top.scores
+        from upper_fast import _core
+
+        kc = min(len(s.product_ids), -(-k * RERANK_FACTOR_PCT // 100))
+        top = s.index.search(hydrated, kc, ef=max(s.ef, kc), filter=allowed, num_threads=s.num_threads)
+        if queries is None:
+            queries = np.ascontiguousarray(hydrated[:, : s.rerank_vectors.shape[1]])
+        ids, scores, _ = _core.rerank_exact(queries, s.rerank_vectors, s.boost, top.ids, k)
+        return ids, scores
 
     def prune(self, ids: np.ndarray, scores: np.ndarray, k: int, min_tier: int, prune: bool) -> SearchResult:
         """Drop padding and, with prune, hits whose raw cosine misses the tier-`min_tier` threshold
@@ -554,7 +578,8 @@ class _Pipeline:
 
     def search_one(self, query: str, user: Any, k: int, filter: Any, min_tier: int, prune: bool) -> SearchResult:
         buf = self._buffers(1)
-        h = self.hydrate(buf, self.encode(buf, (query,), (user,)))
+        q = self.encode(buf, (query,), (user,))
+        h = self.hydrate(buf, q)
         kk = min(k, len(self.s.product_ids))
         allowed = None
         if filter is not None:
@@ -562,15 +587,16 @@ class _Pipeline:
             if allowed.size == 0:
                 return self.prune(np.empty(0, np.int64), np.empty(0, np.float32), 0, min_tier, prune)
             kk = min(kk, allowed.size)
-        ids, scores = self.ann(h, kk, allowed)
+        ids, scores = self.ann(h, kk, allowed, q)
         return self.prune(ids[0], scores[0], kk, min_tier, prune)
 
     def search_many(self, queries: Sequence[str], users: Sequence[Any], k: int, min_tier: int, prune: bool) -> list[SearchResult]:
         b = len(queries)
         buf = self._buffers(b)
-        h = self.hydrate(buf, self.encode(buf, queries, users))
+        q = self.encode(buf, queries, users)
+        h = self.hydrate(buf, q)
         kk = min(k, len(self.s.product_ids))
-        ids, scores = self.ann(h, kk)
+        ids, scores = self.ann(h, kk, None, q)
         return [self.prune(ids[i], scores[i], kk, min_tier, prune) for i in range(b)]
 
 
@@ -587,28 +613,36 @@ class Retriever:
     with request concurrency.
     """
 
-    def __init__(self, state: _Loaded, verify: bool, user_cache: int = DEFAULT_USER_CACHE) -> None:
+    def __init__(self, state: _Loaded, verify: bool, user_cache: int = DEFAULT_USER_CACHE,
+                 rerank: bool | None = None) -> None:
         self._state = state
         self._verify = verify
         self._user_cache = user_cache
+        self._rerank = rerank
         self._swap_lock = threading.Lock()
 
     @classmethod
     def load(cls, bundle: str | os.PathLike[str], num_threads: int = 1, verify: bool = True,
-             user_cache: int = DEFAULT_USER_CACHE) -> Retriever:
+             user_cache: int = DEFAULT_USER_CACHE, rerank: bool | None = None) -> Retriever:
         """Load a bundle directory (validating the manifest and, with verify, every file's sha256).
 
         user_cache: how many user vectors to keep (an LRU keyed by the user id, or by the resolved
             history for a UserContext; user_dim * 4 bytes each). Used when the bundle has the split
             tower (user_tower.onnx + query_part.onnx): a search for a cached or signed-out user then
             runs only the query part. 0 runs the whole tower on every search.
+        rerank: for bf16/i8 indexes (None = on for those, off for f32): the graph walk returns 1.5 k
+            candidates that are re-ranked on the bundle's float32 product vectors, so hits and scores
+            are those of exact float32 scoring over the walk's candidates (compact walk, f32
+            precision; costs n * D * 4 bytes of memory for the vectors).
         Raises FileNotFoundError for a missing bundle and upper_fast.FormatError for a damaged one.
         """
         if not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(f"num_threads must be an int >= 1, got {num_threads!r}")
         if not isinstance(user_cache, int) or isinstance(user_cache, bool) or user_cache < 0:
             raise ValueError(f"user_cache must be an int >= 0 (0 = off), got {user_cache!r}")
-        return cls(_load(Path(bundle), num_threads, verify, user_cache), verify, user_cache)
+        if rerank is not None and not isinstance(rerank, bool):
+            raise TypeError(f"rerank must be True, False or None (auto), got {rerank!r}")
+        return cls(_load(Path(bundle), num_threads, verify, user_cache, rerank), verify, user_cache, rerank)
 
     def user_cache_info(self) -> dict[str, int] | None:
         """{"size", "capacity", "hits", "misses"} of the user-vector cache of the loaded bundle, or
@@ -668,7 +702,7 @@ class Retriever:
         raises here and the current one keeps serving. Returns the new manifest.
         """
         with self._swap_lock:
-            state = _load(Path(bundle), self._state.num_threads, self._verify, self._user_cache)
+            state = _load(Path(bundle), self._state.num_threads, self._verify, self._user_cache, self._rerank)
             self._state = state
         return state.manifest
 
@@ -687,7 +721,7 @@ class Retriever:
             t2 = time.perf_counter_ns()
             h = p.hydrate(buf, q)
             t3 = time.perf_counter_ns()
-            ids, scores = p.ann(h, kk)
+            ids, scores = p.ann(h, kk, None, q)
             t4 = time.perf_counter_ns()
             p.prune(ids[0], scores[0], kk, 0, True)
             t5 = time.perf_counter_ns()
