@@ -37,6 +37,13 @@ def hydrate_queries(
     out: npt.NDArray[np.float32] | None = None,
     num_threads: int = 0,
 ) -> npt.NDArray[np.float32]: ...
+def rerank_exact(
+    queries: npt.NDArray[np.float32],
+    vectors: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32],
+    candidates: npt.NDArray[np.int64],
+    k: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
 def topk_inner_product(
     queries: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
     candidates: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
