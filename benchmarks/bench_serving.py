@@ -361,32 +361,54 @@ def hydration_recall(n: int, seed: int = 5) -> list[dict[str, Any]]:
 
 
 def ef_sweep(bundle: Path, n: int, dtypes: tuple[str, ...], queries: int = 300) -> list[dict[str, Any]]:
-    """recall@100 and single-query p50/p99 of Index.search over ef, per storage dtype (same vectors)."""
-    from upper_fast import Index, hydrate_queries, topk_inner_product
+    """recall@100 and single-query p50/p99 of Index.search over ef, per storage dtype (same vectors),
+    on probes in the catalogue's distribution; bf16/i8 also as the Retriever serves them
+    ("<dtype>+rerank": 1.5 k candidates re-ranked on the float32 vectors). An index of that dtype
+    in a sibling bundle of the same catalogue and size (--workdir) is loaded instead of rebuilt."""
+    from upper_fast import Index, hydrate_queries, rerank_exact, topk_inner_product
     from upper_fast.bundle import hydrated_product_matrix
+    from upper_fast.retriever import RERANK_FACTOR_PCT
 
     hyd = json.loads((bundle / "hydration.json").read_text())
-    hydrated = hydrated_product_matrix(np.load(bundle / "product_vectors.npy"), np.load(bundle / "quality.npy"),
-                                       hyd["scale"], True)
+    vectors = np.load(bundle / "product_vectors.npy")
+    quality = np.load(bundle / "quality.npy")
+    hydrated = hydrated_product_matrix(vectors, quality, hyd["scale"], True)
+    boost = (hyd["scale"] * (quality @ np.asarray(hyd["weights"], np.float32))).astype(np.float32)
     w = np.array(hyd["weights"] + [0.0], np.float32)
-    hq = hydrate_queries(clustered(queries, D, 9), w)
+    raw = clustered(queries, D, 9) if CATALOGUE == "random" else tower_directions(bench_tower(), queries, seed=9)
+    hq = hydrate_queries(raw, w)
     exact = topk_inner_product(hq, hydrated, 100)
+    recall_of = lambda ids: float(np.mean([len(set(a[a >= 0]) & set(e)) / 100.0 for a, e in zip(ids, exact.ids)]))  # noqa: E731
+    kc = -(-100 * RERANK_FACTOR_PCT // 100)
     rows = []
     for dtype in dtypes:
-        if dtype == "f32":
-            index = Index.load(bundle / "index.upf")
-            build_s = None
+        sibling = bundle.parent / bundle_name(n, dtype)
+        build_s = None
+        if dtype == "f32" or (sibling / "index.upf").exists():
+            index = Index.load(bundle / "index.upf" if dtype == "f32" else sibling / "index.upf")
+            if len(index) != n or index.dim != hydrated.shape[1] or index.dtype != dtype:
+                raise ValueError(f"{sibling} does not hold a {dtype} index of this catalogue")
         else:
             index = Index(hydrated.shape[1], dtype, M=16, ef_construction=100)
             t0 = time.perf_counter()
             index.add(np.arange(n, dtype=np.int64), hydrated, num_threads=0)
             build_s = time.perf_counter() - t0
         for ef in EF_SWEEP:
-            approx = index.search(hq, 100, ef=ef, num_threads=0)
-            recall = float(np.mean([len(set(a) & set(e)) / 100.0 for a, e in zip(approx.ids, exact.ids)]))
+            recall = recall_of(index.search(hq, 100, ef=ef, num_threads=0).ids)
             lat = time_calls(lambda i: index.search(hq[i:i + 1], 100, ef=ef), list(range(queries)), warmup=20)
             rows.append({"dtype": dtype, "ef": ef, "recall_at_100": recall, **lat, "build_s": build_s,
                          "memory_mb": index.memory_bytes() / 1e6})
+            if dtype == "f32":
+                continue
+            ids = rerank_exact(raw, vectors, boost, index.search(hq, kc, ef=max(ef, kc), num_threads=0).ids, 100).ids
+
+            def served(i: int) -> None:
+                top = index.search(hq[i:i + 1], kc, ef=max(ef, kc))
+                rerank_exact(raw[i:i + 1], vectors, boost, top.ids, 100)
+
+            lat = time_calls(served, list(range(queries)), warmup=20)
+            rows.append({"dtype": f"{dtype}+rerank", "ef": max(ef, kc), "recall_at_100": recall_of(ids), **lat,
+                         "build_s": build_s, "memory_mb": (index.memory_bytes() + vectors.nbytes) / 1e6})
     return rows
 
 
@@ -553,7 +575,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             n = results["sizes"][-1]["n_products"]
             results["ef_sweep"] = ef_sweep(bundle, n, tuple(args.sweep_dtypes.split(",")))
             plot(results["ef_sweep"], Path(args.plot),
-                 f"{n:,} SYNTHETIC hydrated vectors (dim {D + F + 1}), M=16, efC=100\n{results['machine'][:70]}")
+                 f"{n:,} SYNTHETIC hydrated vectors (dim {D + F + 1}, {CATALOGUE} catalogue), M=16, efC=100\n{results['machine'][:70]}")
     print(report(results))
     if args.json:
         Path(args.json).write_text(json.dumps(_without_samples(results), indent=1))

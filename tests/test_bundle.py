@@ -127,3 +127,26 @@ def test_split_tower_files_both_or_neither(tmp_path):
     (copy / "user_tower.onnx").unlink()
     with pytest.raises(FileNotFoundError, match="both or neither"):
         write_manifest(copy, model_version="x", dims=manifest["dims"], dtypes=manifest["dtypes"])
+
+
+def test_compact_bundle_records_the_served_recall(tmp_path):
+    """An i8 bundle's manifest recall is what the Retriever serves (walk + float32 re-rank), never
+    below the index's own recall on the same probes."""
+    from upper_fast.bundle import hydrated_ann_recall, hydrated_product_matrix
+
+    rng = np.random.default_rng(3)
+    probes = rng.standard_normal((40, 16)).astype(np.float32)
+    path, _, world = tiny_bundle(tmp_path, "i8", index_dtype="i8", n_products=400, weights=(0.5, -0.25),
+                                 recall_queries=probes, ef_search=8, target_recall=None)
+    m = read_manifest(path)
+    assert m["index"]["recall_mode"].startswith("float32 re-rank")
+    w = np.array([0.5, -0.25], np.float32)
+    hydrated = hydrated_product_matrix(world["product_vectors"], world["quality"], 0.1, True)
+    index = upper_fast.Index.load(str(path / "index.upf"))
+    own = hydrated_ann_recall(index, hydrated, probes, w, 8, True)
+    served = hydrated_ann_recall(index, hydrated, probes, w, 8, True,
+                                 rerank=(world["product_vectors"], (0.1 * (world["quality"] @ w)).astype(np.float32)))
+    assert m["index"]["recall_at_100"] == pytest.approx(served)
+    assert served >= own
+    f32 = read_manifest(tiny_bundle(tmp_path, "f32", n_products=400, recall_queries=probes)[0])
+    assert f32["index"]["recall_mode"] == "index"

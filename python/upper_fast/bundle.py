@@ -254,20 +254,30 @@ def hydrated_product_matrix(product_vectors: np.ndarray, quality: np.ndarray, sc
 
 
 def hydrated_ann_recall(index: Any, hydrated: np.ndarray, queries: np.ndarray, weights: np.ndarray, ef: int,
-                        mips_augment: bool, k: int = 100) -> float:
+                        mips_augment: bool, k: int = 100, rerank: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """Recall@k of the ANN index against exact scoring of the same hydrated vectors.
 
     queries (m, D) float32 raw query vectors; weights (F,) float32. The exact side uses
     upper_fast.topk_inner_product over the hydrated matrix (n, D+F[+1]).
+    rerank: (product_vectors (n, D) f32, boost (n,) f32) to measure what the Retriever serves from a
+    bf16/i8 index: RERANK_FACTOR_PCT% of k candidates re-ranked exactly (`rerank_exact`).
     """
-    from upper_fast.kernels import hydrate_queries, topk_inner_product
+    from upper_fast.kernels import hydrate_queries, rerank_exact, topk_inner_product
 
     tail = np.concatenate([weights, np.zeros(1, np.float32)]) if mips_augment else weights
-    hq = hydrate_queries(np.ascontiguousarray(queries, dtype=np.float32), np.ascontiguousarray(tail, dtype=np.float32))
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    hq = hydrate_queries(queries, np.ascontiguousarray(tail, dtype=np.float32))
     k = min(k, hydrated.shape[0])
     exact = topk_inner_product(hq, hydrated, k)
-    approx = index.search(hq, k, ef=max(ef, k), num_threads=0)
-    hits = sum(len(set(a[a >= 0].tolist()) & set(e[e >= 0].tolist())) for a, e in zip(approx.ids, exact.ids))
+    if rerank is None:
+        approx_ids = index.search(hq, k, ef=max(ef, k), num_threads=0).ids
+    else:
+        from upper_fast.retriever import RERANK_FACTOR_PCT
+
+        kc = min(hydrated.shape[0], -(-k * RERANK_FACTOR_PCT // 100))
+        candidates = index.search(hq, kc, ef=max(ef, kc), num_threads=0).ids
+        approx_ids = rerank_exact(queries, rerank[0], rerank[1], candidates, k).ids
+    hits = sum(len(set(a[a >= 0].tolist()) & set(e[e >= 0].tolist())) for a, e in zip(approx_ids, exact.ids))
     return hits / float(exact.counts.sum())
 
 
@@ -292,7 +302,8 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
     0 = unknown), hist_rows (list<int32>, product rows oldest first), hist_types (list<int8>),
     hist_queries (list<string>). Builds the index with upper_fast.Index over the hydrated vectors.
     recall_queries: optional (m, D) float32 query vectors; the ANN recall@100 at ef_search against
-    exact hydrated scoring over them is measured and stored in manifest["index"]["recall_at_100"].
+    exact hydrated scoring over them is measured and stored in manifest["index"]["recall_at_100"]
+    (for bf16/i8: as the Retriever serves it, with its float32 re-rank; "recall_mode" says which).
     target_recall (with recall_queries): while the recall is below it, ef_search is raised 1.5x at a
     time up to max_ef (hydrated inner products are not cosines, and a fixed ef can fall short on a
     large catalogue); every (ef, recall) tried is kept in manifest["index"]["ef_tuning"].
@@ -350,11 +361,13 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
         ef_search = int(ef_search)
         if recall_queries is not None:
             mips = bool(hydration.get("mips_augmented", False))
-            recall = hydrated_ann_recall(index, hydrated, recall_queries, w, ef_search, mips)
+            # bf16/i8: the recall the Retriever serves (its default exact re-rank), not the index's own.
+            served = None if index_dtype == "f32" else (product_vectors, (float(hydration["scale"]) * (quality @ w)).astype(np.float32))
+            recall = hydrated_ann_recall(index, hydrated, recall_queries, w, ef_search, mips, rerank=served)
             tuning.append([ef_search, recall])
             while target_recall is not None and recall < target_recall and ef_search < max_ef:
                 ef_search = min(max_ef, int(ef_search * 1.5))
-                recall = hydrated_ann_recall(index, hydrated, recall_queries, w, ef_search, mips)
+                recall = hydrated_ann_recall(index, hydrated, recall_queries, w, ef_search, mips, rerank=served)
                 tuning.append([ef_search, recall])
         index.ef = ef_search
         index.save(str(staged / "index.upf"))
@@ -367,6 +380,7 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
                   "quality": "float32", "index": index_dtype, "onnx_inputs": "int64 ids, float32 features"}
         more = {"index": {"dtype": index_dtype, "M": index_M, "ef_construction": index_ef_construction,
                           "ef_search": int(ef_search), "seed": seed, "recall_at_100": recall,
+                          "recall_mode": "index" if index_dtype == "f32" else "float32 re-rank (Retriever default)",
                           "ef_tuning": tuning}}
         more.update(extra or {})
         manifest = write_manifest(staged, model_version=model_version, dims=dims, dtypes=dtypes, extra=more)

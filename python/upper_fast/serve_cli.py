@@ -86,6 +86,9 @@ def _print_info(manifest: dict[str, Any], bundle: str | Path) -> None:
     print(f"  index: {idx.get('dtype')} M={idx.get('M')} ef_construction={idx.get('ef_construction')} "
           f"ef_search={idx.get('ef_search')}; recall@100 vs exact hydrated scoring: "
           f"{'not measured' if idx.get('recall_at_100') is None else format(idx['recall_at_100'], '.4f')}")
+    split = "user_tower.onnx" in manifest["files"]
+    print("  query tower: " + ("split (user_tower.onnx + query_part.onnx: user vectors cached while serving)"
+                               if split else "whole tower only (query_tower.onnx on every search)"))
     total = sum(f["bytes"] for f in manifest["files"].values())
     print(f"  files: {len(manifest['files'])}, {total / 1e6:.1f} MB, sha256 in manifest.json")
 
