@@ -17,6 +17,9 @@ exact algebra on the trained weights (the ONNX parity check against the *trainin
 * Small tables absorb what follows them: country embeddings are stored unit-scaled, the item-type
   table holds the item projection bias and the segment vector, a (5, 1) table gives the padding bias.
 * The lexical skip joins the fusion MLP's last layer as extra input columns (one Gemm, not two).
+* The user-affinity skip (`TrainConfig.user_skip`) is one separate additive term (`_user_skip`):
+  a country row plus the type-weighted mean history graph vector times one matrix; a (5, 2) table
+  gives each history item's type weight and its 0/1 count.
 
 Training code never uses this module; it exists for export only.
 """
@@ -127,7 +130,21 @@ class LeanQueryTower(nn.Module):
             out_w = torch.cat([out_w, tower.lexical.weight.t()], dim=0)  # (2h + E, D)
         self.has_lexical = tower.lexical is not None
         self.fuse2_w, self.fuse2_b = _const(out_w), _const(fuse3.bias)
+
+        skip = getattr(tower, "user_skip", None)
+        self.has_user_skip = skip is not None
+        if skip is not None:
+            real = (torch.arange(skip.type_weight.weight.shape[0]) > 0).float()[:, None]  # type 0 = padding
+            self.uskip_type = _const(torch.cat([skip.type_weight.weight * real, real], dim=1))  # (5, 2)
+            self.uskip_hist = _const(skip.hist.weight.t())  # (G, D)
+            self.uskip_country = _const(skip.country.weight)  # (countries, D)
         return self.eval()
+
+    def _user_skip(self, hist_item_graph: torch.Tensor, hist_item_type: torch.Tensor, user_country: torch.Tensor) -> torch.Tensor:
+        """towers.UserSkip: C[user_country] + H (sum_i w[type_i] g_i / #items)."""
+        weight, real = F.embedding(hist_item_type, self.uskip_type).split([1, 1], dim=-1)  # (B, N, 1) each
+        hist = (hist_item_graph * weight).sum(1) / real.sum(1).clamp_min(1.0)  # (B, G)
+        return hist @ self.uskip_hist + F.embedding(user_country, self.uskip_country)
 
     def _bag(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., L) ids -> (mean embedding (..., E), count (..., 1))."""
@@ -175,5 +192,7 @@ class LeanQueryTower(nn.Module):
         if self.has_lexical:
             hidden = torch.cat([hidden, term_bag], dim=-1)
         out = hidden @ self.fuse2_w + self.fuse2_b
+        if self.has_user_skip:
+            out = out + self._user_skip(hist_item_graph, hist_item_type, user_country)
         # F.normalize's export adds Shape + Expand for the broadcast; keepdim avoids both.
         return out / torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_min(1e-12)
