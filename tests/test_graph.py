@@ -13,6 +13,7 @@ pytest.importorskip("gensim", reason="graph embeddings need the [train] extra (g
 from upper_fast_train.graph import (  # noqa: E402
     GraphEmbeddings,
     build_engagement_graph,
+    product_words,
     random_walks,
     train_graph_embeddings,
 )
@@ -68,6 +69,38 @@ def test_graph_sums_weights_and_drops_non_edges() -> None:
     expected[0, 2] = expected[2, 0] = 1 + 5  # a-row0: click + purchase
     expected[1, 3] = expected[3, 1] = 2  # b-row1: favorite
     np.testing.assert_array_equal(dense, expected)
+
+
+def test_word_side_nodes_link_products_that_share_a_word() -> None:
+    catalog = pa.table({"product_id": ["p0", "p1", "p2"], "title": ["Boho Ring", "boho  necklace", "Rustic ring"],
+                        "tags": [["boho"], None, []]})
+    rows, keys, weights = product_words(catalog, 0.5)
+    assert list(zip(rows.tolist(), keys)) == [(0, "boho"), (0, "ring"), (1, "boho"), (1, "necklace"), (2, "ring"), (2, "rustic")]
+    assert weights.tolist() == [0.5] * 6  # "boho" twice in p0 (title and tag) is one edge
+    g = build_engagement_graph(["q"], np.array([0], dtype=np.int64), ["click"], side=(rows, keys, weights))
+    # nodes: query q, products 0,1,2 (1 and 2 only through words), words boho, necklace, ring, rustic
+    assert g.query_keys == ["q"] and g.product_rows.tolist() == [0, 1, 2] and g.n_side == 4 and g.n_nodes == 8
+    dense = np.zeros((g.n_nodes, g.n_nodes))
+    for node in range(g.n_nodes):
+        dense[node, g.indices[g.indptr[node]:g.indptr[node + 1]]] = g.weights[g.indptr[node]:g.indptr[node + 1]]
+    np.testing.assert_array_equal(dense, dense.T)
+    boho, ring = 4, 6
+    assert dense[0, 1] == 1.0 and dense[1, boho] == dense[2, boho] == 0.5 and dense[1, ring] == dense[3, ring] == 0.5
+    assert dense[3, boho] == 0 and dense[0, boho] == 0  # words touch products only
+    with pytest.raises(ValueError, match="side edges"):
+        build_engagement_graph(["q"], np.array([0], dtype=np.int64), ["click"], side=(rows, keys[:-1], weights))
+
+
+def test_word_weight_gives_every_catalog_product_a_vector() -> None:
+    ds = _two_cluster_dataset()
+    plain = train_graph_embeddings(ds, TRAIN_END, dim=8, walks_per_node=2, walk_length=6, epochs=1, progress=False, workers=1)
+    words = train_graph_embeddings(ds, TRAIN_END, dim=8, walks_per_node=2, walk_length=6, epochs=1, progress=False,
+                                   workers=1, word_weight=1.0)
+    assert not plain.product_mask[20:].any() and words.product_mask.all()
+    assert plain.query_keys == words.query_keys
+    np.testing.assert_allclose(np.linalg.norm(words.product_vectors, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="word_weight"):
+        train_graph_embeddings(ds, TRAIN_END, dim=8, progress=False, word_weight=-1.0)
 
 
 def test_walks_follow_edges_in_proportion_to_weight() -> None:

@@ -14,10 +14,10 @@ from upper_fast_train.towers import QueryUserTower, TermBag
 VOCAB, N, M, L, COUNTRIES = 700, 6, 3, 16, 4
 
 
-def _tower(personalized: bool, lexical: bool, seed: int = 0) -> QueryUserTower:
+def _tower(personalized: bool, lexical: bool, seed: int = 0, user_skip: bool = True) -> QueryUserTower:
     torch.manual_seed(seed)
     cfg = TrainConfig(graph_dim=12, term_dim=16, hidden=32, history_heads=4, country_dim=8, dim=24, dropout=0.0,
-                      personalized=personalized, lexical_skip=lexical)
+                      personalized=personalized, lexical_skip=lexical, user_skip=user_skip)
     terms = TermBag(VOCAB, cfg.term_dim)
     lex = torch.nn.Linear(cfg.term_dim, cfg.dim, bias=False) if lexical else None
     tower = QueryUserTower(cfg, terms, COUNTRIES + 1, lex)
@@ -33,9 +33,11 @@ def _inputs(n: int = 400, seed: int = 1) -> dict[str, np.ndarray]:
                          n_countries=COUNTRIES, seed=seed)
 
 
-@pytest.mark.parametrize("personalized,lexical", [(True, True), (True, False), (False, True)])
-def test_lean_tower_matches_training_tower(personalized, lexical):
-    tower = _tower(personalized, lexical)
+@pytest.mark.parametrize("personalized,lexical,user_skip",
+                         [(True, True, True), (True, False, True), (False, True, True), (True, True, False), (False, True, False)])
+def test_lean_tower_matches_training_tower(personalized, lexical, user_skip):
+    tower = _tower(personalized, lexical, user_skip=user_skip)
+    assert (tower.user_skip is not None) == user_skip
     lean = LeanQueryTower.from_tower(tower)
     x = {k: torch.from_numpy(v) for k, v in _inputs().items()}
     with torch.no_grad():

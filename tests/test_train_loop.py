@@ -55,6 +55,15 @@ def test_training_decreases_the_loss():
     assert metrics["examples_per_s"] > 0
 
 
+@pytest.mark.parametrize("skip_only", [False, True])
+def test_training_with_the_personal_contrast_runs_and_reports_it(skip_only):
+    cfg = tiny_config(max_steps=3, personal_contrast=1.0, personal_contrast_skip_only=skip_only)
+    data, products = tiny_world(cfg)
+    metrics = train_model(_fresh(cfg), data, products, cfg)
+    assert metrics["steps"] == 3 and np.isfinite(metrics["last_loss"])
+    assert all("personal" in h for h in metrics["loss_history"])
+
+
 def test_seeded_training_is_deterministic():
     cfg = tiny_config(max_steps=4)
     data, products = tiny_world(cfg)

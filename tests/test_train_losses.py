@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from upper_fast_train.losses import hinge_loss, negative_hinge  # noqa: E402
+from upper_fast_train.losses import hinge_loss, negative_hinge, personal_contrast  # noqa: E402
 
 THETA = [0.2, 0.5, 0.55, 0.6, 0.65]
 
@@ -72,3 +72,24 @@ def test_negative_hinge_ignores_invalid_entries():
     # valid costs: 0 (0.1 < 0.2), 0.3, 0.7 -> mean over the 3 valid entries
     assert float(negative_hinge(s, valid, 0.2)) == pytest.approx(1.0 / 3)
     assert float(negative_hinge(s, torch.zeros_like(valid), 0.2)) == 0.0
+
+
+def test_personal_contrast_matches_a_hand_computed_softmax_and_skips_rows_without_rivals():
+    import math
+
+    scores = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.8, 0.3], [0.4, 0.4, 0.9]], requires_grad=True)
+    cand = torch.tensor([[1, 1, 0], [1, 1, 1], [0, 0, 1]], dtype=torch.bool)
+    targ = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=torch.bool)  # row 2 has no rival: skipped
+    got = personal_contrast(scores, cand, targ, 0.1)
+    a = math.log(math.exp(9) + math.exp(5)) - 9
+    b = math.log(math.exp(2) + math.exp(8) + math.exp(3)) - 8
+    assert abs(float(got) - (a + b) / 2) < 1e-5
+    got.backward()
+    g = scores.grad
+    assert g[0, 0] < 0 and g[0, 1] > 0 and g[0, 2] == 0  # own product up, the rival down, non-candidates untouched
+    assert torch.all(g[2] == 0)
+    # nothing to contrast: zero, with a gradient path
+    none = personal_contrast(scores, cand, cand, 0.1)
+    assert float(none) == 0.0 and none.requires_grad
+    with pytest.raises(ValueError):
+        personal_contrast(scores, cand, targ, 0.0)

@@ -112,6 +112,56 @@ def test_lexical_skip_is_one_map_shared_by_both_towers_and_old_runs_load_without
     assert TrainConfig.from_dict({"term_dim": 16}).lexical_skip is True
 
 
+def test_user_skip_adds_a_direct_user_product_affinity_and_old_runs_load_without_it():
+    """UserSkip = C[user_country] + H (type-weighted mean history graph vector); ProductSkip =
+    S[shop_country] + W [graph, term bag]: each tower's output moves by exactly that term, and the
+    query side depends on the country and on the history items, never on padded slots."""
+    import torch.nn.functional as F
+
+    from upper_fast_train.config import TrainConfig
+
+    model, cfg = _model()
+    assert cfg.user_skip and model.query_tower.user_skip is not None and model.product_tower.user_skip is not None
+    q, products = _query_batch(cfg)
+    p = {k: torch.from_numpy(v) for k, v in products.take(np.arange(10)).items()}
+    with torch.no_grad():
+        skip = model.query_tower.user_skip
+        # the skip term by hand: a per-type weighted mean over the real history items
+        t = q["hist_item_type"]
+        w = skip.type_weight.weight[t] * (t > 0).unsqueeze(-1)
+        mean = (q["hist_item_graph"] * w).sum(1) / (t > 0).sum(1, keepdim=True).clamp_min(1)
+        torch.testing.assert_close(skip(q["hist_item_graph"], t, q["user_country"]),
+                                   skip.country(q["user_country"]) + skip.hist(mean))
+        padded = {k: v.clone() for k, v in q.items()}
+        padded["hist_item_type"][:, 2:] = 0
+        a = skip(padded["hist_item_graph"], padded["hist_item_type"], padded["user_country"])
+        padded["hist_item_graph"][:, 2:] = 7.0
+        torch.testing.assert_close(a, skip(padded["hist_item_graph"], padded["hist_item_type"], padded["user_country"]))
+        # the towers' outputs are the normalised sum of the old output and the skip terms
+        qv, pv = model.query_tower(**q), model.product_tower(**p)
+        skip.country.weight.zero_()
+        skip.hist.weight.zero_()
+        model.product_tower.user_skip.country.weight.zero_()
+        model.product_tower.user_skip.proj.weight.zero_()
+        q0, p0 = model.query_tower(**q), model.product_tower(**p)
+    assert not torch.allclose(qv, q0) and not torch.allclose(pv, p0)
+    off, _ = _model(user_skip=False)
+    assert off.query_tower.user_skip is None and off.product_tower.user_skip is None
+    assert not any("user_skip" in k for k in off.state_dict())
+    with torch.no_grad():  # the same weights without the skip give the zeroed-skip output
+        off.load_state_dict({k: v for k, v in model.state_dict().items() if "user_skip" not in k})
+        torch.testing.assert_close(off.query_tower(**q), q0)
+        torch.testing.assert_close(off.product_tower(**p), p0)
+    # the country rows alone move the query vector: C[user_country] is a signal for signed-out users too
+    model2, _ = _model()
+    with torch.no_grad():
+        other = {k: v.clone() for k, v in q.items()}
+        other["user_country"] = (q["user_country"] + 1) % model2.query_tower.user_skip.country.num_embeddings
+        assert (F.normalize(model2.query_tower(**q)) - model2.query_tower(**other)).abs().max() > 1e-4
+    assert TrainConfig.from_dict({"term_dim": 16, "term_vocab_size": 99}).user_skip is False
+    assert TrainConfig.from_dict({"term_dim": 16}).user_skip is True
+
+
 def test_query_tower_exports_to_onnx_with_dynamic_batch(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     model, cfg = _model()

@@ -52,6 +52,13 @@ class TrainConfig:
     # A shared linear map of the term bag added to both towers' outputs (towers.UpperModel): a direct
     # lexical-match channel. Runs written before this field existed load with it off.
     lexical_skip: bool = True
+    # User-affinity skip (towers.UserSkip / ProductSkip): the query tower adds U(user) = C[user_country]
+    # + H (mean of the history items' graph vectors, weighted per interaction type), the product tower
+    # adds P(product) = S[shop_country] + W [graph vector, term bag], so a score contains
+    # U(user) . P(product): country x shop country (domestic taste), country x title words (a
+    # country's style taste), history x product graph/terms, outside the fusion MLPs. No new inputs.
+    # Runs written before this field existed load with it off.
+    user_skip: bool = True
 
     # Text encoder: None = a small T5 trained from scratch (after doc2query pre-training) with our own
     # subword tokenizer; a path = any local Hugging Face encoder checkpoint with its tokenizer.
@@ -83,6 +90,11 @@ class TrainConfig:
     # query and positive has one; 0 = off (the default, as before).
     query_graph_dropout: float = 0.0
     product_graph_dropout: float = 0.0
+    # Word nodes in the graph (graph.py): each catalog product is also linked to the words of its
+    # title and tags with this edge weight, so graph vectors (and hence user histories, which are
+    # graph vectors) carry style / material / colour, not only the concept, and every catalog
+    # product has one. 0 = off (the query-product graph alone, as before).
+    graph_word_weight: float = 1.0
     graph_workers: int = 2  # gensim skip-gram threads; 1 = bit-reproducible (and polite on a shared machine)
 
     # Featurizer (hashed term ids shared by both towers). Smaller than the serving default so the
@@ -108,6 +120,16 @@ class TrainConfig:
     # only the row's own query-user's engagements are excluded; then head queries, which fill a
     # batch with rows of one query, push their own relevant products apart (see docs/training.md).
     exclude_query_positives: bool = True
+    # Personal contrast (losses.personal_contrast): weight of a within-query softmax that ranks, for each
+    # row, the products its own query-user engaged with above the ones OTHER users engaged with for the
+    # same query in the batch (temperature `personal_temperature` on the cosine). The only loss term
+    # that orders one query's relevant products per user; 0 = off.
+    personal_contrast: float = 0.0
+    personal_temperature: float = 0.1
+    # True: the personal contrast scores only the user-affinity skip (U(user) . P(product), user_skip
+    # on), with the shared term table detached, so it trains the skip path alone and never pushes
+    # the main towers' relevance of other users' positives down.
+    personal_contrast_skip_only: bool = False
     inbatch_negatives: int = 8  # hardest other-row products per row
     uniform_negatives: int = 64  # random catalog products shared by the batch
     dynamic_negatives: int = 2  # mined per row from the pool
@@ -136,9 +158,13 @@ class TrainConfig:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by history_heads ({self.history_heads})")
         if not 0.0 < self.impression_sample <= 1.0:
             raise ValueError("impression_sample must be in (0, 1]")
+        if self.graph_word_weight < 0:
+            raise ValueError(f"graph_word_weight must be >= 0, got {self.graph_word_weight}")
         for name in ("query_graph_dropout", "product_graph_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
+        if self.personal_contrast < 0 or self.personal_temperature <= 0:
+            raise ValueError("personal_contrast must be >= 0 and personal_temperature > 0")
         if not 0.0 <= self.warmup_fraction <= 1.0:
             raise ValueError("warmup_fraction must be in [0, 1]")
 
@@ -168,6 +194,10 @@ class TrainConfig:
         # A run directory's config.json (it carries term_vocab_size) from before lexical_skip existed.
         if "term_vocab_size" in values and "lexical_skip" not in values:
             values["lexical_skip"] = False
+        if "term_vocab_size" in values and "user_skip" not in values:
+            values["user_skip"] = False
+        if "term_vocab_size" in values and "graph_word_weight" not in values:
+            values["graph_word_weight"] = 0.0  # its graph.npz was built without word nodes
         return cls(**{k: v for k, v in values.items() if k in names})
 
     def to_json(self, path: str | Path) -> None:

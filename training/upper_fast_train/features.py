@@ -307,6 +307,9 @@ class TrainingSet:
     product_rows: np.ndarray  # (n,) int64 catalog rows
     labels: np.ndarray  # (n,) int64 interaction codes, 0 = logged impression (a negative)
     groups: np.ndarray  # (n,) int64 query-user key: rows of one group share their positives
+    # (n,) int64 like groups, but each signed-out row its own group (all signed-out rows of a query
+    # share one `groups` key); the targets of the personal-contrast loss. None = use groups.
+    personal_groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -336,4 +339,7 @@ def training_set(dataset: Any, product_ids: Any, featurizer: Any, vocab: Vocab, 
                           session_gap_s=config.history_session_gap_s)
     user_ids = events.column("user_id").to_pylist()
     _, groups = _unique_index([f"{u}\x00{q}" for u, q in zip(user_ids, queries.event_query.tolist())])
-    return TrainingSet(queries=queries, product_rows=rows[keep].astype(np.int64), labels=labels[keep], groups=groups)
+    signed_out = np.fromiter((u is None for u in user_ids), dtype=bool, count=len(user_ids))
+    personal = np.where(signed_out, groups.max(initial=-1) + 1 + np.arange(len(groups)), groups)
+    return TrainingSet(queries=queries, product_rows=rows[keep].astype(np.int64), labels=labels[keep], groups=groups,
+                       personal_groups=personal.astype(np.int64))

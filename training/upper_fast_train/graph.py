@@ -9,6 +9,13 @@ frozen in the main training.
 Queries and products with no engagement in the training window have no node (zero vector, mask
 False): new products and unseen (tail) queries, which the towers must handle from text alone.
 
+Word nodes (`word_weight` > 0, `TrainConfig.graph_word_weight`): every catalog product is also
+linked to one node per distinct word of its title and tags, so walks step product -> "boho" ->
+another boho product. Without them a product's vector says which queries led to it (its concept)
+but hardly its style, material or colour, and a user history of graph vectors carries no taste;
+with them it does (a linear probe on the simulated world: style 0.19 -> 0.97 accuracy), and every
+catalog product has a vector. Word nodes get no vector of their own.
+
 Determinism: the walks depend only on `seed`. gensim's skip-gram is bit-for-bit reproducible only
 with `workers=1` (with several worker threads the order of the sparse updates varies); the default
 `workers=2` trades that for speed. Vectors from two `workers=2` runs agree in neighbourhoods, not bits.
@@ -29,6 +36,7 @@ __all__ = [
     "EngagementGraph",
     "GraphEmbeddings",
     "build_engagement_graph",
+    "product_words",
     "random_walks",
     "train_graph_embeddings",
 ]
@@ -118,10 +126,11 @@ class GraphEmbeddings:
 
 @dataclass
 class EngagementGraph:
-    """The bipartite engagement graph in CSR form.
+    """The engagement graph in CSR form.
 
     Nodes 0..nq-1 are queries (query_keys[i]); nodes nq..nq+len(product_rows)-1 are products
-    (product_rows[j] is the catalog row of node nq+j). Every edge appears in both directions.
+    (product_rows[j] is the catalog row of node nq+j); the last n_side nodes are side nodes (words)
+    linked only to products. Every edge appears in both directions.
     indptr (n_nodes+1,) int64, indices (n_edges*2,) int64, weights (n_edges*2,) float64.
     """
 
@@ -130,6 +139,7 @@ class EngagementGraph:
     indptr: np.ndarray
     indices: np.ndarray
     weights: np.ndarray
+    n_side: int = 0
 
     @property
     def n_queries(self) -> int:
@@ -137,7 +147,7 @@ class EngagementGraph:
 
     @property
     def n_nodes(self) -> int:
-        return len(self.query_keys) + len(self.product_rows)
+        return len(self.query_keys) + len(self.product_rows) + self.n_side
 
 
 def build_engagement_graph(
@@ -145,12 +155,15 @@ def build_engagement_graph(
     product_rows: np.ndarray,
     interactions: list[str] | np.ndarray,
     interaction_weights: Mapping[str, float] | None = None,
+    side: tuple[np.ndarray, list[str], np.ndarray] | None = None,
 ) -> EngagementGraph:
     """Aggregate engagement events into a weighted bipartite graph.
 
     query_keys:   per event, the normalized query string.
     product_rows: (n_events,) int64 catalog row per event (-1 = product not in catalog; dropped).
     interactions: per event, the interaction name; names without a weight (e.g. impression) are dropped.
+    side:         optional (rows (k,) int64 catalog rows >= 0, keys (k,) side-node names, weights (k,)):
+                  product-to-side-node edges (`product_words`); repeated pairs sum their weights.
     """
     weights_by_type = dict(DEFAULT_INTERACTION_WEIGHTS if interaction_weights is None else interaction_weights)
     if any(w < 0 for w in weights_by_type.values()):
@@ -167,28 +180,63 @@ def build_engagement_graph(
     w, prows = w[keep], product_rows[keep]
 
     uniq_keys, q_idx = np.unique(np.asarray(keys_kept, dtype=np.str_), return_inverse=True)
-    uniq_rows, p_idx = np.unique(prows, return_inverse=True)
+    side_rows = np.zeros(0, np.int64)
+    if side is not None:
+        side_rows = np.asarray(side[0], dtype=np.int64)
+        if not (len(side_rows) == len(side[1]) == len(side[2])) or (side_rows < 0).any() or (np.asarray(side[2]) <= 0).any():
+            raise ValueError("side edges need one catalog row >= 0, key and positive weight each")
+    uniq_rows = np.unique(np.concatenate([prows, side_rows]))
+    p_idx = np.searchsorted(uniq_rows, prows)
     nq, npn = len(uniq_keys), len(uniq_rows)
     # Sum the weights of repeated (query, product) pairs into one edge.
     pair = q_idx.astype(np.int64) * max(npn, 1) + p_idx
     uniq_pair, inv = np.unique(pair, return_inverse=True)
     edge_w = np.bincount(inv, weights=w, minlength=len(uniq_pair))
     eq, ep = uniq_pair // max(npn, 1), uniq_pair % max(npn, 1) + nq
+    n_side = 0
+    if side is not None and len(side_rows):
+        _, s_idx = np.unique(np.asarray(side[1], dtype=np.str_), return_inverse=True)
+        n_side = int(s_idx.max()) + 1
+        spair = s_idx.astype(np.int64) * max(npn, 1) + np.searchsorted(uniq_rows, side_rows)
+        uniq_spair, s_inv = np.unique(spair, return_inverse=True)
+        side_w = np.bincount(s_inv, weights=np.asarray(side[2], dtype=np.float64), minlength=len(uniq_spair))
+        eq = np.concatenate([eq, uniq_spair // max(npn, 1) + nq + npn])
+        ep = np.concatenate([ep, uniq_spair % max(npn, 1) + nq])
+        edge_w = np.concatenate([edge_w, side_w])
 
     src = np.concatenate([eq, ep])
     dst = np.concatenate([ep, eq])
     ww = np.concatenate([edge_w, edge_w])
     order = np.lexsort((dst, src))
     src, dst, ww = src[order], dst[order], ww[order]
-    indptr = np.zeros(nq + npn + 1, dtype=np.int64)
-    np.cumsum(np.bincount(src, minlength=nq + npn), out=indptr[1:])
+    n_nodes = nq + npn + n_side
+    indptr = np.zeros(n_nodes + 1, dtype=np.int64)
+    np.cumsum(np.bincount(src, minlength=n_nodes), out=indptr[1:])
     return EngagementGraph(
         query_keys=[str(k) for k in uniq_keys],
         product_rows=uniq_rows.astype(np.int64),
         indptr=indptr,
         indices=dst.astype(np.int64),
         weights=ww,
+        n_side=n_side,
     )
+
+
+def product_words(catalog: Any, weight: float = 1.0) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Side edges product -> word for `build_engagement_graph`: one per distinct lower-case
+    alphanumeric word of each catalog row's title and tags (`text.product_texts`), with `weight`."""
+    import re
+
+    from upper_fast_train.text import product_texts
+
+    split = re.compile(r"[^0-9a-z]+")
+    rows: list[int] = []
+    keys: list[str] = []
+    for i, text in enumerate(product_texts(catalog)):
+        words = sorted({w for w in split.split(text.lower()) if w})
+        rows.extend([i] * len(words))
+        keys.extend(words)
+    return np.asarray(rows, dtype=np.int64), keys, np.full(len(rows), float(weight))
 
 
 def random_walks(
@@ -239,12 +287,15 @@ def train_graph_embeddings(
     negative: int = 5,
     interaction_weights: Mapping[str, float] | None = None,
     featurizer_config: Any = None,
+    word_weight: float = 0.0,
 ) -> GraphEmbeddings:
     """Train query and product graph embeddings from the training window of `dataset`.
 
     dataset: an `upper_fast.data.Dataset` (`.catalog` with product_id, `.log` with timestamp, query,
       product_id, interaction as names). Only events with timestamp < train_end and an interaction
       with a weight in `interaction_weights` become edges.
+    word_weight > 0 also links every catalog product to its title and tag words (`product_words`,
+    the module docstring): products then have a vector even without engagement.
     Returns GraphEmbeddings with query_keys normalized by `upper_fast.Featurizer(featurizer_config)
     .query_key` and product_vectors in catalog row order.
     """
@@ -269,8 +320,11 @@ def train_graph_embeddings(
     distinct = sorted({q for q in raw_queries if q is not None})
     normalized = dict(zip(distinct, featurizer.query_keys(distinct)))
     keys = [normalized.get(q, "") if q is not None else "" for q in raw_queries]
+    if word_weight < 0:
+        raise ValueError("word_weight must be >= 0")
+    side = product_words(dataset.catalog, word_weight) if word_weight > 0 else None
     graph = build_engagement_graph(
-        keys, product_rows, train.column("interaction").to_pylist(), interaction_weights
+        keys, product_rows, train.column("interaction").to_pylist(), interaction_weights, side=side
     )
     n_products = dataset.catalog.num_rows
     if graph.n_nodes == 0:
@@ -306,7 +360,7 @@ def train_graph_embeddings(
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     product_vectors = np.zeros((n_products, dim), dtype=np.float32)
-    product_vectors[graph.product_rows] = vectors[graph.n_queries :]
+    product_vectors[graph.product_rows] = vectors[graph.n_queries : graph.n_queries + len(graph.product_rows)]
     product_mask = np.zeros(n_products, dtype=bool)
     product_mask[graph.product_rows] = True
     return GraphEmbeddings(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["hinge_loss", "negative_hinge"]
+__all__ = ["hinge_loss", "negative_hinge", "personal_contrast"]
 
 
 def _threshold_tensor(thresholds: Sequence[float] | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -56,3 +56,29 @@ def negative_hinge(scores: torch.Tensor, valid: torch.Tensor, theta_neg: float) 
         raise ValueError("valid must be a bool tensor of the same shape as scores")
     cost = torch.relu(scores - theta_neg) * valid
     return cost.sum() / valid.sum().clamp_min(1)
+
+
+def personal_contrast(scores: torch.Tensor, candidates: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Within-query, across-user softmax: -log(sum_targets e^{s/T} / sum_candidates e^{s/T}) per row,
+    averaged over the rows that have a candidate outside their targets.
+
+    scores (B, C) float: row i's score of column j's product; candidates (B, C) bool: the products
+    engaged in the batch with row i's query (by anyone); targets (B, C) bool, a subset of candidates
+    holding row i's own product: the products row i's query-user engaged with. The hinge loss and the
+    negatives never order one query's relevant products for one user against another user's (those
+    are excluded as negatives); this term does, and it is relative only (no absolute threshold).
+    Returns a scalar (0 when no row has such a candidate).
+    """
+    if not (scores.shape == candidates.shape == targets.shape) or candidates.dtype != torch.bool or targets.dtype != torch.bool:
+        raise ValueError("scores, candidates and targets must have one shape; candidates and targets bool")
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0")
+    targets = targets & candidates
+    rows = (candidates & ~targets).any(1) & targets.any(1)
+    if not bool(rows.any()):
+        return scores.sum() * 0.0
+    logits = scores[rows] / temperature
+    neg_inf = torch.finfo(logits.dtype).min
+    all_ = torch.logsumexp(logits.masked_fill(~candidates[rows], neg_inf), dim=1)
+    own = torch.logsumexp(logits.masked_fill(~targets[rows], neg_inf), dim=1)
+    return (all_ - own).mean()

@@ -17,6 +17,11 @@ exact algebra on the trained weights (the ONNX parity check against the *trainin
 * Small tables absorb what follows them: country embeddings are stored unit-scaled, the item-type
   table holds the item projection bias and the segment vector, a (5, 1) table gives the padding bias.
 * The lexical skip joins the fusion MLP's last layer as extra input columns (one Gemm, not two).
+* The user-affinity skip (`TrainConfig.user_skip`) is one separate additive term (`_user_tail`):
+  a country row (which also carries the last fusion bias) plus the type-weighted mean history graph
+  vector times one matrix; a (5, 2) table gives each history item's type weight and its 0/1 count.
+* `user_vector` / `query_from_user` split the function at what depends on the user only (the
+  Retriever caches user vectors; docs/serving.md).
 
 Training code never uses this module; it exists for export only.
 """
@@ -130,7 +135,29 @@ class LeanQueryTower(nn.Module):
             out_w = torch.cat([out_w, tower.lexical.weight.t()], dim=0)  # (2h + E, D)
         self.has_lexical = tower.lexical is not None
         self.fuse2_w, self.fuse2_b = _const(out_w), _const(fuse3.bias)
+
+        skip = getattr(tower, "user_skip", None)
+        self.has_user_skip = skip is not None
+        if skip is not None:
+            real = (torch.arange(skip.type_weight.weight.shape[0]) > 0).float()[:, None]  # type 0 = padding
+            self.uskip_type = _const(torch.cat([skip.type_weight.weight * real, real], dim=1))  # (5, 2)
+            self.uskip_hist = _const(skip.hist.weight.t())  # (G, D)
+        # What the user adds to the output before normalisation, per country: the skip's country row
+        # (if any) plus the last fusion layer's bias, so user_vector's tail is one gather (+ one Gemm).
+        n_countries = int(tower.country.weight.shape[0])
+        rows = skip.country.weight if skip is not None else torch.zeros(n_countries, int(fuse3.bias.shape[0]))
+        self.tail_country = _const(rows + fuse3.bias)  # (countries, D)
         return self.eval()
+
+    def _user_tail(self, hist_item_graph: torch.Tensor, hist_item_type: torch.Tensor, user_country: torch.Tensor) -> torch.Tensor:
+        """(B, D) added to the output before normalisation: the last fusion bias, plus towers.UserSkip
+        C[user_country] + H (sum_i w[type_i] g_i / #items) when the tower has it."""
+        tail = F.embedding(user_country, self.tail_country)
+        if not self.has_user_skip:
+            return tail
+        weight, real = F.embedding(hist_item_type, self.uskip_type).split([1, 1], dim=-1)  # (B, N, 1) each
+        hist = (hist_item_graph * weight).sum(1) / real.sum(1).clamp_min(1.0)  # (B, G)
+        return torch.addmm(tail, hist, self.uskip_hist)
 
     def _bag(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., L) ids -> (mean embedding (..., E), count (..., 1))."""
@@ -139,8 +166,8 @@ class LeanQueryTower(nn.Module):
 
     @property
     def user_dim(self) -> int:
-        """Width of the user vector (the fusion layer's hidden width)."""
-        return int(self.fuse1_w.shape[1])
+        """Width of the user vector: the fusion layer's hidden width plus the output dim D."""
+        return int(self.fuse1_w.shape[1] + self.fuse2_w.shape[1])
 
     def user_vector(
         self,
@@ -149,10 +176,11 @@ class LeanQueryTower(nn.Module):
         hist_query_terms: torch.Tensor,  # (B, M, Lq) int64
         user_country: torch.Tensor,  # (B,) int64
     ) -> torch.Tensor:
-        """(B, user_dim): the user's whole contribution to the fusion layer's pre-activation
-        (history summary and country through their rows of the first fusion matrix, plus its bias).
-        It depends on the user inputs only, so a server computes it once per user and reuses it for
-        every query (`query_from_user`); `forward` is exactly `query_from_user(..., user_vector(...))`."""
+        """(B, user_dim) = [the user's whole contribution to the first fusion layer's pre-activation
+        (history summary and country through their rows of its matrix, plus its bias) ; what is added
+        to the output before normalisation (the user-affinity skip, if any, plus the last layer's
+        bias)]. It depends on the user inputs only, so a server computes it once per user and reuses
+        it for every query (`query_from_user`); `forward` is `query_from_user(..., user_vector(...))`."""
         if not self.personalized:  # the ablation: user inputs blanked, as in the training tower
             hist_item_graph, hist_item_type, hist_query_terms, user_country = blank_user_inputs(
                 hist_item_graph, hist_item_type, hist_query_terms, user_country)
@@ -174,7 +202,8 @@ class LeanQueryTower(nn.Module):
         x = x + y @ self.ff2_w + self.ff2_b
         history = F.layer_norm(x, (int(x.shape[-1]),), eps=1e-5)
         user = torch.cat([history, F.embedding(user_country, self.country)], dim=-1)
-        return torch.addmm(self.fuse1_b, user, self.fuse1_w[self.query_rows:])
+        pre = torch.addmm(self.fuse1_b, user, self.fuse1_w[self.query_rows:])
+        return torch.cat([pre, self._user_tail(hist_item_graph, hist_item_type, user_country)], dim=-1)
 
     def query_from_user(
         self,
@@ -189,10 +218,11 @@ class LeanQueryTower(nn.Module):
         gm = query_graph_mask.unsqueeze(-1)
         graph = F.layer_norm(query_graph * gm, (int(query_graph.shape[-1]),), eps=1e-5)
         fused = torch.cat([term_bag, graph, gm], dim=-1)
-        hidden = F.gelu(torch.addmm(user_vector, fused, self.fuse1_w[: self.query_rows]))
+        pre, tail = user_vector.split([int(self.fuse1_w.shape[1]), int(self.fuse2_w.shape[1])], dim=-1)
+        hidden = F.gelu(torch.addmm(pre, fused, self.fuse1_w[: self.query_rows]))
         if self.has_lexical:
             hidden = torch.cat([hidden, term_bag], dim=-1)
-        out = hidden @ self.fuse2_w + self.fuse2_b
+        out = torch.addmm(tail, hidden, self.fuse2_w)
         # F.normalize's export adds Shape + Expand for the broadcast; keepdim avoids both.
         return out / torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_min(1e-12)
 

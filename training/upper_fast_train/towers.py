@@ -18,7 +18,7 @@ from torch import nn
 
 from upper_fast_train.config import TrainConfig
 
-__all__ = ["blank_user_inputs", "TermBag", "ProductTower", "QueryUserTower", "UpperModel", "build_text_encoder", "text_encoder_from_dir", "PRODUCT_INPUTS", "QUERY_INPUTS"]
+__all__ = ["blank_user_inputs", "TermBag", "UserSkip", "ProductSkip", "ProductTower", "QueryUserTower", "UpperModel", "build_text_encoder", "text_encoder_from_dir", "PRODUCT_INPUTS", "QUERY_INPUTS"]
 
 QUERY_INPUTS = (
     "query_terms",
@@ -120,6 +120,7 @@ class ProductTower(nn.Module):
         super().__init__()
         self.terms = terms
         self.lexical = lexical
+        self.user_skip = ProductSkip(n_countries, config.graph_dim, config.term_dim, config.dim) if config.user_skip else None
         self.text_encoder = text_encoder
         self.n_quality = n_quality
         self.quality_levels = config.quality_buckets + 1  # bucket 0 = missing value
@@ -166,7 +167,47 @@ class ProductTower(nn.Module):
         out = self.fuse(torch.cat(parts, dim=-1))
         if self.lexical is not None:
             out = out + self.lexical(term_bag)
+        if self.user_skip is not None:
+            out = out + self.user_skip(product_graph * gm, term_bag, shop_country)
         return F.normalize(out, dim=-1)
+
+
+class UserSkip(nn.Module):
+    """The query side of the user-affinity skip (`TrainConfig.user_skip`): C[user_country] +
+    H (sum_i w[type_i] g_i / #items), the history items' graph vectors g_i averaged with a learned
+    weight per interaction type (padding type 0 has weight 0). Added to the query tower's output,
+    beside the fusion MLP, so its dot product with `ProductSkip` is a direct user-product affinity."""
+
+    def __init__(self, n_countries: int, graph_dim: int, dim: int) -> None:
+        super().__init__()
+        self.country = nn.Embedding(n_countries, dim)
+        nn.init.normal_(self.country.weight, std=dim**-0.5)
+        self.hist = nn.Linear(graph_dim, dim, bias=False)
+        self.type_weight = nn.Embedding(5, 1, padding_idx=0)
+        with torch.no_grad():
+            self.type_weight.weight.fill_(1.0)
+            self.type_weight.weight[0].zero_()
+
+    def forward(self, hist_item_graph: torch.Tensor, hist_item_type: torch.Tensor, user_country: torch.Tensor) -> torch.Tensor:
+        real = (hist_item_type > 0).unsqueeze(-1)  # (B, N, 1)
+        w = self.type_weight(hist_item_type) * real  # (B, N, 1), 0 on padding
+        count = (hist_item_type > 0).sum(1, keepdim=True).to(w.dtype).clamp_min(1.0)  # (B, 1)
+        hist = (hist_item_graph * w).sum(1) / count  # (B, G)
+        return self.country(user_country) + self.hist(hist)
+
+
+class ProductSkip(nn.Module):
+    """The product side of the user-affinity skip: S[shop_country] + W [graph vector * mask,
+    unit-scaled term bag]. Added to the product tower's output."""
+
+    def __init__(self, n_countries: int, graph_dim: int, term_dim: int, dim: int) -> None:
+        super().__init__()
+        self.country = nn.Embedding(n_countries, dim)
+        nn.init.normal_(self.country.weight, std=dim**-0.5)
+        self.proj = nn.Linear(graph_dim + term_dim, dim, bias=False)
+
+    def forward(self, graph: torch.Tensor, term_bag: torch.Tensor, shop_country: torch.Tensor) -> torch.Tensor:
+        return self.country(shop_country) + self.proj(torch.cat([graph, term_bag], dim=-1))
 
 
 def blank_user_inputs(*user_inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -186,6 +227,7 @@ class QueryUserTower(nn.Module):
         super().__init__()
         self.terms = terms
         self.lexical = lexical
+        self.user_skip = UserSkip(n_countries, config.graph_dim, config.dim) if config.user_skip else None
         self.personalized = config.personalized
         h = config.hidden
         self.item_proj = nn.Linear(config.graph_dim, h)
@@ -237,6 +279,8 @@ class QueryUserTower(nn.Module):
         out = self.fuse(torch.cat(parts, dim=-1))
         if self.lexical is not None:
             out = out + self.lexical(term_bag)
+        if self.user_skip is not None:
+            out = out + self.user_skip(hist_item_graph, hist_item_type, user_country)
         return F.normalize(out, dim=-1)
 
 

@@ -21,9 +21,9 @@ import torch.distributed as dist
 
 from upper_fast_train.config import TrainConfig
 from upper_fast_train.features import ProductTable, TrainingSet, Vocab, build_vocab, product_table, training_set
-from upper_fast_train.losses import hinge_loss, negative_hinge
+from upper_fast_train.losses import hinge_loss, negative_hinge, personal_contrast
 from upper_fast_train.negatives import DynamicPool, excluded_products, hardest, membership, negative_weights, own_positive_mask, sample_uniform
-from upper_fast_train.towers import UpperModel, build_text_encoder, text_encoder_from_dir
+from upper_fast_train.towers import UpperModel, _unit_scale, build_text_encoder, text_encoder_from_dir
 
 __all__ = ["train", "train_model", "resolve_device", "encode_product_rows", "save_model", "build_model", "pooled_text_vectors"]
 
@@ -221,6 +221,25 @@ def _step_loss(
     pos_scores = scores[arange, inv[:b]]
     loss = hinge_loss(pos_scores, labels.to(device), config.thresholds)
     parts = {"hinge": float(loss.detach())}
+    if config.personal_contrast > 0:
+        # candidates: products engaged in the batch with the row's query; targets: by its query-user
+        same_query = torch.from_numpy(data.queries.event_query[idx])
+        candidates = (own_positive_mask(pos_rows, same_query, labels) & (labels > 0)[:, None]).to(device)  # logged negatives: no row
+        personal = data.personal_groups if data.personal_groups is not None else data.groups
+        targets = own_positive_mask(pos_rows, torch.from_numpy(personal[idx]), labels).to(device)
+        pc_scores = scores[:, inv[:b]]
+        if config.personal_contrast_skip_only and core.query_tower.user_skip is not None:
+            # U(user) . P(product) of the user-affinity skip alone; the shared term table detached
+            user_vec = core.query_tower.user_skip(q_in["hist_item_graph"], q_in["hist_item_type"], q_in["user_country"])
+            pin = _to(products.take(pos_rows.numpy()), device)
+            gm = pin["product_graph_mask"].unsqueeze(-1)
+            with torch.no_grad():
+                bag = _unit_scale(core.terms(pin["product_terms"]))
+            prod_vec = core.product_tower.user_skip(pin["product_graph"] * gm, bag, pin["shop_country"])
+            pc_scores = (user_vec @ prod_vec.T) * config.personal_temperature  # unnormalised: divided by T below, so T cancels
+        term = personal_contrast(pc_scores, candidates, targets, config.personal_temperature)
+        loss = loss + config.personal_contrast * term
+        parts["personal"] = float(term.detach())
     theta_neg = config.thresholds[0]
     if weights["inbatch"] > 0 and config.inbatch_negatives > 0:
         s, valid = hardest(scores[:, inv[:b]], excluded.to(device), config.inbatch_negatives)
@@ -504,6 +523,7 @@ def _prepare(dataset: Any, run: Path, config: TrainConfig, resume: bool) -> dict
         progress=config.progress,
         workers=config.graph_workers,
         featurizer_config=FeaturizerConfig(**config.featurizer_kwargs()),
+        word_weight=config.graph_word_weight,
     )
     graph.save(run / "graph.npz")
     out["graph_s"] = time.perf_counter() - t0
