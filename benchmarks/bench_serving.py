@@ -382,12 +382,13 @@ def ef_sweep(bundle: Path, n: int, dtypes: tuple[str, ...], queries: int = 300) 
     kc = -(-100 * RERANK_FACTOR_PCT // 100)
     rows = []
     for dtype in dtypes:
-        sibling = bundle.parent / bundle_name(n, dtype)
+        own = json.loads((bundle / "manifest.json").read_text())["index"]["dtype"] == dtype
+        source = bundle if own else bundle.parent / bundle_name(n, dtype)
         build_s = None
-        if dtype == "f32" or (sibling / "index.upf").exists():
-            index = Index.load(bundle / "index.upf" if dtype == "f32" else sibling / "index.upf")
+        if (source / "index.upf").exists():
+            index = Index.load(source / "index.upf")
             if len(index) != n or index.dim != hydrated.shape[1] or index.dtype != dtype:
-                raise ValueError(f"{sibling} does not hold a {dtype} index of this catalogue")
+                raise ValueError(f"{source} does not hold a {dtype} index of this catalogue")
         else:
             index = Index(hydrated.shape[1], dtype, M=16, ef_construction=100)
             t0 = time.perf_counter()
