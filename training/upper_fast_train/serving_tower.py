@@ -169,18 +169,9 @@ class LeanQueryTower(nn.Module):
         """Width of the user vector: the fusion layer's hidden width plus the output dim D."""
         return int(self.fuse1_w.shape[1] + self.fuse2_w.shape[1])
 
-    def user_vector(
-        self,
-        hist_item_graph: torch.Tensor,  # (B, N, G) float32
-        hist_item_type: torch.Tensor,  # (B, N) int64
-        hist_query_terms: torch.Tensor,  # (B, M, Lq) int64
-        user_country: torch.Tensor,  # (B,) int64
-    ) -> torch.Tensor:
-        """(B, user_dim) = [the user's whole contribution to the first fusion layer's pre-activation
-        (history summary and country through their rows of its matrix, plus its bias) ; what is added
-        to the output before normalisation (the user-affinity skip, if any, plus the last layer's
-        bias)]. It depends on the user inputs only, so a server computes it once per user and reuses
-        it for every query (`query_from_user`); `forward` is `query_from_user(..., user_vector(...))`."""
+    def _user_parts(self, hist_item_graph: torch.Tensor, hist_item_type: torch.Tensor, hist_query_terms: torch.Tensor,
+                    user_country: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """([history summary ; country embedding] (B, h + c), output tail (B, D)) of the user inputs."""
         if not self.personalized:  # the ablation: user inputs blanked, as in the training tower
             hist_item_graph, hist_item_type, hist_query_terms, user_country = blank_user_inputs(
                 hist_item_graph, hist_item_type, hist_query_terms, user_country)
@@ -202,8 +193,41 @@ class LeanQueryTower(nn.Module):
         x = x + y @ self.ff2_w + self.ff2_b
         history = F.layer_norm(x, (int(x.shape[-1]),), eps=1e-5)
         user = torch.cat([history, F.embedding(user_country, self.country)], dim=-1)
-        pre = torch.addmm(self.fuse1_b, user, self.fuse1_w[self.query_rows:])
-        return torch.cat([pre, self._user_tail(hist_item_graph, hist_item_type, user_country)], dim=-1)
+        return user, self._user_tail(hist_item_graph, hist_item_type, user_country)
+
+    def user_vector(
+        self,
+        hist_item_graph: torch.Tensor,  # (B, N, G) float32
+        hist_item_type: torch.Tensor,  # (B, N) int64
+        hist_query_terms: torch.Tensor,  # (B, M, Lq) int64
+        user_country: torch.Tensor,  # (B,) int64
+    ) -> torch.Tensor:
+        """(B, user_dim) = [the user's whole contribution to the first fusion layer's pre-activation
+        (history summary and country through their rows of its matrix, plus its bias) ; what is added
+        to the output before normalisation (the user-affinity skip, if any, plus the last layer's
+        bias)]. It depends on the user inputs only, so a server computes it once per user and reuses
+        it for every query: `query_from_user(q, user_vector(u))` is `forward(q, u)`."""
+        user, tail = self._user_parts(hist_item_graph, hist_item_type, hist_query_terms, user_country)
+        return torch.cat([torch.addmm(self.fuse1_b, user, self.fuse1_w[self.query_rows:]), tail], dim=-1)
+
+    def _query_parts(self, query_terms: torch.Tensor, query_graph: torch.Tensor,
+                     query_graph_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """([term bag ; graph ; graph mask] (B, E + G + 1), the layer-normed term bag (B, E))."""
+        bag, _ = self._bag(query_terms)
+        term_bag = F.layer_norm(bag, (int(bag.shape[-1]),), eps=1e-5)
+        gm = query_graph_mask.unsqueeze(-1)
+        graph = F.layer_norm(query_graph * gm, (int(query_graph.shape[-1]),), eps=1e-5)
+        return torch.cat([term_bag, graph, gm], dim=-1), term_bag
+
+    def _output(self, pre: torch.Tensor, term_bag: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+        """The last fusion layer (+ lexical skip columns) on the first layer's pre-activation, plus the
+        user tail, L2-normalised."""
+        hidden = F.gelu(pre)
+        if self.has_lexical:
+            hidden = torch.cat([hidden, term_bag], dim=-1)
+        out = torch.addmm(tail, hidden, self.fuse2_w)
+        # F.normalize's export adds Shape + Expand for the broadcast; keepdim avoids both.
+        return out / torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_min(1e-12)
 
     def query_from_user(
         self,
@@ -213,18 +237,9 @@ class LeanQueryTower(nn.Module):
         user_vector: torch.Tensor,  # (B, user_dim) float32, from `user_vector`
     ) -> torch.Tensor:
         """(B, D) L2-normalised query vectors from the query inputs and a precomputed user vector."""
-        bag, _ = self._bag(query_terms)
-        term_bag = F.layer_norm(bag, (int(bag.shape[-1]),), eps=1e-5)
-        gm = query_graph_mask.unsqueeze(-1)
-        graph = F.layer_norm(query_graph * gm, (int(query_graph.shape[-1]),), eps=1e-5)
-        fused = torch.cat([term_bag, graph, gm], dim=-1)
+        fused, term_bag = self._query_parts(query_terms, query_graph, query_graph_mask)
         pre, tail = user_vector.split([int(self.fuse1_w.shape[1]), int(self.fuse2_w.shape[1])], dim=-1)
-        hidden = F.gelu(torch.addmm(pre, fused, self.fuse1_w[: self.query_rows]))
-        if self.has_lexical:
-            hidden = torch.cat([hidden, term_bag], dim=-1)
-        out = torch.addmm(tail, hidden, self.fuse2_w)
-        # F.normalize's export adds Shape + Expand for the broadcast; keepdim avoids both.
-        return out / torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_min(1e-12)
+        return self._output(torch.addmm(pre, fused, self.fuse1_w[: self.query_rows]), term_bag, tail)
 
     def forward(
         self,
@@ -236,5 +251,9 @@ class LeanQueryTower(nn.Module):
         hist_query_terms: torch.Tensor,  # (B, M, Lq) int64
         user_country: torch.Tensor,  # (B,) int64
     ) -> torch.Tensor:
-        user = self.user_vector(hist_item_graph, hist_item_type, hist_query_terms, user_country)
-        return self.query_from_user(query_terms, query_graph, query_graph_mask, user)
+        # The whole tower in one piece (one fusion Gemm over both halves, no user-vector concat/split:
+        # fewer nodes than composing the two parts); the same function as query_from_user(user_vector).
+        fused, term_bag = self._query_parts(query_terms, query_graph, query_graph_mask)
+        user, tail = self._user_parts(hist_item_graph, hist_item_type, hist_query_terms, user_country)
+        pre = torch.addmm(self.fuse1_b, torch.cat([fused, user], dim=-1), self.fuse1_w)
+        return self._output(pre, term_bag, tail)
