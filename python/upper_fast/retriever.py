@@ -43,7 +43,7 @@ USER_INPUTS = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_co
 QUERY_PART_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "user_vector")
 # bf16/i8 bundles: the index walk returns this many percent of k candidates, re-ranked in float32.
 RERANK_FACTOR_PCT = 150
-DEFAULT_USER_CACHE = 65536  # user vectors kept per loaded bundle: 64 MiB at user_dim 256 (4 bytes each)
+DEFAULT_USER_CACHE = 65536  # user vectors kept per loaded bundle: 96 MiB full at user_dim 384 (4 bytes each)
 
 
 @dataclass(frozen=True)
