@@ -367,7 +367,7 @@ def ef_sweep(bundle: Path, n: int, dtypes: tuple[str, ...], queries: int = 300) 
     in a sibling bundle of the same catalogue and size (--workdir) is loaded instead of rebuilt."""
     from upper_fast import Index, hydrate_queries, rerank_exact, topk_inner_product
     from upper_fast.bundle import hydrated_product_matrix
-    from upper_fast.retriever import RERANK_FACTOR_PCT
+    from upper_fast.bundle import rerank_candidates
 
     hyd = json.loads((bundle / "hydration.json").read_text())
     vectors = np.load(bundle / "product_vectors.npy")
@@ -379,7 +379,7 @@ def ef_sweep(bundle: Path, n: int, dtypes: tuple[str, ...], queries: int = 300) 
     hq = hydrate_queries(raw, w)
     exact = topk_inner_product(hq, hydrated, 100)
     recall_of = lambda ids: float(np.mean([len(set(a[a >= 0]) & set(e)) / 100.0 for a, e in zip(ids, exact.ids)]))  # noqa: E731
-    kc = -(-100 * RERANK_FACTOR_PCT // 100)
+    kc = rerank_candidates(100, n)
     rows = []
     for dtype in dtypes:
         own = json.loads((bundle / "manifest.json").read_text())["index"]["dtype"] == dtype

@@ -69,6 +69,16 @@ BUNDLE_FILES = (
 )
 # Optional pair (both or neither): the query-user tower split at the user vector (docs/serving.md).
 SPLIT_TOWER_FILES = ("user_tower.onnx", "query_part.onnx")
+# bf16/i8 indexes: the walk returns this many percent of k candidates, re-ranked in float32 (the
+# Retriever's default; `hydrated_ann_recall` measures the same thing at export).
+RERANK_FACTOR_PCT = 150
+
+
+def rerank_candidates(k: int, n: int) -> int:
+    """How many candidates a compact index's walk returns for k hits over n products."""
+    return min(n, -(-k * RERANK_FACTOR_PCT // 100))
+
+
 # Dimensions the Retriever reads (docs/design.md, "Model I/O").
 REQUIRED_DIMS = ("graph_dim", "query_dim", "hist_items", "hist_queries", "query_terms")
 _REQUIRED_KEYS = ("format", "format_version", "package_version", "model_version", "dims", "dtypes", "files")
@@ -272,9 +282,7 @@ def hydrated_ann_recall(index: Any, hydrated: np.ndarray, queries: np.ndarray, w
     if rerank is None:
         approx_ids = index.search(hq, k, ef=max(ef, k), num_threads=0).ids
     else:
-        from upper_fast.retriever import RERANK_FACTOR_PCT
-
-        kc = min(hydrated.shape[0], -(-k * RERANK_FACTOR_PCT // 100))
+        kc = rerank_candidates(k, hydrated.shape[0])
         candidates = index.search(hq, kc, ef=max(ef, kc), num_threads=0).ids
         approx_ids = rerank_exact(queries, rerank[0], rerank[1], candidates, k).ids
     hits = sum(len(set(a[a >= 0].tolist()) & set(e[e >= 0].tolist())) for a, e in zip(approx_ids, exact.ids))

@@ -29,7 +29,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from upper_fast.bundle import read_manifest, verify_bundle
+from upper_fast import _core
+from upper_fast.bundle import read_manifest, rerank_candidates, verify_bundle
 
 __all__ = ["Hit", "INTERACTION_CODES", "Retriever", "SearchResult", "UserContext"]
 
@@ -41,8 +42,6 @@ ONNX_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "hist_item_grap
                "hist_query_terms", "user_country")
 USER_INPUTS = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_country")
 QUERY_PART_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "user_vector")
-# bf16/i8 bundles: the index walk returns this many percent of k candidates, re-ranked in float32.
-RERANK_FACTOR_PCT = 150
 DEFAULT_USER_CACHE = 65536  # user vectors kept per loaded bundle: 96 MiB full at user_dim 384 (4 bytes each)
 
 
@@ -275,8 +274,8 @@ def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_
     if user_cache > 0 and "user_tower.onnx" in manifest["files"]:
         user_session = _ort_session(path / "user_tower.onnx", num_threads)
         query_session = _ort_session(path / "query_part.onnx", num_threads)
-        user_dim = query_session.get_inputs()[[i.name for i in query_session.get_inputs()].index("user_vector")].shape[1] \
-            if "user_vector" in [i.name for i in query_session.get_inputs()] else None
+        shapes = {i.name: i.shape for i in query_session.get_inputs()}
+        user_dim = shapes["user_vector"][1] if len(shapes.get("user_vector", ())) == 2 else None
         out_dim = user_session.get_outputs()[0].shape[1] if user_session.get_outputs() else None
         if not isinstance(user_dim, int) or user_dim != out_dim:
             from upper_fast._core import FormatError
@@ -533,9 +532,7 @@ class _Pipeline:
         if s.rerank_vectors is None:
             top = s.index.search(hydrated, k, ef=max(s.ef, k), filter=allowed, num_threads=s.num_threads)
             return top.ids, top.scores
-        from upper_fast import _core
-
-        kc = min(len(s.product_ids), -(-k * RERANK_FACTOR_PCT // 100))
+        kc = rerank_candidates(k, len(s.product_ids))
         top = s.index.search(hydrated, kc, ef=max(s.ef, kc), filter=allowed, num_threads=s.num_threads)
         if queries is None:
             queries = np.ascontiguousarray(hydrated[:, : s.rerank_vectors.shape[1]])

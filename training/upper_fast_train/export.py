@@ -174,14 +174,8 @@ def export_split_towers(tower: torch.nn.Module, out_dir: str | os.PathLike[str],
     return user_path, query_path
 
 
-def check_onnx_parity(tower: torch.nn.Module, onnx_path: str | os.PathLike[str], inputs: dict[str, np.ndarray],
-                      batch_size: int = 250) -> float:
-    """Max absolute difference between PyTorch and onnxruntime query vectors over `inputs`."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+def _max_abs_diff(tower: torch.nn.Module, inputs: dict[str, np.ndarray], run: Any, batch_size: int) -> float:
+    """Max |tower(x) - run(x)| over `inputs` in batches; run maps a dict of numpy inputs to (b, D)."""
     n = len(inputs["query_terms"])
     worst = 0.0
     tower = tower.eval()
@@ -189,9 +183,23 @@ def check_onnx_parity(tower: torch.nn.Module, onnx_path: str | os.PathLike[str],
         for start in range(0, n, batch_size):
             part = {k: np.ascontiguousarray(v[start:start + batch_size]) for k, v in inputs.items()}
             ref = tower(**{k: torch.from_numpy(v) for k, v in part.items()}).numpy()
-            got = sess.run(["query_vector"], part)[0]
-            worst = max(worst, float(np.abs(ref - got).max()))
+            worst = max(worst, float(np.abs(ref - run(part)).max()))
     return worst
+
+
+def _session(path: str | os.PathLike[str]) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def check_onnx_parity(tower: torch.nn.Module, onnx_path: str | os.PathLike[str], inputs: dict[str, np.ndarray],
+                      batch_size: int = 250) -> float:
+    """Max absolute difference between PyTorch and onnxruntime query vectors over `inputs`."""
+    sess = _session(onnx_path)
+    return _max_abs_diff(tower, inputs, lambda part: sess.run(["query_vector"], part)[0], batch_size)
 
 
 def normalise_quality(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -359,23 +367,13 @@ def _later_events(dataset: Any, product_rows: dict[str, int]) -> tuple[Any, np.n
 def check_split_parity(tower: torch.nn.Module, user_path: str | os.PathLike[str], query_path: str | os.PathLike[str],
                        inputs: dict[str, np.ndarray], batch_size: int = 250) -> float:
     """Max absolute difference between the PyTorch tower and query_part(user_tower(.)) in onnxruntime."""
-    import onnxruntime as ort
+    user, query = _session(user_path), _session(query_path)
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    user = ort.InferenceSession(str(user_path), opts, providers=["CPUExecutionProvider"])
-    query = ort.InferenceSession(str(query_path), opts, providers=["CPUExecutionProvider"])
-    n = len(inputs["query_terms"])
-    worst = 0.0
-    tower = tower.eval()
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            part = {k: np.ascontiguousarray(v[start:start + batch_size]) for k, v in inputs.items()}
-            ref = tower(**{k: torch.from_numpy(v) for k, v in part.items()}).numpy()
-            uv = user.run(["user_vector"], {k: part[k] for k in USER_INPUTS})[0]
-            got = query.run(["query_vector"], {**{k: part[k] for k in QUERY_PART_INPUTS[:3]}, "user_vector": uv})[0]
-            worst = max(worst, float(np.abs(ref - got).max()))
-    return worst
+    def run(part: dict[str, np.ndarray]) -> np.ndarray:
+        uv = user.run(["user_vector"], {k: part[k] for k in USER_INPUTS})[0]
+        return query.run(["query_vector"], {**{k: part[k] for k in QUERY_PART_INPUTS[:3]}, "user_vector": uv})[0]
+
+    return _max_abs_diff(tower, inputs, run, batch_size)
 
 
 def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike[str], dataset: Any, *,
