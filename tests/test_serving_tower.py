@@ -64,6 +64,52 @@ def test_lean_export_is_smaller_and_matches(tmp_path):
     assert check_onnx_parity(tower, plain_path, inputs) < 1e-4
 
 
+def _optimised_nodes(path, tmp_path) -> list[str]:
+    """Op types of the graph onnxruntime runs (ORT_ENABLE_ALL, as the Retriever loads it)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / f"opt-{path.name}")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+
+
+def test_lean_tower_node_budget(tmp_path):
+    # Batch-1 latency is per node (docs/serving.md): a change that adds nodes to the served graphs
+    # should be a decision, not an accident. Counts after onnxruntime's own optimisation.
+    tower = _tower(True, True)
+    example = _inputs(4)
+    whole = _optimised_nodes(export_query_tower(tower, tmp_path / "whole.onnx", example), tmp_path)
+    user_path, query_path = export_split_towers(tower, tmp_path, example)
+    user, query = _optimised_nodes(user_path, tmp_path), _optimised_nodes(query_path, tmp_path)
+    assert len(whole) <= 53, (len(whole), whole)
+    assert len(query) <= 16, (len(query), query)
+    assert len(user) <= 41, (len(user), user)
+    assert whole.count("LpNormalization") == 1 and "ReduceL2" not in whole
+
+
+def test_l2_normalize_node_matches_torch(tmp_path):
+    # The output normalisation is one LpNormalization node; a zero row must stay 0 (no NaN), as the
+    # torch clamp gives.
+    import onnxruntime as ort
+
+    from upper_fast_train.serving_tower import _L2Normalize
+
+    class Norm(torch.nn.Module):
+        def forward(self, x):
+            return _L2Normalize.apply(x)
+
+    x = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 0.0], [1e-3, -2e-3, 5.0]])
+    torch.onnx.export(Norm(), (x,), str(tmp_path / "n.onnx"), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, opset_version=17, dynamo=False)
+    assert [n.op_type for n in onnx.load(str(tmp_path / "n.onnx")).graph.node] == ["LpNormalization"]
+    got = ort.InferenceSession(str(tmp_path / "n.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    ref = Norm()(x).numpy()
+    assert np.isfinite(got).all() and np.abs(got - ref).max() < 1e-6
+    assert (got[1] == 0).all()
+
+
 def test_lean_tower_rejects_other_modules():
     with pytest.raises(TypeError, match="QueryUserTower"):
         LeanQueryTower.from_tower(torch.nn.Linear(2, 2))

@@ -150,7 +150,7 @@ def export_split_towers(tower: torch.nn.Module, out_dir: str | os.PathLike[str],
     function as the whole tower (`serving_tower.LeanQueryTower.user_vector` / `query_from_user`).
 
     The Retriever computes a user's vector once and keeps it (an LRU keyed by the user's inputs), so
-    a search for a known or signed-out user runs only the ~18-node query part. Callers check parity
+    a search for a known or signed-out user runs only the ~16-node query part. Callers check parity
     with `check_split_parity`, as `export_bundle` does. Returns (user_tower path, query_part path).
     """
     from upper_fast_train.serving_tower import LeanQueryTower

@@ -6,20 +6,27 @@ exact algebra on the trained weights (the ONNX parity check against the *trainin
 
 * The history transformer's output is read only at the summary token, whose input is a learned
   constant. So its query vector is a constant and each head's attention score for token t is
-  `LN1(x_t) . a_head + c_head`: one (h, heads) matrix folded from W_q, W_k, b_k. Scores are shifted so
-  the summary token's own score is 0 (softmax is shift-invariant), which lets one `Pad` put it in.
-  Values use `sum_t p_t = 1`: attn = v_0 + sum_{t>0} p_t (v_t - v_0), and v_0, the out-projection bias
-  and the residual summary vector fold into one bias. The feed-forward block runs on that one token.
-  No Q/K/V reshapes, transposes or shape arithmetic on the dynamic batch axis remain.
+  `LN1(x_t) . a_head + c_head`: one (h, heads) matrix folded from W_q, W_k, b_k. Tokens enter as
+  `u_t = LN1(x_t) - LN1(x_0)` (LN1's bias shifted), so the summary token is u_0 = 0 with score 0 after
+  a shift (softmax is shift-invariant) and one `Pad` puts it in. Since the probabilities sum to 1,
+  head k's attended value is `(l_0 + sum_{t>0} p_tk u_t) W_v,k^T + b_v,k`: one batched MatMul
+  `P^T U` (B, heads, h) on the normalised tokens, then each head's value projection on that single
+  row, instead of projecting every token (the per-token value MatMul was the tower's largest node).
+  l_0's share, b_v, the out-projection bias and the residual summary vector fold into one bias. The
+  feed-forward block runs on that one token. No Q/K/V reshapes, transposes or shape arithmetic on
+  the dynamic batch axis remain.
 * Term bags: the padding row of the gathered table is zeroed (the training bag masks it, so its value
   never mattered) and the table carries a 0/1 column, so one gather + sum yields the bag's sum and its count of real terms
   (no compare + cast + sum).
-* Small tables absorb what follows them: country embeddings are stored unit-scaled, the item-type
-  table holds the item projection bias and the segment vector, a (5, 1) table gives the padding bias.
+* Small tables absorb what follows them: country embeddings are stored unit-scaled; one item-type
+  table holds the type embedding plus the item projection bias and segment vector, each head's score
+  bias (the padding mask for type 0) and the user skip's type weight and 0/1 count, split after one
+  gather; the history-query bag's 0/1 count column carries the query projection's bias.
 * The lexical skip joins the fusion MLP's last layer as extra input columns (one Gemm, not two).
 * The user-affinity skip (`TrainConfig.user_skip`) is one separate additive term (`_user_tail`):
   a country row (which also carries the last fusion bias) plus the type-weighted mean history graph
-  vector times one matrix; a (5, 2) table gives each history item's type weight and its 0/1 count.
+  vector times one matrix.
+* The output's L2 normalisation is one `LpNormalization` node (`_L2Normalize`).
 * `user_vector` / `query_from_user` split the function at what depends on the user only (the
   Retriever caches user vectors; docs/serving.md).
 
@@ -29,6 +36,8 @@ Training code never uses this module; it exists for export only.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +48,20 @@ from upper_fast_train.towers import blank_user_inputs
 __all__ = ["LeanQueryTower"]
 
 _MASKED = -1e9  # additive score bias of a padded history token (exp underflows to exactly 0)
+
+
+class _L2Normalize(torch.autograd.Function):
+    """x / max(||x||, 1e-12) over the last axis, exported as one ONNX LpNormalization node (torch's own
+    export of the same arithmetic is ReduceL2 + Clip + Div). onnxruntime's kernel returns 0 for a zero
+    row, as the clamp does here."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # noqa: ARG004 - autograd signature
+        return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)
+
+    @staticmethod
+    def symbolic(g: Any, x: Any) -> Any:
+        return g.op("LpNormalization", x, axis_i=-1, p_i=2)
 
 
 def _const(t: torch.Tensor) -> nn.Parameter:
@@ -89,15 +112,13 @@ class LeanQueryTower(nn.Module):
         # History tokens. Items: W_p g + (b_p + type_emb[t] + seg_1); queries: W_q bag + (b_q + seg_2).
         seg = tower.segment.weight
         self.item_w = _const(tower.item_proj.weight.t())
-        self.item_type = _const(tower.item_type.weight + tower.item_proj.bias + seg[1])
-        bias = torch.zeros(tower.item_type.weight.shape[0], 1)
-        bias[0] = _MASKED  # type 0 = padding
-        self.item_pad_bias = _const(bias)
-        self.hq_w = _const(tower.query_proj.weight.t())
-        self.hq_b = _const(tower.query_proj.bias + seg[2])
+        item_type = tower.item_type.weight + tower.item_proj.bias + seg[1]  # joins item_table below
+        # The history-query bag is divided with its count column (1 for a real query, 0 for an empty
+        # one), so the projection's extra last row adds the bias (an empty query's token is masked).
+        self.hq_w = _const(torch.cat([tower.query_proj.weight.t(), (tower.query_proj.bias + seg[2])[None]]))
 
         ln1, ln2 = layer.norm1, layer.norm2
-        self.ln1_w, self.ln1_b, self.ln1_eps = _const(ln1.weight), _const(ln1.bias), float(ln1.eps)
+        self.ln1_w, self.ln1_eps = _const(ln1.weight), float(ln1.eps)  # ln1_b: below
         self.ln2_w, self.ln2_b, self.ln2_eps = _const(ln2.weight), _const(ln2.bias), float(ln2.eps)
 
         wq, wk, wv = attn.in_proj_weight.split(h)  # (h, h) each; y = x W^T + b
@@ -110,16 +131,26 @@ class LeanQueryTower(nn.Module):
         select = torch.zeros(h, heads)  # (h, heads): dim d belongs to head d // hd
         select[torch.arange(h), torch.arange(h) // hd] = 1.0
         scale = 1.0 / math.sqrt(hd)
-        a = wk.t() @ (q0[:, None] * select) * scale  # (h, heads)
+        a = wk.t() @ (q0[:, None] * select) * scale  # (h, heads): score of token t = LN1(x_t) . a + c
         c = (bk * q0) @ select * scale
         s0 = (k0 * q0) @ select * scale
-        # One matmul gives [scores (heads) | values minus v_0 (h)] per token.
-        self.kv_w = _const(torch.cat([a, wv.t()], dim=1))  # (h, heads + h)
-        self.kv_b = _const(torch.cat([c - s0, bv - v0]))
-        self.expand = _const(select.t())  # (heads, h)
+        # Tokens enter as u_t = LN1(x_t) - l0 (LN1's bias shifted), so the summary token is u_0 = 0 and
+        # its score is 0 after the shift by s0; one Pad puts both in. Per head k, the attended value
+        # is sum_t p_tk LN1(x_t) W_v,k^T + b_v,k = (l0 + sum_{t>0} p_tk u_t) W_v,k^T + b_v,k, and the
+        # out-projection is linear, so x = [z_1 .. z_heads] M + out_b with z_k = sum_{t>0} p_tk u_t
+        # (one batched MatMul P^T U) and M_k = W_v,k^T W_o,k^T stacked (heads * h, h).
+        self.ln1_b = _const(ln1.bias - l0)
+        self.score_w = _const(a)
+        score_b = l0 @ a + c - s0  # (heads,): the part of every real token's score that u_t lacks
         wo, bo = attn.out_proj.weight, attn.out_proj.bias
+        self.value_w = _const(wv.reshape(heads, hd, h).transpose(1, 2))  # (heads, h, hd)
         self.out_w = _const(wo.t())
         self.out_b = _const(v0 @ wo.t() + bo + x0)
+        # Score bias per history token: score_b for real items (type > 0) and queries, _MASKED for padding.
+        n_types = int(tower.item_type.weight.shape[0])
+        item_score_b = score_b.expand(n_types, heads).clone()
+        item_score_b[0] = _MASKED  # type 0 = padding
+        self.query_score_b = _const(score_b)
         self.ff1_w, self.ff1_b = _const(layer.linear1.weight.t()), _const(layer.linear1.bias)
         self.ff2_w, self.ff2_b = _const(layer.linear2.weight.t()), _const(layer.linear2.bias)
 
@@ -138,10 +169,15 @@ class LeanQueryTower(nn.Module):
 
         skip = getattr(tower, "user_skip", None)
         self.has_user_skip = skip is not None
+        # Everything keyed by a history item's type, one gather: [type embedding + biases (h) | score
+        # bias (heads) | the user skip's type weight (0 for padding) | 1 for a real item, 0 for padding].
+        columns = [item_type, item_score_b]
         if skip is not None:
-            real = (torch.arange(skip.type_weight.weight.shape[0]) > 0).float()[:, None]  # type 0 = padding
-            self.uskip_type = _const(torch.cat([skip.type_weight.weight * real, real], dim=1))  # (5, 2)
+            real = (torch.arange(n_types) > 0).float()[:, None]  # type 0 = padding
+            columns += [skip.type_weight.weight * real, real]
             self.uskip_hist = _const(skip.hist.weight.t())  # (G, D)
+        self.item_table = _const(torch.cat(columns, dim=1))
+        self.item_split = [h, heads] + ([1, 1] if skip is not None else [])
         # What the user adds to the output before normalisation, per country: the skip's country row
         # (if any) plus the last fusion layer's bias, so user_vector's tail is one gather (+ one Gemm).
         n_countries = int(tower.country.weight.shape[0])
@@ -149,13 +185,14 @@ class LeanQueryTower(nn.Module):
         self.tail_country = _const(rows + fuse3.bias)  # (countries, D)
         return self.eval()
 
-    def _user_tail(self, hist_item_graph: torch.Tensor, hist_item_type: torch.Tensor, user_country: torch.Tensor) -> torch.Tensor:
+    def _user_tail(self, hist_item_graph: torch.Tensor, skip_type: Sequence[torch.Tensor], user_country: torch.Tensor) -> torch.Tensor:
         """(B, D) added to the output before normalisation: the last fusion bias, plus towers.UserSkip
-        C[user_country] + H (sum_i w[type_i] g_i / #items) when the tower has it."""
+        C[user_country] + H (sum_i w[type_i] g_i / #items) when the tower has it (skip_type: the item
+        table's (B, N, 1) type-weight and real-item columns)."""
         tail = F.embedding(user_country, self.tail_country)
         if not self.has_user_skip:
             return tail
-        weight, real = F.embedding(hist_item_type, self.uskip_type).split([1, 1], dim=-1)  # (B, N, 1) each
+        weight, real = skip_type
         hist = (hist_item_graph * weight).sum(1) / real.sum(1).clamp_min(1.0)  # (B, G)
         return torch.addmm(tail, hist, self.uskip_hist)
 
@@ -175,25 +212,24 @@ class LeanQueryTower(nn.Module):
         if not self.personalized:  # the ablation: user inputs blanked, as in the training tower
             hist_item_graph, hist_item_type, hist_query_terms, user_country = blank_user_inputs(
                 hist_item_graph, hist_item_type, hist_query_terms, user_country)
-        items = hist_item_graph @ self.item_w + F.embedding(hist_item_type, self.item_type)  # (B, N, h)
-        hq_bag, hq_count = self._bag(hist_query_terms)  # (B, M, E), (B, M, 1)
-        queries = hq_bag @ self.hq_w + self.hq_b  # (B, M, h)
+        type_emb, item_score_b, *skip_type = F.embedding(hist_item_type, self.item_table).split(self.item_split, dim=-1)
+        items = hist_item_graph @ self.item_w + type_emb  # (B, N, h)
+        summed = F.embedding(hist_query_terms, self.term_table).sum(-2)  # (B, M, E + 1): [sum ; count]
+        count = summed[..., self.term_dim:]
+        queries = (summed / count.clamp_min(1.0)) @ self.hq_w  # (B, M, h): mean bag @ W + bias
         tokens = torch.cat([items, queries], dim=1)  # (B, T, h), the summary token excluded
-        pad = torch.cat([F.embedding(hist_item_type, self.item_pad_bias),
-                         torch.where(hq_count < 0.5, _MASKED, 0.0)], dim=1)  # (B, T, 1)
-        normed = F.layer_norm(tokens, (int(tokens.shape[-1]),), self.ln1_w, self.ln1_b, self.ln1_eps)
-        kv = normed @ self.kv_w + self.kv_b  # (B, T, heads + h)
-        scores = kv[..., : self.heads] + pad
-        values = kv[..., self.heads:]
+        bias = torch.cat([item_score_b, torch.where(count < 0.5, _MASKED, self.query_score_b)], dim=1)  # (B, T, heads)
+        u = F.layer_norm(tokens, (int(tokens.shape[-1]),), self.ln1_w, self.ln1_b, self.ln1_eps)  # LN1(x_t) - l0
+        scores = u @ self.score_w + bias  # (B, T, heads), relative to the summary token's
         probs = torch.softmax(F.pad(scores, (0, 0, 1, 0)), dim=1)[:, 1:]  # summary token's score is 0
-        attended = ((probs @ self.expand) * values).sum(1)  # (B, h)
-        x = attended @ self.out_w + self.out_b  # summary token after attention + residual
+        z = probs.transpose(1, 2) @ u  # (B, heads, h)
+        x = (z.unsqueeze(2) @ self.value_w).flatten(1) @ self.out_w + self.out_b  # summary token after attention + residual
         y = F.layer_norm(x, (int(x.shape[-1]),), self.ln2_w, self.ln2_b, self.ln2_eps) @ self.ff1_w + self.ff1_b
         y = F.relu(y) if self.act_name == "relu" else F.gelu(y)
         x = x + y @ self.ff2_w + self.ff2_b
         history = F.layer_norm(x, (int(x.shape[-1]),), eps=1e-5)
         user = torch.cat([history, F.embedding(user_country, self.country)], dim=-1)
-        return user, self._user_tail(hist_item_graph, hist_item_type, user_country)
+        return user, self._user_tail(hist_item_graph, skip_type, user_country)
 
     def user_vector(
         self,
@@ -225,9 +261,7 @@ class LeanQueryTower(nn.Module):
         hidden = F.gelu(pre)
         if self.has_lexical:
             hidden = torch.cat([hidden, term_bag], dim=-1)
-        out = torch.addmm(tail, hidden, self.fuse2_w)
-        # F.normalize's export adds Shape + Expand for the broadcast; keepdim avoids both.
-        return out / torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_min(1e-12)
+        return _L2Normalize.apply(torch.addmm(tail, hidden, self.fuse2_w))
 
     def query_from_user(
         self,
