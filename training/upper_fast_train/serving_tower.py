@@ -14,7 +14,8 @@ exact algebra on the trained weights (the ONNX parity check against the *trainin
   row, instead of projecting every token (the per-token value MatMul was the tower's largest node).
   l_0's share, b_v, the out-projection bias and the residual summary vector fold into one bias. The
   feed-forward block runs on that one token. No Q/K/V reshapes, transposes or shape arithmetic on
-  the dynamic batch axis remain.
+  the dynamic batch axis remain. The feed-forward block's second bias rides on one constant hidden
+  unit, so the residual is one Gemm.
 * Term bags: the padding row of the gathered table is zeroed (the training bag masks it, so its value
   never mattered) and the table carries a 0/1 column, so one gather + sum yields the bag's sum and its count of real terms
   (no compare + cast + sum).
@@ -151,8 +152,14 @@ class LeanQueryTower(nn.Module):
         item_score_b = score_b.expand(n_types, heads).clone()
         item_score_b[0] = _MASKED  # type 0 = padding
         self.query_score_b = _const(score_b)
-        self.ff1_w, self.ff1_b = _const(layer.linear1.weight.t()), _const(layer.linear1.bias)
-        self.ff2_w, self.ff2_b = _const(layer.linear2.weight.t()), _const(layer.linear2.bias)
+        # The feed-forward block gets one extra hidden unit with weight 0 and bias 1, so its output is
+        # act(1) > 0 on every row and the second layer's row for it, b_2 / act(1), adds b_2: the
+        # residual Gemm then needs no separate bias Add.
+        ff1_w, ff1_b = layer.linear1.weight.t(), layer.linear1.bias
+        act_one = 1.0 if act_name == "relu" else float(F.gelu(torch.tensor(1.0)))
+        self.ff1_w = _const(torch.cat([ff1_w, torch.zeros(h, 1)], dim=1))
+        self.ff1_b = _const(torch.cat([ff1_b, torch.ones(1)]))
+        self.ff2_w = _const(torch.cat([layer.linear2.weight.t(), (layer.linear2.bias / act_one)[None]]))
 
         self.country = _const(F.layer_norm(tower.country.weight, (tower.country.weight.shape[1],), eps=1e-5))
 
@@ -226,7 +233,7 @@ class LeanQueryTower(nn.Module):
         x = (z.unsqueeze(2) @ self.value_w).flatten(1) @ self.out_w + self.out_b  # summary token after attention + residual
         y = F.layer_norm(x, (int(x.shape[-1]),), self.ln2_w, self.ln2_b, self.ln2_eps) @ self.ff1_w + self.ff1_b
         y = F.relu(y) if self.act_name == "relu" else F.gelu(y)
-        x = x + y @ self.ff2_w + self.ff2_b
+        x = torch.addmm(x, y, self.ff2_w)  # x + y W_2 + b_2 (b_2 through the constant unit)
         history = F.layer_norm(x, (int(x.shape[-1]),), eps=1e-5)
         user = torch.cat([history, F.embedding(user_country, self.country)], dim=-1)
         return user, self._user_tail(hist_item_graph, skip_type, user_country)
