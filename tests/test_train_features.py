@@ -63,3 +63,42 @@ def test_a_purchase_history_excludes_its_own_session():
     without = query_table(purchase, log, ids, {}, featurizer, vocab, None, config, session_gap_s=0)
     assert [r for r in with_sessions.hist_items[0] if r >= 0] == [7]
     assert [r for r in without.hist_items[0] if r >= 0] == [3, 7]
+
+
+def _shown_oracle(keys, ts, rows, impression, event, window):
+    """Per event: the set of products of its search (latest impression time of its key <= its time,
+    within the window), or an empty set."""
+    out = []
+    for e in event:
+        cands = [t for i, t in enumerate(ts) if impression[i] and keys[i] == keys[e] and t <= ts[e] and ts[e] - t <= window]
+        if not cands:
+            out.append(set())
+            continue
+        t = max(cands)
+        out.append({rows[i] for i in range(len(ts)) if impression[i] and keys[i] == keys[e] and ts[i] == t})
+    return out
+
+
+def test_shown_products_match_an_oracle():
+    from upper_fast_train.features import shown_products
+
+    rng = np.random.default_rng(3)
+    n = 400
+    keys = rng.integers(0, 6, n)
+    ts = rng.integers(0, 50, n) * 100  # searches at multiples of 100 s
+    rows = rng.integers(0, 30, n)
+    impression = rng.random(n) < 0.7
+    event = np.flatnonzero(~impression)
+    # Events come 0-299 s after a search time; the window is 250 s, so some find no search.
+    ev_time = ts.copy()
+    ev_time[~impression] += rng.integers(0, 300, int((~impression).sum()))
+    got = shown_products(keys, ev_time, rows, impression, event, 4, 250, seed=1)
+    assert got.shape == (len(event), 4)
+    expect = _shown_oracle(keys, ev_time, rows, impression, event, 250)
+    for g, e in zip(got, expect):
+        if e:
+            assert set(g.tolist()) <= e and (g >= 0).all()
+        else:
+            assert (g == -1).all()
+    assert any(e for e in expect) and any(not e for e in expect)
+    np.testing.assert_array_equal(got, shown_products(keys, ev_time, rows, impression, event, 4, 250, seed=1))

@@ -93,3 +93,21 @@ def test_personal_contrast_matches_a_hand_computed_softmax_and_skips_rows_withou
     assert float(none) == 0.0 and none.requires_grad
     with pytest.raises(ValueError):
         personal_contrast(scores, cand, targ, 0.0)
+
+
+def test_shown_pairwise_hinge_value_mask_and_errors():
+    from upper_fast_train.losses import shown_pairwise_hinge
+
+    pos = torch.tensor([0.8, 0.5], requires_grad=True)
+    shown = torch.tensor([[0.75, 0.2], [0.9, 0.0]], requires_grad=True)
+    valid = torch.tensor([[True, True], [True, False]])
+    # pairs: 0.1 - 0.05 = 0.05; 0.1 - 0.6 -> 0; 0.1 - (-0.4) = 0.5; the masked pair is ignored
+    got = shown_pairwise_hinge(pos, shown, valid, 0.1)
+    assert abs(float(got) - (0.05 + 0.0 + 0.5) / 3) < 1e-6
+    got.backward()
+    assert shown.grad[1, 1] == 0 and shown.grad[0, 1] == 0 and shown.grad[0, 0] > 0
+    assert float(shown_pairwise_hinge(pos, shown, torch.zeros(2, 2, dtype=torch.bool), 0.1)) == 0.0
+    with pytest.raises(ValueError, match="bool"):
+        shown_pairwise_hinge(pos, shown, valid.float(), 0.1)
+    with pytest.raises(ValueError, match="expected"):
+        shown_pairwise_hinge(pos[:1], shown, valid, 0.1)

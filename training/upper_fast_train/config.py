@@ -130,6 +130,17 @@ class TrainConfig:
     # on), with the shared term table detached, so it trains the skip path alone and never pushes
     # the main towers' relevance of other users' positives down.
     personal_contrast_skip_only: bool = False
+    # Shown negatives (losses.shown_pairwise_hinge): per engagement row, up to `shown_negatives`
+    # products the same search showed and the searcher did NOT engage with (the log's impressions of
+    # that request: same user or signed-out country, same normalised query, the latest impression
+    # time <= the engagement's, at most `shown_window_s` earlier). Relative, not absolute: each costs
+    # max(0, shown_margin - (s_pos - s_shown)), weighted by `shown_weight`. It orders one search's
+    # shown products by what this searcher chose, the per-user signal the absolute hinge never sees
+    # (impressions as absolute negatives collapse the towers: see impressions_as_negatives). 0 = off.
+    shown_negatives: int = 0
+    shown_weight: float = 1.0
+    shown_margin: float = 0.1
+    shown_window_s: int = 7200
     inbatch_negatives: int = 8  # hardest other-row products per row
     uniform_negatives: int = 64  # random catalog products shared by the batch
     dynamic_negatives: int = 2  # mined per row from the pool
@@ -165,6 +176,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1]")
         if self.personal_contrast < 0 or self.personal_temperature <= 0:
             raise ValueError("personal_contrast must be >= 0 and personal_temperature > 0")
+        if self.shown_negatives < 0 or self.shown_weight < 0 or self.shown_margin < 0 or self.shown_window_s < 0:
+            raise ValueError("shown_negatives, shown_weight, shown_margin and shown_window_s must be >= 0, got "
+                             f"{self.shown_negatives}, {self.shown_weight}, {self.shown_margin}, {self.shown_window_s}")
         if not 0.0 <= self.warmup_fraction <= 1.0:
             raise ValueError("warmup_fraction must be in [0, 1]")
 

@@ -310,9 +310,45 @@ class TrainingSet:
     # (n,) int64 like groups, but each signed-out row its own group (all signed-out rows of a query
     # share one `groups` key); the targets of the personal-contrast loss. None = use groups.
     personal_groups: np.ndarray | None = None
+    # (n, K) int64 catalog rows that the row's own search showed and its searcher did not engage
+    # with (-1 = none); only with TrainConfig.shown_negatives > 0, else None.
+    shown_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+def shown_products(keys: np.ndarray, timestamps: np.ndarray, product_rows: np.ndarray, impression: np.ndarray,
+                   event: np.ndarray, k: int, window_s: int, seed: int) -> np.ndarray:
+    """(len(event), k) int64: per event row, k products drawn (seeded, with replacement) from the
+    impressions of its search, -1 where it has none.
+
+    A search is one (key, timestamp) of impression rows (key: searcher + normalised query); an event's
+    search is the latest one of its key at or before its timestamp and at most `window_s` earlier.
+    keys/timestamps/product_rows/impression: per log row (impression: bool, the row is a logged
+    impression with a known product); event: the log row indices of the events."""
+    out = np.full((len(event), k), -1, dtype=np.int64)
+    imp = np.flatnonzero(impression)
+    if len(imp) == 0 or len(event) == 0 or k == 0:
+        return out
+    t0 = int(min(timestamps[imp].min(), timestamps[event].min()))
+    span = int(max(timestamps[imp].max(), timestamps[event].max())) - t0 + 1
+    code = keys[imp].astype(np.int64) * span + (timestamps[imp] - t0)  # sorts by key, then time
+    order = np.argsort(code, kind="stable")
+    code, imp = code[order], imp[order]
+    starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])  # one per search
+    ends = np.r_[starts[1:], len(code)]
+    ev_code = keys[event].astype(np.int64) * span + (timestamps[event] - t0)
+    r = np.searchsorted(code[starts], ev_code, side="right") - 1
+    ok = r >= 0
+    r = np.maximum(r, 0)
+    s_code = code[starts[r]]
+    ok &= (s_code // span == ev_code // span) & (ev_code - s_code <= window_s)
+    n = ends[r] - starts[r]
+    draw = np.random.default_rng([seed, 11]).random((len(event), k))
+    pick = starts[r][:, None] + (draw * n[:, None]).astype(np.int64)
+    out[ok] = product_rows[imp[pick[ok]]]
+    return out
 
 
 def training_set(dataset: Any, product_ids: Any, featurizer: Any, vocab: Vocab, graph: Any, config: TrainConfig) -> TrainingSet:
@@ -337,9 +373,23 @@ def training_set(dataset: Any, product_ids: Any, featurizer: Any, vocab: Vocab, 
         users = dict(zip(dataset.users.column("user_id").to_pylist(), dataset.users.column("country").to_pylist()))
     queries = query_table(events, window, product_ids, users, featurizer, vocab, graph, config,
                           session_gap_s=config.history_session_gap_s)
+    shown = None
+    if config.shown_negatives > 0:
+        # Searcher key: the user id, or for signed-out rows the country (their searches are told
+        # apart by time only), plus the normalised query.
+        searcher = [f"{u}\x00{q}" if u is not None else f"\x01{c}\x00{q}" for u, c, q in zip(
+            window.column("user_id").to_pylist(), _strings(window, "country") or [None] * window.num_rows,
+            featurizer.query_keys([q or "" for q in window.column("query").to_pylist()]))]
+        _, skeys = _unique_index(searcher)
+        ts = np.ascontiguousarray(window.column("timestamp").to_numpy(), dtype=np.int64)
+        shown = shown_products(skeys, ts, rows, (labels == 0) & (rows >= 0), np.flatnonzero(keep & (labels > 0)),
+                               config.shown_negatives, config.shown_window_s, config.seed)
+        full = np.full((int(keep.sum()), config.shown_negatives), -1, dtype=np.int64)
+        full[(labels[keep] > 0)] = shown
+        shown = full
     user_ids = events.column("user_id").to_pylist()
     _, groups = _unique_index([f"{u}\x00{q}" for u, q in zip(user_ids, queries.event_query.tolist())])
     signed_out = np.fromiter((u is None for u in user_ids), dtype=bool, count=len(user_ids))
     personal = np.where(signed_out, groups.max(initial=-1) + 1 + np.arange(len(groups)), groups)
     return TrainingSet(queries=queries, product_rows=rows[keep].astype(np.int64), labels=labels[keep], groups=groups,
-                       personal_groups=personal.astype(np.int64))
+                       personal_groups=personal.astype(np.int64), shown_rows=shown)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["hinge_loss", "negative_hinge", "personal_contrast"]
+__all__ = ["hinge_loss", "negative_hinge", "personal_contrast", "shown_pairwise_hinge"]
 
 
 def _threshold_tensor(thresholds: Sequence[float] | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -82,3 +82,21 @@ def personal_contrast(scores: torch.Tensor, candidates: torch.Tensor, targets: t
     all_ = torch.logsumexp(logits.masked_fill(~candidates[rows], neg_inf), dim=1)
     own = torch.logsumexp(logits.masked_fill(~targets[rows], neg_inf), dim=1)
     return (all_ - own).mean()
+
+
+def shown_pairwise_hinge(pos_scores: torch.Tensor, shown_scores: torch.Tensor, valid: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean over valid pairs of max(0, margin - (s_pos - s_shown)): each row's engaged product above
+    the products its own search showed and its searcher passed over (`TrainConfig.shown_negatives`).
+
+    pos_scores (B,); shown_scores (B, K); valid (B, K) bool (False = padding). A relative term: no
+    absolute threshold, so it never pushes a query's shown (mostly relevant) products below theta_neg.
+    Returns a scalar (0 when no pair is valid)."""
+    if shown_scores.shape != valid.shape or shown_scores.dim() != 2 or pos_scores.shape != shown_scores.shape[:1]:
+        raise ValueError(f"pos_scores (B,), shown_scores and valid (B, K) expected, got {tuple(pos_scores.shape)}, "
+                         f"{tuple(shown_scores.shape)}, {tuple(valid.shape)}")
+    if valid.dtype != torch.bool:
+        raise ValueError("valid must be a bool tensor")
+    if not bool(valid.any()):
+        return shown_scores.sum() * 0.0
+    gap = torch.clamp(margin - (pos_scores[:, None] - shown_scores), min=0.0)
+    return gap[valid].mean()

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from upper_fast_train.config import TrainConfig
 from upper_fast_train.features import ProductTable, TrainingSet, Vocab, build_vocab, product_table, training_set
-from upper_fast_train.losses import hinge_loss, negative_hinge, personal_contrast
+from upper_fast_train.losses import hinge_loss, negative_hinge, personal_contrast, shown_pairwise_hinge
 from upper_fast_train.negatives import DynamicPool, excluded_products, hardest, membership, negative_weights, own_positive_mask, sample_uniform
 from upper_fast_train.towers import UpperModel, _unit_scale, build_text_encoder, text_encoder_from_dir
 
@@ -208,7 +208,12 @@ def _step_loss(
     t2 = time.perf_counter()
     timing["mining"] += t2 - t1
 
-    all_rows = np.concatenate([pos_rows.numpy(), uni_rows.numpy(), mined[mined >= 0]])
+    shown = None
+    if config.shown_negatives > 0 and config.shown_weight > 0 and data.shown_rows is not None:
+        shown = data.shown_rows[idx].copy()  # (B, K) catalog rows, -1 = none
+        shown[shown == pos_rows.numpy()[:, None]] = -1  # a product the row itself engaged with
+    all_rows = np.concatenate([pos_rows.numpy(), uni_rows.numpy(), mined[mined >= 0],
+                               shown[shown >= 0] if shown is not None else np.zeros(0, np.int64)])
     unique, inverse = np.unique(all_rows, return_inverse=True)
     inv = torch.from_numpy(inverse).to(device)
     b, u = len(idx), len(uni_rows)
@@ -254,11 +259,19 @@ def _step_loss(
     if mined.shape[1]:
         ok = mined >= 0
         cols = np.zeros(mined.shape, dtype=np.int64)
-        cols[ok] = inverse[b + u :]
+        cols[ok] = inverse[b + u : b + u + int(ok.sum())]
         s = scores.gather(1, torch.from_numpy(cols).to(device))
         term = negative_hinge(s, torch.from_numpy(ok).to(device), theta_neg)
         loss = loss + weights["dynamic"] * term
         parts["dynamic"] = float(term.detach())
+    if shown is not None:
+        ok = shown >= 0
+        cols = np.zeros(shown.shape, dtype=np.int64)
+        cols[ok] = inverse[len(inverse) - int(ok.sum()):]
+        s = scores.gather(1, torch.from_numpy(cols).to(device))
+        term = shown_pairwise_hinge(pos_scores, s, torch.from_numpy(ok).to(device), config.shown_margin)
+        loss = loss + config.shown_weight * term
+        parts["shown"] = float(term.detach())
     timing["forward"] += time.perf_counter() - t2
     return loss, parts
 
