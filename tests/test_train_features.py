@@ -102,3 +102,50 @@ def test_shown_products_match_an_oracle():
             assert (g == -1).all()
     assert any(e for e in expect) and any(not e for e in expect)
     np.testing.assert_array_equal(got, shown_products(keys, ev_time, rows, impression, event, 4, 250, seed=1))
+
+
+def test_shown_negatives_config_defaults_and_errors():
+    from upper_fast_train.config import TrainConfig
+
+    assert TrainConfig().shown_negatives == 2
+    # A run trained before shown negatives existed resumes without them.
+    assert TrainConfig.from_dict({"term_dim": 16, "term_vocab_size": 99}).shown_negatives == 0
+    assert TrainConfig.from_dict({"term_dim": 16}).shown_negatives == 2
+    for bad in ({"shown_negatives": -1}, {"shown_margin": -0.1}, {"shown_weight": -1.0}, {"shown_window_s": -5}):
+        with pytest.raises(ValueError, match="shown_"):
+            TrainConfig(**bad)
+
+
+def test_training_set_finds_each_engagements_own_search():
+    """Two searches by one user for one query and a signed-out search: each engagement's shown
+    products are the impressions of its own search, never its own product."""
+    import pyarrow as pa
+
+    from upper_fast import Featurizer, StringIdMap
+
+    from _train_synthetic import tiny_config
+    from upper_fast_train.features import Vocab, training_set
+
+    log = pa.table({
+        "timestamp": pa.array([100, 100, 130, 9_000, 9_000, 9_050, 20_000, 20_000, 20_100, 40_000], pa.int64()),
+        "user_id": ["u", "u", "u", "u", "u", "u", None, None, None, "u"],
+        "query": ["ring"] * 6 + ["lamp"] * 3 + ["ring"],
+        "product_id": ["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9", "p0"],
+        "interaction": ["impression", "impression", "purchase", "impression", "impression", "click",
+                        "impression", "impression", "click", "click"],
+        "country": ["DE"] * 6 + ["US"] * 3 + ["DE"],
+    })
+
+    class DS:
+        pass
+
+    ds = DS()
+    ds.log, ds.meta, ds.users = log, {"train_end": 50_000}, None
+    ids = StringIdMap([f"p{i}" for i in range(10)])
+    config = tiny_config(shown_negatives=3)
+    vocab = Vocab(countries=["DE", "US"], categories=[], quality_columns=[], quality_edges=[])
+    data = training_set(ds, ids, Featurizer(), vocab, None, config)
+    assert data.shown_rows is not None and data.shown_rows.shape == (4, 3)
+    by_product = {int(r): set(s.tolist()) for r, s in zip(data.product_rows, data.shown_rows)}
+    assert by_product[3] <= {1, 2} and by_product[6] <= {4, 5} and by_product[9] <= {7, 8}
+    assert by_product[0] == {-1}  # 31,000 s after the last "ring" search: outside the window

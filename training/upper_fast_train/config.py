@@ -136,8 +136,9 @@ class TrainConfig:
     # time <= the engagement's, at most `shown_window_s` earlier). Relative, not absolute: each costs
     # max(0, shown_margin - (s_pos - s_shown)), weighted by `shown_weight`. It orders one search's
     # shown products by what this searcher chose, the per-user signal the absolute hinge never sees
-    # (impressions as absolute negatives collapse the towers: see impressions_as_negatives). 0 = off.
-    shown_negatives: int = 0
+    # (impressions as absolute negatives collapse the towers: see impressions_as_negatives). 0 = off;
+    # logs without impressions simply have none. Measured in docs/training.md ("Shown negatives").
+    shown_negatives: int = 2
     shown_weight: float = 1.0
     shown_margin: float = 0.1
     shown_window_s: int = 7200
@@ -210,6 +211,8 @@ class TrainConfig:
             values["lexical_skip"] = False
         if "term_vocab_size" in values and "user_skip" not in values:
             values["user_skip"] = False
+        if "term_vocab_size" in values and "shown_negatives" not in values:
+            values["shown_negatives"] = 0  # trained before shown negatives existed (a resume keeps its loss)
         if "term_vocab_size" in values and "graph_word_weight" not in values:
             values["graph_word_weight"] = 0.0  # its graph.npz was built without word nodes
         return cls(**{k: v for k, v in values.items() if k in names})
