@@ -138,7 +138,7 @@ class TrainConfig:
     # shown products by what this searcher chose, the per-user signal the absolute hinge never sees
     # (impressions as absolute negatives collapse the towers: see impressions_as_negatives). 0 = off;
     # logs without impressions simply have none. Measured in docs/training.md ("Shown negatives").
-    shown_negatives: int = 2
+    shown_negatives: int = 4
     shown_weight: float = 1.0
     shown_margin: float = 0.1
     shown_window_s: int = 7200
