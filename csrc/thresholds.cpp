@@ -36,6 +36,33 @@ void HingeThresholds::tier(const float* scores, std::size_t n, std::int8_t* tier
   }
 }
 
+std::size_t HingeThresholds::finish_hits(const std::int64_t* ids, const float* scores, std::size_t m,
+                                         const float* boost, std::size_t k, int min_tier, bool prune,
+                                         std::int64_t* out_ids, float* out_scores, float* out_cos,
+                                         std::int8_t* out_tiers) const {
+  constexpr std::size_t kAhead = 8;  // boost entries of random rows are cache misses
+  for (std::size_t j = 0; j < m && j < kAhead; ++j)
+    if (ids[j] >= 0) __builtin_prefetch(boost + ids[j], 0, 1);
+  const float cut = theta_[static_cast<std::size_t>(min_tier)];
+  std::size_t out = 0;
+  for (std::size_t j = 0; j < m && out < k; ++j) {
+    if (j + kAhead < m && ids[j + kAhead] >= 0) __builtin_prefetch(boost + ids[j + kAhead], 0, 1);
+    const std::int64_t id = ids[j];
+    if (id < 0) continue;
+    const float cos = scores[j] - boost[id];
+    if (prune && !(cos >= cut)) continue;  // NaN fails the comparison: never kept
+    std::int8_t t = 0;
+    for (int c = 1; c <= kNumTypes; ++c)
+      if (cos >= theta_[c]) t = static_cast<std::int8_t>(c);
+    out_ids[out] = id;
+    out_scores[out] = scores[j];
+    out_cos[out] = cos;
+    out_tiers[out] = t;
+    ++out;
+  }
+  return out;
+}
+
 double HingeThresholds::hinge_loss(const float* scores, const std::int64_t* labels,
                                    const float* weights, std::size_t n, float* grad) const {
   if (n == 0) return 0.0;  // an empty batch costs nothing (as the training loss)

@@ -24,6 +24,13 @@ class HingeThresholds {
   void prune(const float* scores, std::size_t n, int min_tier, std::uint8_t* keep) const;
   // tier[i] = highest t in 1..4 with scores[i] >= threshold(t), else 0.
   void tier(const float* scores, std::size_t n, std::int8_t* tiers) const;
+  // A search's last step over its m hits (best first; a negative id is padding and skipped):
+  // cos = scores[i] - boost[ids[i]]; with prune, hits whose cos misses threshold(min_tier) (or is
+  // NaN) are dropped; the first k survivors go to out_* with their tiers (as tier()). Returns how
+  // many were written. Every non-negative id must index boost (the caller checks). No allocation.
+  std::size_t finish_hits(const std::int64_t* ids, const float* scores, std::size_t m, const float* boost,
+                          std::size_t k, int min_tier, bool prune, std::int64_t* out_ids, float* out_scores,
+                          float* out_cos, std::int8_t* out_tiers) const;
   // Mean over rows of w_i * l_i with l_i = max(0, theta_t - s_i) for a positive of type t and
   // max(0, s_i - theta_neg) for a negative (0 for n = 0); grad = d loss / d s (0 at the kink,
   // like relu).

@@ -163,3 +163,53 @@ def test_hinge_loss_matches_torch_autograd() -> None:
     ours, grad = HingeThresholds(**T).hinge_loss(s, y, w)
     assert ours == pytest.approx(loss.item(), rel=1e-6)
     np.testing.assert_allclose(grad, ts.grad.numpy(), rtol=1e-6, atol=1e-9)
+
+
+def _finish_oracle(t, ids, scores, boost, k, min_tier, prune):
+    """What the Retriever did in numpy before finish_hits: skip padding, cos, prune, first k, tiers."""
+    keep = ids >= 0
+    ids, scores = ids[keep], scores[keep]
+    cos = scores - boost[ids]
+    if prune:
+        ok = t.prune(cos, min_tier) if not np.isnan(cos).any() else (cos >= t._core.threshold(min_tier))
+        ids, scores, cos = ids[ok], scores[ok], cos[ok]
+    ids, scores, cos = ids[:k], scores[:k], cos[:k]
+    return ids, scores, cos, t.tier(cos)
+
+
+@pytest.mark.parametrize("prune", [True, False])
+@pytest.mark.parametrize("min_tier", [0, 2, 4])
+def test_finish_hits_matches_the_numpy_path(prune, min_tier):
+    rng = np.random.default_rng(min_tier)
+    t = HingeThresholds(click=0.5, favorite=0.55, add_to_cart=0.6, purchase=0.65, negative=0.2)
+    n, m = 1000, 150
+    boost = (rng.random(n) * 0.1).astype(np.float32)
+    ids = rng.integers(0, n, m).astype(np.int64)
+    ids[-7:] = -1  # the index pads missing hits at the end
+    ids[40] = -1  # and a padding entry in the middle is skipped too
+    scores = (rng.random(m) * 0.9).astype(np.float32)
+    for k in (0, 10, 100, 200):
+        got = t._core.finish_hits(ids, scores, boost, k, min_tier, prune)
+        ref = _finish_oracle(t, ids, scores, boost, k, min_tier, prune)
+        for g, r in zip(got, ref):
+            np.testing.assert_array_equal(g, r)
+        assert got[0].dtype == np.int64 and got[1].dtype == np.float32 and got[3].dtype == np.int8
+
+
+def test_finish_hits_rejects_bad_input_and_drops_nan():
+    t = HingeThresholds(click=0.5, favorite=0.55, add_to_cart=0.6, purchase=0.65, negative=0.2)
+    boost = np.zeros(4, np.float32)
+    ids = np.array([0, 1, 2], np.int64)
+    s = np.array([0.9, np.nan, 0.7], np.float32)
+    out_ids, _, cos, tiers = t._core.finish_hits(ids, s, boost, 10, 0, True)
+    assert out_ids.tolist() == [0, 2] and tiers.tolist() == [4, 4]  # NaN never kept
+    with pytest.raises(ValueError, match="out of range"):
+        t._core.finish_hits(np.array([0, 4], np.int64), s[:2], boost, 10, 0, True)
+    with pytest.raises(ValueError, match="same length"):
+        t._core.finish_hits(ids, s[:2], boost, 10, 0, True)
+    with pytest.raises(ValueError, match="min_tier"):
+        t._core.finish_hits(ids, s, boost, 10, 5, True)
+    with pytest.raises(ValueError, match="k must be"):
+        t._core.finish_hits(ids, s, boost, -1, 0, True)
+    with pytest.raises((TypeError, ValueError)):
+        t._core.finish_hits(ids.astype(np.int32), s, boost, 10, 0, True)

@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -338,6 +339,46 @@ void register_thresholds(py::module_& m) {
         }
         return tiers;
       }, py::arg("scores"))
+      .def("finish_hits", [](const HingeThresholds& t, const py::object& ids_obj, const py::object& s_obj,
+                             const py::object& b_obj, long long k, int min_tier, bool prune) {
+        // (ids int64, scores f32, cosines f32, tiers int8), each of the kept length.
+        if (min_tier < 0 || min_tier > kNumTypes)
+          throw py::value_error("min_tier must be 0 (negative cut) .. 4 (purchase)");
+        if (k < 0) throw py::value_error("k must be >= 0 (got " + std::to_string(k) + ")");
+        py::array ids = as_ndarray(ids_obj, "ids"), s = as_ndarray(s_obj, "scores"), b = as_ndarray(b_obj, "boost");
+        check_array(ids, "ids", {Dt::i64}, 1);
+        check_array(s, "scores", {Dt::f32}, 1);
+        check_array(b, "boost", {Dt::f32}, 1);
+        const std::size_t m = dim(ids, 0), n = dim(b, 0);
+        if (dim(s, 0) != m)
+          throw py::value_error("ids and scores must have the same length (got " + std::to_string(m) + " and " +
+                                std::to_string(s.shape(0)) + ")");
+        const auto* ip = static_cast<const std::int64_t*>(ids.data());
+        for (std::size_t i = 0; i < m; ++i)
+          if (ip[i] >= static_cast<std::int64_t>(n))
+            throw py::value_error("ids[" + std::to_string(i) + "] = " + std::to_string(ip[i]) + " is out of range for " +
+                                  std::to_string(n) + " boost entries (negative ids are padding)");
+        const std::size_t kk = std::min(static_cast<std::size_t>(k), m);
+        thread_local std::vector<std::int64_t> oi;
+        thread_local std::vector<float> os, oc;
+        thread_local std::vector<std::int8_t> ot;
+        if (oi.size() < kk) { oi.resize(kk); os.resize(kk); oc.resize(kk); ot.resize(kk); }
+        std::size_t got = 0;
+        {
+          py::gil_scoped_release release;
+          got = t.finish_hits(ip, static_cast<const float*>(s.data()), m, static_cast<const float*>(b.data()), kk,
+                              min_tier, prune, oi.data(), os.data(), oc.data(), ot.data());
+        }
+        const auto len = static_cast<py::ssize_t>(got);
+        py::array_t<std::int64_t> r_ids(len);
+        py::array_t<float> r_s(len), r_c(len);
+        py::array_t<std::int8_t> r_t(len);
+        std::copy_n(oi.data(), got, r_ids.mutable_data());
+        std::copy_n(os.data(), got, r_s.mutable_data());
+        std::copy_n(oc.data(), got, r_c.mutable_data());
+        std::copy_n(ot.data(), got, r_t.mutable_data());
+        return py::make_tuple(r_ids, r_s, r_c, r_t);
+      }, py::arg("ids"), py::arg("scores"), py::arg("boost"), py::arg("k"), py::arg("min_tier"), py::arg("prune"))
       .def("hinge_loss", [](const HingeThresholds& t, const py::object& s_obj, const py::object& l_obj,
                             const py::object& w_obj) {
         py::array s = scores_arg(s_obj);

@@ -544,18 +544,9 @@ class _Pipeline:
         (0 = the negative threshold); tiers come from the same thresholds. `ids`/`scores` are one
         row of a fresh search result (owned here, so no defensive copies)."""
         s = self.s
-        if ids.size and ids[-1] < 0:  # the index pads missing hits at the end with id -1
-            n = int(np.count_nonzero(ids >= 0))
-            ids, scores = ids[:n], scores[:n]
-        cos = scores - s.boost[ids]
-        thresholds = s.thresholds._core
-        if prune:
-            ok = thresholds.prune(cos, min_tier)
-            if not ok.all():
-                ids, scores, cos = ids[ok], scores[ok], cos[ok]
-        if ids.shape[0] > k:
-            ids, scores, cos = ids[:k], scores[:k], cos[:k]
-        tier = thresholds.tier(cos)
+        # One native pass (HingeThresholds.finish_hits): skip padding, cosine = score - boost, the
+        # prune cut, the first k and their tiers, instead of ~10 numpy calls on 100-150 hits.
+        ids, scores, cos, tier = s.thresholds._core.finish_hits(ids, scores, s.boost, k, min_tier, prune)
         # Product ids straight from the map's contiguous key buffer: indexing the list of 1M str
         # objects touched two cold cache lines per hit (~46 us per 100 hits at 1M products).
         return SearchResult(s.product_map._impl.keys_at(ids), ids, scores, cos, tier, s.model_version)
