@@ -130,6 +130,24 @@ class TrainConfig:
     # on), with the shared term table detached, so it trains the skip path alone and never pushes
     # the main towers' relevance of other users' positives down.
     personal_contrast_skip_only: bool = False
+    # Softmax contrast (losses.softmax_contrast, an addition to the paper's hinge): weight of an
+    # InfoNCE term over every product column of the step (the batch's positives, the uniform and the
+    # mined negatives; each row's group positives are never its negatives) at temperature
+    # `contrast_temperature` on the cosine. The hinge terms stop pulling once a positive clears its
+    # threshold; this one keeps ranking it above the negatives. 0 = off (the default).
+    contrast_weight: float = 0.0
+    contrast_temperature: float = 0.05
+    # MiniLM-teacher distillation (losses.softmax_distill, training only): weight of KL(teacher ||
+    # student) between softmaxes over the same step columns as the softmax contrast, the teacher's
+    # scores being cos(E(query), E(title)) with E the product tower's own (pre-trained) text encoder,
+    # mean-pooled (sentence-transformers pooling; all-MiniLM-L6-v2 with text_encoder set to it). The
+    # query tower stays the term bag: the teacher only shapes its training. distill_queries: how many
+    # distinct training query strings get a teacher vector (those with the most rows; 0 = all), encoded once
+    # (cached in text_cache_dir); rows of the others skip the term. distill_temperature is the
+    # teacher's; the student's is contrast_temperature. 0 = off (the default).
+    distill_weight: float = 0.0
+    distill_temperature: float = 0.05
+    distill_queries: int = 0
     inbatch_negatives: int = 8  # hardest other-row products per row
     uniform_negatives: int = 64  # random catalog products shared by the batch
     dynamic_negatives: int = 2  # mined per row from the pool
@@ -165,6 +183,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1]")
         if self.personal_contrast < 0 or self.personal_temperature <= 0:
             raise ValueError("personal_contrast must be >= 0 and personal_temperature > 0")
+        if self.contrast_weight < 0:
+            raise ValueError(f"contrast_weight must be >= 0, got {self.contrast_weight}")
+        if self.contrast_temperature <= 0:
+            raise ValueError(f"contrast_temperature must be > 0, got {self.contrast_temperature}")
+        if self.distill_weight < 0 or self.distill_temperature <= 0 or self.distill_queries < 0:
+            raise ValueError("distill_weight must be >= 0, distill_temperature > 0 and distill_queries >= 0, got "
+                             f"{self.distill_weight}, {self.distill_temperature}, {self.distill_queries}")
         if not 0.0 <= self.warmup_fraction <= 1.0:
             raise ValueError("warmup_fraction must be in [0, 1]")
 

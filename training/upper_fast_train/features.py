@@ -163,6 +163,9 @@ class QueryTable:
     hist_types: np.ndarray
     hist_queries: np.ndarray
     user_country: np.ndarray
+    # The nq normalized query strings of those rows (None when not kept); the MiniLM-teacher
+    # distillation (TrainConfig.distill_weight) tokenizes them.
+    strings: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.event_query.shape[0])
@@ -296,6 +299,7 @@ def query_table(
         hist_types=np.asarray(hist_types, dtype=np.int64),
         hist_queries=np.asarray(hist_queries, dtype=np.int64),
         user_country=vocab.country_index(countries),
+        strings=strings,
     )
 
 
@@ -310,6 +314,11 @@ class TrainingSet:
     # (n,) int64 like groups, but each signed-out row its own group (all signed-out rows of a query
     # share one `groups` key); the targets of the personal-contrast loss. None = use groups.
     personal_groups: np.ndarray | None = None
+    # (nq, Lt) int64 text-encoder token ids / mask of the query rows (`queries.query_terms` order) that
+    # get a teacher vector in the distillation (TrainConfig.distill_weight); an all-zero mask row =
+    # no teacher for that query. None = no distillation data.
+    query_text_ids: np.ndarray | None = None
+    query_text_mask: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
