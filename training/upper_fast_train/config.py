@@ -148,6 +148,11 @@ class TrainConfig:
     distill_weight: float = 0.0
     distill_temperature: float = 0.05
     distill_queries: int = 0
+    # BM25 in the teacher (lexical_teacher.py; needs distill_weight > 0): the teacher's logits become
+    # cos / distill_temperature + distill_bm25 * BM25(query, title) (bm25s' lucene scores over the
+    # product texts), so the teacher is a hybrid of the sentence encoder and exact word match; rows
+    # whose query has no encoder vector (distill_queries) then distil BM25 alone. 0 = off.
+    distill_bm25: float = 0.0
     inbatch_negatives: int = 8  # hardest other-row products per row
     uniform_negatives: int = 64  # random catalog products shared by the batch
     dynamic_negatives: int = 2  # mined per row from the pool
@@ -190,6 +195,10 @@ class TrainConfig:
         if self.distill_weight < 0 or self.distill_temperature <= 0 or self.distill_queries < 0:
             raise ValueError("distill_weight must be >= 0, distill_temperature > 0 and distill_queries >= 0, got "
                              f"{self.distill_weight}, {self.distill_temperature}, {self.distill_queries}")
+        if self.distill_bm25 < 0:
+            raise ValueError(f"distill_bm25 must be >= 0, got {self.distill_bm25}")
+        if self.distill_bm25 > 0 and self.distill_weight == 0:
+            raise ValueError("distill_bm25 > 0 needs distill_weight > 0 (it is part of the distillation teacher)")
         if not 0.0 <= self.warmup_fraction <= 1.0:
             raise ValueError("warmup_fraction must be in [0, 1]")
 

@@ -319,6 +319,10 @@ class TrainingSet:
     # no teacher for that query. None = no distillation data.
     query_text_ids: np.ndarray | None = None
     query_text_mask: np.ndarray | None = None
+    # BM25 teacher matrices (lexical_teacher.bm25_matrices; TrainConfig.distill_bm25): (n_products, V)
+    # term weights and (nq, V) query term counts, scipy CSR. None = no BM25 in the teacher.
+    bm25_products: Any = None
+    bm25_queries: Any = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

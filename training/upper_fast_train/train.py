@@ -258,10 +258,18 @@ def _step_loss(
         parts["contrast"] = float(term.detach())
     if teacher is not None:
         t_query, t_has, t_product = teacher  # (nq, H) unit rows, (nq,) bool, (n_products, H) unit rows
-        qrows = torch.from_numpy(data.queries.event_query[idx]).to(device)
-        t_scores = t_query[qrows] @ t_product[torch.from_numpy(unique).to(device)].T  # (B, R)
-        rows = t_has[qrows] & (labels > 0).to(device)
-        term = softmax_distill(scores, t_scores, inv[:b], forbidden, config.contrast_temperature, config.distill_temperature, rows)
+        q_np_rows = data.queries.event_query[idx]
+        qrows = torch.from_numpy(q_np_rows).to(device)
+        t_logits = t_query[qrows] @ t_product[torch.from_numpy(unique).to(device)].T / config.distill_temperature  # (B, R)
+        rows = t_has[qrows]
+        if config.distill_bm25 > 0:
+            from upper_fast_train.lexical_teacher import bm25_scores
+
+            bm = torch.from_numpy(bm25_scores(data.bm25_products, data.bm25_queries, q_np_rows, unique)).to(device)
+            t_logits = t_logits * rows[:, None] + config.distill_bm25 * bm
+            rows = torch.ones_like(rows)
+        rows = rows & (labels > 0).to(device)
+        term = softmax_distill(scores, t_logits, inv[:b], forbidden, config.contrast_temperature, 1.0, rows)
         loss = loss + config.distill_weight * term
         parts["distill"] = float(term.detach())
     theta_neg = config.thresholds[0]
@@ -295,6 +303,8 @@ def _teacher_vectors(
     mask of query rows with a teacher."""
     if data.query_text_ids is None or data.query_text_mask is None:
         raise ValueError("distill_weight > 0 needs TrainingSet.query_text_ids / query_text_mask (train() fills them)")
+    if config.distill_bm25 > 0 and (data.bm25_products is None or data.bm25_queries is None):
+        raise ValueError("distill_bm25 > 0 needs TrainingSet.bm25_products / bm25_queries (train() fills them)")
     if len(data.query_text_ids) != len(data.queries.query_terms):
         raise ValueError("query_text_ids must have one row per query row of data.queries")
     q = pool_token_rows(model, data.query_text_ids, data.query_text_mask, device, config.text_cache_dir, prefix="query_pooled")
@@ -498,6 +508,11 @@ def train(
         assert data.queries.strings is not None
         counts = np.bincount(data.queries.event_query, minlength=len(data.queries.strings))
         data.query_text_ids, data.query_text_mask = distill_token_rows(data.queries.strings, tokenizer, config, counts)
+        if config.distill_bm25 > 0:
+            from upper_fast_train.lexical_teacher import bm25_matrices
+            from upper_fast_train.text import product_texts
+
+            data.bm25_products, data.bm25_queries = bm25_matrices(product_texts(dataset.catalog), data.queries.strings)
     featurize_s = time.perf_counter() - t0
 
     encoder = text_encoder_from_dir(run / "text_encoder")
