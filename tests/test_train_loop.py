@@ -156,3 +156,72 @@ def test_training_with_shown_negatives_learns_the_searchers_choice():
 
     without, with_term = mean_gap(0.0), mean_gap(1.0)
     assert with_term > without + 0.1, (without, with_term)
+
+
+def test_training_with_the_softmax_contrast_reports_it_and_lowers_it():
+    cfg = tiny_config(epochs=4, contrast_weight=1.0)
+    data, products = tiny_world(cfg)
+    metrics = train_model(_fresh(cfg), data, products, cfg)
+    hist = metrics["loss_history"]
+    assert all("contrast" in h and np.isfinite(h["contrast"]) for h in hist)
+    assert np.mean([h["contrast"] for h in hist[-3:]]) < np.mean([h["contrast"] for h in hist[:3]])
+    off = train_model(_fresh(tiny_config(max_steps=2)), data, products, tiny_config(max_steps=2))
+    assert not any("contrast" in h for h in off["loss_history"])
+
+
+def test_contrast_config_is_validated():
+    from upper_fast_train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="contrast_weight"):
+        TrainConfig(contrast_weight=-1.0)
+    with pytest.raises(ValueError, match="contrast_temperature"):
+        TrainConfig(contrast_temperature=0.0)
+
+
+def test_training_with_the_distillation_pulls_scores_toward_the_teacher():
+    """The teacher is the tiny product text encoder on query token rows; only rows with tokens take part."""
+    from upper_fast_train.train import _teacher_vectors
+
+    cfg = tiny_config(epochs=4, distill_weight=1.0, distill_temperature=0.1)
+    data, products = tiny_world(cfg)
+    nq = len(data.queries.query_terms)
+    rng = np.random.default_rng(5)
+    ids = np.zeros((nq, cfg.text_max_len), np.int64)
+    ids[: nq // 2, :3] = rng.integers(3, 40, size=(nq // 2, 3))  # the second half has no teacher
+    data.query_text_ids, data.query_text_mask = ids, (ids > 0).astype(np.int64)
+    model = _fresh(cfg)
+    _, has, _ = _teacher_vectors(model, data, products, cfg, torch.device("cpu"))
+    assert int(has.sum()) == nq // 2
+    metrics = train_model(model, data, products, cfg)
+    hist = metrics["loss_history"]
+    assert all("distill" in h and np.isfinite(h["distill"]) for h in hist)
+    assert np.mean([h["distill"] for h in hist[-3:]]) < np.mean([h["distill"] for h in hist[:3]])
+    data.query_text_ids = None
+    with pytest.raises(ValueError, match="query_text_ids"):
+        train_model(_fresh(cfg), data, products, cfg)
+
+
+def test_distill_token_rows_samples_query_strings():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from upper_fast_train.train import distill_token_rows
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 1, "a": 2, "b": 3, "c": 4}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    ids, mask = distill_token_rows(["a b", "c", "b c a", "a"], tok, tiny_config(distill_weight=1.0, distill_queries=2))
+    assert ids.shape == (4, 8) and int((mask.sum(1) > 0).sum()) == 2
+    ids, mask = distill_token_rows(["a b", "c"], tok, tiny_config(distill_weight=1.0))
+    assert mask.sum(1).tolist() == [2, 1] and ids[0, :2].tolist() == [2, 3]
+    with pytest.raises(ValueError, match="distill_weight"):
+        tiny_config(distill_weight=-1.0)
+
+
+def test_distill_token_rows_prefers_frequent_queries():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from upper_fast_train.train import distill_token_rows
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 1, "a": 2, "b": 3, "c": 4}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    _, mask = distill_token_rows(["a", "b", "c", "a b"], tok, tiny_config(distill_weight=1.0, distill_queries=2), np.array([1, 5, 1, 3]))
+    assert (mask.sum(1) > 0).tolist() == [False, True, False, True]

@@ -111,3 +111,50 @@ def test_shown_pairwise_hinge_value_mask_and_errors():
         shown_pairwise_hinge(pos, shown, valid.float(), 0.1)
     with pytest.raises(ValueError, match="expected"):
         shown_pairwise_hinge(pos[:1], shown, valid, 0.1)
+
+
+def test_softmax_contrast_matches_cross_entropy_and_ignores_forbidden_columns():
+    from upper_fast_train.losses import softmax_contrast
+
+    rng = np.random.default_rng(3)
+    scores = torch.from_numpy(rng.uniform(-1, 1, (4, 6)).astype(np.float32))
+    target = torch.tensor([0, 2, 5, 1])
+    forbidden = torch.zeros(4, 6, dtype=torch.bool)
+    forbidden[0, 3] = True  # a group positive of row 0: not a negative
+    forbidden[1, 2] = True  # the target itself is never dropped
+    got = softmax_contrast(scores, target, forbidden, 0.1)
+    logits = scores / 0.1
+    want = []
+    for i in range(4):
+        keep = [j for j in range(6) if not (forbidden[i, j] and j != int(target[i]))]
+        want.append(float(torch.logsumexp(logits[i, keep], 0) - logits[i, target[i]]))
+    assert float(got) == pytest.approx(np.mean(want), rel=1e-5)
+    # raising the forbidden column's score changes nothing; raising a negative's raises the loss
+    bumped = scores.clone()
+    bumped[0, 3] += 5
+    assert float(softmax_contrast(bumped, target, forbidden, 0.1)) == pytest.approx(float(got), rel=1e-6)
+    bumped[0, 4] += 5
+    assert float(softmax_contrast(bumped, target, forbidden, 0.1)) > float(got) + 0.1
+    rows = torch.tensor([True, False, False, False])
+    assert float(softmax_contrast(scores, target, forbidden, 0.1, rows)) == pytest.approx(want[0], rel=1e-5)
+    assert float(softmax_contrast(scores, target, forbidden, 0.1, torch.zeros(4, dtype=torch.bool))) == 0.0
+
+
+def test_softmax_distill_is_zero_at_the_teacher_and_positive_elsewhere():
+    from upper_fast_train.losses import softmax_distill
+
+    rng = np.random.default_rng(4)
+    teacher = torch.from_numpy(rng.uniform(-1, 1, (3, 5)).astype(np.float32))
+    target = torch.tensor([0, 1, 2])
+    forbidden = torch.zeros(3, 5, dtype=torch.bool)
+    forbidden[0, 4] = True
+    assert float(softmax_distill(teacher, teacher, target, forbidden, 0.1, 0.1)) == pytest.approx(0.0, abs=1e-6)
+    student = torch.from_numpy(rng.uniform(-1, 1, (3, 5)).astype(np.float32))
+    kl = float(softmax_distill(student, teacher, target, forbidden, 0.1, 0.1))
+    assert kl > 0.01
+    # a forbidden column never matters, on either side
+    s2, t2 = student.clone(), teacher.clone()
+    s2[0, 4] += 3
+    t2[0, 4] -= 3
+    assert float(softmax_distill(s2, t2, target, forbidden, 0.1, 0.1)) == pytest.approx(kl, rel=1e-5)
+    assert float(softmax_distill(student, teacher, target, forbidden, 0.1, 0.1, torch.zeros(3, dtype=torch.bool))) == 0.0

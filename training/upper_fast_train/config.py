@@ -142,6 +142,29 @@ class TrainConfig:
     shown_weight: float = 1.0
     shown_margin: float = 0.1
     shown_window_s: int = 7200
+    # Softmax contrast (losses.softmax_contrast, an addition to the paper's hinge): weight of an
+    # InfoNCE term over every product column of the step (the batch's positives, the uniform and the
+    # mined negatives; each row's group positives are never its negatives) at temperature
+    # `contrast_temperature` on the cosine. The hinge terms stop pulling once a positive clears its
+    # threshold; this one keeps ranking it above the negatives. 0 = off (the default).
+    contrast_weight: float = 0.0
+    contrast_temperature: float = 0.05
+    # MiniLM-teacher distillation (losses.softmax_distill, training only): weight of KL(teacher ||
+    # student) between softmaxes over the same step columns as the softmax contrast, the teacher's
+    # scores being cos(E(query), E(title)) with E the product tower's own (pre-trained) text encoder,
+    # mean-pooled (sentence-transformers pooling; all-MiniLM-L6-v2 with text_encoder set to it). The
+    # query tower stays the term bag: the teacher only shapes its training. distill_queries: how many
+    # distinct training query strings get a teacher vector (those with the most rows; 0 = all), encoded once
+    # (cached in text_cache_dir); rows of the others skip the term. distill_temperature is the
+    # teacher's; the student's is contrast_temperature. 0 = off (the default).
+    distill_weight: float = 0.0
+    distill_temperature: float = 0.05
+    distill_queries: int = 0
+    # BM25 in the teacher (lexical_teacher.py; needs distill_weight > 0): the teacher's logits become
+    # cos / distill_temperature + distill_bm25 * BM25(query, title) (bm25s' lucene scores over the
+    # product texts), so the teacher is a hybrid of the sentence encoder and exact word match; rows
+    # whose query has no encoder vector (distill_queries) then distil BM25 alone. 0 = off.
+    distill_bm25: float = 0.0
     inbatch_negatives: int = 8  # hardest other-row products per row
     uniform_negatives: int = 64  # random catalog products shared by the batch
     dynamic_negatives: int = 2  # mined per row from the pool
@@ -180,6 +203,17 @@ class TrainConfig:
         if self.shown_negatives < 0 or self.shown_weight < 0 or self.shown_margin < 0 or self.shown_window_s < 0:
             raise ValueError("shown_negatives, shown_weight, shown_margin and shown_window_s must be >= 0, got "
                              f"{self.shown_negatives}, {self.shown_weight}, {self.shown_margin}, {self.shown_window_s}")
+        if self.contrast_weight < 0:
+            raise ValueError(f"contrast_weight must be >= 0, got {self.contrast_weight}")
+        if self.contrast_temperature <= 0:
+            raise ValueError(f"contrast_temperature must be > 0, got {self.contrast_temperature}")
+        if self.distill_weight < 0 or self.distill_temperature <= 0 or self.distill_queries < 0:
+            raise ValueError("distill_weight must be >= 0, distill_temperature > 0 and distill_queries >= 0, got "
+                             f"{self.distill_weight}, {self.distill_temperature}, {self.distill_queries}")
+        if self.distill_bm25 < 0:
+            raise ValueError(f"distill_bm25 must be >= 0, got {self.distill_bm25}")
+        if self.distill_bm25 > 0 and self.distill_weight == 0:
+            raise ValueError("distill_bm25 > 0 needs distill_weight > 0 (it is part of the distillation teacher)")
         if not 0.0 <= self.warmup_fraction <= 1.0:
             raise ValueError("warmup_fraction must be in [0, 1]")
 

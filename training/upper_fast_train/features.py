@@ -163,6 +163,9 @@ class QueryTable:
     hist_types: np.ndarray
     hist_queries: np.ndarray
     user_country: np.ndarray
+    # The nq normalized query strings of those rows (None when not kept); the MiniLM-teacher
+    # distillation (TrainConfig.distill_weight) tokenizes them.
+    strings: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.event_query.shape[0])
@@ -296,6 +299,7 @@ def query_table(
         hist_types=np.asarray(hist_types, dtype=np.int64),
         hist_queries=np.asarray(hist_queries, dtype=np.int64),
         user_country=vocab.country_index(countries),
+        strings=strings,
     )
 
 
@@ -313,6 +317,15 @@ class TrainingSet:
     # (n, K) int64 catalog rows that the row's own search showed and its searcher did not engage
     # with (-1 = none); only with TrainConfig.shown_negatives > 0, else None.
     shown_rows: np.ndarray | None = None
+    # (nq, Lt) int64 text-encoder token ids / mask of the query rows (`queries.query_terms` order) that
+    # get a teacher vector in the distillation (TrainConfig.distill_weight); an all-zero mask row =
+    # no teacher for that query. None = no distillation data.
+    query_text_ids: np.ndarray | None = None
+    query_text_mask: np.ndarray | None = None
+    # BM25 teacher matrices (lexical_teacher.bm25_matrices; TrainConfig.distill_bm25): (n_products, V)
+    # term weights and (nq, V) query term counts, scipy CSR. None = no BM25 in the teacher.
+    bm25_products: Any = None
+    bm25_queries: Any = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

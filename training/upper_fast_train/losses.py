@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["hinge_loss", "negative_hinge", "personal_contrast", "shown_pairwise_hinge"]
+__all__ = ["hinge_loss", "negative_hinge", "personal_contrast", "shown_pairwise_hinge", "softmax_contrast", "softmax_distill"]
 
 
 def _threshold_tensor(thresholds: Sequence[float] | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -100,3 +100,68 @@ def shown_pairwise_hinge(pos_scores: torch.Tensor, shown_scores: torch.Tensor, v
         return shown_scores.sum() * 0.0
     gap = torch.clamp(margin - (pos_scores[:, None] - shown_scores), min=0.0)
     return gap[valid].mean()
+
+
+def softmax_contrast(
+    scores: torch.Tensor, target: torch.Tensor, forbidden: torch.Tensor, temperature: float, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """InfoNCE over a step's candidate products: -log softmax(s / T)[target] per row, the other
+    candidates (every product column of the step that is not `forbidden` for the row) as negatives,
+    averaged over `rows`.
+
+    scores (B, C) float; target (B,) int64 column of each row's own positive; forbidden (B, C) bool:
+    columns that are positives of the row's group (never negatives; the target column itself is
+    always kept); rows (B,) bool: rows that take part (default all). Returns a scalar (0 when no row).
+    Unlike the hinge terms it never saturates: a positive keeps being pulled above its negatives.
+    """
+    if scores.dim() != 2 or forbidden.shape != scores.shape or forbidden.dtype != torch.bool:
+        raise ValueError("scores must be (B, C) and forbidden a bool tensor of the same shape")
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0")
+    b = scores.shape[0]
+    if rows is None:
+        rows = torch.ones(b, dtype=torch.bool, device=scores.device)
+    if not bool(rows.any()):
+        return scores.sum() * 0.0
+    arange = torch.arange(b, device=scores.device)
+    keep_target = torch.zeros_like(forbidden)
+    keep_target[arange, target] = True
+    logits = (scores / temperature).masked_fill(forbidden & ~keep_target, torch.finfo(scores.dtype).min)
+    loss = torch.nn.functional.cross_entropy(logits[rows], target[rows])
+    return loss
+
+
+def softmax_distill(
+    scores: torch.Tensor,
+    teacher: torch.Tensor,
+    target: torch.Tensor,
+    forbidden: torch.Tensor,
+    temperature: float,
+    teacher_temperature: float,
+    rows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """KL(teacher || student) of two softmaxes over a step's candidate products, averaged over `rows`.
+
+    scores (B, C) the student's cosines; teacher (B, C) a teacher's cosines of the same pairs (e.g.
+    an off-the-shelf sentence encoder's query vs title); both softmaxes at their own temperature over
+    the columns that are not `forbidden` for the row (the target column (B,) always kept, as in
+    `softmax_contrast`). Returns a scalar (0 when no row takes part).
+    """
+    if not (scores.shape == teacher.shape == forbidden.shape) or scores.dim() != 2 or forbidden.dtype != torch.bool:
+        raise ValueError("scores, teacher and forbidden must share one (B, C) shape; forbidden bool")
+    if temperature <= 0 or teacher_temperature <= 0:
+        raise ValueError("temperatures must be > 0")
+    b = scores.shape[0]
+    if rows is None:
+        rows = torch.ones(b, dtype=torch.bool, device=scores.device)
+    if not bool(rows.any()):
+        return scores.sum() * 0.0
+    arange = torch.arange(b, device=scores.device)
+    keep_target = torch.zeros_like(forbidden)
+    keep_target[arange, target] = True
+    drop = (forbidden & ~keep_target)[rows]
+    neg = torch.finfo(scores.dtype).min
+    log_s = torch.log_softmax((scores[rows] / temperature).masked_fill(drop, neg), dim=1)
+    log_t = torch.log_softmax((teacher[rows].to(scores.dtype) / teacher_temperature).masked_fill(drop, neg), dim=1)
+    p_t = log_t.exp()
+    return (p_t * (log_t - log_s)).masked_fill(drop, 0.0).sum(1).mean()

@@ -21,7 +21,8 @@ import torch.distributed as dist
 
 from upper_fast_train.config import TrainConfig
 from upper_fast_train.features import ProductTable, TrainingSet, Vocab, build_vocab, product_table, training_set
-from upper_fast_train.losses import hinge_loss, negative_hinge, personal_contrast, shown_pairwise_hinge
+from upper_fast_train.losses import (hinge_loss, negative_hinge, personal_contrast, shown_pairwise_hinge, softmax_contrast,
+                                     softmax_distill)
 from upper_fast_train.negatives import DynamicPool, excluded_products, hardest, membership, negative_weights, own_positive_mask, sample_uniform
 from upper_fast_train.towers import UpperModel, _unit_scale, build_text_encoder, text_encoder_from_dir
 
@@ -71,16 +72,16 @@ def encode_product_rows(
     return out
 
 
-def _cache_key(encoder: torch.nn.Module, products: ProductTable) -> str:
-    """sha1 of the encoder weights and the products' token ids / masks (the pooled vectors' inputs)."""
+def _cache_key(encoder: torch.nn.Module, text_ids: np.ndarray, text_mask: np.ndarray) -> str:
+    """sha1 of the encoder weights and the token ids / masks (the pooled vectors' inputs)."""
     import hashlib
 
     h = hashlib.sha1()
     for name, tensor in sorted(encoder.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    h.update(np.ascontiguousarray(products.text_ids).tobytes())
-    h.update(np.ascontiguousarray(products.text_mask).tobytes())
+    h.update(np.ascontiguousarray(text_ids).tobytes())
+    h.update(np.ascontiguousarray(text_mask).tobytes())
     return h.hexdigest()
 
 
@@ -94,30 +95,38 @@ def pooled_text_vectors(
     so the result is the same). With cache_dir, the matrix is read from / written to
     cache_dir/text_pooled-<sha1 of encoder weights + token ids>.npy.
     """
+    return pool_token_rows(model, products.text_ids, products.text_mask, device, cache_dir, batch_size)
+
+
+@torch.no_grad()
+def pool_token_rows(
+    model: UpperModel, text_ids: np.ndarray, text_mask: np.ndarray, device: torch.device,
+    cache_dir: str | Path | None = None, batch_size: int = 256, prefix: str = "text_pooled",
+) -> np.ndarray:
+    """`pooled_text_vectors` of any token rows (n, Lt); all-padding rows give zeros."""
     tower = model.product_tower
+    n = len(text_ids)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"text_pooled-{_cache_key(tower.text_encoder, products)}.npy"
+        path = Path(cache_dir) / f"{prefix}-{_cache_key(tower.text_encoder, text_ids, text_mask)}.npy"
         if path.exists():
             out = np.load(path)
-            if out.shape[0] == len(products):
+            if out.shape[0] == n:
                 return out
     was_training = tower.text_encoder.training
     tower.text_encoder.eval()
-    lengths = products.text_mask.sum(1)
+    lengths = text_mask.sum(1)
     order = np.argsort(-lengths, kind="stable")
-    out = None
+    order = order[lengths[order] > 0]
+    width_h = int(tower.text_encoder.config.hidden_size if hasattr(tower.text_encoder.config, "hidden_size") else tower.text_encoder.config.d_model)
+    out = np.zeros((n, width_h), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         width = max(1, int(lengths[rows].max()))
-        ids = torch.from_numpy(np.ascontiguousarray(products.text_ids[rows, :width])).to(device)
-        mask = torch.from_numpy(np.ascontiguousarray(products.text_mask[rows, :width])).to(device)
-        pooled = tower.pool_text(ids, mask).float().cpu().numpy()
-        if out is None:
-            out = np.zeros((len(products), pooled.shape[1]), dtype=np.float32)
-        out[rows] = pooled
+        ids = torch.from_numpy(np.ascontiguousarray(text_ids[rows, :width])).to(device)
+        mask = torch.from_numpy(np.ascontiguousarray(text_mask[rows, :width])).to(device)
+        out[rows] = tower.pool_text(ids, mask).float().cpu().numpy()
     tower.text_encoder.train(was_training)
-    assert out is not None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
@@ -178,6 +187,7 @@ def _step_loss(
     config: TrainConfig,
     device: torch.device,
     timing: dict[str, float],
+    teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One batch: encode queries and every needed product in one forward, return the total loss."""
     t0 = time.perf_counter()
@@ -191,7 +201,7 @@ def _step_loss(
     labels = torch.from_numpy(data.labels[idx])
     groups = torch.from_numpy(negative_groups(data, idx, config))
     excluded = own_positive_mask(pos_rows, groups, labels)  # (B, B)
-    need_sets = weights["uniform"] > 0 or (pool is not None and weights["dynamic"] > 0)
+    need_sets = weights["uniform"] > 0 or (pool is not None and weights["dynamic"] > 0) or config.contrast_weight > 0
     excluded_sets = excluded_products(pos_rows, groups, labels) if need_sets else None
     gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     uni_rows = sample_uniform(len(products), config.uniform_negatives, gen) if weights["uniform"] > 0 else torch.zeros(0, dtype=torch.int64)
@@ -245,6 +255,29 @@ def _step_loss(
         term = personal_contrast(pc_scores, candidates, targets, config.personal_temperature)
         loss = loss + config.personal_contrast * term
         parts["personal"] = float(term.detach())
+    if config.contrast_weight > 0 or teacher is not None:
+        # every step column that is one of the row's group positives is no negative of the row
+        forbidden = torch.from_numpy(membership(unique, excluded_sets)).to(device)  # (B, R)
+    if config.contrast_weight > 0:
+        term = softmax_contrast(scores, inv[:b], forbidden, config.contrast_temperature, (labels > 0).to(device))
+        loss = loss + config.contrast_weight * term
+        parts["contrast"] = float(term.detach())
+    if teacher is not None:
+        t_query, t_has, t_product = teacher  # (nq, H) unit rows, (nq,) bool, (n_products, H) unit rows
+        q_np_rows = data.queries.event_query[idx]
+        qrows = torch.from_numpy(q_np_rows).to(device)
+        t_logits = t_query[qrows] @ t_product[torch.from_numpy(unique).to(device)].T / config.distill_temperature  # (B, R)
+        rows = t_has[qrows]
+        if config.distill_bm25 > 0:
+            from upper_fast_train.lexical_teacher import bm25_scores
+
+            bm = torch.from_numpy(bm25_scores(data.bm25_products, data.bm25_queries, q_np_rows, unique)).to(device)
+            t_logits = t_logits * rows[:, None] + config.distill_bm25 * bm
+            rows = torch.ones_like(rows)
+        rows = rows & (labels > 0).to(device)
+        term = softmax_distill(scores, t_logits, inv[:b], forbidden, config.contrast_temperature, 1.0, rows)
+        loss = loss + config.distill_weight * term
+        parts["distill"] = float(term.detach())
     theta_neg = config.thresholds[0]
     if weights["inbatch"] > 0 and config.inbatch_negatives > 0:
         s, valid = hardest(scores[:, inv[:b]], excluded.to(device), config.inbatch_negatives)
@@ -274,6 +307,45 @@ def _step_loss(
         parts["shown"] = float(term.detach())
     timing["forward"] += time.perf_counter() - t2
     return loss, parts
+
+
+def _teacher_vectors(
+    model: UpperModel, data: TrainingSet, products: ProductTable, config: TrainConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The distillation teacher (TrainConfig.distill_weight): unit mean-pooled text-encoder vectors of
+    the query rows that have token rows (data.query_text_ids) and of every product, and the (nq,)
+    mask of query rows with a teacher."""
+    if data.query_text_ids is None or data.query_text_mask is None:
+        raise ValueError("distill_weight > 0 needs TrainingSet.query_text_ids / query_text_mask (train() fills them)")
+    if config.distill_bm25 > 0 and (data.bm25_products is None or data.bm25_queries is None):
+        raise ValueError("distill_bm25 > 0 needs TrainingSet.bm25_products / bm25_queries (train() fills them)")
+    if len(data.query_text_ids) != len(data.queries.query_terms):
+        raise ValueError("query_text_ids must have one row per query row of data.queries")
+    q = pool_token_rows(model, data.query_text_ids, data.query_text_mask, device, config.text_cache_dir, prefix="query_pooled")
+    p = products.text_pooled if products.text_pooled is not None else pooled_text_vectors(model, products, device, config.text_cache_dir)
+    unit = lambda x: torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), dim=-1).to(device)  # noqa: E731
+    has = torch.from_numpy(data.query_text_mask.sum(1) > 0).to(device)
+    return unit(q), has, unit(p)
+
+
+def distill_token_rows(
+    strings: list[str], tokenizer: Any, config: TrainConfig, counts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(nq, Lt) token ids / mask of the query strings that get a distillation teacher: the
+    `config.distill_queries` with the most training rows (`counts` (nq,); ties in a seeded random
+    order; all when 0); the other rows are all padding."""
+    from upper_fast_train.text import encode_texts
+
+    n = len(strings)
+    chosen = np.arange(n)
+    if 0 < config.distill_queries < n:
+        tie = np.random.default_rng([config.seed, 23]).random(n)
+        rank = np.lexsort((tie, -(counts if counts is not None else np.zeros(n))))
+        chosen = np.sort(rank[: config.distill_queries])
+    ids = np.zeros((n, config.text_max_len), np.int64)
+    mask = np.zeros((n, config.text_max_len), np.int64)
+    ids[chosen], mask[chosen] = encode_texts(tokenizer, [strings[i] for i in chosen], config.text_max_len)
+    return ids, mask
 
 
 def _epoch_order(n: int, epoch: int, seed: int, d: _Dist) -> np.ndarray:
@@ -306,6 +378,9 @@ def train_model(
         model.product_tower.text_encoder.requires_grad_(False)
         if products.text_pooled is None:
             products.text_pooled = pooled_text_vectors(model, products, device, config.text_cache_dir)
+    teacher = None
+    if config.distill_weight > 0:
+        teacher = _teacher_vectors(model, data, products, config, device)
     net: torch.nn.Module = model
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -337,7 +412,7 @@ def train_model(
             continue
         weights = negative_weights(step, total, config)
         before = dict(timing)
-        loss, parts = _step_loss(net, data, products, idx, step, weights, pool, config, device, timing)
+        loss, parts = _step_loss(net, data, products, idx, step, weights, pool, config, device, timing, teacher)
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -443,6 +518,15 @@ def train(
     product_ids = StringIdMap([str(p) for p in dataset.catalog.column("product_id").to_pylist()])
     products = product_table(dataset.catalog, tokenizer, featurizer, vocab, graph, config)
     data = training_set(dataset, product_ids, featurizer, vocab, graph, config)
+    if config.distill_weight > 0:
+        assert data.queries.strings is not None
+        counts = np.bincount(data.queries.event_query, minlength=len(data.queries.strings))
+        data.query_text_ids, data.query_text_mask = distill_token_rows(data.queries.strings, tokenizer, config, counts)
+        if config.distill_bm25 > 0:
+            from upper_fast_train.lexical_teacher import bm25_matrices
+            from upper_fast_train.text import product_texts
+
+            data.bm25_products, data.bm25_queries = bm25_matrices(product_texts(dataset.catalog), data.queries.strings)
     featurize_s = time.perf_counter() - t0
 
     encoder = text_encoder_from_dir(run / "text_encoder")

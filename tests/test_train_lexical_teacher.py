@@ -1,0 +1,72 @@
+"""The BM25 distillation teacher: equal to bm25s' scores, and wired into the training loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+bm25s = pytest.importorskip("bm25s")
+
+from _train_synthetic import N_PRODUCTS, tiny_config, tiny_encoder, tiny_vocab, tiny_world  # noqa: E402
+
+from upper_fast_train.lexical_teacher import bm25_matrices, bm25_scores  # noqa: E402
+from upper_fast_train.train import build_model, train_model  # noqa: E402
+
+CORPUS = ["white kitchen faucet with sprayer", "black door knob", "white paint 1 gallon",
+          "kitchen sink faucet chrome faucet", "outdoor white light"]
+QUERIES = ["white faucet", "door", "kitchen faucet chrome", "nothing here", "the white"]
+
+
+def test_bm25_matrices_score_like_bm25s():
+    p, q = bm25_matrices(CORPUS, QUERIES)
+    ours = bm25_scores(p, q, np.arange(len(QUERIES)), np.arange(len(CORPUS)))
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(CORPUS, stopwords="en", show_progress=False), show_progress=False)
+    for i, query in enumerate(QUERIES):
+        tokens = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)
+        ref = np.zeros(len(CORPUS))
+        if tokens[0]:
+            docs, scores = retriever.retrieve(tokens, k=len(CORPUS), show_progress=False)
+            ref[docs[0]] = scores[0]
+        np.testing.assert_allclose(ours[i], ref, rtol=1e-5, atol=1e-6)
+    assert ours[3].max() == 0  # no corpus word
+    # row / column selection
+    np.testing.assert_allclose(bm25_scores(p, q, np.array([2, 0]), np.array([3, 0])), ours[[2, 0]][:, [3, 0]], rtol=1e-6)
+
+
+def _tiny_bm25(cfg, data):
+    rng = np.random.default_rng(1)
+    words = [f"w{i}" for i in range(30)]
+    corpus = [" ".join(rng.choice(words, 4)) for _ in range(N_PRODUCTS)]
+    nq = len(data.queries.query_terms)
+    queries = [" ".join(rng.choice(words, 2)) for _ in range(nq)]
+    return bm25_matrices(corpus, queries)
+
+
+def test_training_with_the_bm25_teacher_runs_and_uses_it():
+    cfg = tiny_config(max_steps=3, distill_weight=1.0, distill_bm25=2.0)
+    data, products = tiny_world(cfg)
+    nq = len(data.queries.query_terms)
+    data.query_text_ids = np.zeros((nq, cfg.text_max_len), np.int64)  # no encoder teacher: BM25 alone
+    data.query_text_mask = np.zeros_like(data.query_text_ids)
+
+    def run(c):
+        torch.manual_seed(c.seed)
+        return train_model(build_model(c, 0, tiny_vocab(), tiny_encoder(c)), data, products, c)
+
+    with pytest.raises(ValueError, match="bm25"):
+        run(cfg)
+    data.bm25_products, data.bm25_queries = _tiny_bm25(cfg, data)
+    with_bm25 = run(cfg)
+    assert all(np.isfinite(h["distill"]) and h["distill"] > 0 for h in with_bm25["loss_history"])
+    # without BM25 and without encoder vectors, no row has a teacher: the term is 0
+    without = run(tiny_config(max_steps=3, distill_weight=1.0))
+    assert all(h["distill"] == 0 for h in without["loss_history"])
+
+
+def test_distill_bm25_config_is_validated():
+    with pytest.raises(ValueError, match="distill_bm25"):
+        tiny_config(distill_bm25=-1.0)
+    with pytest.raises(ValueError, match="needs distill_weight"):
+        tiny_config(distill_bm25=1.0)
