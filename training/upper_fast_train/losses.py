@@ -102,6 +102,18 @@ def shown_pairwise_hinge(pos_scores: torch.Tensor, shown_scores: torch.Tensor, v
     return gap[valid].mean()
 
 
+def _rows_and_dropped(scores: torch.Tensor, target: torch.Tensor, forbidden: torch.Tensor,
+                      rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows (B,) bool, default all; dropped (B, C) bool: the forbidden columns minus each row's own
+    target column, which is always kept) for the softmax terms."""
+    b = scores.shape[0]
+    if rows is None:
+        rows = torch.ones(b, dtype=torch.bool, device=scores.device)
+    keep_target = torch.zeros_like(forbidden)
+    keep_target[torch.arange(b, device=scores.device), target] = True
+    return rows, forbidden & ~keep_target
+
+
 def softmax_contrast(
     scores: torch.Tensor, target: torch.Tensor, forbidden: torch.Tensor, temperature: float, rows: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -118,17 +130,11 @@ def softmax_contrast(
         raise ValueError("scores must be (B, C) and forbidden a bool tensor of the same shape")
     if temperature <= 0:
         raise ValueError("temperature must be > 0")
-    b = scores.shape[0]
-    if rows is None:
-        rows = torch.ones(b, dtype=torch.bool, device=scores.device)
+    rows, drop = _rows_and_dropped(scores, target, forbidden, rows)
     if not bool(rows.any()):
         return scores.sum() * 0.0
-    arange = torch.arange(b, device=scores.device)
-    keep_target = torch.zeros_like(forbidden)
-    keep_target[arange, target] = True
-    logits = (scores / temperature).masked_fill(forbidden & ~keep_target, torch.finfo(scores.dtype).min)
-    loss = torch.nn.functional.cross_entropy(logits[rows], target[rows])
-    return loss
+    logits = (scores / temperature).masked_fill(drop, torch.finfo(scores.dtype).min)
+    return torch.nn.functional.cross_entropy(logits[rows], target[rows])
 
 
 def softmax_distill(
@@ -151,15 +157,10 @@ def softmax_distill(
         raise ValueError("scores, teacher and forbidden must share one (B, C) shape; forbidden bool")
     if temperature <= 0 or teacher_temperature <= 0:
         raise ValueError("temperatures must be > 0")
-    b = scores.shape[0]
-    if rows is None:
-        rows = torch.ones(b, dtype=torch.bool, device=scores.device)
+    rows, drop = _rows_and_dropped(scores, target, forbidden, rows)
     if not bool(rows.any()):
         return scores.sum() * 0.0
-    arange = torch.arange(b, device=scores.device)
-    keep_target = torch.zeros_like(forbidden)
-    keep_target[arange, target] = True
-    drop = (forbidden & ~keep_target)[rows]
+    drop = drop[rows]
     neg = torch.finfo(scores.dtype).min
     log_s = torch.log_softmax((scores[rows] / temperature).masked_fill(drop, neg), dim=1)
     log_t = torch.log_softmax((teacher[rows].to(scores.dtype) / teacher_temperature).masked_fill(drop, neg), dim=1)
