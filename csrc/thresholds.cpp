@@ -27,13 +27,18 @@ void HingeThresholds::prune(const float* scores, std::size_t n, int min_tier, st
   for (std::size_t i = 0; i < n; ++i) keep[i] = scores[i] >= cut;
 }
 
+namespace {
+// Highest t in 1..4 with score >= theta[t], else 0 (tier() and finish_hits()).
+inline std::int8_t tier_of(float score, const std::array<float, 5>& theta) {
+  std::int8_t t = 0;
+  for (int c = 1; c <= kNumTypes; ++c)
+    if (score >= theta[static_cast<std::size_t>(c)]) t = static_cast<std::int8_t>(c);
+  return t;
+}
+}  // namespace
+
 void HingeThresholds::tier(const float* scores, std::size_t n, std::int8_t* tiers) const {
-  for (std::size_t i = 0; i < n; ++i) {
-    std::int8_t t = 0;
-    for (int c = 1; c <= kNumTypes; ++c)
-      if (scores[i] >= theta_[c]) t = static_cast<std::int8_t>(c);
-    tiers[i] = t;
-  }
+  for (std::size_t i = 0; i < n; ++i) tiers[i] = tier_of(scores[i], theta_);
 }
 
 std::size_t HingeThresholds::finish_hits(const std::int64_t* ids, const float* scores, std::size_t m,
@@ -51,13 +56,10 @@ std::size_t HingeThresholds::finish_hits(const std::int64_t* ids, const float* s
     if (id < 0) continue;
     const float cos = scores[j] - boost[id];
     if (prune && !(cos >= cut)) continue;  // NaN fails the comparison: never kept
-    std::int8_t t = 0;
-    for (int c = 1; c <= kNumTypes; ++c)
-      if (cos >= theta_[c]) t = static_cast<std::int8_t>(c);
     out_ids[out] = id;
     out_scores[out] = scores[j];
     out_cos[out] = cos;
-    out_tiers[out] = t;
+    out_tiers[out] = tier_of(cos, theta_);
     ++out;
   }
   return out;

@@ -176,6 +176,16 @@ def negative_groups(data: TrainingSet, idx: np.ndarray, config: TrainConfig) -> 
     return data.queries.event_query[idx] if config.exclude_query_positives else data.groups[idx]
 
 
+def _row_products(scores: torch.Tensor, rows: np.ndarray, columns: np.ndarray,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of per-row products (rows (B, K) catalog rows, -1 = none) given their step columns in
+    order (`columns`: the `inverse` slice of rows[rows >= 0]): ((B, K) scores, (B, K) valid)."""
+    ok = rows >= 0
+    cols = np.zeros(rows.shape, dtype=np.int64)
+    cols[ok] = columns
+    return scores.gather(1, torch.from_numpy(cols).to(device)), torch.from_numpy(ok).to(device)
+
+
 def _step_loss(
     model: torch.nn.Module,
     data: TrainingSet,
@@ -289,20 +299,15 @@ def _step_loss(
         term = negative_hinge(scores[:, inv[b : b + u]], valid, theta_neg)
         loss = loss + weights["uniform"] * term
         parts["uniform"] = float(term.detach())
+    n_mined = int((mined >= 0).sum())
     if mined.shape[1]:
-        ok = mined >= 0
-        cols = np.zeros(mined.shape, dtype=np.int64)
-        cols[ok] = inverse[b + u : b + u + int(ok.sum())]
-        s = scores.gather(1, torch.from_numpy(cols).to(device))
-        term = negative_hinge(s, torch.from_numpy(ok).to(device), theta_neg)
+        s, ok = _row_products(scores, mined, inverse[b + u : b + u + n_mined], device)
+        term = negative_hinge(s, ok, theta_neg)
         loss = loss + weights["dynamic"] * term
         parts["dynamic"] = float(term.detach())
     if shown is not None:
-        ok = shown >= 0
-        cols = np.zeros(shown.shape, dtype=np.int64)
-        cols[ok] = inverse[len(inverse) - int(ok.sum()):]
-        s = scores.gather(1, torch.from_numpy(cols).to(device))
-        term = shown_pairwise_hinge(pos_scores, s, torch.from_numpy(ok).to(device), config.shown_margin)
+        s, ok = _row_products(scores, shown, inverse[b + u + n_mined :], device)
+        term = shown_pairwise_hinge(pos_scores, s, ok, config.shown_margin)
         loss = loss + config.shown_weight * term
         parts["shown"] = float(term.detach())
     timing["forward"] += time.perf_counter() - t2
