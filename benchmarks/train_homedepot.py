@@ -2,10 +2,12 @@
 "Our model on Home Depot dev").
 
     python benchmarks/train_homedepot.py RUN_DIR [--config JSON] [--pseudo-queries K]
-        [--min-words 2] [--max-words 4] [--prep-from OTHER_RUN] [--data ../shared/data] [--out result.json]
+        [--min-words 2] [--max-words 4] [--prep-from OTHER_RUN] [--graded] [--data ../shared/data] [--out result.json]
 
 Home Depot has no users: every judgment is a signed-out event (relevance >= 2.5 purchase, >= 2.0
-click, else impression; `upper_fast.data.realdata.load_homedepot`). Dev queries never occur in
+click, else impression; `upper_fast.data.realdata.load_homedepot`; with --graded every judgment
+with a positive nDCG gain is an engagement: >= 2.5 purchase, >= 2.0 add_to_cart, >= 1.5 favorite,
+> 1.0 click). Dev queries never occur in
 train, so the dev query tower sees only its term bag (no graph node, no history).
 
 --pseudo-queries K adds, per catalogue product, K signed-out "click" events whose query is a random
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-words", type=int, default=2)
     parser.add_argument("--max-words", type=int, default=4)
     parser.add_argument("--prep-from", type=Path)
+    parser.add_argument("--graded", action="store_true", help="train judgments on all four engagement types")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig.from_dict(values)
     if config.device in ("auto", "cpu"):
         torch.set_num_threads(int(values.get("num_threads", 1)))
-    dataset = load_homedepot(args.data, "train").dataset
+    dataset = load_homedepot(args.data, "train", graded=args.graded).dataset
     if args.pseudo_queries:
         dataset = with_pseudo_queries(dataset, args.pseudo_queries, args.min_words, args.max_words, config.seed)
     resume = False
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate_judged(run_query_encoder(run), products, judged)
     report = {
         "config": values, "pseudo_queries": args.pseudo_queries, "min_words": args.min_words, "max_words": args.max_words,
-        "prep_from": str(args.prep_from) if args.prep_from else None, "steps": metrics["steps"],
+        "prep_from": str(args.prep_from) if args.prep_from else None, "graded": args.graded, "steps": metrics["steps"],
         "n_examples": metrics["n_examples"], "train_wall_s": train_s, "loop_s": metrics["seconds"],
         "eval_wall_s": time.perf_counter() - t0, "first_loss": metrics["first_loss"], "last_loss": metrics["last_loss"],
         "dev": result,

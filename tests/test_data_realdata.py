@@ -33,6 +33,19 @@ def test_homedepot_train_and_dev(shared_data: Path) -> None:
     assert dev.judgments.num_rows == 14_301
     assert dev.dataset.split()[1].num_rows == 14_301
     assert not set(dev.judgments.column("query").to_pylist()) & set(judged.column("query").to_pylist())
+    graded = load_homedepot(shared_data, "train", graded=True).dataset
+    inter = np.array(graded.log.column("interaction").to_pylist())
+    assert np.all((inter == "purchase") == (rel >= 2.5)) and np.all((inter == "impression") == (rel <= 1.0))
+    assert np.all((inter == "add_to_cart") == ((rel >= 2.0) & (rel < 2.5)))
+    assert graded.meta["interaction_from_relevance"]["favorite"] == ">= 1.5"
+
+
+def test_graded_interactions_cover_every_gain() -> None:
+    from upper_fast.data.realdata import _graded_interactions
+
+    rel = np.array([1.0, 1.33, 1.5, 1.67, 2.0, 2.33, 2.5, 2.67, 3.0])
+    assert _graded_interactions(rel).tolist() == [
+        "impression", "click", "favorite", "favorite", "add_to_cart", "add_to_cart", "purchase", "purchase", "purchase"]
 
 
 def test_crowdflower(shared_data: Path) -> None:

@@ -14,11 +14,12 @@ from upper_fast_train.towers import QueryUserTower, TermBag
 VOCAB, N, M, L, COUNTRIES = 700, 6, 3, 16, 4
 
 
-def _tower(personalized: bool, lexical: bool, seed: int = 0, user_skip: bool = True) -> QueryUserTower:
+def _tower(personalized: bool, lexical: bool, seed: int = 0, user_skip: bool = True,
+           type_bounds: tuple[int, int] | None = None) -> QueryUserTower:
     torch.manual_seed(seed)
     cfg = TrainConfig(graph_dim=12, term_dim=16, hidden=32, history_heads=4, country_dim=8, dim=24, dropout=0.0,
                       personalized=personalized, lexical_skip=lexical, user_skip=user_skip)
-    terms = TermBag(VOCAB, cfg.term_dim)
+    terms = TermBag(VOCAB, cfg.term_dim, type_bounds)
     lex = torch.nn.Linear(cfg.term_dim, cfg.dim, bias=False) if lexical else None
     tower = QueryUserTower(cfg, terms, COUNTRIES + 1, lex)
     with torch.no_grad():  # every parameter non-trivial, so each folded constant is exercised
@@ -46,6 +47,20 @@ def test_lean_tower_matches_training_tower(personalized, lexical, user_skip):
     assert (ref - got).abs().max().item() < 1e-5
     # A row whose history is all padding (signed out) and one with a full history both covered.
     assert (x["hist_item_type"].sum(1) == 0).any() and (x["hist_item_type"] > 0).all(1).any()
+
+
+def test_lean_tower_folds_term_type_scales():
+    # TrainConfig.term_type_scale: the three learned type scales are folded into the served table.
+    tower = _tower(True, True, type_bounds=(300, 500))
+    scales = tower.terms.type_log_scale.detach()
+    assert scales.abs().min() > 0 and len(set(scales.tolist())) == 3  # perturbed: every type differs
+    lean = LeanQueryTower.from_tower(tower)
+    x = {k: torch.from_numpy(v) for k, v in _inputs().items()}
+    assert ((x["query_terms"] > 300) & (x["query_terms"] <= 500)).any() and (x["query_terms"] > 500).any()
+    with torch.no_grad():
+        assert (tower(**x) - lean(**x)).abs().max().item() < 1e-5
+        plain = _tower(True, True)  # no type scales: a different function
+        assert (plain(**x) - tower(**x)).abs().max().item() > 1e-3
 
 
 def test_lean_tower_with_gelu_history_layer():

@@ -92,6 +92,27 @@ def test_term_table_is_shared_between_towers():
     assert model.query_tower.terms.embedding.weight is model.product_tower.terms.embedding.weight
 
 
+def test_term_type_scales_weigh_words_bigrams_and_trigrams():
+    from upper_fast_train.config import TrainConfig
+    from upper_fast_train.towers import TermBag
+
+    torch.manual_seed(0)
+    bag = TermBag(10, 4, type_bounds=(3, 6))  # words 1..3, bigrams 4..6, trigrams 7..9
+    assert bag._types(torch.arange(10)).tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    ids = torch.tensor([[2, 5, 8, 0]])
+    e = bag.embedding.weight.detach()
+    with torch.no_grad():
+        torch.testing.assert_close(bag(ids), ((e[2] + e[5] + e[8]) / 3).unsqueeze(0))  # scales start at 1
+        bag.type_log_scale.copy_(torch.log(torch.tensor([2.0, 1.0, 0.5])))
+        torch.testing.assert_close(bag(ids), ((2 * e[2] + e[5] + 0.5 * e[8]) / 3).unsqueeze(0))
+        torch.testing.assert_close(bag.table()[[2, 5, 8]], torch.stack([2 * e[2], e[5], 0.5 * e[8]]))
+    model, cfg = _model(term_type_scale=True)
+    assert model.terms.type_log_scale is not None and model.terms.type_bounds == (cfg.word_buckets, cfg.word_buckets + cfg.bigram_buckets)
+    assert _model()[0].terms.type_log_scale is None and "terms.type_log_scale" not in _model()[0].state_dict()
+    assert TrainConfig.from_dict({"term_vocab_size": 99, "term_type_scale": True}).term_type_scale
+    assert not TrainConfig.from_dict({"term_vocab_size": 99}).term_type_scale
+
+
 def test_lexical_skip_is_one_map_shared_by_both_towers_and_old_runs_load_without_it():
     from upper_fast_train.config import TrainConfig
 

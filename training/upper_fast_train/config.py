@@ -59,6 +59,12 @@ class TrainConfig:
     # country's style taste), history x product graph/terms, outside the fusion MLPs. No new inputs.
     # Runs written before this field existed load with it off.
     user_skip: bool = True
+    # Learned term-type scales (towers.TermBag): each term embedding is multiplied by exp(s) of its
+    # type (word, bigram, char trigram; 3 parameters) before the bag's mean. Without them every term
+    # weighs the same, so a short query's ~15 char trigrams outvote its 2 words ("lay in ground"
+    # retrieves "Playground"). Folded into the term table for serving (no extra ONNX node). Off by
+    # default; runs written before this field existed load with it off.
+    term_type_scale: bool = False
 
     # Text encoder: None = a small T5 trained from scratch (after doc2query pre-training) with our own
     # subword tokenizer; a path = any local Hugging Face encoder checkpoint with its tokenizer.
@@ -245,6 +251,8 @@ class TrainConfig:
             values["lexical_skip"] = False
         if "term_vocab_size" in values and "user_skip" not in values:
             values["user_skip"] = False
+        if "term_vocab_size" in values and "term_type_scale" not in values:
+            values["term_type_scale"] = False
         if "term_vocab_size" in values and "shown_negatives" not in values:
             values["shown_negatives"] = 0  # trained before shown negatives existed (a resume keeps its loss)
         if "term_vocab_size" in values and "graph_word_weight" not in values:

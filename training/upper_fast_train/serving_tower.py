@@ -104,7 +104,7 @@ class LeanQueryTower(nn.Module):
 
         # (V, E + 1): the term embeddings and a last column of 1 (0 for the padding id), so one
         # gather + sum gives a bag's sum and its count of real terms together.
-        table = tower.terms.embedding.weight.detach().float()
+        table = tower.terms.table().detach().float()
         real = torch.ones(table.shape[0], 1)
         real[0] = 0.0
         self.term_table = _const(torch.cat([table * real, real], dim=1))

@@ -44,19 +44,41 @@ PRODUCT_INPUTS = (
 class TermBag(nn.Module):
     """Mean of term embeddings over the non-padding ids (id 0 = padding); all-padding bags give zeros.
 
+    type_bounds (word_buckets, word_buckets + bigram_buckets): when given, each embedding is scaled
+    by a learned exp(s_type) of its term type (word / bigram / char trigram, from the featurizer's id
+    ranges; `TrainConfig.term_type_scale`), so training can set how much a query's few words weigh
+    against its many char trigrams. `table()` folds the scales into the rows for serving.
+
     Input (..., L) int64; output (..., E) float32.
     """
 
-    def __init__(self, vocab_size: int, dim: int) -> None:
+    def __init__(self, vocab_size: int, dim: int, type_bounds: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
         nn.init.normal_(self.embedding.weight, std=dim**-0.5)
         with torch.no_grad():
             self.embedding.weight[0].zero_()
+        self.type_bounds = None if type_bounds is None else (int(type_bounds[0]), int(type_bounds[1]))
+        self.type_log_scale = nn.Parameter(torch.zeros(3)) if type_bounds is not None else None
+
+    def _types(self, ids: torch.Tensor) -> torch.Tensor:
+        assert self.type_bounds is not None
+        return (ids > self.type_bounds[0]).long() + (ids > self.type_bounds[1]).long()
+
+    def table(self) -> torch.Tensor:
+        """(V, E) effective embedding rows (the type scales folded in)."""
+        weight = self.embedding.weight
+        if self.type_log_scale is None:
+            return weight
+        rows = torch.arange(weight.shape[0], device=weight.device)
+        return weight * self.type_log_scale.exp()[self._types(rows)].unsqueeze(-1)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         mask = (ids > 0).to(self.embedding.weight.dtype).unsqueeze(-1)  # (..., L, 1)
-        summed = (self.embedding(ids) * mask).sum(dim=-2)  # (..., E)
+        emb = self.embedding(ids)
+        if self.type_log_scale is not None:
+            emb = emb * self.type_log_scale.exp()[self._types(ids)].unsqueeze(-1)
+        summed = (emb * mask).sum(dim=-2)  # (..., E)
         return summed / mask.sum(dim=-2).clamp_min(1.0)
 
 
@@ -297,7 +319,8 @@ class UpperModel(nn.Module):
         n_quality: int,
     ) -> None:
         super().__init__()
-        self.terms = TermBag(config.term_vocab_size, config.term_dim)
+        bounds = (config.word_buckets, config.word_buckets + config.bigram_buckets) if config.term_type_scale else None
+        self.terms = TermBag(config.term_vocab_size, config.term_dim, bounds)
         # lexical_skip: one linear map W of the unit-scaled term bag added to BOTH towers' outputs, so
         # a score contains t_q' W'W t_p, a learned lexical match through the shared term table that
         # works for queries never seen in training (the tail), beside what the fusion MLPs learn.

@@ -6,6 +6,10 @@ users) and the graded judgments for nDCG.
 
 Graded relevance becomes an interaction type, so the log has the same meaning as a real one:
 - Home Depot (mean grade in [1, 3]): relevance >= 2.5 -> purchase, >= 2.0 -> click, else impression.
+  With `graded=True`, every judged pair with a positive nDCG gain is an engagement, graded by the
+  ordered interaction types: >= 2.5 purchase, >= 2.0 add_to_cart, >= 1.5 favorite, > 1.0 click,
+  1.0 (gain 0) impression. Judged products are the ones Home Depot's engine showed for the query,
+  and under the nDCG convention even a 1.33 outranks every unjudged product.
 - Crowdflower (median grade 1..4): 4 -> purchase, 3 -> click, 1 or 2 -> impression.
 The log gets synthetic timestamps (one judgment a minute from 2020-09-13T12:26:40Z in file order) and
 no user ids (every search is signed out). `meta["train_end"]` puts Home Depot train judgments in the
@@ -66,6 +70,19 @@ def _interactions(relevance: np.ndarray, purchase_at: float, click_at: float) ->
     return out
 
 
+_HD_GRADED = {"purchase": ">= 2.5", "add_to_cart": ">= 2.0", "favorite": ">= 1.5", "click": "> 1.0", "impression": "1.0"}
+
+
+def _graded_interactions(relevance: np.ndarray) -> np.ndarray:
+    """Home Depot grades on all four ordered engagement types (`load_homedepot(graded=True)`)."""
+    out = np.full(len(relevance), "impression", dtype=object)
+    out[relevance > 1.0] = "click"
+    out[relevance >= 1.5] = "favorite"
+    out[relevance >= 2.0] = "add_to_cart"
+    out[relevance >= 2.5] = "purchase"
+    return out
+
+
 def _build(catalog: pa.Table, judgments: pa.Table, interactions: np.ndarray, meta: dict[str, object],
            sources: dict[str, str], quarantine_dir: str | Path | None, progress: bool) -> JudgedSet:
     """Validate catalog + judgment log through the same path as user files (load_dataset)."""
@@ -92,11 +109,12 @@ def _build(catalog: pa.Table, judgments: pa.Table, interactions: np.ndarray, met
 
 
 def load_homedepot(root: str | Path, split: str = "train", quarantine_dir: str | Path | None = None,
-                   progress: bool = False) -> JudgedSet:
+                   progress: bool = False, graded: bool = False) -> JudgedSet:
     """Home Depot judgments of `split` ("train" or "dev") over all 54,667 products.
 
     Catalog: product_id (the product_uid as a string), title. Relevant means relevance >= 2.5 and
-    the nDCG gain is relevance - 1 (../shared/data/README.md); both are in `meta`.
+    the nDCG gain is relevance - 1 (../shared/data/README.md); both are in `meta`. graded: map
+    relevance to all four engagement types (module docstring) instead of purchase / click / impression.
     """
     if split not in ("train", "dev"):
         raise ValueError(f"split must be 'train' or 'dev', got {split!r} (the test split is held out)")
@@ -113,10 +131,11 @@ def load_homedepot(root: str | Path, split: str = "train", quarantine_dir: str |
     meta = {"source": "homedepot", "split": split, "simulated": False, "judged": True,
             "train_end": SYNTHETIC_START + _MINUTE * n if split == "train" else SYNTHETIC_START,
             "relevance_range": [1.0, 3.0], "relevant_at": 2.5, "gain": "relevance - 1",
-            "interaction_from_relevance": {"purchase": ">= 2.5", "click": ">= 2.0", "impression": "< 2.0"},
+            "interaction_from_relevance": _HD_GRADED if graded else {"purchase": ">= 2.5", "click": ">= 2.0", "impression": "< 2.0"},
             "synthetic_timestamps": True}
     sources = {"catalog": str(folder / "products.csv"), "search_log": str(folder / f"{split}.csv")}
-    return _build(catalog, judgments, _interactions(rel, 2.5, 2.0), meta, sources, quarantine_dir, progress)
+    interactions = _graded_interactions(rel) if graded else _interactions(rel, 2.5, 2.0)
+    return _build(catalog, judgments, interactions, meta, sources, quarantine_dir, progress)
 
 
 def load_crowdflower(root: str | Path, quarantine_dir: str | Path | None = None,
