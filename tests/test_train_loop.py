@@ -64,6 +64,18 @@ def test_training_with_the_personal_contrast_runs_and_reports_it(skip_only):
     assert all("personal" in h for h in metrics["loss_history"])
 
 
+def test_lr_schedules():
+    from upper_fast_train.config import TrainConfig
+    from upper_fast_train.train import lr_factor
+
+    assert [lr_factor(s, 4, "constant") for s in range(4)] == [1.0] * 4
+    assert [lr_factor(s, 4, "linear") for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    cos = [lr_factor(s, 4, "cosine") for s in range(5)]
+    assert cos[0] == 1.0 and abs(cos[2] - 0.5) < 1e-12 and abs(cos[4]) < 1e-12 and cos == sorted(cos, reverse=True)
+    with pytest.raises(ValueError, match="lr_schedule must be"):
+        TrainConfig(lr_schedule="step")
+
+
 def test_seeded_training_is_deterministic():
     cfg = tiny_config(max_steps=4)
     data, products = tiny_world(cfg)
@@ -74,14 +86,17 @@ def test_seeded_training_is_deterministic():
         torch.testing.assert_close(v, _weights(b)[k], rtol=0, atol=0)
 
 
-def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, schedule):
     pytest.importorskip("upper_fast").__dict__.get("topk_inner_product") or pytest.skip("needs topk_inner_product")
-    cfg = tiny_config(epochs=2, warmup_fraction=0.0, dynamic_negatives=2, dynamic_refresh=3)
+    cfg = tiny_config(epochs=2, warmup_fraction=0.0, dynamic_negatives=2, dynamic_refresh=3, lr_schedule=schedule)
     data, products = tiny_world(cfg)
     straight = _fresh(cfg)
-    train_model(straight, data, products, cfg, checkpoint_dir=tmp_path / "a")
+    m0 = train_model(straight, data, products, cfg, checkpoint_dir=tmp_path / "a")
+    lrs = [h["lr"] for h in m0["loss_history"]]
+    assert lrs[0] == cfg.lr and (lrs[-1] == cfg.lr if schedule == "constant" else lrs[-1] < 0.05 * cfg.lr)
     resumed = _fresh(cfg)
-    half = tiny_config(epochs=2, warmup_fraction=0.0, dynamic_negatives=2, dynamic_refresh=3, max_steps=7)
+    half = tiny_config(epochs=2, warmup_fraction=0.0, dynamic_negatives=2, dynamic_refresh=3, max_steps=7, lr_schedule=schedule)
     m1 = train_model(resumed, data, products, half, checkpoint_dir=tmp_path / "b")
     assert m1["steps"] == 7
     again = _fresh(cfg)  # a new process would start from fresh weights and load the checkpoint

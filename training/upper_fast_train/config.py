@@ -29,6 +29,10 @@ class TrainConfig:
     progress: bool = True
     checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end of each epoch
     max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs); for tests and benches
+    # Learning-rate schedule over all epochs' steps (max_steps does not stretch it): "constant" (lr
+    # throughout, as before), "linear" (lr down to 0 at the last step) or "cosine" (half a cosine
+    # down to 0). Set from the global step, so a resumed run continues the same curve.
+    lr_schedule: str = "constant"
 
     # Model.
     dim: int = 128
@@ -220,6 +224,8 @@ class TrainConfig:
             raise ValueError(f"distill_bm25 must be >= 0, got {self.distill_bm25}")
         if self.distill_bm25 > 0 and self.distill_weight == 0:
             raise ValueError("distill_bm25 > 0 needs distill_weight > 0 (it is part of the distillation teacher)")
+        if self.lr_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant', 'linear' or 'cosine', got {self.lr_schedule!r}")
         if not 0.0 <= self.warmup_fraction <= 1.0:
             raise ValueError("warmup_fraction must be in [0, 1]")
 

@@ -416,6 +416,8 @@ def train_model(
             step += 1
             continue
         weights = negative_weights(step, total, config)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(step, total, config.lr_schedule)
         before = dict(timing)
         loss, parts = _step_loss(net, data, products, idx, step, weights, pool, config, device, timing, teacher)
         t0 = time.perf_counter()
@@ -429,7 +431,7 @@ def train_model(
         step += 1
         examples += len(idx) * d.world
         phases = {f"{k}_s": timing[k] - before[k] for k in _PHASES}
-        history.append({"step": step, "loss": float(loss.detach()), **parts, **{f"w_{k}": v for k, v in weights.items()}, **phases})
+        history.append({"step": step, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"], **parts, **{f"w_{k}": v for k, v in weights.items()}, **phases})
         elapsed = time.perf_counter() - start
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", ex_s=f"{examples / max(elapsed, 1e-9):.0f}")
@@ -458,6 +460,18 @@ def train_model(
         "epoch_loss": epoch_loss,
         "loss_history": history[:: max(1, len(history) // 200)],
     }
+
+
+def lr_factor(step: int, total: int, schedule: str) -> float:
+    """Multiplier of `TrainConfig.lr` at optimizer step `step` (0-based) of `total` (`lr_schedule`)."""
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, step / max(1, total))
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown lr_schedule {schedule!r}")
 
 
 def _save_checkpoint(path: Path, model: UpperModel, optimizer: torch.optim.Optimizer, pool: DynamicPool | None, step: int, config: TrainConfig) -> None:
