@@ -86,17 +86,57 @@ def test_seeded_training_is_deterministic():
         torch.testing.assert_close(v, _weights(b)[k], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_resume_reproduces_an_uninterrupted_run(tmp_path, schedule):
+def test_sparse_term_grads_learn_and_touch_only_the_used_rows():
+    from upper_fast_train.train import SplitOptimizer, build_optimizer
+
+    cfg = tiny_config(epochs=6, sparse_term_grads=True)
+    assert isinstance(build_optimizer(_fresh(cfg), cfg), SplitOptimizer)
+    assert not isinstance(build_optimizer(_fresh(tiny_config()), tiny_config()), SplitOptimizer)
+    data, products = tiny_world(cfg)
+    model = _fresh(cfg)
+    start = model.terms.embedding.weight.detach().clone()
+    before = _eval_loss(model, data, products, cfg)
+    metrics = train_model(model, data, products, cfg)
+    assert _eval_loss(model, data, products, cfg) < 0.8 * before
+    assert np.isfinite(metrics["last_loss"])
+    used = np.unique(np.concatenate([data.queries.query_terms.ravel(), products.product_terms.ravel()]))
+    unused = np.setdiff1d(np.arange(cfg.term_vocab_size), used)
+    assert len(unused) > 0 and len(used) > 1
+    weight = model.terms.embedding.weight.detach()
+    # SparseAdam is lazy and has no weight decay: rows no batch used are bit-identical, used rows moved.
+    torch.testing.assert_close(weight[unused], start[unused], rtol=0, atol=0)
+    assert (weight[used[used > 0]] - start[used[used > 0]]).abs().amax(dim=1).min() > 0
+    # Dense AdamW (the default) decays every row, used or not.
+    dense = _fresh(tiny_config(epochs=1))
+    d0 = dense.terms.embedding.weight.detach().clone()
+    train_model(dense, data, products, tiny_config(epochs=1))
+    assert (dense.terms.embedding.weight.detach()[unused] != d0[unused]).any()
+
+
+def test_resume_refuses_a_changed_sparse_term_grads(tmp_path):
+    cfg = tiny_config(max_steps=2, sparse_term_grads=True)
+    data, products = tiny_world(cfg)
+    train_model(_fresh(cfg), data, products, cfg, checkpoint_dir=tmp_path / "s")
+    dense = tiny_config(max_steps=4)
+    with pytest.raises(ValueError, match="sparse_term_grads true"):
+        train_model(_fresh(dense), data, products, dense, checkpoint_dir=tmp_path / "s", resume=True)
+    train_model(_fresh(dense), data, products, tiny_config(max_steps=2), checkpoint_dir=tmp_path / "d")
+    with pytest.raises(ValueError, match="sparse_term_grads false"):
+        train_model(_fresh(cfg), data, products, tiny_config(max_steps=4, sparse_term_grads=True), checkpoint_dir=tmp_path / "d", resume=True)
+
+
+@pytest.mark.parametrize("schedule,sparse", [("constant", False), ("cosine", False), ("cosine", True)])
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, schedule, sparse):
     pytest.importorskip("upper_fast").__dict__.get("topk_inner_product") or pytest.skip("needs topk_inner_product")
-    cfg = tiny_config(epochs=2, warmup_fraction=0.0, dynamic_negatives=2, dynamic_refresh=3, lr_schedule=schedule)
+    cfg = tiny_config(epochs=2, warmup_fraction=0.0, dynamic_negatives=2, dynamic_refresh=3, lr_schedule=schedule, sparse_term_grads=sparse)
     data, products = tiny_world(cfg)
     straight = _fresh(cfg)
     m0 = train_model(straight, data, products, cfg, checkpoint_dir=tmp_path / "a")
     lrs = [h["lr"] for h in m0["loss_history"]]
     assert lrs[0] == cfg.lr and (lrs[-1] == cfg.lr if schedule == "constant" else lrs[-1] < 0.05 * cfg.lr)
     resumed = _fresh(cfg)
-    half = tiny_config(epochs=2, warmup_fraction=0.0, dynamic_negatives=2, dynamic_refresh=3, max_steps=7, lr_schedule=schedule)
+    half = tiny_config(epochs=2, warmup_fraction=0.0, dynamic_negatives=2, dynamic_refresh=3, max_steps=7, lr_schedule=schedule,
+                       sparse_term_grads=sparse)
     m1 = train_model(resumed, data, products, half, checkpoint_dir=tmp_path / "b")
     assert m1["steps"] == 7
     again = _fresh(cfg)  # a new process would start from fresh weights and load the checkpoint
@@ -111,7 +151,7 @@ import json, sys, torch
 from _train_synthetic import tiny_config, tiny_encoder, tiny_vocab, tiny_world
 from upper_fast_train.train import build_model, train_model
 import torch.distributed as dist
-cfg = tiny_config(max_steps=3, device="cpu")
+cfg = tiny_config(max_steps=3, device="cpu", sparse_term_grads=sys.argv[2] == "sparse")
 data, products = tiny_world(cfg)
 torch.manual_seed(0)
 model = build_model(cfg, 0, tiny_vocab(), tiny_encoder(cfg))
@@ -125,14 +165,15 @@ dist.destroy_process_group()
 """
 
 
-def test_ddp_two_gloo_processes_keep_replicas_identical(tmp_path):
+@pytest.mark.parametrize("grads", ["dense", "sparse"])
+def test_ddp_two_gloo_processes_keep_replicas_identical(tmp_path, grads):
     script = tmp_path / "ddp.py"
     script.write_text(_DDP_SCRIPT)
     out = tmp_path / "out.json"
     tests = Path(__file__).resolve().parent
     env = child_env(OMP_NUM_THREADS="1")
     env["PYTHONPATH"] += os.pathsep + str(tests)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out), grads]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json

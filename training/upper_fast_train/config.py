@@ -69,6 +69,12 @@ class TrainConfig:
     # retrieves "Playground"). Folded into the term table for serving (no extra ONNX node). Off by
     # default; runs written before this field existed load with it off.
     term_type_scale: bool = False
+    # sparse_term_grads: the term table (V x term_dim, most of the model's weights) gets sparse
+    # gradients and its own torch.optim.SparseAdam, so a step's backward and optimizer touch only the
+    # rows of the batch's terms, not all V rows (AdamW's cost grows with the bucket counts). SparseAdam
+    # is lazy (a row's moments move only on steps that use it) and applies no weight decay to the
+    # table. A training setting only: the model and its export are the same either way.
+    sparse_term_grads: bool = False
 
     # Text encoder: None = a small T5 trained from scratch (after doc2query pre-training) with our own
     # subword tokenizer; a path = any local Hugging Face encoder checkpoint with its tokenizer.

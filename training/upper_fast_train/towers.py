@@ -49,12 +49,15 @@ class TermBag(nn.Module):
     ranges; `TrainConfig.term_type_scale`), so training can set how much a query's few words weigh
     against its many char trigrams. `table()` folds the scales into the rows for serving.
 
+    sparse: the table's gradient is a sparse tensor over the used rows (`TrainConfig.sparse_term_grads`;
+    the trainer then steps it with SparseAdam).
+
     Input (..., L) int64; output (..., E) float32.
     """
 
-    def __init__(self, vocab_size: int, dim: int, type_bounds: tuple[int, int] | None = None) -> None:
+    def __init__(self, vocab_size: int, dim: int, type_bounds: tuple[int, int] | None = None, sparse: bool = False) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.embedding = nn.Embedding(vocab_size, dim, padding_idx=0, sparse=sparse)
         nn.init.normal_(self.embedding.weight, std=dim**-0.5)
         with torch.no_grad():
             self.embedding.weight[0].zero_()
@@ -320,7 +323,7 @@ class UpperModel(nn.Module):
     ) -> None:
         super().__init__()
         bounds = (config.word_buckets, config.word_buckets + config.bigram_buckets) if config.term_type_scale else None
-        self.terms = TermBag(config.term_vocab_size, config.term_dim, bounds)
+        self.terms = TermBag(config.term_vocab_size, config.term_dim, bounds, sparse=config.sparse_term_grads)
         # lexical_skip: one linear map W of the unit-scaled term bag added to BOTH towers' outputs, so
         # a score contains t_q' W'W t_p, a learned lexical match through the shared term table that
         # works for queries never seen in training (the tail), beside what the fusion MLPs learn.

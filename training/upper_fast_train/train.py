@@ -391,7 +391,7 @@ def train_model(
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = build_optimizer(model, config)
     steps_per_epoch = max(1, math.ceil(math.ceil(len(data) / d.world) / config.batch_size))
     total = steps_per_epoch * config.epochs
     if config.max_steps:
@@ -474,7 +474,56 @@ def lr_factor(step: int, total: int, schedule: str) -> float:
     raise ValueError(f"unknown lr_schedule {schedule!r}")
 
 
-def _save_checkpoint(path: Path, model: UpperModel, optimizer: torch.optim.Optimizer, pool: DynamicPool | None, step: int, config: TrainConfig) -> None:
+class SplitOptimizer:
+    """AdamW for the dense parameters plus SparseAdam for the sparse-gradient embedding tables
+    (`TrainConfig.sparse_term_grads`), stepped together. `param_groups` lists both optimizers' groups
+    (the trainer sets every group's lr); the state dict holds both under "dense" / "sparse"."""
+
+    def __init__(self, dense: torch.optim.Optimizer, sparse: torch.optim.Optimizer) -> None:
+        self.dense = dense
+        self.sparse = sparse
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.dense.param_groups + self.sparse.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.dense.zero_grad(set_to_none=set_to_none)
+        self.sparse.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self.dense.step()
+        self.sparse.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"dense": self.dense.state_dict(), "sparse": self.sparse.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if set(state_dict) != {"dense", "sparse"}:
+            raise ValueError(
+                "this checkpoint's optimizer state was saved with sparse_term_grads off; resume it with "
+                "sparse_term_grads false (the setting a run was started with must stay for its resumes)"
+            )
+        self.dense.load_state_dict(state_dict["dense"])
+        self.sparse.load_state_dict(state_dict["sparse"])
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer | SplitOptimizer:
+    """AdamW over the trainable parameters; with `sparse_term_grads`, the sparse embedding tables
+    go to a SparseAdam instead (same lr and betas, no weight decay) inside a `SplitOptimizer`."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    sparse_ids = {
+        id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse and m.weight.requires_grad
+    }
+    dense = [p for p in trainable if id(p) not in sparse_ids]
+    adamw = torch.optim.AdamW(dense, lr=config.lr, weight_decay=config.weight_decay)
+    if not sparse_ids:
+        return adamw
+    sparse = [p for p in trainable if id(p) in sparse_ids]
+    return SplitOptimizer(adamw, torch.optim.SparseAdam(sparse, lr=config.lr))
+
+
+def _save_checkpoint(path: Path, model: UpperModel, optimizer: torch.optim.Optimizer | SplitOptimizer, pool: DynamicPool | None, step: int, config: TrainConfig) -> None:
     path.mkdir(parents=True, exist_ok=True)
     save_model(model, path / "model.safetensors")
     torch.save(optimizer.state_dict(), path / "optimizer.pt")
@@ -484,11 +533,17 @@ def _save_checkpoint(path: Path, model: UpperModel, optimizer: torch.optim.Optim
     (path / "state.json").write_text(json.dumps({"step": step}))
 
 
-def _load_checkpoint(path: Path, model: UpperModel, optimizer: torch.optim.Optimizer, pool: DynamicPool | None, device: torch.device) -> int:
+def _load_checkpoint(path: Path, model: UpperModel, optimizer: torch.optim.Optimizer | SplitOptimizer, pool: DynamicPool | None, device: torch.device) -> int:
     from safetensors.torch import load_model
 
     load_model(model, str(path / "model.safetensors"), device=str(device))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+    state = torch.load(path / "optimizer.pt", map_location=device, weights_only=True)
+    if not isinstance(optimizer, SplitOptimizer) and set(state) == {"dense", "sparse"}:
+        raise ValueError(
+            f"{path} was saved with sparse_term_grads on; resume it with sparse_term_grads true "
+            "(the setting a run was started with must stay for its resumes)"
+        )
+    optimizer.load_state_dict(state)
     if pool is not None and (path / "pool.npz").exists():
         with np.load(path / "pool.npz") as z:
             pool.rows = z["rows"]
