@@ -63,6 +63,29 @@ def test_lean_tower_folds_term_type_scales():
         assert (plain(**x) - tower(**x)).abs().max().item() > 1e-3
 
 
+def test_lean_tower_folds_idf_row_scales():
+    # TrainConfig.term_idf_scale: the fixed per-row idf weights are folded into the served table.
+    torch.manual_seed(0)
+    cfg = TrainConfig(graph_dim=12, term_dim=16, hidden=32, history_heads=4, country_dim=8, dim=24, dropout=0.0)
+    terms = TermBag(VOCAB, cfg.term_dim, row_scale=True)
+    tower = QueryUserTower(cfg, terms, COUNTRIES + 1, torch.nn.Linear(cfg.term_dim, cfg.dim, bias=False))
+    with torch.no_grad():
+        for p in tower.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    docs = np.random.default_rng(3).integers(0, VOCAB // 2, (50, 8))  # ids >= VOCAB / 2 in no document
+    terms.set_idf(docs)
+    scale = terms.row_scale
+    used = torch.from_numpy(np.unique(docs))
+    assert scale.max() == 1.0 and scale[VOCAB // 2:].eq(1.0).all() and scale[used].lt(1.0).all() and len(used) > 100
+    tower.eval()
+    lean = LeanQueryTower.from_tower(tower)
+    x = {k: torch.from_numpy(v) for k, v in _inputs().items()}
+    with torch.no_grad():
+        assert (tower(**x) - lean(**x)).abs().max().item() < 1e-5
+        terms.row_scale.fill_(1.0)
+        assert (tower(**x) - lean(**x)).abs().max().item() > 1e-3  # the scales did change the function
+
+
 def test_lean_tower_with_gelu_history_layer():
     # The feed-forward bias rides on a constant hidden unit scaled by 1 / act(1): check the GELU case.
     tower = _tower(True, True)

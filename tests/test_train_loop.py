@@ -113,6 +113,23 @@ def test_sparse_term_grads_learn_and_touch_only_the_used_rows():
     assert (dense.terms.embedding.weight.detach()[unused] != d0[unused]).any()
 
 
+def test_training_sets_the_idf_row_scales_and_checkpoints_keep_them(tmp_path):
+    from safetensors.torch import load_model
+
+    cfg = tiny_config(max_steps=3, term_idf_scale=True)
+    data, products = tiny_world(cfg)
+    model = _fresh(cfg)
+    assert model.terms.row_scale.eq(1.0).all()
+    metrics = train_model(model, data, products, cfg, checkpoint_dir=tmp_path)
+    assert np.isfinite(metrics["last_loss"])
+    scale = model.terms.row_scale.clone()
+    used = np.unique(products.product_terms)
+    assert scale[used[used > 0]].lt(1.0).any() and scale.max() == 1.0
+    again = _fresh(cfg)
+    load_model(again, str(tmp_path / "model.safetensors"))
+    torch.testing.assert_close(again.terms.row_scale, scale, rtol=0, atol=0)
+
+
 def test_resume_refuses_a_changed_sparse_term_grads(tmp_path):
     cfg = tiny_config(max_steps=2, sparse_term_grads=True)
     data, products = tiny_world(cfg)

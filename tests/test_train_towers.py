@@ -113,6 +113,30 @@ def test_term_type_scales_weigh_words_bigrams_and_trigrams():
     assert not TrainConfig.from_dict({"term_vocab_size": 99}).term_type_scale
 
 
+def test_idf_row_scales_follow_bm25_idf():
+    from upper_fast_train.towers import TermBag
+
+    bag = TermBag(6, 4, row_scale=True)
+    # 4 documents: id 1 in all (twice in one: counted once), id 2 in one, id 3 in two, ids 4-5 in none.
+    docs = np.array([[1, 1, 2, 0], [1, 3, 0, 0], [1, 3, 0, 0], [1, 0, 0, 0]])
+    bag.set_idf(docs)
+    n, df = 4, np.array([4, 4, 1, 2, 0, 0])  # id 0 (padding) is in every row
+    idf = np.log1p((n - df + 0.5) / (df + 0.5))
+    np.testing.assert_allclose(bag.row_scale.numpy(), idf / idf.max(), rtol=1e-6)
+    e = bag.embedding.weight.detach()
+    with torch.no_grad():
+        s = bag.row_scale
+        torch.testing.assert_close(bag(torch.tensor([[2, 1, 0]])), ((s[2] * e[2] + s[1] * e[1]) / 2).unsqueeze(0))
+        torch.testing.assert_close(bag.table(), e * s[:, None])
+    with pytest.raises(ValueError, match=r"ids in \[0, 6\)"):
+        bag.set_idf(np.array([[7]]))
+    with pytest.raises(ValueError, match="without row_scale"):
+        TermBag(6, 4).set_idf(docs)
+    model, cfg = _model(term_idf_scale=True)
+    assert model.terms.row_scale is not None and "terms.row_scale" in model.state_dict()
+    assert _model()[0].terms.row_scale is None and "terms.row_scale" not in _model()[0].state_dict()
+
+
 def test_lexical_skip_is_one_map_shared_by_both_towers_and_old_runs_load_without_it():
     from upper_fast_train.config import TrainConfig
 

@@ -75,6 +75,12 @@ class TrainConfig:
     # is lazy (a row's moments move only on steps that use it) and applies no weight decay to the
     # table. A training setting only: the model and its export are the same either way.
     sparse_term_grads: bool = False
+    # term_idf_scale: each term's embedding row is multiplied by a fixed weight, its catalogue BM25
+    # idf log(1 + (N - df + 0.5) / (df + 0.5)) over the products' term ids divided by the largest
+    # (terms no product has get 1), so a bag's mean leans on its rare words, as BM25 does, rather than
+    # on "for"/"with" and the char trigrams every title shares. Set from the training catalogue at
+    # the start of training, stored with the weights, folded into the served table (no ONNX change).
+    term_idf_scale: bool = False
 
     # Text encoder: None = a small T5 trained from scratch (after doc2query pre-training) with our own
     # subword tokenizer; a path = any local Hugging Face encoder checkpoint with its tokenizer.

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,13 +50,18 @@ class TermBag(nn.Module):
     ranges; `TrainConfig.term_type_scale`), so training can set how much a query's few words weigh
     against its many char trigrams. `table()` folds the scales into the rows for serving.
 
+    row_scale: a fixed (V,) weight buffer multiplies each row (`TrainConfig.term_idf_scale`: the
+    catalogue idf, set by `set_idf`); `table()` folds it in too.
+
     sparse: the table's gradient is a sparse tensor over the used rows (`TrainConfig.sparse_term_grads`;
     the trainer then steps it with SparseAdam).
 
     Input (..., L) int64; output (..., E) float32.
     """
 
-    def __init__(self, vocab_size: int, dim: int, type_bounds: tuple[int, int] | None = None, sparse: bool = False) -> None:
+    def __init__(
+        self, vocab_size: int, dim: int, type_bounds: tuple[int, int] | None = None, sparse: bool = False, row_scale: bool = False
+    ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, dim, padding_idx=0, sparse=sparse)
         nn.init.normal_(self.embedding.weight, std=dim**-0.5)
@@ -63,6 +69,27 @@ class TermBag(nn.Module):
             self.embedding.weight[0].zero_()
         self.type_bounds = None if type_bounds is None else (int(type_bounds[0]), int(type_bounds[1]))
         self.type_log_scale = nn.Parameter(torch.zeros(3)) if type_bounds is not None else None
+        self.row_scale: torch.Tensor | None
+        if row_scale:
+            self.register_buffer("row_scale", torch.ones(vocab_size))
+        else:
+            self.row_scale = None
+
+    @torch.no_grad()
+    def set_idf(self, doc_terms: np.ndarray) -> None:
+        """Set `row_scale` to each id's BM25 idf over the documents (rows) of `doc_terms` (n, L) int64
+        (0 = padding; an id counts once per row), divided by the largest, so ids no row has get 1."""
+        if self.row_scale is None:
+            raise ValueError("this TermBag was built without row_scale (TrainConfig.term_idf_scale false)")
+        terms = np.asarray(doc_terms, dtype=np.int64)
+        vocab = int(self.row_scale.shape[0])
+        if terms.ndim != 2 or (terms.size and (terms.min() < 0 or terms.max() >= vocab)):
+            raise ValueError(f"doc_terms must be (n, L) ids in [0, {vocab}); got shape {terms.shape}")
+        n = terms.shape[0]
+        pairs = np.unique(np.arange(n, dtype=np.int64)[:, None] * vocab + terms)
+        df = np.bincount(pairs % vocab, minlength=vocab).astype(np.float64)
+        idf = np.log1p((n - df + 0.5) / (df + 0.5))
+        self.row_scale.copy_(torch.from_numpy(idf / idf.max()).to(self.row_scale))
 
     def _types(self, ids: torch.Tensor) -> torch.Tensor:
         assert self.type_bounds is not None
@@ -71,6 +98,8 @@ class TermBag(nn.Module):
     def table(self) -> torch.Tensor:
         """(V, E) effective embedding rows (the type scales folded in)."""
         weight = self.embedding.weight
+        if self.row_scale is not None:
+            weight = weight * self.row_scale.unsqueeze(-1)
         if self.type_log_scale is None:
             return weight
         rows = torch.arange(weight.shape[0], device=weight.device)
@@ -79,6 +108,8 @@ class TermBag(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         mask = (ids > 0).to(self.embedding.weight.dtype).unsqueeze(-1)  # (..., L, 1)
         emb = self.embedding(ids)
+        if self.row_scale is not None:
+            emb = emb * self.row_scale[ids].unsqueeze(-1)
         if self.type_log_scale is not None:
             emb = emb * self.type_log_scale.exp()[self._types(ids)].unsqueeze(-1)
         summed = (emb * mask).sum(dim=-2)  # (..., E)
@@ -323,7 +354,7 @@ class UpperModel(nn.Module):
     ) -> None:
         super().__init__()
         bounds = (config.word_buckets, config.word_buckets + config.bigram_buckets) if config.term_type_scale else None
-        self.terms = TermBag(config.term_vocab_size, config.term_dim, bounds, sparse=config.sparse_term_grads)
+        self.terms = TermBag(config.term_vocab_size, config.term_dim, bounds, sparse=config.sparse_term_grads, row_scale=config.term_idf_scale)
         # lexical_skip: one linear map W of the unit-scaled term bag added to BOTH towers' outputs, so
         # a score contains t_q' W'W t_p, a learned lexical match through the shared term table that
         # works for queries never seen in training (the tail), beside what the fusion MLPs learn.

@@ -383,6 +383,8 @@ def train_model(
         model.product_tower.text_encoder.requires_grad_(False)
         if products.text_pooled is None:
             products.text_pooled = pooled_text_vectors(model, products, device, config.text_cache_dir)
+    if config.term_idf_scale:  # before any checkpoint load (which restores the same values)
+        model.terms.set_idf(products.product_terms)
     teacher = None
     if config.distill_weight > 0:
         teacher = _teacher_vectors(model, data, products, config, device)
