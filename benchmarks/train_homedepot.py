@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "prep_from": str(args.prep_from) if args.prep_from else None, "graded": args.graded, "steps": metrics["steps"],
         "n_examples": metrics["n_examples"], "train_wall_s": train_s, "loop_s": metrics["seconds"],
         "eval_wall_s": time.perf_counter() - t0, "first_loss": metrics["first_loss"], "last_loss": metrics["last_loss"],
-        "dev": result,
+        "examples_per_s": metrics.get("examples_per_s"), "step_time_s": metrics.get("step_time_s"), "dev": result,
     }
     print(json.dumps(report, indent=1))
     if args.out:
