@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bm25_matrices", "bm25_scores"]
+__all__ = ["bm25_idf", "bm25_matrices", "bm25_scores"]
+
+
+def bm25_idf(df: np.ndarray, n: int) -> np.ndarray:
+    """BM25 ("lucene") idf ln(1 + (n - df + 0.5) / (df + 0.5)) of document frequencies `df` over `n` documents."""
+    df = np.asarray(df, dtype=np.float64)
+    return np.log1p((n - df + 0.5) / (df + 0.5))
 
 
 def _tokens(texts: Sequence[str]) -> list[list[str]]:
@@ -40,7 +46,7 @@ def bm25_matrices(corpus: Sequence[str], queries: Sequence[str], k1: float = 1.5
     dl = np.asarray(tf.sum(1)).ravel()
     avgdl = max(float(dl.mean()) if n else 1.0, 1e-9)
     df = np.bincount(tf.indices, minlength=v).astype(np.float64)
-    idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
+    idf = bm25_idf(df, n)
     coo = tf.tocoo()
     t = coo.data.astype(np.float64)
     weight = idf[coo.col] * t / (t + k1 * (1.0 - b + b * dl[coo.row] / avgdl))

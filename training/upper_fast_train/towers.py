@@ -79,6 +79,8 @@ class TermBag(nn.Module):
     def set_idf(self, doc_terms: np.ndarray) -> None:
         """Set `row_scale` to each id's BM25 idf over the documents (rows) of `doc_terms` (n, L) int64
         (0 = padding; an id counts once per row), divided by the largest, so ids no row has get 1."""
+        from upper_fast_train.lexical_teacher import bm25_idf
+
         if self.row_scale is None:
             raise ValueError("this TermBag was built without row_scale (TrainConfig.term_idf_scale false)")
         terms = np.asarray(doc_terms, dtype=np.int64)
@@ -88,7 +90,7 @@ class TermBag(nn.Module):
         n = terms.shape[0]
         pairs = np.unique(np.arange(n, dtype=np.int64)[:, None] * vocab + terms)
         df = np.bincount(pairs % vocab, minlength=vocab).astype(np.float64)
-        idf = np.log1p((n - df + 0.5) / (df + 0.5))
+        idf = bm25_idf(df, n)
         self.row_scale.copy_(torch.from_numpy(idf / idf.max()).to(self.row_scale))
 
     def _types(self, ids: torch.Tensor) -> torch.Tensor:

@@ -501,11 +501,6 @@ class SplitOptimizer:
         return {"dense": self.dense.state_dict(), "sparse": self.sparse.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if set(state_dict) != {"dense", "sparse"}:
-            raise ValueError(
-                "this checkpoint's optimizer state was saved with sparse_term_grads off; resume it with "
-                "sparse_term_grads false (the setting a run was started with must stay for its resumes)"
-            )
         self.dense.load_state_dict(state_dict["dense"])
         self.sparse.load_state_dict(state_dict["sparse"])
 
@@ -538,13 +533,14 @@ def _save_checkpoint(path: Path, model: UpperModel, optimizer: torch.optim.Optim
 def _load_checkpoint(path: Path, model: UpperModel, optimizer: torch.optim.Optimizer | SplitOptimizer, pool: DynamicPool | None, device: torch.device) -> int:
     from safetensors.torch import load_model
 
-    load_model(model, str(path / "model.safetensors"), device=str(device))
     state = torch.load(path / "optimizer.pt", map_location=device, weights_only=True)
-    if not isinstance(optimizer, SplitOptimizer) and set(state) == {"dense", "sparse"}:
+    saved_sparse = set(state) == {"dense", "sparse"}  # a SplitOptimizer's state dict
+    if saved_sparse != isinstance(optimizer, SplitOptimizer):  # checked before anything is loaded
         raise ValueError(
-            f"{path} was saved with sparse_term_grads on; resume it with sparse_term_grads true "
-            "(the setting a run was started with must stay for its resumes)"
+            f"{path} was saved with sparse_term_grads {'on' if saved_sparse else 'off'}; resume it with "
+            f"sparse_term_grads {str(saved_sparse).lower()} (the setting a run was started with must stay for its resumes)"
         )
+    load_model(model, str(path / "model.safetensors"), device=str(device))
     optimizer.load_state_dict(state)
     if pool is not None and (path / "pool.npz").exists():
         with np.load(path / "pool.npz") as z:
