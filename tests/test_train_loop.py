@@ -249,6 +249,32 @@ def test_contrast_config_is_validated():
         TrainConfig(contrast_weight=-1.0)
     with pytest.raises(ValueError, match="contrast_temperature"):
         TrainConfig(contrast_temperature=0.0)
+    for bad in ([1.0, 2.0], [1.0, -1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]):
+        with pytest.raises(ValueError, match="contrast_type_weights"):
+            TrainConfig(contrast_type_weights=bad)
+
+
+def test_contrast_type_weights_weigh_the_contrast_by_engagement_type():
+    """Weights [1, 1, 1, 1] are the plain contrast; zero weight on every type but purchase leaves only
+    the purchase rows in it, so the step's contrast changes (the tiny world has several types)."""
+    from upper_fast_train.train import _step_loss
+
+    base = tiny_config(contrast_weight=1.0, max_steps=1)
+    data, products = tiny_world(base)
+    assert len(set(data.labels[data.labels > 0].tolist())) > 1
+    idx = np.arange(min(len(data.labels), base.batch_size))
+    weights = {"uniform": 1.0, "inbatch": 0.0, "dynamic": 0.0}
+
+    def contrast(**kw):
+        cfg = tiny_config(contrast_weight=1.0, max_steps=1, **kw)
+        model = _fresh(cfg)
+        _, parts = _step_loss(model, data, products, idx, 0, weights, None, cfg, torch.device("cpu"),
+                              {"data": 0.0, "mining": 0.0, "forward": 0.0})
+        return parts["contrast"]
+
+    plain = contrast()
+    assert contrast(contrast_type_weights=[1.0, 1.0, 1.0, 1.0]) == pytest.approx(plain, rel=1e-5)
+    assert contrast(contrast_type_weights=[0.0, 0.0, 0.0, 1.0]) != pytest.approx(plain, rel=1e-3)
 
 
 def test_training_with_the_distillation_pulls_scores_toward_the_teacher():

@@ -138,6 +138,14 @@ def test_softmax_contrast_matches_cross_entropy_and_ignores_forbidden_columns():
     rows = torch.tensor([True, False, False, False])
     assert float(softmax_contrast(scores, target, forbidden, 0.1, rows)) == pytest.approx(want[0], rel=1e-5)
     assert float(softmax_contrast(scores, target, forbidden, 0.1, torch.zeros(4, dtype=torch.bool))) == 0.0
+    # per-row weights: the weighted mean of the same per-row terms; rows off or weight 0 take no part
+    weights = torch.tensor([1.0, 3.0, 0.0, 2.0])
+    got_w = softmax_contrast(scores, target, forbidden, 0.1, None, weights)
+    assert float(got_w) == pytest.approx((want[0] + 3 * want[1] + 2 * want[3]) / 6, rel=1e-5)
+    assert float(softmax_contrast(scores, target, forbidden, 0.1, None, torch.ones(4))) == pytest.approx(float(got), rel=1e-6)
+    assert float(softmax_contrast(scores, target, forbidden, 0.1, rows, torch.tensor([0.0, 1.0, 1.0, 1.0]))) == 0.0
+    with pytest.raises(ValueError, match="one per row"):
+        softmax_contrast(scores, target, forbidden, 0.1, None, torch.ones(3))
 
 
 def test_softmax_distill_is_zero_at_the_teacher_and_positive_elsewhere():

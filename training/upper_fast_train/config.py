@@ -171,6 +171,11 @@ class TrainConfig:
     # threshold; this one keeps ranking it above the negatives. 0 = off (the default).
     contrast_weight: float = 0.0
     contrast_temperature: float = 0.05
+    # Graded contrast: per-row weights of the softmax contrast by the row's engagement type, listed
+    # [click, favorite, add_to_cart, purchase] (e.g. [1, 2, 3, 4]: a purchase row pulls its product up
+    # four times as hard as a click row; the weighted mean keeps the term's scale). Empty = every
+    # positive row weighs the same (the default).
+    contrast_type_weights: list[float] = field(default_factory=list)
     # MiniLM-teacher distillation (losses.softmax_distill, training only): weight of KL(teacher ||
     # student) between softmaxes over the same step columns as the softmax contrast, the teacher's
     # scores being cos(E(query), E(title)) with E the product tower's own (pre-trained) text encoder,
@@ -229,6 +234,10 @@ class TrainConfig:
             raise ValueError(f"contrast_weight must be >= 0, got {self.contrast_weight}")
         if self.contrast_temperature <= 0:
             raise ValueError(f"contrast_temperature must be > 0, got {self.contrast_temperature}")
+        if self.contrast_type_weights and (len(self.contrast_type_weights) != 4 or min(self.contrast_type_weights) < 0
+                                           or max(self.contrast_type_weights) <= 0):
+            raise ValueError("contrast_type_weights must be empty or list 4 weights >= 0 (not all 0) for "
+                             f"[click, favorite, add_to_cart, purchase], got {self.contrast_type_weights}")
         if self.distill_weight < 0 or self.distill_temperature <= 0 or self.distill_queries < 0:
             raise ValueError("distill_weight must be >= 0, distill_temperature > 0 and distill_queries >= 0, got "
                              f"{self.distill_weight}, {self.distill_temperature}, {self.distill_queries}")

@@ -115,7 +115,8 @@ def _rows_and_dropped(scores: torch.Tensor, target: torch.Tensor, forbidden: tor
 
 
 def softmax_contrast(
-    scores: torch.Tensor, target: torch.Tensor, forbidden: torch.Tensor, temperature: float, rows: torch.Tensor | None = None
+    scores: torch.Tensor, target: torch.Tensor, forbidden: torch.Tensor, temperature: float, rows: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE over a step's candidate products: -log softmax(s / T)[target] per row, the other
     candidates (every product column of the step that is not `forbidden` for the row) as negatives,
@@ -123,8 +124,9 @@ def softmax_contrast(
 
     scores (B, C) float; target (B,) int64 column of each row's own positive; forbidden (B, C) bool:
     columns that are positives of the row's group (never negatives; the target column itself is
-    always kept); rows (B,) bool: rows that take part (default all). Returns a scalar (0 when no row).
-    Unlike the hinge terms it never saturates: a positive keeps being pulled above its negatives.
+    always kept); rows (B,) bool: rows that take part (default all); weights (B,) float >= 0: per-row
+    weights of the mean (default equal; TrainConfig.contrast_type_weights). Returns a scalar (0 when
+    no row). Unlike the hinge terms it never saturates: a positive keeps being pulled above its negatives.
     """
     if scores.dim() != 2 or forbidden.shape != scores.shape or forbidden.dtype != torch.bool:
         raise ValueError("scores must be (B, C) and forbidden a bool tensor of the same shape")
@@ -134,7 +136,16 @@ def softmax_contrast(
     if not bool(rows.any()):
         return scores.sum() * 0.0
     logits = (scores / temperature).masked_fill(drop, torch.finfo(scores.dtype).min)
-    return torch.nn.functional.cross_entropy(logits[rows], target[rows])
+    if weights is None:
+        return torch.nn.functional.cross_entropy(logits[rows], target[rows])
+    if weights.shape != target.shape:
+        raise ValueError(f"weights must be one per row, shape {tuple(target.shape)}, got {tuple(weights.shape)}")
+    w = weights[rows].to(scores.dtype)
+    total = w.sum()
+    if not bool(total > 0):
+        return scores.sum() * 0.0
+    ce = torch.nn.functional.cross_entropy(logits[rows], target[rows], reduction="none")
+    return (w * ce).sum() / total
 
 
 def softmax_distill(

@@ -269,7 +269,11 @@ def _step_loss(
         # every step column that is one of the row's group positives is no negative of the row
         forbidden = torch.from_numpy(membership(unique, excluded_sets)).to(device)  # (B, R)
     if config.contrast_weight > 0:
-        term = softmax_contrast(scores, inv[:b], forbidden, config.contrast_temperature, (labels > 0).to(device))
+        row_w = None
+        if config.contrast_type_weights:
+            table = torch.tensor([0.0, *config.contrast_type_weights], dtype=scores.dtype)
+            row_w = table[labels.clamp(0, 4)].to(device)  # label 0 (a logged negative) takes no part anyway
+        term = softmax_contrast(scores, inv[:b], forbidden, config.contrast_temperature, (labels > 0).to(device), row_w)
         loss = loss + config.contrast_weight * term
         parts["contrast"] = float(term.detach())
     if teacher is not None:
