@@ -70,3 +70,53 @@ def test_distill_bm25_config_is_validated():
         tiny_config(distill_bm25=-1.0)
     with pytest.raises(ValueError, match="needs distill_weight"):
         tiny_config(distill_bm25=1.0)
+
+
+def test_bm25_top_rows_are_the_best_scores_in_order():
+    from upper_fast_train.lexical_teacher import bm25_top_rows
+
+    p, q = bm25_matrices(CORPUS, QUERIES)
+    full = bm25_scores(p, q, np.arange(len(QUERIES)), np.arange(len(CORPUS)))
+    for chunk in (1, 2, 1024):
+        top = bm25_top_rows(p, q, 3, chunk=chunk)
+        assert top.shape == (len(QUERIES), 3)
+        for i in range(len(QUERIES)):
+            want = [j for j in np.argsort(-full[i], kind="stable") if full[i, j] > 0][:3]
+            got = [j for j in top[i] if j >= 0]
+            np.testing.assert_allclose(full[i, got], full[i, want], rtol=1e-6)  # same scores, best first
+            assert (top[i, len(got):] == -1).all()
+    assert (bm25_top_rows(p, q, 3)[3] == -1).all()  # no corpus word: no column
+    assert bm25_top_rows(p, q, 99).shape == (len(QUERIES), 99)  # k past the catalogue: -1 padded
+    with pytest.raises(ValueError, match="k must be"):
+        bm25_top_rows(p, q, 0)
+
+
+def test_training_with_bm25_teacher_columns_adds_them_to_the_distillation():
+    from upper_fast_train.lexical_teacher import bm25_top_rows
+
+    cfg = tiny_config(max_steps=3, distill_weight=1.0, distill_bm25=1.0, distill_bm25_negatives=4)
+    data, products = tiny_world(cfg)
+    nq = len(data.queries.query_terms)
+    data.query_text_ids = np.zeros((nq, cfg.text_max_len), np.int64)
+    data.query_text_mask = np.zeros_like(data.query_text_ids)
+    data.bm25_products, data.bm25_queries = _tiny_bm25(cfg, data)
+
+    def run(c):
+        torch.manual_seed(c.seed)
+        return train_model(build_model(c, 0, tiny_vocab(), tiny_encoder(c)), data, products, c)
+
+    with pytest.raises(ValueError, match="bm25_top"):
+        run(cfg)
+    data.bm25_top = bm25_top_rows(data.bm25_products, data.bm25_queries, 4)
+    assert (data.bm25_top >= 0).any()
+    with_cols = run(cfg)
+    without = run(tiny_config(max_steps=3, distill_weight=1.0, distill_bm25=1.0))
+    assert all(np.isfinite(h["distill"]) for h in with_cols["loss_history"])
+    assert with_cols["loss_history"][0]["distill"] != pytest.approx(without["loss_history"][0]["distill"], rel=1e-4)
+
+
+def test_distill_bm25_negatives_config_is_validated():
+    with pytest.raises(ValueError, match="distill_bm25_negatives must be"):
+        tiny_config(distill_bm25_negatives=-1)
+    with pytest.raises(ValueError, match="needs distill_weight"):
+        tiny_config(distill_bm25_negatives=4)

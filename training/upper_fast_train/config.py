@@ -192,6 +192,12 @@ class TrainConfig:
     # product texts), so the teacher is a hybrid of the sentence encoder and exact word match; rows
     # whose query has no encoder vector (distill_queries) then distil BM25 alone. 0 = off.
     distill_bm25: float = 0.0
+    # Teacher-mined columns (needs distill_weight > 0): each positive row adds its query's K best
+    # catalog products by BM25 over the titles (computed once at train start) to the step's columns,
+    # so the distillation sees how the teacher orders the products that share the query's words, not
+    # only the batch's positives and the student's own mined negatives. They are not negatives of
+    # their own row's softmax contrast (many are unjudged matches), nor hinge negatives. 0 = off (the default).
+    distill_bm25_negatives: int = 0
     inbatch_negatives: int = 8  # hardest other-row products per row
     uniform_negatives: int = 64  # random catalog products shared by the batch
     dynamic_negatives: int = 2  # mined per row from the pool
@@ -245,6 +251,10 @@ class TrainConfig:
             raise ValueError(f"distill_bm25 must be >= 0, got {self.distill_bm25}")
         if self.distill_bm25 > 0 and self.distill_weight == 0:
             raise ValueError("distill_bm25 > 0 needs distill_weight > 0 (it is part of the distillation teacher)")
+        if self.distill_bm25_negatives < 0:
+            raise ValueError(f"distill_bm25_negatives must be >= 0, got {self.distill_bm25_negatives}")
+        if self.distill_bm25_negatives > 0 and self.distill_weight == 0:
+            raise ValueError("distill_bm25_negatives > 0 needs distill_weight > 0 (they are columns of the distillation)")
         if self.lr_schedule not in ("constant", "linear", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant', 'linear' or 'cosine', got {self.lr_schedule!r}")
         if not 0.0 <= self.warmup_fraction <= 1.0:

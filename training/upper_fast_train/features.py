@@ -326,6 +326,9 @@ class TrainingSet:
     # term weights and (nq, V) query term counts, scipy CSR. None = no BM25 in the teacher.
     bm25_products: Any = None
     bm25_queries: Any = None
+    # (nq, K) int64 best catalog rows per query row by BM25 (lexical_teacher.bm25_top_rows; -1 = none):
+    # extra teacher columns of the distillation (TrainConfig.distill_bm25_negatives). None = off.
+    bm25_top: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

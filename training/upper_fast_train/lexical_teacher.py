@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bm25_idf", "bm25_matrices", "bm25_scores"]
+__all__ = ["bm25_idf", "bm25_matrices", "bm25_scores", "bm25_top_rows"]
 
 
 def bm25_idf(df: np.ndarray, n: int) -> np.ndarray:
@@ -66,3 +66,28 @@ def bm25_matrices(corpus: Sequence[str], queries: Sequence[str], k1: float = 1.5
 def bm25_scores(p: Any, q: Any, query_rows: np.ndarray, product_rows: np.ndarray) -> np.ndarray:
     """(len(query_rows), len(product_rows)) float32 dense BM25 scores of those pairs."""
     return np.asarray((q[query_rows] @ p[product_rows].T).toarray(), dtype=np.float32)
+
+
+def bm25_top_rows(p: Any, q: Any, k: int, chunk: int = 1024, progress: bool = False) -> np.ndarray:
+    """(len(queries), k) int64: per query row of `q`, its k best catalog rows by BM25 (`bm25_matrices`),
+    best first, -1 past the last product with a positive score. Scored `chunk` queries at a time, so
+    memory stays chunk x n_products floats (TrainConfig.distill_bm25_negatives)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    nq, n = q.shape[0], p.shape[0]
+    out = np.full((nq, k), -1, dtype=np.int64)
+    kk = min(k, n)
+    if n == 0:
+        return out
+    pt = p.T.tocsr()
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, nq, chunk), desc="BM25 teacher columns", disable=not progress, leave=False):
+        scores = np.asarray((q[start : start + chunk] @ pt).toarray(), dtype=np.float32)  # (c, n)
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (len(scores), 1))
+        top_s = np.take_along_axis(scores, top, 1)
+        order = np.argsort(-top_s, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, 1)
+        top_s = np.take_along_axis(top_s, order, 1)
+        out[start : start + len(scores), :kk] = np.where(top_s > 0, top, -1)
+    return out

@@ -211,7 +211,8 @@ def _step_loss(
     labels = torch.from_numpy(data.labels[idx])
     groups = torch.from_numpy(negative_groups(data, idx, config))
     excluded = own_positive_mask(pos_rows, groups, labels)  # (B, B)
-    need_sets = weights["uniform"] > 0 or (pool is not None and weights["dynamic"] > 0) or config.contrast_weight > 0
+    need_sets = (weights["uniform"] > 0 or (pool is not None and weights["dynamic"] > 0) or config.contrast_weight > 0
+                 or teacher is not None)
     excluded_sets = excluded_products(pos_rows, groups, labels) if need_sets else None
     gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     uni_rows = sample_uniform(len(products), config.uniform_negatives, gen) if weights["uniform"] > 0 else torch.zeros(0, dtype=torch.int64)
@@ -228,12 +229,22 @@ def _step_loss(
     t2 = time.perf_counter()
     timing["mining"] += t2 - t1
 
+    lexical = np.zeros((len(idx), 0), dtype=np.int64)
+    if teacher is not None and config.distill_bm25_negatives > 0:
+        if data.bm25_top is None:
+            raise ValueError("distill_bm25_negatives > 0 needs TrainingSet.bm25_top (train() fills it)")
+        lexical = data.bm25_top[data.queries.event_query[idx]].copy()  # (B, K) catalog rows, -1 = none
+        takes_part = data.labels[idx] > 0
+        if config.distill_bm25 == 0:  # rows without an encoder teacher vector skip the distillation
+            takes_part &= teacher[1][torch.from_numpy(data.queries.event_query[idx])].cpu().numpy()
+        lexical[~takes_part] = -1  # only rows that take part in the distillation
+        lexical[membership(lexical, excluded_sets)] = -1  # the row's own group positives are columns already
     shown = None
     if config.shown_negatives > 0 and config.shown_weight > 0 and data.shown_rows is not None:
         shown = data.shown_rows[idx].copy()  # (B, K) catalog rows, -1 = none
         shown[shown == pos_rows.numpy()[:, None]] = -1  # a product the row itself engaged with
     all_rows = np.concatenate([pos_rows.numpy(), uni_rows.numpy(), mined[mined >= 0],
-                               shown[shown >= 0] if shown is not None else np.zeros(0, np.int64)])
+                               shown[shown >= 0] if shown is not None else np.zeros(0, np.int64), lexical[lexical >= 0]])
     unique, inverse = np.unique(all_rows, return_inverse=True)
     inv = torch.from_numpy(inverse).to(device)
     b, u = len(idx), len(uni_rows)
@@ -268,12 +279,17 @@ def _step_loss(
     if config.contrast_weight > 0 or teacher is not None:
         # every step column that is one of the row's group positives is no negative of the row
         forbidden = torch.from_numpy(membership(unique, excluded_sets)).to(device)  # (B, R)
+    own_lexical = None
+    if lexical.size and bool((lexical >= 0).any()):
+        # each row's own teacher-mined columns: no negatives of its contrast or hinge (unjudged matches)
+        own_lexical = torch.from_numpy(membership(unique, np.where(lexical >= 0, lexical, -1))).to(device)  # (B, R)
     if config.contrast_weight > 0:
         row_w = None
         if config.contrast_type_weights:
             table = torch.tensor([0.0, *config.contrast_type_weights], dtype=scores.dtype)
             row_w = table[labels.clamp(0, 4)].to(device)  # label 0 (a logged negative) takes no part anyway
-        term = softmax_contrast(scores, inv[:b], forbidden, config.contrast_temperature, (labels > 0).to(device), row_w)
+        c_forbidden = forbidden if own_lexical is None else forbidden | own_lexical
+        term = softmax_contrast(scores, inv[:b], c_forbidden, config.contrast_temperature, (labels > 0).to(device), row_w)
         loss = loss + config.contrast_weight * term
         parts["contrast"] = float(term.detach())
     if teacher is not None:
@@ -598,11 +614,14 @@ def train(
         assert data.queries.strings is not None
         counts = np.bincount(data.queries.event_query, minlength=len(data.queries.strings))
         data.query_text_ids, data.query_text_mask = distill_token_rows(data.queries.strings, tokenizer, config, counts)
-        if config.distill_bm25 > 0:
-            from upper_fast_train.lexical_teacher import bm25_matrices
+        if config.distill_bm25 > 0 or config.distill_bm25_negatives > 0:
+            from upper_fast_train.lexical_teacher import bm25_matrices, bm25_top_rows
             from upper_fast_train.text import product_texts
 
             data.bm25_products, data.bm25_queries = bm25_matrices(product_texts(dataset.catalog), data.queries.strings)
+            if config.distill_bm25_negatives > 0:
+                data.bm25_top = bm25_top_rows(data.bm25_products, data.bm25_queries, config.distill_bm25_negatives,
+                                              progress=config.progress and d.main)
     featurize_s = time.perf_counter() - t0
 
     encoder = text_encoder_from_dir(run / "text_encoder")
