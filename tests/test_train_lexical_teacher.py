@@ -120,3 +120,29 @@ def test_distill_bm25_negatives_config_is_validated():
         tiny_config(distill_bm25_negatives=-1)
     with pytest.raises(ValueError, match="needs distill_weight"):
         tiny_config(distill_bm25_negatives=4)
+
+
+def test_lexical_columns_keep_distilled_rows_and_drop_group_positives():
+    from upper_fast_train.train import lexical_columns
+
+    cfg = tiny_config(distill_weight=1.0, distill_bm25_negatives=3)
+    data, _ = tiny_world(cfg)
+    nq = len(data.queries.query_terms)
+    data.bm25_top = np.tile(np.array([[0, 1, 2]], np.int64), (nq, 1))
+    idx = np.arange(8)
+    qrows = data.queries.event_query[idx]
+    has = np.zeros(nq, dtype=bool)
+    has[qrows[:4]] = True
+    excluded = np.full((8, 1), -1, np.int64)
+    excluded[0, 0] = 1  # row 0's group engaged with product 1
+    cols = lexical_columns(data, idx, has, excluded, cfg)
+    for i in range(8):
+        keep = data.labels[idx[i]] > 0 and has[qrows[i]]
+        want = [-1, -1, -1] if not keep else [0, -1 if i == 0 else 1, 2]
+        assert cols[i].tolist() == want, (i, cols[i])
+    # with BM25 in the teacher every positive row takes part
+    cols = lexical_columns(data, idx, np.zeros(nq, dtype=bool), excluded, tiny_config(distill_weight=1.0, distill_bm25=1.0))
+    assert [bool((c >= 0).any()) for c in cols] == [bool(data.labels[i] > 0) for i in idx]
+    data.bm25_top = None
+    with pytest.raises(ValueError, match="bm25_top"):
+        lexical_columns(data, idx, has, excluded, cfg)

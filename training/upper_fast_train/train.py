@@ -186,6 +186,25 @@ def _row_products(scores: torch.Tensor, rows: np.ndarray, columns: np.ndarray,
     return scores.gather(1, torch.from_numpy(cols).to(device)), torch.from_numpy(ok).to(device)
 
 
+def lexical_columns(data: TrainingSet, idx: np.ndarray, has_teacher: np.ndarray, excluded_sets: np.ndarray,
+                    config: TrainConfig) -> np.ndarray:
+    """(B, K) int64 teacher-mined catalog rows per batch row (TrainConfig.distill_bm25_negatives; -1 =
+    none): the row's query's `data.bm25_top`, kept only for rows that take part in the distillation
+    (positive rows whose query has an encoder teacher vector, `has_teacher` (nq,) bool, or any
+    positive row when the teacher has BM25 in it) and without the row's own group positives
+    (`excluded_sets`, `negatives.excluded_products`), which are columns already."""
+    if data.bm25_top is None:
+        raise ValueError("distill_bm25_negatives > 0 needs TrainingSet.bm25_top (train() fills it)")
+    qrows = data.queries.event_query[idx]
+    lexical = data.bm25_top[qrows].copy()
+    takes_part = data.labels[idx] > 0
+    if config.distill_bm25 == 0:
+        takes_part &= np.asarray(has_teacher, dtype=bool)[qrows]
+    lexical[~takes_part] = -1
+    lexical[membership(lexical, excluded_sets)] = -1
+    return lexical
+
+
 def _step_loss(
     model: torch.nn.Module,
     data: TrainingSet,
@@ -231,14 +250,8 @@ def _step_loss(
 
     lexical = np.zeros((len(idx), 0), dtype=np.int64)
     if teacher is not None and config.distill_bm25_negatives > 0:
-        if data.bm25_top is None:
-            raise ValueError("distill_bm25_negatives > 0 needs TrainingSet.bm25_top (train() fills it)")
-        lexical = data.bm25_top[data.queries.event_query[idx]].copy()  # (B, K) catalog rows, -1 = none
-        takes_part = data.labels[idx] > 0
-        if config.distill_bm25 == 0:  # rows without an encoder teacher vector skip the distillation
-            takes_part &= teacher[1][torch.from_numpy(data.queries.event_query[idx])].cpu().numpy()
-        lexical[~takes_part] = -1  # only rows that take part in the distillation
-        lexical[membership(lexical, excluded_sets)] = -1  # the row's own group positives are columns already
+        assert excluded_sets is not None
+        lexical = lexical_columns(data, idx, teacher[1].cpu().numpy(), excluded_sets, config)
     shown = None
     if config.shown_negatives > 0 and config.shown_weight > 0 and data.shown_rows is not None:
         shown = data.shown_rows[idx].copy()  # (B, K) catalog rows, -1 = none
