@@ -113,6 +113,11 @@ def test_training_with_bm25_teacher_columns_adds_them_to_the_distillation():
     without = run(tiny_config(max_steps=3, distill_weight=1.0, distill_bm25=1.0))
     assert all(np.isfinite(h["distill"]) for h in with_cols["loss_history"])
     assert with_cols["loss_history"][0]["distill"] != pytest.approx(without["loss_history"][0]["distill"], rel=1e-4)
+    # with the softmax contrast on too: the extra columns enter it (other rows' teacher columns are negatives)
+    both = run(tiny_config(max_steps=3, distill_weight=1.0, distill_bm25=1.0, distill_bm25_negatives=4, contrast_weight=1.0))
+    plain = run(tiny_config(max_steps=3, distill_weight=1.0, distill_bm25=1.0, contrast_weight=1.0))
+    assert all(np.isfinite(h["contrast"]) for h in both["loss_history"])
+    assert both["loss_history"][0]["contrast"] != pytest.approx(plain["loss_history"][0]["contrast"], rel=1e-6)
 
 
 def test_distill_bm25_negatives_config_is_validated():

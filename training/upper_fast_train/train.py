@@ -295,7 +295,7 @@ def _step_loss(
     own_lexical = None
     if lexical.size and bool((lexical >= 0).any()):
         # each row's own teacher-mined columns: no negatives of its contrast or hinge (unjudged matches)
-        own_lexical = torch.from_numpy(membership(unique, np.where(lexical >= 0, lexical, -1))).to(device)  # (B, R)
+        own_lexical = torch.from_numpy(membership(unique, lexical)).to(device)  # (B, R); -1 pads match nothing
     if config.contrast_weight > 0:
         row_w = None
         if config.contrast_type_weights:
