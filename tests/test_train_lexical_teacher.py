@@ -44,17 +44,24 @@ def _tiny_bm25(cfg, data):
     return bm25_matrices(corpus, queries)
 
 
-def test_training_with_the_bm25_teacher_runs_and_uses_it():
-    cfg = tiny_config(max_steps=3, distill_weight=1.0, distill_bm25=2.0)
+def _no_encoder_teacher_world(cfg):
+    """The tiny world with no query encoder vectors (BM25 is the only possible teacher) and a
+    `run(config)` that trains a fresh seeded model on it."""
     data, products = tiny_world(cfg)
     nq = len(data.queries.query_terms)
-    data.query_text_ids = np.zeros((nq, cfg.text_max_len), np.int64)  # no encoder teacher: BM25 alone
+    data.query_text_ids = np.zeros((nq, cfg.text_max_len), np.int64)
     data.query_text_mask = np.zeros_like(data.query_text_ids)
 
     def run(c):
         torch.manual_seed(c.seed)
         return train_model(build_model(c, 0, tiny_vocab(), tiny_encoder(c)), data, products, c)
 
+    return data, run
+
+
+def test_training_with_the_bm25_teacher_runs_and_uses_it():
+    cfg = tiny_config(max_steps=3, distill_weight=1.0, distill_bm25=2.0)
+    data, run = _no_encoder_teacher_world(cfg)
     with pytest.raises(ValueError, match="bm25"):
         run(cfg)
     data.bm25_products, data.bm25_queries = _tiny_bm25(cfg, data)
@@ -95,15 +102,8 @@ def test_training_with_bm25_teacher_columns_adds_them_to_the_distillation():
     from upper_fast_train.lexical_teacher import bm25_top_rows
 
     cfg = tiny_config(max_steps=3, distill_weight=1.0, distill_bm25=1.0, distill_bm25_negatives=4)
-    data, products = tiny_world(cfg)
-    nq = len(data.queries.query_terms)
-    data.query_text_ids = np.zeros((nq, cfg.text_max_len), np.int64)
-    data.query_text_mask = np.zeros_like(data.query_text_ids)
+    data, run = _no_encoder_teacher_world(cfg)
     data.bm25_products, data.bm25_queries = _tiny_bm25(cfg, data)
-
-    def run(c):
-        torch.manual_seed(c.seed)
-        return train_model(build_model(c, 0, tiny_vocab(), tiny_encoder(c)), data, products, c)
 
     with pytest.raises(ValueError, match="bm25_top"):
         run(cfg)

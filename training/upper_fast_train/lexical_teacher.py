@@ -84,7 +84,7 @@ def bm25_top_rows(p: Any, q: Any, k: int, chunk: int = 1024, progress: bool = Fa
 
     for start in tqdm(range(0, nq, chunk), desc="BM25 teacher columns", disable=not progress, leave=False):
         scores = np.asarray((q[start : start + chunk] @ pt).toarray(), dtype=np.float32)  # (c, n)
-        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (len(scores), 1))
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
         top_s = np.take_along_axis(scores, top, 1)
         order = np.argsort(-top_s, axis=1, kind="stable")
         top = np.take_along_axis(top, order, 1)
