@@ -86,6 +86,30 @@ def test_lean_tower_folds_idf_row_scales():
         assert (tower(**x) - lean(**x)).abs().max().item() > 1e-3  # the scales did change the function
 
 
+def test_lean_tower_folds_learned_term_weights():
+    # TrainConfig.term_weights: the per-id pooling weights ride in the served table's count column,
+    # including the smallest weight (exp(-4)): a one-term history query must not be taken for padding.
+    torch.manual_seed(0)
+    cfg = TrainConfig(graph_dim=12, term_dim=16, hidden=32, history_heads=4, country_dim=8, dim=24, dropout=0.0)
+    terms = TermBag(VOCAB, cfg.term_dim, weighted=True)
+    tower = QueryUserTower(cfg, terms, COUNTRIES + 1, torch.nn.Linear(cfg.term_dim, cfg.dim, bias=False))
+    with torch.no_grad():
+        for p in tower.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        terms.weight_logit.weight.mul_(10.0)  # weights across the whole clamped range
+        terms.weight_logit.weight[7] = -100.0  # below the bound: the weight is exp(-4)
+        terms.embedding.weight[0] = 5.0
+    tower.eval()
+    lean = LeanQueryTower.from_tower(tower)
+    x = {k: torch.from_numpy(v) for k, v in _inputs().items()}
+    x["hist_query_terms"][:5] = 0
+    x["hist_query_terms"][:5, 0, 0] = 7  # history queries of one lightest-weight term
+    with torch.no_grad():
+        assert (tower(**x) - lean(**x)).abs().max().item() < 1e-5
+        terms.weight_logit.weight.zero_()
+        assert (tower(**x) - lean(**x)).abs().max().item() > 1e-3  # the weights did change the function
+
+
 def test_lean_tower_with_gelu_history_layer():
     # The feed-forward bias rides on a constant hidden unit scaled by 1 / act(1): check the GELU case.
     tower = _tower(True, True)

@@ -247,3 +247,34 @@ def test_ablation_export_keeps_all_seven_inputs(tmp_path):
     )
     names = [i.name for i in ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()]
     assert names == list(QUERY_INPUTS)
+
+
+def test_learned_term_weights_make_the_bag_a_weighted_mean():
+    from upper_fast_train.config import TrainConfig
+    from upper_fast_train.towers import TERM_LOGIT_BOUND, TermBag
+
+    torch.manual_seed(0)
+    bag = TermBag(10, 4, weighted=True)
+    e = bag.embedding.weight.detach()
+    ids = torch.tensor([[2, 5, 8, 0], [0, 0, 0, 0]])
+    with torch.no_grad():
+        torch.testing.assert_close(bag(ids)[0], (e[2] + e[5] + e[8]) / 3)  # weights start at 1: the plain mean
+        assert bag(ids)[1].eq(0).all()  # an all-padding bag stays zero
+        bag.weight_logit.weight[[2, 5, 8], 0] = torch.log(torch.tensor([4.0, 1.0, 0.5]))
+        torch.testing.assert_close(bag(ids)[0], (4 * e[2] + e[5] + 0.5 * e[8]) / 5.5)
+        bag.weight_logit.weight[2, 0] = 50.0  # clamped to exp(4)
+        w2 = float(np.exp(TERM_LOGIT_BOUND))
+        torch.testing.assert_close(bag(ids)[0], (w2 * e[2] + e[5] + 0.5 * e[8]) / (w2 + 1.5))
+        w = bag.pool_weights()
+        assert w[0] == 0 and abs(float(w[2]) - w2) < 1e-3 and w[1] == 1.0
+    # the weights learn: a gradient reaches the logits of the used ids only
+    bag(ids).pow(2).sum().backward()
+    grad = bag.weight_logit.weight.grad[:, 0]
+    assert grad[[5, 8]].abs().min() > 0 and grad[[0, 1, 3, 4, 6, 7, 9]].eq(0).all()
+    model, _ = _model(term_weights=True)
+    assert model.terms.weight_logit is not None and "terms.weight_logit.weight" in model.state_dict()
+    assert _model()[0].terms.weight_logit is None
+    assert not TrainConfig.from_dict({"term_vocab_size": 99}).term_weights  # older runs load without them
+    sparse = TermBag(10, 4, sparse=True, weighted=True)
+    sparse(ids).sum().backward()
+    assert sparse.weight_logit.weight.grad.is_sparse

@@ -81,6 +81,13 @@ class TrainConfig:
     # on "for"/"with" and the char trigrams every title shares. Set from the training catalogue at
     # the start of training, stored with the weights, folded into the served table (no ONNX change).
     term_idf_scale: bool = False
+    # term_weights: the term bags become weighted means with one learned pooling weight per term id,
+    # exp(a_id) (a clamped to [-4, 4], starting at 0 = the plain mean; towers.TermBag), shared by
+    # both towers like the table itself, so training learns which terms a bag should lean on (a
+    # learned idf) instead of the fixed idf above or the three type scales. Folded into the served
+    # table's count column (no extra ONNX node). Stepped with the table (SparseAdam when
+    # sparse_term_grads). Off by default; runs written before this field existed load with it off.
+    term_weights: bool = False
 
     # Text encoder: None = a small T5 trained from scratch (after doc2query pre-training) with our own
     # subword tokenizer; a path = any local Hugging Face encoder checkpoint with its tokenizer.
@@ -118,6 +125,12 @@ class TrainConfig:
     # product has one. 0 = off (the query-product graph alone, as before).
     graph_word_weight: float = 1.0
     graph_workers: int = 2  # gensim skip-gram threads; 1 = bit-reproducible (and polite on a shared machine)
+    # Random walks started per graph node and skip-gram epochs over them. The defaults suit logs of a
+    # few thousand nodes; with word nodes and many products (Home Depot with title pseudo-queries:
+    # about 252,000 nodes) 10 walks x 5 epochs cost over 20 minutes on one core, and 2 x 1 is a
+    # quick graph for runs that drop it anyway (query/product_graph_dropout 1.0).
+    graph_walks_per_node: int = 10
+    graph_epochs: int = 5
 
     # Featurizer (hashed term ids shared by both towers). Smaller than the serving default so the
     # shared term table (vocab x term_dim) trains quickly on CPU.
@@ -219,7 +232,8 @@ class TrainConfig:
             raise ValueError("the negative threshold must not exceed the click threshold")
         if self.history_session_gap_s < 0:
             raise ValueError(f"history_session_gap_s must be >= 0 seconds, got {self.history_session_gap_s}")
-        for name in ("epochs", "batch_size", "dim", "term_dim", "hidden", "history_heads", "quality_buckets"):
+        for name in ("epochs", "batch_size", "dim", "term_dim", "hidden", "history_heads", "quality_buckets",
+                     "graph_walks_per_node", "graph_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.hidden % self.history_heads:
@@ -290,6 +304,8 @@ class TrainConfig:
             values["user_skip"] = False
         if "term_vocab_size" in values and "term_type_scale" not in values:
             values["term_type_scale"] = False
+        if "term_vocab_size" in values and "term_weights" not in values:
+            values["term_weights"] = False
         if "term_vocab_size" in values and "shown_negatives" not in values:
             values["shown_negatives"] = 0  # trained before shown negatives existed (a resume keeps its loss)
         if "term_vocab_size" in values and "graph_word_weight" not in values:

@@ -18,7 +18,8 @@ exact algebra on the trained weights (the ONNX parity check against the *trainin
   unit, so the residual is one Gemm.
 * Term bags: the padding row of the gathered table is zeroed (the training bag masks it, so its value
   never mattered) and the table carries a 0/1 column, so one gather + sum yields the bag's sum and its count of real terms
-  (no compare + cast + sum).
+  (no compare + cast + sum). With learned term weights (`TrainConfig.term_weights`) that column holds
+  each id's weight and the rows are weight x embedding: the same gather + sum gives the weighted sum.
 * Small tables absorb what follows them: country embeddings are stored unit-scaled; one item-type
   table holds the type embedding plus the item projection bias and segment vector, each head's score
   bias (the padding mask for type 0) and the user skip's type weight and 0/1 count, split after one
@@ -44,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upper_fast_train.towers import blank_user_inputs
+from upper_fast_train.towers import TERM_WEIGHT_FLOOR, blank_user_inputs
 
 __all__ = ["LeanQueryTower"]
 
@@ -104,9 +105,10 @@ class LeanQueryTower(nn.Module):
 
         # (V, E + 1): the term embeddings and a last column of 1 (0 for the padding id), so one
         # gather + sum gives a bag's sum and its count of real terms together.
+        # With learned pooling weights (TermBag weighted) the last column holds each id's weight w and
+        # the rows are w * embedding, so the same gather + sum gives the weighted sum and sum of weights.
         table = tower.terms.table().detach().float()
-        real = torch.ones(table.shape[0], 1)
-        real[0] = 0.0
+        real = tower.terms.pool_weights().detach().float()[:, None]  # 1 (or the learned weight); 0 for padding
         self.term_table = _const(torch.cat([table * real, real], dim=1))
         self.term_dim = int(table.shape[1])
 
@@ -206,7 +208,7 @@ class LeanQueryTower(nn.Module):
     def _bag(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., L) ids -> (mean embedding (..., E), count (..., 1))."""
         summed, count = F.embedding(ids, self.term_table).sum(-2).split([self.term_dim, 1], dim=-1)
-        return summed / count.clamp_min(1.0), count
+        return summed / count.clamp_min(TERM_WEIGHT_FLOOR), count
 
     @property
     def user_dim(self) -> int:
@@ -223,9 +225,10 @@ class LeanQueryTower(nn.Module):
         items = hist_item_graph @ self.item_w + type_emb  # (B, N, h)
         summed = F.embedding(hist_query_terms, self.term_table).sum(-2)  # (B, M, E + 1): [sum ; count]
         count = summed[..., self.term_dim:]
-        queries = (summed / count.clamp_min(1.0)) @ self.hq_w  # (B, M, h): mean bag @ W + bias
+        queries = (summed / count.clamp_min(TERM_WEIGHT_FLOOR)) @ self.hq_w  # (B, M, h): mean bag @ W + bias
         tokens = torch.cat([items, queries], dim=1)  # (B, T, h), the summary token excluded
-        bias = torch.cat([item_score_b, torch.where(count < 0.5, _MASKED, self.query_score_b)], dim=1)  # (B, T, heads)
+        empty = count < TERM_WEIGHT_FLOOR  # a real term weighs at least exp(-4) > the floor
+        bias = torch.cat([item_score_b, torch.where(empty, _MASKED, self.query_score_b)], dim=1)  # (B, T, heads)
         u = F.layer_norm(tokens, (int(tokens.shape[-1]),), self.ln1_w, self.ln1_b, self.ln1_eps)  # LN1(x_t) - l0
         scores = u @ self.score_w + bias  # (B, T, heads), relative to the summary token's
         probs = torch.softmax(F.pad(scores, (0, 0, 1, 0)), dim=1)[:, 1:]  # summary token's score is 0

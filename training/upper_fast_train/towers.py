@@ -42,6 +42,13 @@ PRODUCT_INPUTS = (
 )
 
 
+# Learned term pooling weights (TermBag weighted): logits clamped to [-4, 4], so every real term's
+# weight is at least exp(-4) ~ 0.018 and a bag's weight total is either 0 (all padding) or above
+# TERM_WEIGHT_FLOOR, which the serving tower uses to tell empty history queries apart.
+TERM_LOGIT_BOUND = 4.0
+TERM_WEIGHT_FLOOR = 1e-3
+
+
 class TermBag(nn.Module):
     """Mean of term embeddings over the non-padding ids (id 0 = padding); all-padding bags give zeros.
 
@@ -56,17 +63,28 @@ class TermBag(nn.Module):
     sparse: the table's gradient is a sparse tensor over the used rows (`TrainConfig.sparse_term_grads`;
     the trainer then steps it with SparseAdam).
 
+    weighted: the bag is a weighted mean, sum_i w_i e_i / sum_i w_i, with a learned pooling weight per
+    id, w = exp(clamp(a_id, -4, 4)), every a starting at 0 (the plain mean; `TrainConfig.term_weights`),
+    so training can weigh a query's rare, telling words above its common words and char trigrams,
+    as BM25's idf does, but learned. `pool_weights()` gives the (V,) weights (0 for padding) that the
+    serving table folds in.
+
     Input (..., L) int64; output (..., E) float32.
     """
 
     def __init__(
-        self, vocab_size: int, dim: int, type_bounds: tuple[int, int] | None = None, sparse: bool = False, row_scale: bool = False
+        self, vocab_size: int, dim: int, type_bounds: tuple[int, int] | None = None, sparse: bool = False, row_scale: bool = False,
+        weighted: bool = False,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, dim, padding_idx=0, sparse=sparse)
         nn.init.normal_(self.embedding.weight, std=dim**-0.5)
         with torch.no_grad():
             self.embedding.weight[0].zero_()
+        self.weight_logit: nn.Embedding | None = None
+        if weighted:
+            self.weight_logit = nn.Embedding(vocab_size, 1, padding_idx=0, sparse=sparse)
+            nn.init.zeros_(self.weight_logit.weight)
         self.type_bounds = None if type_bounds is None else (int(type_bounds[0]), int(type_bounds[1]))
         self.type_log_scale = nn.Parameter(torch.zeros(3)) if type_bounds is not None else None
         self.row_scale: torch.Tensor | None
@@ -107,6 +125,15 @@ class TermBag(nn.Module):
         rows = torch.arange(weight.shape[0], device=weight.device)
         return weight * self.type_log_scale.exp()[self._types(rows)].unsqueeze(-1)
 
+    def pool_weights(self) -> torch.Tensor:
+        """(V,) pooling weight of every id: exp(clamp(a, -4, 4)) when weighted, else 1; 0 for padding."""
+        vocab = self.embedding.weight.shape[0]
+        if self.weight_logit is None:
+            w = torch.ones(vocab, device=self.embedding.weight.device)
+        else:
+            w = self.weight_logit.weight[:, 0].clamp(-TERM_LOGIT_BOUND, TERM_LOGIT_BOUND).exp()
+        return w * (torch.arange(vocab, device=w.device) > 0).to(w.dtype)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         mask = (ids > 0).to(self.embedding.weight.dtype).unsqueeze(-1)  # (..., L, 1)
         emb = self.embedding(ids)
@@ -114,6 +141,10 @@ class TermBag(nn.Module):
             emb = emb * self.row_scale[ids].unsqueeze(-1)
         if self.type_log_scale is not None:
             emb = emb * self.type_log_scale.exp()[self._types(ids)].unsqueeze(-1)
+        if self.weight_logit is not None:
+            mask = mask * self.weight_logit(ids).clamp(-TERM_LOGIT_BOUND, TERM_LOGIT_BOUND).exp()
+            summed = (emb * mask).sum(dim=-2)  # (..., E)
+            return summed / mask.sum(dim=-2).clamp_min(TERM_WEIGHT_FLOOR)  # all-padding bags: 0 / floor = 0
         summed = (emb * mask).sum(dim=-2)  # (..., E)
         return summed / mask.sum(dim=-2).clamp_min(1.0)
 
@@ -356,7 +387,8 @@ class UpperModel(nn.Module):
     ) -> None:
         super().__init__()
         bounds = (config.word_buckets, config.word_buckets + config.bigram_buckets) if config.term_type_scale else None
-        self.terms = TermBag(config.term_vocab_size, config.term_dim, bounds, sparse=config.sparse_term_grads, row_scale=config.term_idf_scale)
+        self.terms = TermBag(config.term_vocab_size, config.term_dim, bounds, sparse=config.sparse_term_grads,
+                             row_scale=config.term_idf_scale, weighted=config.term_weights)
         # lexical_skip: one linear map W of the unit-scaled term bag added to BOTH towers' outputs, so
         # a score contains t_q' W'W t_p, a learned lexical match through the shared term table that
         # works for queries never seen in training (the tail), beside what the fusion MLPs learn.

@@ -725,6 +725,8 @@ def _prepare(dataset: Any, run: Path, config: TrainConfig, resume: bool) -> dict
         train_end,
         dim=config.graph_dim,
         seed=config.seed,
+        walks_per_node=config.graph_walks_per_node,
+        epochs=config.graph_epochs,
         progress=config.progress,
         workers=config.graph_workers,
         featurizer_config=FeaturizerConfig(**config.featurizer_kwargs()),
