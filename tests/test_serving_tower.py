@@ -86,7 +86,7 @@ def test_lean_tower_folds_idf_row_scales():
         assert (tower(**x) - lean(**x)).abs().max().item() > 1e-3  # the scales did change the function
 
 
-def test_lean_tower_folds_learned_term_weights():
+def test_lean_tower_folds_learned_term_weights(tmp_path):
     # TrainConfig.term_weights: the per-id pooling weights ride in the served table's count column,
     # including the smallest weight (exp(-4)): a one-term history query must not be taken for padding.
     torch.manual_seed(0)
@@ -106,6 +106,12 @@ def test_lean_tower_folds_learned_term_weights():
     x["hist_query_terms"][:5, 0, 0] = 7  # history queries of one lightest-weight term
     with torch.no_grad():
         assert (tower(**x) - lean(**x)).abs().max().item() < 1e-5
+    # and through onnxruntime: the whole tower and the user / query split
+    inputs = {k: v.numpy() for k, v in x.items()}
+    assert check_onnx_parity(tower, export_query_tower(tower, tmp_path / "q.onnx", inputs), inputs) < 1e-4
+    user_path, query_path = export_split_towers(tower, tmp_path, inputs)
+    assert check_split_parity(tower, user_path, query_path, inputs) < 1e-4
+    with torch.no_grad():
         terms.weight_logit.weight.zero_()
         assert (tower(**x) - lean(**x)).abs().max().item() > 1e-3  # the weights did change the function
 

@@ -130,6 +130,30 @@ def test_training_sets_the_idf_row_scales_and_checkpoints_keep_them(tmp_path):
     torch.testing.assert_close(again.terms.row_scale, scale, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_training_learns_term_weights_and_checkpoints_keep_them(tmp_path, sparse):
+    from safetensors.torch import load_model
+
+    from upper_fast_train.train import SplitOptimizer, build_optimizer
+
+    cfg = tiny_config(max_steps=3, term_weights=True, sparse_term_grads=sparse)
+    data, products = tiny_world(cfg)
+    model = _fresh(cfg)
+    assert model.terms.weight_logit.weight.eq(0).all()
+    optimizer = build_optimizer(model, cfg)
+    if sparse:  # the weight logits are stepped with the table, by SparseAdam
+        assert isinstance(optimizer, SplitOptimizer)
+        assert any(p is model.terms.weight_logit.weight for g in optimizer.sparse.param_groups for p in g["params"])
+    metrics = train_model(model, data, products, cfg, checkpoint_dir=tmp_path)
+    assert np.isfinite(metrics["last_loss"])
+    logits = model.terms.weight_logit.weight.detach().clone()
+    used = np.unique(products.product_terms)
+    assert logits[used[used > 0]].abs().max() > 0 and logits[0].eq(0).all()
+    again = _fresh(cfg)
+    load_model(again, str(tmp_path / "model.safetensors"))
+    torch.testing.assert_close(again.terms.weight_logit.weight, logits, rtol=0, atol=0)
+
+
 def test_resume_refuses_a_changed_sparse_term_grads(tmp_path):
     cfg = tiny_config(max_steps=2, sparse_term_grads=True)
     data, products = tiny_world(cfg)

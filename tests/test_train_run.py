@@ -104,3 +104,22 @@ def test_cli_trains_the_ablation(world, tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["personalized"] is False and config["pretrain"] is False and config["max_steps"] == 2
     assert config["data_dir"] == str(src.resolve())  # `upper-fast eval RUN` finds the data from here
+
+
+def test_graph_walks_and_epochs_reach_the_graph_embeddings(world, tmp_path, monkeypatch):
+    import upper_fast_train.graph as graph
+
+    seen: dict[str, object] = {}
+    real = graph.train_graph_embeddings
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(graph, "train_graph_embeddings", spy)
+    train(world, tmp_path / "run", _config(max_steps=1, graph_walks_per_node=1, graph_epochs=1, graph_workers=1))
+    assert seen["walks_per_node"] == 1 and seen["epochs"] == 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["graph_epochs"] == 1
+    for bad in ({"graph_walks_per_node": 0}, {"graph_epochs": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrainConfig(**bad)
