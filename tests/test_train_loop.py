@@ -154,6 +154,34 @@ def test_training_learns_term_weights_and_checkpoints_keep_them(tmp_path, sparse
     torch.testing.assert_close(again.terms.weight_logit.weight, logits, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_term_lr_scale_gives_the_term_table_its_own_lr(tmp_path, sparse):
+    from upper_fast_train.config import TrainConfig
+    from upper_fast_train.train import group_lr
+
+    cfg = tiny_config(max_steps=4, term_weights=True, sparse_term_grads=sparse, term_lr_scale=5.0, lr=1e-3,
+                      lr_schedule="cosine")
+    data, products = tiny_world(cfg)
+    model = _fresh(cfg)
+    metrics = train_model(model, data, products, cfg, checkpoint_dir=tmp_path)
+    assert np.isfinite(metrics["last_loss"])
+    from upper_fast_train.train import build_optimizer
+
+    optimizer = build_optimizer(model, cfg)
+    table = {id(model.terms.embedding.weight), id(model.terms.weight_logit.weight)}
+    for group in optimizer.param_groups:
+        ids = {id(p) for p in group["params"]}
+        assert group["term_table"] == bool(ids & table) and (not group["term_table"] or ids == table)
+        assert group["lr"] == pytest.approx(5e-3 if group["term_table"] else 1e-3)
+        assert group_lr(group, 2, 4, cfg) == pytest.approx((5e-3 if group["term_table"] else 1e-3) * 0.5)
+    assert sum(g["term_table"] for g in optimizer.param_groups) == 1
+    # scale 1: one dense group as before (checkpoints written before the field keep loading)
+    plain = build_optimizer(model, tiny_config(sparse_term_grads=sparse))
+    assert [g["term_table"] for g in plain.param_groups] == ([False, True] if sparse else [False])
+    with pytest.raises(ValueError, match="term_lr_scale"):
+        TrainConfig(term_lr_scale=0.0)
+
+
 def test_resume_refuses_a_changed_sparse_term_grads(tmp_path):
     cfg = tiny_config(max_steps=2, sparse_term_grads=True)
     data, products = tiny_world(cfg)

@@ -452,7 +452,7 @@ def train_model(
             continue
         weights = negative_weights(step, total, config)
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * lr_factor(step, total, config.lr_schedule)
+            group["lr"] = group_lr(group, step, total, config)
         before = dict(timing)
         loss, parts = _step_loss(net, data, products, idx, step, weights, pool, config, device, timing, teacher)
         t0 = time.perf_counter()
@@ -538,19 +538,49 @@ class SplitOptimizer:
         self.sparse.load_state_dict(state_dict["sparse"])
 
 
+def _term_table_ids(model: torch.nn.Module) -> set[int]:
+    """ids of the shared term table's per-row parameters (the embedding rows and, with term_weights,
+    the pooling-weight logits): the parameters `TrainConfig.term_lr_scale` applies to."""
+    core = model.module if hasattr(model, "module") else model
+    terms = getattr(core, "terms", None)
+    if terms is None:
+        return set()
+    rows = [terms.embedding] + ([terms.weight_logit] if getattr(terms, "weight_logit", None) is not None else [])
+    return {id(m.weight) for m in rows if m.weight.requires_grad}
+
+
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer | SplitOptimizer:
     """AdamW over the trainable parameters; with `sparse_term_grads`, the sparse embedding tables
-    go to a SparseAdam instead (same lr and betas, no weight decay) inside a `SplitOptimizer`."""
+    go to a SparseAdam instead (same lr and betas, no weight decay) inside a `SplitOptimizer`.
+
+    Every param group carries "term_table" (True for the group of the term table's rows): the
+    trainer sets its lr to lr x schedule x `term_lr_scale`, the others' to lr x schedule. The table
+    gets a group of its own only when its scale is not 1 (so older checkpoints keep resuming)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     sparse_ids = {
         id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse and m.weight.requires_grad
     }
+    table_ids = _term_table_ids(model)
     dense = [p for p in trainable if id(p) not in sparse_ids]
-    adamw = torch.optim.AdamW(dense, lr=config.lr, weight_decay=config.weight_decay)
+    table_lr = config.lr * config.term_lr_scale
+    if config.term_lr_scale != 1.0 and any(id(p) in table_ids for p in dense):
+        groups = [{"params": [p for p in dense if id(p) not in table_ids], "term_table": False},
+                  {"params": [p for p in dense if id(p) in table_ids], "term_table": True, "lr": table_lr}]
+    else:
+        groups = [{"params": dense, "term_table": False}]
+    adamw = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     if not sparse_ids:
         return adamw
     sparse = [p for p in trainable if id(p) in sparse_ids]
-    return SplitOptimizer(adamw, torch.optim.SparseAdam(sparse, lr=config.lr))
+    tagged = [{"params": sparse, "term_table": all(id(p) in table_ids for p in sparse), "lr": table_lr}]
+    return SplitOptimizer(adamw, torch.optim.SparseAdam(tagged, lr=config.lr))
+
+
+def group_lr(group: dict[str, Any], step: int, total: int, config: TrainConfig) -> float:
+    """The learning rate of one param group at `step`: lr x the schedule's factor, x term_lr_scale for
+    the term table's group."""
+    scale = config.term_lr_scale if group.get("term_table", False) else 1.0
+    return config.lr * scale * lr_factor(step, total, config.lr_schedule)
 
 
 def _save_checkpoint(path: Path, model: UpperModel, optimizer: torch.optim.Optimizer | SplitOptimizer, pool: DynamicPool | None, step: int, config: TrainConfig) -> None:
