@@ -63,15 +63,21 @@ def test_lean_tower_folds_term_type_scales():
         assert (plain(**x) - tower(**x)).abs().max().item() > 1e-3
 
 
-def test_lean_tower_folds_idf_row_scales():
-    # TrainConfig.term_idf_scale: the fixed per-row idf weights are folded into the served table.
+def _tower_with_terms(**bag_options: bool) -> tuple[QueryUserTower, TermBag]:
+    """A lexical-skip tower over a TermBag built with `bag_options`, every parameter perturbed."""
     torch.manual_seed(0)
     cfg = TrainConfig(graph_dim=12, term_dim=16, hidden=32, history_heads=4, country_dim=8, dim=24, dropout=0.0)
-    terms = TermBag(VOCAB, cfg.term_dim, row_scale=True)
+    terms = TermBag(VOCAB, cfg.term_dim, **bag_options)
     tower = QueryUserTower(cfg, terms, COUNTRIES + 1, torch.nn.Linear(cfg.term_dim, cfg.dim, bias=False))
     with torch.no_grad():
         for p in tower.parameters():
             p.add_(0.3 * torch.randn_like(p))
+    return tower, terms
+
+
+def test_lean_tower_folds_idf_row_scales():
+    # TrainConfig.term_idf_scale: the fixed per-row idf weights are folded into the served table.
+    tower, terms = _tower_with_terms(row_scale=True)
     docs = np.random.default_rng(3).integers(0, VOCAB // 2, (50, 8))  # ids >= VOCAB / 2 in no document
     terms.set_idf(docs)
     scale = terms.row_scale
@@ -89,14 +95,9 @@ def test_lean_tower_folds_idf_row_scales():
 def test_lean_tower_folds_learned_term_weights(tmp_path):
     # TrainConfig.term_weights: the per-id pooling weights ride in the served table's count column,
     # including the smallest weight (exp(-4)): a one-term history query must not be taken for padding.
-    torch.manual_seed(0)
-    cfg = TrainConfig(graph_dim=12, term_dim=16, hidden=32, history_heads=4, country_dim=8, dim=24, dropout=0.0)
-    terms = TermBag(VOCAB, cfg.term_dim, weighted=True)
-    tower = QueryUserTower(cfg, terms, COUNTRIES + 1, torch.nn.Linear(cfg.term_dim, cfg.dim, bias=False))
+    tower, terms = _tower_with_terms(weighted=True)
     with torch.no_grad():
-        for p in tower.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-        terms.weight_logit.weight.mul_(10.0)  # weights across the whole clamped range
+        terms.weight_logit.weight.normal_(0.0, 3.0)  # weights across the whole clamped range
         terms.weight_logit.weight[7] = -100.0  # below the bound: the weight is exp(-4)
         terms.embedding.weight[0] = 5.0
     tower.eval()
