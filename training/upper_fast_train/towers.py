@@ -143,10 +143,8 @@ class TermBag(nn.Module):
             emb = emb * self.type_log_scale.exp()[self._types(ids)].unsqueeze(-1)
         if self.weight_logit is not None:
             mask = mask * self.weight_logit(ids).clamp(-TERM_LOGIT_BOUND, TERM_LOGIT_BOUND).exp()
-            summed = (emb * mask).sum(dim=-2)  # (..., E)
-            return summed / mask.sum(dim=-2).clamp_min(TERM_WEIGHT_FLOOR)  # all-padding bags: 0 / floor = 0
         summed = (emb * mask).sum(dim=-2)  # (..., E)
-        return summed / mask.sum(dim=-2).clamp_min(1.0)
+        return summed / mask.sum(dim=-2).clamp_min(TERM_WEIGHT_FLOOR)  # all-padding bags: 0 / floor = 0
 
 
 def _unit_scale(x: torch.Tensor) -> torch.Tensor:

@@ -545,7 +545,7 @@ def _term_table_ids(model: torch.nn.Module) -> set[int]:
     terms = getattr(core, "terms", None)
     if terms is None:
         return set()
-    rows = [terms.embedding] + ([terms.weight_logit] if getattr(terms, "weight_logit", None) is not None else [])
+    rows = [terms.embedding] + ([terms.weight_logit] if terms.weight_logit is not None else [])
     return {id(m.weight) for m in rows if m.weight.requires_grad}
 
 
