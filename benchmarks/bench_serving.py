@@ -60,10 +60,10 @@ def bench_tower() -> Any:
     from upper_fast_train.towers import QueryUserTower, TermBag
 
     torch.manual_seed(0)
-    cfg = TrainConfig(graph_dim=G, dim=D, dropout=0.0, word_buckets=FEATURIZER["word_buckets"],
+    cfg = TrainConfig.from_flat(graph_dim=G, dim=D, dropout=0.0, word_buckets=FEATURIZER["word_buckets"],
                       bigram_buckets=FEATURIZER["bigram_buckets"], trigram_buckets=FEATURIZER["trigram_buckets"])
-    lexical = torch.nn.Linear(cfg.term_dim, cfg.dim, bias=False)  # as UpperModel builds it (lexical_skip)
-    return QueryUserTower(cfg, TermBag(cfg.term_vocab_size, cfg.term_dim), len(COUNTRIES) + 1, lexical).eval()
+    lexical = torch.nn.Linear(cfg.model.term_dim, cfg.model.dim, bias=False)  # as UpperModel builds it (lexical_skip)
+    return QueryUserTower(cfg, TermBag(cfg.term_vocab_size, cfg.model.term_dim), len(COUNTRIES) + 1, lexical).eval()
 
 
 def clustered(n: int, dim: int, seed: int, centers: int = 2000, centres: np.ndarray | None = None) -> np.ndarray:

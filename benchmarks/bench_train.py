@@ -44,7 +44,7 @@ def main() -> None:
         generate(data, progress=False)
     dataset = load_dataset(data)
     # warmup_fraction=0 so every timed step runs all three negative sources at their final weights.
-    config = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, pretrain=False, warmup_fraction=0.0, progress=False)
+    config = TrainConfig.from_flat(max_steps=args.steps, batch_size=args.batch_size, pretrain=False, warmup_fraction=0.0, progress=False)
     t0 = time.perf_counter()
     metrics = train(dataset, tmp / "run", config)
     total = time.perf_counter() - t0
@@ -53,8 +53,8 @@ def main() -> None:
     print(f"simulated marketplace: {dataset.catalog.num_rows} products, {metrics['n_examples']} training examples")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load avg {os.getloadavg()[0]:.1f}; "
           f"SIMD {upper_fast.simd_level()}; torch {torch.__version__}, {torch.get_num_threads()} threads; device {metrics['device']}")
-    print(f"config: batch {config.batch_size}, dim {config.dim}, inbatch {config.inbatch_negatives}, uniform {config.uniform_negatives}, "
-          f"dynamic {config.dynamic_negatives} from a pool of {config.dynamic_pool} refreshed every {config.dynamic_refresh} steps")
+    print(f"config: batch {config.loop.batch_size}, dim {config.model.dim}, inbatch {config.negatives.inbatch_negatives}, uniform {config.negatives.uniform_negatives}, "
+          f"dynamic {config.negatives.dynamic_negatives} from a pool of {config.negatives.dynamic_pool} refreshed every {config.negatives.dynamic_refresh} steps")
     print(f"{'phase':<10} {'median ms':>10} {'p99 ms':>10} {'share':>7}")
     step_total = np.zeros(len(hist))
     for phase in ("data", "mining", "forward", "backward", "optimizer"):

@@ -1,8 +1,8 @@
 """Train UPPER on Home Depot train judgments and score it on Home Depot dev (docs/evaluation.md,
 "Our model on Home Depot dev").
 
-    python benchmarks/train_homedepot.py RUN_DIR [--config JSON] [--pseudo-queries K]
-        [--min-words 2] [--max-words 4] [--prep-from OTHER_RUN] [--graded] [--data ../shared/data] [--out result.json]
+    python benchmarks/train_homedepot.py RUN_DIR [--preset relevance] [--config JSON]
+        [--prep-from OTHER_RUN] [--graded] [--data ../shared/data] [--out result.json]
 
 Home Depot has no users: every judgment is a signed-out event (relevance >= 2.5 purchase, >= 2.0
 click, else impression; `upper_fast.data.realdata.load_homedepot`; with --graded every judgment
@@ -10,9 +10,10 @@ with a positive nDCG gain is an engagement: >= 2.5 purchase, >= 2.0 add_to_cart,
 > 1.0 click). Dev queries never occur in
 train, so the dev query tower sees only its term bag (no graph node, no history).
 
---pseudo-queries K adds, per catalogue product, K signed-out "click" events whose query is a random
-contiguous span of --min-words..--max-words words of the product's own title (catalogue text only,
-no dev data): the 7,103 training queries alone leave most of the term table untrained.
+--preset names the starting config (default relevance, the preset for judged signed-out data);
+--config is a JSON object of overrides on it (field names or sections). The relevance preset adds
+title pseudo-queries (upper_fast_train.pseudo_queries): the 7,103 training queries alone leave most
+of the term table untrained.
 --prep-from reuses another run's preparation (tokenizer, vocab.json, graph.npz, text_encoder/,
 checkpoint/encoder_init.safetensors; graph embeddings take minutes): it must have been made with
 the same text encoder, graph_dim and tokenizer settings.
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 import time
@@ -33,48 +33,6 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-_WORD = re.compile(r"[\w/.\-\"']+")
-
-
-def pseudo_queries(titles: list[str | None], per_product: int, min_words: int, max_words: int, seed: int = 0) -> tuple[list[str], list[int]]:
-    """(queries, catalogue rows): per title, `per_product` random contiguous spans of its lower-cased
-    words, each min_words..max_words long (shorter titles give the whole title)."""
-    if not 1 <= min_words <= max_words:
-        raise ValueError("need 1 <= min_words <= max_words")
-    rng = np.random.default_rng(seed)
-    queries: list[str] = []
-    rows: list[int] = []
-    for row, title in enumerate(titles):
-        words = _WORD.findall((title or "").lower())
-        if not words:
-            continue
-        for _ in range(per_product):
-            n = min(int(rng.integers(min_words, max_words + 1)), len(words))
-            start = int(rng.integers(0, len(words) - n + 1))
-            queries.append(" ".join(words[start : start + n]))
-            rows.append(row)
-    return queries, rows
-
-
-def with_pseudo_queries(dataset: Any, per_product: int, min_words: int, max_words: int, seed: int = 0) -> Any:
-    """`dataset` with the pseudo-query events appended to its log (timestamp train_end - 1, signed out)."""
-    import dataclasses
-
-    import pyarrow as pa
-
-    queries, rows = pseudo_queries(dataset.catalog.column("title").to_pylist(), per_product, min_words, max_words, seed)
-    ids = dataset.catalog.column("product_id").to_pylist()
-    n = len(queries)
-    extra = pa.table({
-        "timestamp": pa.array([int(dataset.meta["train_end"]) - 1] * n, pa.int64()),
-        "user_id": pa.array([None] * n, pa.string()),
-        "query": pa.array(queries, pa.string()),
-        "product_id": pa.array([ids[r] for r in rows], pa.string()),
-        "interaction": pa.array(["click"] * n, pa.string()),
-        "country": pa.array([None] * n, pa.string()),
-    })
-    log = pa.concat_tables([dataset.log, extra.select(dataset.log.column_names).cast(dataset.log.schema)])
-    return dataclasses.replace(dataset, log=log)
 
 
 def copy_preparation(src: Path, dst: Path) -> None:
@@ -93,10 +51,9 @@ def copy_preparation(src: Path, dst: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
-    parser.add_argument("--config", default="{}", help="JSON object of TrainConfig fields")
-    parser.add_argument("--pseudo-queries", type=int, default=0)
-    parser.add_argument("--min-words", type=int, default=2)
-    parser.add_argument("--max-words", type=int, default=4)
+    parser.add_argument("--preset", default="relevance", help="starting config (upper_fast_train presets)")
+    parser.add_argument("--config", default="{}", help="JSON object of overrides: field names or sections")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
     parser.add_argument("--prep-from", type=Path)
     parser.add_argument("--graded", action="store_true", help="train judgments on all four engagement types")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -110,12 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     from upper_fast_train.evaluate import Judgments, evaluate_judged, run_query_encoder
 
     values = json.loads(args.config)
-    config = TrainConfig.from_dict(values)
-    if config.device in ("auto", "cpu"):
-        torch.set_num_threads(int(values.get("num_threads", 1)))
+    config = TrainConfig.preset(args.preset, **values)
+    if config.loop.device in ("auto", "cpu"):
+        torch.set_num_threads(args.threads)
     dataset = load_homedepot(args.data, "train", graded=args.graded).dataset
-    if args.pseudo_queries:
-        dataset = with_pseudo_queries(dataset, args.pseudo_queries, args.min_words, args.max_words, config.seed)
     resume = False
     if args.prep_from:
         copy_preparation(args.prep_from, args.run)
@@ -131,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     products = np.ascontiguousarray(run.encode_products(dev.catalog), dtype=np.float32)
     result = evaluate_judged(run_query_encoder(run), products, judged)
     report = {
-        "config": values, "pseudo_queries": args.pseudo_queries, "min_words": args.min_words, "max_words": args.max_words,
+        "preset": args.preset, "overrides": values, "config": config.to_dict(),
         "prep_from": str(args.prep_from) if args.prep_from else None, "graded": args.graded, "steps": metrics["steps"],
         "n_examples": metrics["n_examples"], "train_wall_s": train_s, "loop_s": metrics["seconds"],
         "eval_wall_s": time.perf_counter() - t0, "first_loss": metrics["first_loss"], "last_loss": metrics["last_loss"],

@@ -26,7 +26,7 @@ def tiny_config(**overrides: object) -> TrainConfig:
         lr=1e-2, progress=False, country_dim=4, category_dim=4, quality_dim=4, quality_buckets=4,
     )
     values.update(overrides)
-    return TrainConfig(**values)  # type: ignore[arg-type]
+    return TrainConfig.from_flat(**values)  # type: ignore[arg-type]
 
 
 def tiny_vocab() -> Vocab:
@@ -37,8 +37,8 @@ def tiny_encoder(config: TrainConfig):
     from transformers import T5Config, T5EncoderModel
 
     return T5EncoderModel(
-        T5Config(vocab_size=TEXT_VOCAB, d_model=config.t5_d_model, d_kv=config.t5_d_model // config.t5_heads,
-                 d_ff=config.t5_d_ff, num_layers=config.t5_layers, num_heads=config.t5_heads, dropout_rate=0.0,
+        T5Config(vocab_size=TEXT_VOCAB, d_model=config.text.t5_d_model, d_kv=config.text.t5_d_model // config.text.t5_heads,
+                 d_ff=config.text.t5_d_ff, num_layers=config.text.t5_layers, num_heads=config.text.t5_heads, dropout_rate=0.0,
                  pad_token_id=0, decoder_start_token_id=0)
     )
 
@@ -48,9 +48,9 @@ def tiny_world(config: TrainConfig, n_events: int = 160, seed: int = 0) -> tuple
     n = N_PRODUCTS
     vocab_size = config.term_vocab_size
     base_terms = rng.integers(1, vocab_size, size=(n, 4))
-    product_terms = np.zeros((n, config.max_product_terms), np.int64)
+    product_terms = np.zeros((n, config.featurizer.max_product_terms), np.int64)
     product_terms[:, :4] = base_terms
-    text_ids = np.zeros((n, config.text_max_len), np.int64)
+    text_ids = np.zeros((n, config.text.text_max_len), np.int64)
     text_ids[:, :5] = rng.integers(3, TEXT_VOCAB, size=(n, 5))
     graph_mask = (rng.random(n) < 0.7).astype(np.float32)
     products = ProductTable(
@@ -64,16 +64,16 @@ def tiny_world(config: TrainConfig, n_events: int = 160, seed: int = 0) -> tuple
         quality_buckets=rng.integers(0, 5, (n, 1)),
     )
     n_queries = n
-    query_terms = np.zeros((n_queries, config.max_query_terms), np.int64)
+    query_terms = np.zeros((n_queries, config.featurizer.max_query_terms), np.int64)
     query_terms[:, :2] = base_terms[:, :2]  # query j describes product j
     qmask = (rng.random(n_queries) < 0.5).astype(np.float32)
     targets = rng.integers(0, n, n_events)
     labels = np.where(rng.random(n_events) < 0.3, 0, rng.integers(1, 5, n_events))
     # Logged impressions (label 0) show some other product for the query.
     rows = np.where(labels > 0, targets, (targets + rng.integers(1, n, n_events)) % n)
-    hist_items = rng.integers(-1, n, (n_events, config.history_items))
+    hist_items = rng.integers(-1, n, (n_events, config.model.history_items))
     hist_items[: n_events // 4] = -1  # signed-out / no-history rows
-    hist_queries = rng.integers(-1, n_queries, (n_events, config.history_queries))
+    hist_queries = rng.integers(-1, n_queries, (n_events, config.model.history_queries))
     hist_queries[: n_events // 4] = -1
     queries = QueryTable(
         query_terms=query_terms,

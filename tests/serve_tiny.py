@@ -61,11 +61,11 @@ def upper_tower(seed: int = 0) -> torch.nn.Module:
     from upper_fast_train.towers import QueryUserTower, TermBag
 
     torch.manual_seed(seed)
-    cfg = TrainConfig(graph_dim=G, dim=D, term_dim=16, hidden=16, history_heads=2, country_dim=4, dropout=0.0,
+    cfg = TrainConfig.from_flat(graph_dim=G, dim=D, term_dim=16, hidden=16, history_heads=2, country_dim=4, dropout=0.0,
                       word_buckets=FEATURIZER["word_buckets"], bigram_buckets=FEATURIZER["bigram_buckets"],
                       trigram_buckets=FEATURIZER["trigram_buckets"])
-    lexical = torch.nn.Linear(cfg.term_dim, cfg.dim, bias=False)
-    tower = QueryUserTower(cfg, TermBag(cfg.term_vocab_size, cfg.term_dim), len(COUNTRIES) + 1, lexical).eval()
+    lexical = torch.nn.Linear(cfg.model.term_dim, cfg.model.dim, bias=False)
+    tower = QueryUserTower(cfg, TermBag(cfg.term_vocab_size, cfg.model.term_dim), len(COUNTRIES) + 1, lexical).eval()
     with torch.no_grad():  # fresh init leaves some parameters at 0 / 1: make every path matter
         for p in tower.parameters():
             p.add_(0.1 * torch.randn_like(p))

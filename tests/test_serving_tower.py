@@ -17,10 +17,10 @@ VOCAB, N, M, L, COUNTRIES = 700, 6, 3, 16, 4
 def _tower(personalized: bool, lexical: bool, seed: int = 0, user_skip: bool = True,
            type_bounds: tuple[int, int] | None = None) -> QueryUserTower:
     torch.manual_seed(seed)
-    cfg = TrainConfig(graph_dim=12, term_dim=16, hidden=32, history_heads=4, country_dim=8, dim=24, dropout=0.0,
+    cfg = TrainConfig.from_flat(graph_dim=12, term_dim=16, hidden=32, history_heads=4, country_dim=8, dim=24, dropout=0.0,
                       personalized=personalized, lexical_skip=lexical, user_skip=user_skip)
-    terms = TermBag(VOCAB, cfg.term_dim, type_bounds)
-    lex = torch.nn.Linear(cfg.term_dim, cfg.dim, bias=False) if lexical else None
+    terms = TermBag(VOCAB, cfg.model.term_dim, type_bounds)
+    lex = torch.nn.Linear(cfg.model.term_dim, cfg.model.dim, bias=False) if lexical else None
     tower = QueryUserTower(cfg, terms, COUNTRIES + 1, lex)
     with torch.no_grad():  # every parameter non-trivial, so each folded constant is exercised
         for p in tower.parameters():
@@ -50,7 +50,7 @@ def test_lean_tower_matches_training_tower(personalized, lexical, user_skip):
 
 
 def test_lean_tower_folds_term_type_scales():
-    # TrainConfig.term_type_scale: the three learned type scales are folded into the served table.
+    # TrainConfig.experimental.term_type_scale: the three learned type scales are folded into the served table.
     tower = _tower(True, True, type_bounds=(300, 500))
     scales = tower.terms.type_log_scale.detach()
     assert scales.abs().min() > 0 and len(set(scales.tolist())) == 3  # perturbed: every type differs
@@ -66,9 +66,9 @@ def test_lean_tower_folds_term_type_scales():
 def _tower_with_terms(**bag_options: bool) -> tuple[QueryUserTower, TermBag]:
     """A lexical-skip tower over a TermBag built with `bag_options`, every parameter perturbed."""
     torch.manual_seed(0)
-    cfg = TrainConfig(graph_dim=12, term_dim=16, hidden=32, history_heads=4, country_dim=8, dim=24, dropout=0.0)
-    terms = TermBag(VOCAB, cfg.term_dim, **bag_options)
-    tower = QueryUserTower(cfg, terms, COUNTRIES + 1, torch.nn.Linear(cfg.term_dim, cfg.dim, bias=False))
+    cfg = TrainConfig.from_flat(graph_dim=12, term_dim=16, hidden=32, history_heads=4, country_dim=8, dim=24, dropout=0.0)
+    terms = TermBag(VOCAB, cfg.model.term_dim, **bag_options)
+    tower = QueryUserTower(cfg, terms, COUNTRIES + 1, torch.nn.Linear(cfg.model.term_dim, cfg.model.dim, bias=False))
     with torch.no_grad():
         for p in tower.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -76,7 +76,7 @@ def _tower_with_terms(**bag_options: bool) -> tuple[QueryUserTower, TermBag]:
 
 
 def test_lean_tower_folds_idf_row_scales():
-    # TrainConfig.term_idf_scale: the fixed per-row idf weights are folded into the served table.
+    # TrainConfig.model.term_idf_scale: the fixed per-row idf weights are folded into the served table.
     tower, terms = _tower_with_terms(row_scale=True)
     docs = np.random.default_rng(3).integers(0, VOCAB // 2, (50, 8))  # ids >= VOCAB / 2 in no document
     terms.set_idf(docs)
@@ -93,7 +93,7 @@ def test_lean_tower_folds_idf_row_scales():
 
 
 def test_lean_tower_folds_learned_term_weights(tmp_path):
-    # TrainConfig.term_weights: the per-id pooling weights ride in the served table's count column,
+    # TrainConfig.experimental.term_weights: the per-id pooling weights ride in the served table's count column,
     # including the smallest weight (exp(-4)): a one-term history query must not be taken for padding.
     tower, terms = _tower_with_terms(weighted=True)
     with torch.no_grad():

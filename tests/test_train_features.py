@@ -107,13 +107,13 @@ def test_shown_products_match_an_oracle():
 def test_shown_negatives_config_defaults_and_errors():
     from upper_fast_train.config import TrainConfig
 
-    assert TrainConfig().shown_negatives == 4
+    assert TrainConfig().objective.shown_negatives == 4
     # A run trained before shown negatives existed resumes without them.
-    assert TrainConfig.from_dict({"term_dim": 16, "term_vocab_size": 99}).shown_negatives == 0
-    assert TrainConfig.from_dict({"term_dim": 16}).shown_negatives == 4
+    assert TrainConfig.from_dict({"term_dim": 16, "term_vocab_size": 99}).objective.shown_negatives == 0
+    assert TrainConfig.from_dict({"term_dim": 16}).objective.shown_negatives == 4
     for bad in ({"shown_negatives": -1}, {"shown_margin": -0.1}, {"shown_weight": -1.0}, {"shown_window_s": -5}):
         with pytest.raises(ValueError, match="shown_"):
-            TrainConfig(**bad)
+            TrainConfig.from_flat(**bad)
 
 
 def test_training_set_finds_each_engagements_own_search():

@@ -1,4 +1,4 @@
-"""TrainConfig.freeze_text_encoder: the text encoder gets no gradient, its pooled output is computed
+"""TrainConfig.text.freeze_text_encoder: the text encoder gets no gradient, its pooled output is computed
 once per product (optionally cached on disk), and load_run / encode_products give the same vectors."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from upper_fast_train.train import build_model, encode_product_rows, pooled_text
 
 
 def _fresh(cfg):
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.loop.seed)
     return build_model(cfg, 0, tiny_vocab(), tiny_encoder(cfg))
 
 
@@ -32,7 +32,7 @@ def test_frozen_encoder_keeps_its_weights_and_trains_the_rest():
     assert not torch.equal(model.product_tower.fuse[0].weight, fuse_before)
     assert not torch.equal(model.terms.embedding.weight, terms_before)
     # The table now carries the pooled text, equal to what the encoder computes.
-    assert products.text_pooled is not None and products.text_pooled.shape == (len(products), cfg.t5_d_model)
+    assert products.text_pooled is not None and products.text_pooled.shape == (len(products), cfg.text.t5_d_model)
     with torch.no_grad():
         model.eval()
         direct = model.product_tower.pool_text(torch.from_numpy(products.text_ids), torch.from_numpy(products.text_mask))
@@ -73,7 +73,7 @@ def test_train_and_load_run_honour_the_option(tmp_path):
     world_dir = tmp_path / "world"
     generate(world_dir, seed=1, n_products=60, n_users=20, n_queries=20, n_events=800, progress=False)
     world = load_dataset(world_dir)
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_flat(
         epochs=1, max_steps=3, batch_size=32, dim=16, term_dim=16, hidden=16, history_heads=2, graph_dim=8,
         t5_d_model=16, t5_d_ff=32, t5_layers=1, t5_heads=2, tokenizer_vocab=200, pretrain=False,
         word_buckets=256, bigram_buckets=128, trigram_buckets=128, uniform_negatives=8, dynamic_pool=32,
@@ -83,11 +83,11 @@ def test_train_and_load_run_honour_the_option(tmp_path):
     train(world, tmp_path / "run", cfg)
     assert len(list((tmp_path / "cache").glob("text_pooled-*.npy"))) == 1  # the run's encoder, cached once
     run = load_run(tmp_path / "run")
-    assert run.train_config.freeze_text_encoder
+    assert run.train_config.text.freeze_text_encoder
     table = run.product_table(world.catalog)
     assert table.text_pooled is not None
     frozen = run.encode_products(world.catalog)
-    run.train_config.freeze_text_encoder = False  # the plain path: through the (unchanged) encoder
+    run.train_config.text.freeze_text_encoder = False  # the plain path: through the (unchanged) encoder
     plain = run.encode_products(world.catalog)
     np.testing.assert_allclose(frozen, plain, rtol=1e-5, atol=1e-5)
 

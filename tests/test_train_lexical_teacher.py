@@ -49,11 +49,11 @@ def _no_encoder_teacher_world(cfg):
     `run(config)` that trains a fresh seeded model on it."""
     data, products = tiny_world(cfg)
     nq = len(data.queries.query_terms)
-    data.query_text_ids = np.zeros((nq, cfg.text_max_len), np.int64)
+    data.query_text_ids = np.zeros((nq, cfg.text.text_max_len), np.int64)
     data.query_text_mask = np.zeros_like(data.query_text_ids)
 
     def run(c):
-        torch.manual_seed(c.seed)
+        torch.manual_seed(c.loop.seed)
         return train_model(build_model(c, 0, tiny_vocab(), tiny_encoder(c)), data, products, c)
 
     return data, run

@@ -20,7 +20,7 @@ from _paths import child_env  # noqa: E402
 
 
 def _fresh(cfg):
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.loop.seed)
     return build_model(cfg, 0, tiny_vocab(), tiny_encoder(cfg))
 
 
@@ -33,9 +33,9 @@ def _eval_loss(model, data, products, cfg) -> float:
     p = model.product_tower(**{k: torch.from_numpy(v) for k, v in products.take(np.arange(len(products))).items()})
     scores = q @ p.T
     pos = scores[torch.from_numpy(idx), torch.from_numpy(data.product_rows)]
-    neg = torch.relu(scores - cfg.thresholds[0]).mean()
+    neg = torch.relu(scores - cfg.objective.thresholds[0]).mean()
     model.train()
-    return float(hinge_loss(pos, torch.from_numpy(data.labels), cfg.thresholds) + neg)
+    return float(hinge_loss(pos, torch.from_numpy(data.labels), cfg.objective.thresholds) + neg)
 
 
 def _weights(model) -> dict[str, torch.Tensor]:
@@ -49,7 +49,7 @@ def test_training_decreases_the_loss():
     before = _eval_loss(model, data, products, cfg)
     metrics = train_model(model, data, products, cfg)
     after = _eval_loss(model, data, products, cfg)
-    assert metrics["steps"] == 6 * int(np.ceil(len(data) / cfg.batch_size))
+    assert metrics["steps"] == 6 * int(np.ceil(len(data) / cfg.loop.batch_size))
     assert after < 0.8 * before, (before, after)
     assert set(metrics["step_time_s"]) == {"data", "mining", "forward", "backward", "optimizer"}
     assert metrics["examples_per_s"] > 0
@@ -73,7 +73,7 @@ def test_lr_schedules():
     cos = [lr_factor(s, 4, "cosine") for s in range(5)]
     assert cos[0] == 1.0 and abs(cos[2] - 0.5) < 1e-12 and abs(cos[4]) < 1e-12 and cos == sorted(cos, reverse=True)
     with pytest.raises(ValueError, match="lr_schedule must be"):
-        TrainConfig(lr_schedule="step")
+        TrainConfig.from_flat(lr_schedule="step")
 
 
 def test_seeded_training_is_deterministic():
@@ -179,7 +179,7 @@ def test_term_lr_scale_gives_the_term_table_its_own_lr(tmp_path, sparse):
     plain = build_optimizer(model, tiny_config(sparse_term_grads=sparse))
     assert [g["term_table"] for g in plain.param_groups] == ([False, True] if sparse else [False])
     with pytest.raises(ValueError, match="term_lr_scale"):
-        TrainConfig(term_lr_scale=0.0)
+        TrainConfig.from_flat(term_lr_scale=0.0)
 
 
 def test_resume_refuses_a_changed_sparse_term_grads(tmp_path):
@@ -202,7 +202,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, schedule, sparse):
     straight = _fresh(cfg)
     m0 = train_model(straight, data, products, cfg, checkpoint_dir=tmp_path / "a")
     lrs = [h["lr"] for h in m0["loss_history"]]
-    assert lrs[0] == cfg.lr and (lrs[-1] == cfg.lr if schedule == "constant" else lrs[-1] < 0.05 * cfg.lr)
+    assert lrs[0] == cfg.loop.lr and (lrs[-1] == cfg.loop.lr if schedule == "constant" else lrs[-1] < 0.05 * cfg.loop.lr)
     resumed = _fresh(cfg)
     half = tiny_config(epochs=2, warmup_fraction=0.0, dynamic_negatives=2, dynamic_refresh=3, max_steps=7, lr_schedule=schedule,
                        sparse_term_grads=sparse)
@@ -248,7 +248,7 @@ def test_ddp_two_gloo_processes_keep_replicas_identical(tmp_path, grads):
     import json
 
     result = json.loads(out.read_text())
-    assert result["world"] == 2 and result["examples"] == 2 * 3 * tiny_config().batch_size
+    assert result["world"] == 2 and result["examples"] == 2 * 3 * tiny_config().loop.batch_size
     a, b = result["sums"]
     assert a == pytest.approx(b, rel=1e-6, abs=1e-6)
 
@@ -298,12 +298,12 @@ def test_contrast_config_is_validated():
     from upper_fast_train.config import TrainConfig
 
     with pytest.raises(ValueError, match="contrast_weight"):
-        TrainConfig(contrast_weight=-1.0)
+        TrainConfig.from_flat(contrast_weight=-1.0)
     with pytest.raises(ValueError, match="contrast_temperature"):
-        TrainConfig(contrast_temperature=0.0)
+        TrainConfig.from_flat(contrast_temperature=0.0)
     for bad in ([1.0, 2.0], [1.0, -1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]):
         with pytest.raises(ValueError, match="contrast_type_weights"):
-            TrainConfig(contrast_type_weights=bad)
+            TrainConfig.from_flat(contrast_type_weights=bad)
 
 
 def test_contrast_type_weights_weigh_the_contrast_by_engagement_type():
@@ -314,7 +314,7 @@ def test_contrast_type_weights_weigh_the_contrast_by_engagement_type():
     base = tiny_config(contrast_weight=1.0, max_steps=1)
     data, products = tiny_world(base)
     assert len(set(data.labels[data.labels > 0].tolist())) > 1
-    idx = np.arange(min(len(data.labels), base.batch_size))
+    idx = np.arange(min(len(data.labels), base.loop.batch_size))
     weights = {"uniform": 1.0, "inbatch": 0.0, "dynamic": 0.0}
 
     def contrast(**kw):
@@ -337,7 +337,7 @@ def test_training_with_the_distillation_pulls_scores_toward_the_teacher():
     data, products = tiny_world(cfg)
     nq = len(data.queries.query_terms)
     rng = np.random.default_rng(5)
-    ids = np.zeros((nq, cfg.text_max_len), np.int64)
+    ids = np.zeros((nq, cfg.text.text_max_len), np.int64)
     ids[: nq // 2, :3] = rng.integers(3, 40, size=(nq // 2, 3))  # the second half has no teacher
     data.query_text_ids, data.query_text_mask = ids, (ids > 0).astype(np.int64)
     model = _fresh(cfg)

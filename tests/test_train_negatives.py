@@ -124,6 +124,6 @@ def test_another_users_positive_for_the_same_query_is_no_negative_by_default():
     rows, labels = torch.from_numpy(data.product_rows[idx]), torch.from_numpy(data.labels[idx])
     by_query = own_positive_mask(rows, torch.from_numpy(negative_groups(data, idx, config)), labels)
     assert by_query.all()
-    config.exclude_query_positives = False
+    config.negatives.exclude_query_positives = False
     by_user = own_positive_mask(rows, torch.from_numpy(negative_groups(data, idx, config)), labels)
     assert not by_user[0, 1] and not by_user[1, 0]

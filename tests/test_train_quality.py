@@ -27,7 +27,7 @@ def _config(**overrides: object) -> TrainConfig:
         dynamic_refresh=20, progress=False, text_max_len=16,
     )
     values.update(overrides)
-    return TrainConfig(**values)  # type: ignore[arg-type]
+    return TrainConfig.from_flat(**values)  # type: ignore[arg-type]
 
 
 def test_default_setup_fits_the_training_window(tmp_path):

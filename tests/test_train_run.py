@@ -26,7 +26,7 @@ def _config(**overrides: object) -> TrainConfig:
         dynamic_negatives=2, dynamic_refresh=2, warmup_fraction=0.0, progress=False, text_max_len=16,
     )
     values.update(overrides)
-    return TrainConfig(**values)  # type: ignore[arg-type]
+    return TrainConfig.from_flat(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,9 @@ def test_run_directory_holds_the_contract_files(trained):
     for name in RUN_FILES:
         assert (run / name).exists(), name
     config = json.loads((run / "config.json").read_text())
-    assert config["personalized"] is True and config["featurizer"]["word_buckets"] == 512
-    assert config["term_vocab_size"] == 1 + 512 + 256 + 256
+    assert config["schema_version"] == 2 and config["model"]["personalized"] is True
+    assert config["featurizer"]["word_buckets"] == 512
+    assert config["run"]["term_vocab_size"] == 1 + 512 + 256 + 256
     assert metrics["steps"] == 6 and metrics["simulated"] is True
     assert metrics["pretrain"]["steps"] >= 1
     thresholds = json.loads((run / "thresholds.json").read_text())
@@ -98,12 +99,13 @@ def test_cli_trains_the_ablation(world, tmp_path):
 
     generate(src, seed=2, n_products=80, n_users=20, n_queries=20, n_events=1200, progress=False)
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({k: v for k, v in _config().to_dict().items() if k != "max_steps"}))
+    cfg.write_text(json.dumps(_config().to_dict()))  # a whole config (schema_version): no preset applied
     rc = main(["train", str(src), str(tmp_path / "run"), "--config", str(cfg), "--max-steps", "2", "--no-personalization", "--no-pretrain", "--no-progress"])
     assert rc == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["personalized"] is False and config["pretrain"] is False and config["max_steps"] == 2
-    assert config["data_dir"] == str(src.resolve())  # `upper-fast eval RUN` finds the data from here
+    assert config["model"]["personalized"] is False and config["text"]["pretrain"] is False
+    assert config["loop"]["max_steps"] == 2
+    assert config["run"]["data_dir"] == str(src.resolve())  # `upper-fast eval RUN` finds the data from here
 
 
 def test_graph_walks_and_epochs_reach_the_graph_embeddings(world, tmp_path, monkeypatch):
@@ -119,7 +121,7 @@ def test_graph_walks_and_epochs_reach_the_graph_embeddings(world, tmp_path, monk
     monkeypatch.setattr(graph, "train_graph_embeddings", spy)
     train(world, tmp_path / "run", _config(max_steps=1, graph_walks_per_node=1, graph_epochs=1, graph_workers=1))
     assert seen["walks_per_node"] == 1 and seen["epochs"] == 1
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["graph_epochs"] == 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["graph"]["graph_epochs"] == 1
     for bad in ({"graph_walks_per_node": 0}, {"graph_epochs": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            TrainConfig(**bad)
+            TrainConfig.from_flat(**bad)

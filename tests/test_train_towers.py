@@ -28,9 +28,9 @@ def test_query_inputs_match_the_onnx_contract():
     model, cfg = _model()
     q, _ = _query_batch(cfg)
     assert tuple(q) == QUERY_INPUTS
-    assert q["query_terms"].dtype == torch.int64 and q["query_terms"].shape == (6, cfg.max_query_terms)
-    assert q["hist_item_graph"].shape == (6, cfg.history_items, cfg.graph_dim) and q["hist_item_graph"].dtype == torch.float32
-    assert q["hist_query_terms"].shape == (6, cfg.history_queries, cfg.max_query_terms)
+    assert q["query_terms"].dtype == torch.int64 and q["query_terms"].shape == (6, cfg.featurizer.max_query_terms)
+    assert q["hist_item_graph"].shape == (6, cfg.model.history_items, cfg.graph.graph_dim) and q["hist_item_graph"].dtype == torch.float32
+    assert q["hist_query_terms"].shape == (6, cfg.model.history_queries, cfg.featurizer.max_query_terms)
     assert q["query_graph_mask"].dtype == torch.float32 and q["user_country"].shape == (6,)
 
 
@@ -40,7 +40,7 @@ def test_towers_output_unit_vectors():
     with torch.no_grad():
         qv = model.query_tower(**q)
         pv = model.product_tower(**{k: torch.from_numpy(v) for k, v in products.take(np.arange(10)).items()})
-    assert qv.shape == (6, cfg.dim) and pv.shape == (10, cfg.dim)
+    assert qv.shape == (6, cfg.model.dim) and pv.shape == (10, cfg.model.dim)
     np.testing.assert_allclose(qv.norm(dim=-1).numpy(), 1.0, atol=1e-5)
     np.testing.assert_allclose(pv.norm(dim=-1).numpy(), 1.0, atol=1e-5)
 
@@ -107,10 +107,10 @@ def test_term_type_scales_weigh_words_bigrams_and_trigrams():
         torch.testing.assert_close(bag(ids), ((2 * e[2] + e[5] + 0.5 * e[8]) / 3).unsqueeze(0))
         torch.testing.assert_close(bag.table()[[2, 5, 8]], torch.stack([2 * e[2], e[5], 0.5 * e[8]]))
     model, cfg = _model(term_type_scale=True)
-    assert model.terms.type_log_scale is not None and model.terms.type_bounds == (cfg.word_buckets, cfg.word_buckets + cfg.bigram_buckets)
+    assert model.terms.type_log_scale is not None and model.terms.type_bounds == (cfg.featurizer.word_buckets, cfg.featurizer.word_buckets + cfg.featurizer.bigram_buckets)
     assert _model()[0].terms.type_log_scale is None and "terms.type_log_scale" not in _model()[0].state_dict()
-    assert TrainConfig.from_dict({"term_vocab_size": 99, "term_type_scale": True}).term_type_scale
-    assert not TrainConfig.from_dict({"term_vocab_size": 99}).term_type_scale
+    assert TrainConfig.from_dict({"term_vocab_size": 99, "term_type_scale": True}).experimental.term_type_scale
+    assert not TrainConfig.from_dict({"term_vocab_size": 99}).experimental.term_type_scale
 
 
 def test_idf_row_scales_follow_bm25_idf():
@@ -141,7 +141,7 @@ def test_lexical_skip_is_one_map_shared_by_both_towers_and_old_runs_load_without
     from upper_fast_train.config import TrainConfig
 
     model, cfg = _model()
-    assert cfg.lexical_skip and model.lexical is not None
+    assert cfg.model.lexical_skip and model.lexical is not None
     assert model.query_tower.lexical is model.product_tower.lexical is model.lexical
     q, _ = _query_batch(cfg)
     with torch.no_grad():
@@ -153,8 +153,8 @@ def test_lexical_skip_is_one_map_shared_by_both_towers_and_old_runs_load_without
     assert off.lexical is None and "lexical.weight" not in off.state_dict()
     # A run's config.json written before the field existed (it has term_vocab_size) loads with it off;
     # a user's partial config without run keys keeps the default.
-    assert TrainConfig.from_dict({"term_dim": 16, "term_vocab_size": 99}).lexical_skip is False
-    assert TrainConfig.from_dict({"term_dim": 16}).lexical_skip is True
+    assert TrainConfig.from_dict({"term_dim": 16, "term_vocab_size": 99}).model.lexical_skip is False
+    assert TrainConfig.from_dict({"term_dim": 16}).model.lexical_skip is True
 
 
 def test_user_skip_adds_a_direct_user_product_affinity_and_old_runs_load_without_it():
@@ -166,7 +166,7 @@ def test_user_skip_adds_a_direct_user_product_affinity_and_old_runs_load_without
     from upper_fast_train.config import TrainConfig
 
     model, cfg = _model()
-    assert cfg.user_skip and model.query_tower.user_skip is not None and model.product_tower.user_skip is not None
+    assert cfg.model.user_skip and model.query_tower.user_skip is not None and model.product_tower.user_skip is not None
     q, products = _query_batch(cfg)
     p = {k: torch.from_numpy(v) for k, v in products.take(np.arange(10)).items()}
     with torch.no_grad():
@@ -203,8 +203,8 @@ def test_user_skip_adds_a_direct_user_product_affinity_and_old_runs_load_without
         other = {k: v.clone() for k, v in q.items()}
         other["user_country"] = (q["user_country"] + 1) % model2.query_tower.user_skip.country.num_embeddings
         assert (F.normalize(model2.query_tower(**q)) - model2.query_tower(**other)).abs().max() > 1e-4
-    assert TrainConfig.from_dict({"term_dim": 16, "term_vocab_size": 99}).user_skip is False
-    assert TrainConfig.from_dict({"term_dim": 16}).user_skip is True
+    assert TrainConfig.from_dict({"term_dim": 16, "term_vocab_size": 99}).model.user_skip is False
+    assert TrainConfig.from_dict({"term_dim": 16}).model.user_skip is True
 
 
 def test_query_tower_exports_to_onnx_with_dynamic_batch(tmp_path):
@@ -223,7 +223,7 @@ def test_query_tower_exports_to_onnx_with_dynamic_batch(tmp_path):
     with torch.no_grad():
         expected = model.query_tower(**big).numpy()
     got = session.run(["query_vector"], {k: v.numpy() for k, v in big.items()})[0]
-    assert got.shape == (7, cfg.dim)
+    assert got.shape == (7, cfg.model.dim)
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -274,7 +274,7 @@ def test_learned_term_weights_make_the_bag_a_weighted_mean():
     model, _ = _model(term_weights=True)
     assert model.terms.weight_logit is not None and "terms.weight_logit.weight" in model.state_dict()
     assert _model()[0].terms.weight_logit is None
-    assert not TrainConfig.from_dict({"term_vocab_size": 99}).term_weights  # older runs load without them
+    assert not TrainConfig.from_dict({"term_vocab_size": 99}).experimental.term_weights  # older runs load without them
     sparse = TermBag(10, 4, sparse=True, weighted=True)
     sparse(ids).sum().backward()
     assert sparse.weight_logit.weight.grad.is_sparse

@@ -52,7 +52,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     data_dir = args.data
     if data_dir is None:
         config = json.loads((args.run / "config.json").read_text())
-        found = config.get("data_dir") or config.get("data")
+        found = (config.get("run") or {}).get("data_dir") or config.get("data_dir")  # flat: older runs
         if not found:
             raise ValueError(f"{args.run}/config.json names no dataset: pass --data DIR")
         data_dir = Path(found)

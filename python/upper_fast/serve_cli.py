@@ -167,7 +167,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--queries", type=int, default=None, help="distinct queries (default: the generator's)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the trainer's)")
     p.add_argument("--max-steps", type=int, default=None, help="stop training after this many steps")
-    p.add_argument("--small-model", action="store_true", help="a smaller model (dims 64, no pre-training) for a quick run")
+    p.add_argument("--small-model", action="store_true", help="the tiny preset (dims 64, small T5 without pre-training) instead of logs, for a quick run")
     p.add_argument("--boost-trials", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")

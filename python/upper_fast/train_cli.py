@@ -16,7 +16,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", help="dataset directory or file (as `upper-fast generate` writes, or your own logs)")
     p.add_argument("run", help="output run directory")
-    p.add_argument("--config", help="JSON file of TrainConfig fields (flags below override it)")
+    p.add_argument("--preset", help="named configuration: logs (search logs with users), relevance (judged, signed-out "
+                   "data), paper (UPPER as published), tiny (tests); default: chosen from the data")
+    p.add_argument("--config", help="JSON file of overrides on the preset: sections ({\"loop\": {\"epochs\": 3}}) or "
+                   "field names ({\"epochs\": 3}); the flags below override it")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -44,7 +47,11 @@ def _train(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ImportError(f"upper-fast train needs the training extra: pip install upper_fast[train] ({exc})") from exc
 
-    values = json.loads(Path(args.config).read_text()) if args.config else {}
+    from upper_fast_train.config import preset_for_dataset, resolve_text_encoder
+
+    given = json.loads(Path(args.config).read_text()) if args.config else {}
+    if not isinstance(given, dict):
+        raise ValueError(f"{args.config} must hold a JSON object: config overrides, or a whole config")
     flags = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -55,17 +62,36 @@ def _train(args: argparse.Namespace) -> int:
         "device": args.device,
         "text_encoder": args.text_encoder,
     }
-    values.update({k: v for k, v in flags.items() if v is not None})
+    flags = {k: v for k, v in flags.items() if v is not None}
     if args.no_personalization:
-        values["personalized"] = False
+        flags["personalized"] = False
     if args.no_pretrain:
-        values["pretrain"] = False
+        flags["pretrain"] = False
     if args.freeze_text_encoder:
-        values["freeze_text_encoder"] = True
+        flags["freeze_text_encoder"] = True
     if args.no_progress:
-        values["progress"] = False
-    config = TrainConfig.from_dict(values)
+        flags["progress"] = False
+
+    def configure(preset: str | None) -> TrainConfig:
+        if "schema_version" in given:  # a whole config, e.g. another run's config.json
+            if args.preset:
+                raise ValueError(f"{args.config} is a whole config (it has schema_version): drop --preset, or keep "
+                                 "only the fields to change in the file")
+            config = TrainConfig.from_dict(given).replace(**flags)
+        else:
+            config = TrainConfig.preset(preset or "logs", **given).replace(**flags)
+        resolve_text_encoder(config.text.text_encoder)
+        return config
+
+    chosen = args.preset or ("schema_version" in given and "from the file") or None
+    if chosen:  # a bad preset, field or encoder path fails before the data is read
+        config = configure(args.preset)
     dataset = load_dataset(args.data, progress=not args.no_progress)
+    if not chosen:
+        name, why = preset_for_dataset(dataset)
+        config = configure(name)
+        print(f"preset {name!r} ({why}); choose another with --preset logs|relevance|paper|tiny",
+              file=sys.stderr)
     metrics = train(dataset, args.run, config, resume=args.resume, data_dir=args.data)
     label = " (simulated data)" if metrics.get("simulated") else ""
     last = metrics["last_loss"]

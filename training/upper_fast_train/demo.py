@@ -80,12 +80,10 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
         overrides["epochs"] = args.epochs
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
-    if args.small_model:
-        overrides.update(dim=64, term_dim=32, hidden=64, graph_dim=32, t5_d_model=64, t5_layers=1, t5_heads=2,
-                         t5_d_ff=128, tokenizer_vocab=2000, pretrain=False, uniform_negatives=64, dynamic_pool=1024)
-    train(dataset, root / "run", TrainConfig(**overrides))
+    preset = "tiny" if args.small_model else "logs"  # logs: what `upper-fast train` picks for this data
+    train(dataset, root / "run", TrainConfig.preset(preset, **overrides))
     timings["train"] = time.perf_counter() - t0
-    say(f"[2/5] trained -> {root / 'run'} ({timings['train']:.1f} s)")
+    say(f"[2/5] trained (preset {preset!r}) -> {root / 'run'} ({timings['train']:.1f} s)")
 
     t0 = time.perf_counter()
     manifest = export_bundle(root / "run", root / "bundle", dataset, boost_trials=args.boost_trials,

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from upper_fast.interactions import ENGAGEMENTS
 from upper_fast_train.baselines import bm25_baseline, bm25_judged, minilm_judged
 from upper_fast_train.metrics import exact_topk, kendall_tau_b, ndcg_at_k, recall_at_k
 
@@ -47,7 +48,7 @@ __all__ = [
     "run_query_encoder",
 ]
 
-INTERACTIONS = ("click", "favorite", "add_to_cart", "purchase")
+INTERACTIONS = ENGAGEMENTS
 SEGMENTS = ("head", "torso", "tail", "unseen")
 
 

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -402,9 +403,9 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
     product_ids = [str(p) for p in catalog.column("product_id").to_pylist()]
     product_rows = {p: i for i, p in enumerate(product_ids)}
     thresholds = _thresholds(json.loads((run_dir / "thresholds.json").read_text()))
-    featurizer_config = tc.featurizer_kwargs()
+    featurizer_config = dataclasses.asdict(tc.featurizer)
     countries = list(run.vocab.countries)
-    N, M = tc.history_items, tc.history_queries
+    N, M = tc.model.history_items, tc.model.history_queries
     # Graph tables: queries as trained; products aligned to this catalog by id (zeros: no node).
     train_rows = {p: i for i, p in enumerate(run.product_ids)}
     product_graph = np.zeros((len(product_ids), run.graph.dim), np.float32)
@@ -466,5 +467,5 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
             overwrite=overwrite, recall_queries=event_q[:500] if len(event_q) else None, target_recall=target_recall,
             extra={"simulated": bool(dataset.meta.get("simulated", False)), "onnx_parity_max_abs": parity,
                    "split_parity_max_abs": split_parity,
-                   "run": {"dir": str(run_dir.resolve()), "personalized": bool(config.get("personalized", True))}},
+                   "run": {"dir": str(run_dir.resolve()), "personalized": bool(tc.model.personalized)}},
         )

@@ -79,7 +79,7 @@ def build_vocab(dataset: Any, config: TrainConfig) -> Vocab:
     columns = [c for c in dataset.quality_columns if c in dataset.catalog.column_names]
     if "price" in dataset.catalog.column_names and "price" not in columns:
         columns.append("price")
-    qs = np.arange(1, config.quality_buckets) / config.quality_buckets
+    qs = np.arange(1, config.model.quality_buckets) / config.model.quality_buckets
     edges = []
     for name in columns:
         v = np.asarray(dataset.catalog.column(name).cast("float64").fill_null(np.nan).to_numpy(zero_copy_only=False))
@@ -106,7 +106,7 @@ class ProductTable:
     category: np.ndarray  # (n,) int64
     quality_buckets: np.ndarray  # (n, F) int64
     # (n, H) float32 mean-pooled text-encoder output, only with a frozen text encoder
-    # (TrainConfig.freeze_text_encoder): the tower then skips its encoder. None otherwise.
+    # (TrainConfig.text.freeze_text_encoder): the tower then skips its encoder. None otherwise.
     text_pooled: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -126,16 +126,16 @@ def product_table(catalog: Any, tokenizer: Any, featurizer: Any, vocab: Vocab, g
     from upper_fast_train.text import encode_texts, product_texts
 
     texts = product_texts(catalog)
-    ids, mask = encode_texts(tokenizer, texts, config.text_max_len)
+    ids, mask = encode_texts(tokenizer, texts, config.text.text_max_len)
     n = catalog.num_rows
     if graph is not None and graph.product_vectors.shape[0] != n:
         raise ValueError(f"graph has {graph.product_vectors.shape[0]} products but the catalog has {n} rows")
     return ProductTable(
         text_ids=ids,
         text_mask=mask,
-        product_graph=graph.product_vectors if graph is not None else np.zeros((n, config.graph_dim), np.float32),
+        product_graph=graph.product_vectors if graph is not None else np.zeros((n, config.graph.graph_dim), np.float32),
         product_graph_mask=(graph.product_mask if graph is not None else np.zeros(n, bool)).astype(np.float32),
-        product_terms=featurizer.featurize(texts, config.max_product_terms),
+        product_terms=featurizer.featurize(texts, config.featurizer.max_product_terms),
         shop_country=vocab.country_index(_strings(catalog, "shop_country") or [None] * n),
         category=vocab.category_index(_strings(catalog, "category") or [None] * n),
         quality_buckets=vocab.quality_bucket(catalog),
@@ -164,7 +164,7 @@ class QueryTable:
     hist_queries: np.ndarray
     user_country: np.ndarray
     # The nq normalized query strings of those rows (None when not kept); the MiniLM-teacher
-    # distillation (TrainConfig.distill_weight) tokenizes them.
+    # distillation (TrainConfig.objective.distill_weight) tokenizes them.
     strings: list[str] | None = None
 
     def __len__(self) -> int:
@@ -281,17 +281,17 @@ def query_table(
         np.ascontiguousarray(log_products, dtype=np.int64),
         _interaction_codes(history_log.column("interaction").to_pylist()).astype(np.int8),
         np.ascontiguousarray(log_query, dtype=np.int64),
-        config.history_items,
-        config.history_queries,
+        config.model.history_items,
+        config.model.history_queries,
     )
     event_country = _strings(events, "country") or [None] * events.num_rows
     countries = [user_country.get(u) if u is not None else c for u, c in zip(ev_users, event_country)]
     if graph is not None:
         qg, qmask = graph.lookup_queries(strings)
     else:
-        qg, qmask = np.zeros((len(strings), config.graph_dim), np.float32), np.zeros(len(strings), np.float32)
+        qg, qmask = np.zeros((len(strings), config.graph.graph_dim), np.float32), np.zeros(len(strings), np.float32)
     return QueryTable(
-        query_terms=featurizer.featurize(strings, config.max_query_terms),
+        query_terms=featurizer.featurize(strings, config.featurizer.max_query_terms),
         query_graph=qg,
         query_graph_mask=qmask,
         event_query=event_query,
@@ -315,19 +315,19 @@ class TrainingSet:
     # share one `groups` key); the targets of the personal-contrast loss. None = use groups.
     personal_groups: np.ndarray | None = None
     # (n, K) int64 catalog rows that the row's own search showed and its searcher did not engage
-    # with (-1 = none); only with TrainConfig.shown_negatives > 0, else None.
+    # with (-1 = none); only with TrainConfig.objective.shown_negatives > 0, else None.
     shown_rows: np.ndarray | None = None
     # (nq, Lt) int64 text-encoder token ids / mask of the query rows (`queries.query_terms` order) that
-    # get a teacher vector in the distillation (TrainConfig.distill_weight); an all-zero mask row =
+    # get a teacher vector in the distillation (TrainConfig.objective.distill_weight); an all-zero mask row =
     # no teacher for that query. None = no distillation data.
     query_text_ids: np.ndarray | None = None
     query_text_mask: np.ndarray | None = None
-    # BM25 teacher matrices (lexical_teacher.bm25_matrices; TrainConfig.distill_bm25): (n_products, V)
+    # BM25 teacher matrices (lexical_teacher.bm25_matrices; TrainConfig.experimental.distill_bm25): (n_products, V)
     # term weights and (nq, V) query term counts, scipy CSR. None = no BM25 in the teacher.
     bm25_products: Any = None
     bm25_queries: Any = None
     # (nq, K) int64 best catalog rows per query row by BM25 (lexical_teacher.bm25_top_rows; -1 = none):
-    # extra teacher columns of the distillation (TrainConfig.distill_bm25_negatives). None = off.
+    # extra teacher columns of the distillation (TrainConfig.experimental.distill_bm25_negatives). None = off.
     bm25_top: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -378,19 +378,19 @@ def training_set(dataset: Any, product_ids: Any, featurizer: Any, vocab: Vocab, 
     rows = product_ids.lookup([str(p) for p in window.column("product_id").to_pylist()])
     labels = _interaction_codes(window.column("interaction").to_pylist())
     keep = rows >= 0
-    if not config.impressions_as_negatives:
+    if not config.objective.impressions_as_negatives:
         keep &= labels > 0
-    elif config.impression_sample < 1.0:
-        drawn = np.random.default_rng([config.seed, 7]).random(len(labels)) < config.impression_sample
+    elif config.objective.impression_sample < 1.0:
+        drawn = np.random.default_rng([config.loop.seed, 7]).random(len(labels)) < config.objective.impression_sample
         keep &= (labels > 0) | drawn
     events = window.filter(keep)
     users = {}
     if dataset.users is not None:
         users = dict(zip(dataset.users.column("user_id").to_pylist(), dataset.users.column("country").to_pylist()))
     queries = query_table(events, window, product_ids, users, featurizer, vocab, graph, config,
-                          session_gap_s=config.history_session_gap_s)
+                          session_gap_s=config.examples.history_session_gap_s)
     shown = None
-    if config.shown_negatives > 0:
+    if config.objective.shown_negatives > 0:
         # Searcher key: the user id, or for signed-out rows the country (their searches are told
         # apart by time only), plus the normalised query.
         searcher = [f"{u}\x00{q}" if u is not None else f"\x01{c}\x00{q}" for u, c, q in zip(
@@ -399,8 +399,8 @@ def training_set(dataset: Any, product_ids: Any, featurizer: Any, vocab: Vocab, 
         _, skeys = _unique_index(searcher)
         ts = np.ascontiguousarray(window.column("timestamp").to_numpy(), dtype=np.int64)
         shown = shown_products(skeys, ts, rows, (labels == 0) & (rows >= 0), np.flatnonzero(keep & (labels > 0)),
-                               config.shown_negatives, config.shown_window_s, config.seed)
-        full = np.full((int(keep.sum()), config.shown_negatives), -1, dtype=np.int64)
+                               config.objective.shown_negatives, config.objective.shown_window_s, config.loop.seed)
+        full = np.full((int(keep.sum()), config.objective.shown_negatives), -1, dtype=np.int64)
         full[(labels[keep] > 0)] = shown
         shown = full
     user_ids = events.column("user_id").to_pylist()

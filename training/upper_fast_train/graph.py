@@ -9,7 +9,7 @@ frozen in the main training.
 Queries and products with no engagement in the training window have no node (zero vector, mask
 False): new products and unseen (tail) queries, which the towers must handle from text alone.
 
-Word nodes (`word_weight` > 0, `TrainConfig.graph_word_weight`): every catalog product is also
+Word nodes (`word_weight` > 0, `TrainConfig.graph.graph_word_weight`): every catalog product is also
 linked to one node per distinct word of its title and tags, so walks step product -> "boho" ->
 another boho product. Without them a product's vector says which queries led to it (its concept)
 but hardly its style, material or colour, and a user history of graph vectors carries no taste;

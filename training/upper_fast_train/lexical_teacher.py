@@ -1,4 +1,4 @@
-"""A BM25 teacher for the distillation (TrainConfig.distill_bm25): sparse BM25 weights of the catalog
+"""A BM25 teacher for the distillation (TrainConfig.experimental.distill_bm25): sparse BM25 weights of the catalog
 and term counts of the training queries, so a step scores its (query, product) pairs exactly as
 BM25 over titles does (bm25s' "lucene" variant, k1 1.5, b 0.75, English stopwords), for a few
 hundred thousand pairs in milliseconds. Training only: nothing here is part of a served model.
@@ -71,7 +71,7 @@ def bm25_scores(p: Any, q: Any, query_rows: np.ndarray, product_rows: np.ndarray
 def bm25_top_rows(p: Any, q: Any, k: int, chunk: int = 1024, progress: bool = False) -> np.ndarray:
     """(len(queries), k) int64: per query row of `q`, its k best catalog rows by BM25 (`bm25_matrices`),
     best first, -1 past the last product with a positive score. Scored `chunk` queries at a time, so
-    memory stays chunk x n_products floats (TrainConfig.distill_bm25_negatives)."""
+    memory stays chunk x n_products floats (TrainConfig.experimental.distill_bm25_negatives)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     nq, n = q.shape[0], p.shape[0]

@@ -86,7 +86,7 @@ def personal_contrast(scores: torch.Tensor, candidates: torch.Tensor, targets: t
 
 def shown_pairwise_hinge(pos_scores: torch.Tensor, shown_scores: torch.Tensor, valid: torch.Tensor, margin: float) -> torch.Tensor:
     """Mean over valid pairs of max(0, margin - (s_pos - s_shown)): each row's engaged product above
-    the products its own search showed and its searcher passed over (`TrainConfig.shown_negatives`).
+    the products its own search showed and its searcher passed over (`TrainConfig.objective.shown_negatives`).
 
     pos_scores (B,); shown_scores (B, K); valid (B, K) bool (False = padding). A relative term: no
     absolute threshold, so it never pushes a query's shown (mostly relevant) products below theta_neg.
@@ -125,7 +125,7 @@ def softmax_contrast(
     scores (B, C) float; target (B,) int64 column of each row's own positive; forbidden (B, C) bool:
     columns that are positives of the row's group (never negatives; the target column itself is
     always kept); rows (B,) bool: rows that take part (default all); weights (B,) float >= 0: per-row
-    weights of the mean (default equal; TrainConfig.contrast_type_weights). Returns a scalar (0 when
+    weights of the mean (default equal; TrainConfig.experimental.contrast_type_weights). Returns a scalar (0 when
     no row). Unlike the hinge terms it never saturates: a positive keeps being pulled above its negatives.
     """
     if scores.dim() != 2 or forbidden.shape != scores.shape or forbidden.dtype != torch.bool:

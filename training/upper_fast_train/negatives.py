@@ -6,7 +6,7 @@
   steps; per batch the core's `topk_inner_product` mines each row's top-k, which are re-encoded with grad.
 
 No source ever gives a row one of its own positives: the row's product, or any product its group
-engaged with in the batch. The group is the query (`TrainConfig.exclude_query_positives`, the
+engaged with in the batch. The group is the query (`TrainConfig.negatives.exclude_query_positives`, the
 default) or the query-user.
 """
 
@@ -38,15 +38,15 @@ def negative_weights(step: int, total_steps: int, config: TrainConfig) -> dict[s
     """
     if total_steps < 1:
         raise ValueError("total_steps must be >= 1")
-    warm = config.warmup_fraction * total_steps
+    warm = config.negatives.warmup_fraction * total_steps
     if step < warm or total_steps - warm <= 1:
         ramp = 0.0 if step < warm else 1.0
     else:
         ramp = min(1.0, (step - warm) / (total_steps - 1 - warm))
     return {
-        "uniform": config.uniform_weight_start + ramp * (config.uniform_weight_end - config.uniform_weight_start),
-        "inbatch": ramp * config.inbatch_weight_end,
-        "dynamic": ramp * config.dynamic_weight_end,
+        "uniform": config.negatives.uniform_weight_start + ramp * (config.negatives.uniform_weight_end - config.negatives.uniform_weight_start),
+        "inbatch": ramp * config.negatives.inbatch_weight_end,
+        "dynamic": ramp * config.negatives.dynamic_weight_end,
     }
 
 
@@ -101,15 +101,15 @@ def membership(candidates: np.ndarray, excluded: np.ndarray) -> np.ndarray:
 
 class DynamicPool:
     """A pool of catalog products with vectors from the current product tower, refreshed every
-    `config.dynamic_refresh` steps, mined per batch with `upper_fast.topk_inner_product`."""
+    `config.negatives.dynamic_refresh` steps, mined per batch with `upper_fast.topk_inner_product`."""
 
     def __init__(self, n_products: int, config: TrainConfig, seed: int) -> None:
         self.n_products = n_products
-        self.size = min(config.dynamic_pool, n_products)
-        self.refresh_every = max(1, config.dynamic_refresh)
+        self.size = min(config.negatives.dynamic_pool, n_products)
+        self.refresh_every = max(1, config.negatives.dynamic_refresh)
         self.seed = seed
         self.rows = np.zeros(0, dtype=np.int64)
-        self.vectors = np.zeros((0, config.dim), dtype=np.float32)
+        self.vectors = np.zeros((0, config.model.dim), dtype=np.float32)
         self.position = np.full(n_products, -1, dtype=np.int64)
         self.last_refresh = -1
 

@@ -32,7 +32,7 @@ class TrainedRun:
         from safetensors.torch import load_model
         from tokenizers import Tokenizer
 
-        from upper_fast import Featurizer, FeaturizerConfig, StringIdMap
+        from upper_fast import Featurizer, StringIdMap
         from upper_fast_train.graph import GraphEmbeddings
         from upper_fast_train.train import build_model
 
@@ -43,9 +43,9 @@ class TrainedRun:
         self.config: dict[str, Any] = json.loads((self.run_dir / "config.json").read_text())
         self.train_config = TrainConfig.from_dict(self.config)
         self.vocab = Vocab.from_json(self.run_dir / "vocab.json")
-        self.graph = GraphEmbeddings.load(self.run_dir / "graph.npz")
+        self.graph = _served_graph(GraphEmbeddings.load(self.run_dir / "graph.npz"), self.train_config)
         self.tokenizer = Tokenizer.from_file(str(self.run_dir / "tokenizer.json"))
-        self.featurizer = Featurizer(FeaturizerConfig(**self.config["featurizer"]))
+        self.featurizer = Featurizer(self.train_config.featurizer)
         self.product_ids: list[str] = json.loads((self.run_dir / "product_ids.json").read_text())
         self._product_rows = StringIdMap(self.product_ids)
         self.device = torch.device(device)
@@ -72,10 +72,10 @@ class TrainedRun:
         """Product-tower inputs of every row of `catalog` (pyarrow Table); with a frozen text encoder
         (`freeze_text_encoder`) also its pooled text vectors (from `text_cache_dir` when cached there)."""
         table = product_table(catalog, self.tokenizer, self.featurizer, self.vocab, self._graph_for(catalog), self.train_config)
-        if self.train_config.freeze_text_encoder:
+        if self.train_config.text.freeze_text_encoder:
             from upper_fast_train.train import pooled_text_vectors
 
-            table.text_pooled = pooled_text_vectors(self.model, table, self.device, self.train_config.text_cache_dir)
+            table.text_pooled = pooled_text_vectors(self.model, table, self.device, self.train_config.text.text_cache_dir)
         return table
 
     @torch.no_grad()
@@ -96,18 +96,18 @@ class TrainedRun:
             raise ValueError(f"got {len(histories)} histories for {n} queries")
         keys = [self.featurizer.query_key(q or "") for q in queries]
         strings = list(dict.fromkeys(keys))
-        hist_items = np.full((n, cfg.history_items), -1, dtype=np.int64)
-        hist_types = np.zeros((n, cfg.history_items), dtype=np.int64)
-        hist_queries = np.full((n, cfg.history_queries), -1, dtype=np.int64)
+        hist_items = np.full((n, cfg.model.history_items), -1, dtype=np.int64)
+        hist_types = np.zeros((n, cfg.model.history_items), dtype=np.int64)
+        hist_queries = np.full((n, cfg.model.history_queries), -1, dtype=np.int64)
         countries: list[Any] = []
         for i, h in enumerate(histories):
             h = h or {}
-            products = list(h.get("products", []))[: cfg.history_items]
+            products = list(h.get("products", []))[: cfg.model.history_items]
             rows = self._product_rows.lookup([str(p) for p in products]) if products else np.zeros(0, np.int64)
             types = [INTERACTIONS[t] if isinstance(t, str) else int(t) for t in list(h.get("types", [1] * len(products)))]
             for j, (r, t) in enumerate(zip(rows.tolist(), types)):
                 hist_items[i, j], hist_types[i, j] = r, t
-            for j, q in enumerate(list(h.get("queries", []))[: cfg.history_queries]):
+            for j, q in enumerate(list(h.get("queries", []))[: cfg.model.history_queries]):
                 key = self.featurizer.query_key(q or "")
                 if key not in strings:
                     strings.append(key)
@@ -115,7 +115,7 @@ class TrainedRun:
             countries.append(h.get("country"))
         qg, qmask = self.graph.lookup_queries(strings)
         table = QueryTable(
-            query_terms=self.featurizer.featurize(strings, cfg.max_query_terms),
+            query_terms=self.featurizer.featurize(strings, cfg.featurizer.max_query_terms),
             query_graph=qg,
             query_graph_mask=qmask,
             event_query=np.array([strings.index(k) for k in keys], dtype=np.int64),
@@ -149,7 +149,7 @@ class TrainedRun:
         if missing:
             raise ValueError(f"query inputs missing {sorted(missing)}")
         n = len(inputs["query_terms"])
-        out = np.zeros((n, self.train_config.dim), dtype=np.float32)
+        out = np.zeros((n, self.train_config.model.dim), dtype=np.float32)
         for start in range(0, n, batch_size):
             part = {k: torch.from_numpy(np.ascontiguousarray(inputs[k][start : start + batch_size])).to(self.device) for k in QUERY_INPUTS}
             out[start : start + batch_size] = self.model.query_tower(**part).float().cpu().numpy()
@@ -159,3 +159,16 @@ class TrainedRun:
 def load_run(run_dir: str | Path, dataset: Any = None, device: str = "cpu") -> TrainedRun:
     """Load RUN/ written by `upper_fast_train.train` (or `upper-fast train`)."""
     return TrainedRun(run_dir, dataset, device)
+
+
+def _served_graph(graph: Any, config: TrainConfig) -> Any:
+    """The graph as the model saw it in training: a side whose graph dropout was 1.0 never saw a graph
+    vector, so evaluation and export give it none either (its fusion weights for them are untrained)."""
+    from upper_fast_train.graph import GraphEmbeddings
+
+    keys, queries, products, mask = graph.query_keys, graph.query_vectors, graph.product_vectors, graph.product_mask
+    if config.graph.query_graph_dropout >= 1.0:
+        keys, queries = [], np.zeros((0, graph.dim), np.float32)
+    if config.graph.product_graph_dropout >= 1.0:
+        products, mask = np.zeros_like(products), np.zeros_like(mask)
+    return GraphEmbeddings(keys, queries, products, mask)

@@ -18,14 +18,14 @@ exact algebra on the trained weights (the ONNX parity check against the *trainin
   unit, so the residual is one Gemm.
 * Term bags: the padding row of the gathered table is zeroed (the training bag masks it, so its value
   never mattered) and the table carries a 0/1 column, so one gather + sum yields the bag's sum and its count of real terms
-  (no compare + cast + sum). With learned term weights (`TrainConfig.term_weights`) that column holds
+  (no compare + cast + sum). With learned term weights (`TrainConfig.experimental.term_weights`) that column holds
   each id's weight and the rows are weight x embedding: the same gather + sum gives the weighted sum.
 * Small tables absorb what follows them: country embeddings are stored unit-scaled; one item-type
   table holds the type embedding plus the item projection bias and segment vector, each head's score
   bias (the padding mask for type 0) and the user skip's type weight and 0/1 count, split after one
   gather; the history-query bag's 0/1 count column carries the query projection's bias.
 * The lexical skip joins the fusion MLP's last layer as extra input columns (one Gemm, not two).
-* The user-affinity skip (`TrainConfig.user_skip`) is one separate additive term (`_user_tail`):
+* The user-affinity skip (`TrainConfig.model.user_skip`) is one separate additive term (`_user_tail`):
   a country row (which also carries the last fusion bias) plus the type-weighted mean history graph
   vector times one matrix.
 * The output's L2 normalisation is one `LpNormalization` node (`_L2Normalize`).

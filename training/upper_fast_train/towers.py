@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upper_fast_train.config import TrainConfig
+from upper_fast_train.config import TrainConfig, resolve_text_encoder
 
 __all__ = ["blank_user_inputs", "TermBag", "UserSkip", "ProductSkip", "ProductTower", "QueryUserTower", "UpperModel", "build_text_encoder", "text_encoder_from_dir", "PRODUCT_INPUTS", "QUERY_INPUTS"]
 
@@ -54,17 +54,17 @@ class TermBag(nn.Module):
 
     type_bounds (word_buckets, word_buckets + bigram_buckets): when given, each embedding is scaled
     by a learned exp(s_type) of its term type (word / bigram / char trigram, from the featurizer's id
-    ranges; `TrainConfig.term_type_scale`), so training can set how much a query's few words weigh
+    ranges; `TrainConfig.experimental.term_type_scale`), so training can set how much a query's few words weigh
     against its many char trigrams. `table()` folds the scales into the rows for serving.
 
-    row_scale: a fixed (V,) weight buffer multiplies each row (`TrainConfig.term_idf_scale`: the
+    row_scale: a fixed (V,) weight buffer multiplies each row (`TrainConfig.model.term_idf_scale`: the
     catalogue idf, set by `set_idf`); `table()` folds it in too.
 
-    sparse: the table's gradient is a sparse tensor over the used rows (`TrainConfig.sparse_term_grads`;
+    sparse: the table's gradient is a sparse tensor over the used rows (`TrainConfig.loop.sparse_term_grads`;
     the trainer then steps it with SparseAdam).
 
     weighted: the bag is a weighted mean, sum_i w_i e_i / sum_i w_i, with a learned pooling weight per
-    id, w = exp(clamp(a_id, -4, 4)), every a starting at 0 (the plain mean; `TrainConfig.term_weights`),
+    id, w = exp(clamp(a_id, -4, 4)), every a starting at 0 (the plain mean; `TrainConfig.experimental.term_weights`),
     so training can weigh a query's rare, telling words above its common words and char trigrams,
     as BM25's idf does, but learned. `pool_weights()` gives the (V,) weights (0 for padding) that the
     serving table folds in.
@@ -100,7 +100,7 @@ class TermBag(nn.Module):
         from upper_fast_train.lexical_teacher import bm25_idf
 
         if self.row_scale is None:
-            raise ValueError("this TermBag was built without row_scale (TrainConfig.term_idf_scale false)")
+            raise ValueError("this TermBag was built without row_scale (TrainConfig.model.term_idf_scale false)")
         terms = np.asarray(doc_terms, dtype=np.int64)
         vocab = int(self.row_scale.shape[0])
         if terms.ndim != 2 or (terms.size and (terms.min() < 0 or terms.max() >= vocab)):
@@ -164,18 +164,19 @@ def _mlp(inp: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
 
 def build_text_encoder(config: TrainConfig, vocab_size: int) -> nn.Module:
     """The product text transformer: a small `T5EncoderModel` (random init; pre-trained weights are
-    loaded afterwards) or, when `config.text_encoder` is a path, that local HF checkpoint."""
-    if config.text_encoder:
+    loaded afterwards) or, when `config.text.text_encoder` is a path, that local HF checkpoint."""
+    encoder_dir = resolve_text_encoder(config.text.text_encoder)
+    if encoder_dir:
         from transformers import AutoModel
 
-        return AutoModel.from_pretrained(config.text_encoder)
+        return AutoModel.from_pretrained(encoder_dir)
     from transformers import T5EncoderModel
 
     from upper_fast_train.text import small_t5_config
 
     # The same config as doc2query pre-training, so its encoder state_dict loads as is.
-    t5 = small_t5_config(vocab_size, config.t5_d_model, config.t5_layers, config.t5_heads, config.t5_d_ff)
-    t5.dropout_rate = config.dropout
+    t5 = small_t5_config(vocab_size, config.text.t5_d_model, config.text.t5_layers, config.text.t5_heads, config.text.t5_d_ff)
+    t5.dropout_rate = config.model.dropout
     return T5EncoderModel(t5)
 
 
@@ -207,17 +208,17 @@ class ProductTower(nn.Module):
         super().__init__()
         self.terms = terms
         self.lexical = lexical
-        self.user_skip = ProductSkip(n_countries, config.graph_dim, config.term_dim, config.dim) if config.user_skip else None
+        self.user_skip = ProductSkip(n_countries, config.graph.graph_dim, config.model.term_dim, config.model.dim) if config.model.user_skip else None
         self.text_encoder = text_encoder
         self.n_quality = n_quality
-        self.quality_levels = config.quality_buckets + 1  # bucket 0 = missing value
+        self.quality_levels = config.model.quality_buckets + 1  # bucket 0 = missing value
         text_dim = int(text_encoder.config.hidden_size if hasattr(text_encoder.config, "hidden_size") else text_encoder.config.d_model)
-        self.country = nn.Embedding(n_countries, config.country_dim)
-        self.category = nn.Embedding(n_categories, config.category_dim)
-        self.quality = nn.Embedding(max(1, n_quality) * self.quality_levels, config.quality_dim)
-        fused = text_dim + config.graph_dim + 1 + config.term_dim + config.country_dim + config.category_dim
-        fused += n_quality * config.quality_dim
-        self.fuse = _mlp(fused, config.hidden * 2, config.dim, config.dropout)
+        self.country = nn.Embedding(n_countries, config.model.country_dim)
+        self.category = nn.Embedding(n_categories, config.model.category_dim)
+        self.quality = nn.Embedding(max(1, n_quality) * self.quality_levels, config.model.quality_dim)
+        fused = text_dim + config.graph.graph_dim + 1 + config.model.term_dim + config.model.country_dim + config.model.category_dim
+        fused += n_quality * config.model.quality_dim
+        self.fuse = _mlp(fused, config.model.hidden * 2, config.model.dim, config.model.dropout)
 
     def pool_text(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """Mean of the text encoder's last hidden state over the attention mask: (B, H)."""
@@ -260,7 +261,7 @@ class ProductTower(nn.Module):
 
 
 class UserSkip(nn.Module):
-    """The query side of the user-affinity skip (`TrainConfig.user_skip`): C[user_country] +
+    """The query side of the user-affinity skip (`TrainConfig.model.user_skip`): C[user_country] +
     H (sum_i w[type_i] g_i / #items), the history items' graph vectors g_i averaged with a learned
     weight per interaction type (padding type 0 has weight 0). Added to the query tower's output,
     beside the fusion MLP, so its dot product with `ProductSkip` is a direct user-product affinity."""
@@ -314,21 +315,21 @@ class QueryUserTower(nn.Module):
         super().__init__()
         self.terms = terms
         self.lexical = lexical
-        self.user_skip = UserSkip(n_countries, config.graph_dim, config.dim) if config.user_skip else None
-        self.personalized = config.personalized
-        h = config.hidden
-        self.item_proj = nn.Linear(config.graph_dim, h)
+        self.user_skip = UserSkip(n_countries, config.graph.graph_dim, config.model.dim) if config.model.user_skip else None
+        self.personalized = config.model.personalized
+        h = config.model.hidden
+        self.item_proj = nn.Linear(config.graph.graph_dim, h)
         self.item_type = nn.Embedding(5, h)  # 0 padding, 1..4 interaction codes
-        self.query_proj = nn.Linear(config.term_dim, h)
+        self.query_proj = nn.Linear(config.model.term_dim, h)
         self.segment = nn.Embedding(3, h)  # 0 summary token, 1 product, 2 query
         self.summary = nn.Parameter(torch.zeros(1, 1, h))
         self.history = nn.TransformerEncoderLayer(
-            h, config.history_heads, dim_feedforward=2 * h, dropout=config.dropout, batch_first=True, norm_first=True
+            h, config.model.history_heads, dim_feedforward=2 * h, dropout=config.model.dropout, batch_first=True, norm_first=True
         )
-        self.country = nn.Embedding(n_countries, config.country_dim)
-        user_dim = h + config.country_dim
-        fused = config.term_dim + config.graph_dim + 1 + user_dim
-        self.fuse = _mlp(fused, h * 2, config.dim, config.dropout)
+        self.country = nn.Embedding(n_countries, config.model.country_dim)
+        user_dim = h + config.model.country_dim
+        fused = config.model.term_dim + config.graph.graph_dim + 1 + user_dim
+        self.fuse = _mlp(fused, h * 2, config.model.dim, config.model.dropout)
 
     def forward(
         self,
@@ -384,13 +385,13 @@ class UpperModel(nn.Module):
         n_quality: int,
     ) -> None:
         super().__init__()
-        bounds = (config.word_buckets, config.word_buckets + config.bigram_buckets) if config.term_type_scale else None
-        self.terms = TermBag(config.term_vocab_size, config.term_dim, bounds, sparse=config.sparse_term_grads,
-                             row_scale=config.term_idf_scale, weighted=config.term_weights)
+        bounds = (config.featurizer.word_buckets, config.featurizer.word_buckets + config.featurizer.bigram_buckets) if config.experimental.term_type_scale else None
+        self.terms = TermBag(config.term_vocab_size, config.model.term_dim, bounds, sparse=config.loop.sparse_term_grads,
+                             row_scale=config.model.term_idf_scale, weighted=config.experimental.term_weights)
         # lexical_skip: one linear map W of the unit-scaled term bag added to BOTH towers' outputs, so
         # a score contains t_q' W'W t_p, a learned lexical match through the shared term table that
         # works for queries never seen in training (the tail), beside what the fusion MLPs learn.
-        self.lexical = nn.Linear(config.term_dim, config.dim, bias=False) if config.lexical_skip else None
+        self.lexical = nn.Linear(config.model.term_dim, config.model.dim, bias=False) if config.model.lexical_skip else None
         self.product_tower = ProductTower(config, self.terms, text_encoder, n_countries, n_categories, n_quality, self.lexical)
         self.query_tower = QueryUserTower(config, self.terms, n_countries, self.lexical)
 

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from upper_fast_train.config import TrainConfig
+from upper_fast_train.config import TrainConfig, resolve_text_encoder
 from upper_fast_train.features import ProductTable, TrainingSet, Vocab, build_vocab, product_table, training_set
 from upper_fast_train.losses import (hinge_loss, negative_hinge, personal_contrast, shown_pairwise_hinge, softmax_contrast,
                                      softmax_distill)
+from upper_fast_train.pseudo_queries import with_pseudo_queries
 from upper_fast_train.negatives import DynamicPool, excluded_products, hardest, membership, negative_weights, own_positive_mask, sample_uniform
 from upper_fast_train.towers import UpperModel, _unit_scale, build_text_encoder, text_encoder_from_dir
 
@@ -172,8 +173,8 @@ def _blank_graph(inputs: dict[str, np.ndarray], name: str, drop: np.ndarray) -> 
 def negative_groups(data: TrainingSet, idx: np.ndarray, config: TrainConfig) -> np.ndarray:
     """(B,) int64 group keys of the batch rows `idx`: rows of one group share their positives, so no
     negative of a row is a product its group engaged with in the batch. The group is the query row
-    (`config.exclude_query_positives`, the default) or the query-user."""
-    return data.queries.event_query[idx] if config.exclude_query_positives else data.groups[idx]
+    (`config.negatives.exclude_query_positives`, the default) or the query-user."""
+    return data.queries.event_query[idx] if config.negatives.exclude_query_positives else data.groups[idx]
 
 
 def _row_products(scores: torch.Tensor, rows: np.ndarray, columns: np.ndarray,
@@ -188,7 +189,7 @@ def _row_products(scores: torch.Tensor, rows: np.ndarray, columns: np.ndarray,
 
 def lexical_columns(data: TrainingSet, idx: np.ndarray, has_teacher: np.ndarray, excluded_sets: np.ndarray,
                     config: TrainConfig) -> np.ndarray:
-    """(B, K) int64 teacher-mined catalog rows per batch row (TrainConfig.distill_bm25_negatives; -1 =
+    """(B, K) int64 teacher-mined catalog rows per batch row (TrainConfig.experimental.distill_bm25_negatives; -1 =
     none): the row's query's `data.bm25_top`, kept only for rows that take part in the distillation
     (positive rows whose query has an encoder teacher vector, `has_teacher` (nq,) bool, or any
     positive row when the teacher has BM25 in it) and without the row's own group positives
@@ -198,7 +199,7 @@ def lexical_columns(data: TrainingSet, idx: np.ndarray, has_teacher: np.ndarray,
     qrows = data.queries.event_query[idx]
     lexical = data.bm25_top[qrows].copy()
     takes_part = data.labels[idx] > 0
-    if config.distill_bm25 == 0:
+    if config.experimental.distill_bm25 == 0:
         takes_part &= np.asarray(has_teacher, dtype=bool)[qrows]
     lexical[~takes_part] = -1
     lexical[membership(lexical, excluded_sets)] = -1
@@ -221,39 +222,39 @@ def _step_loss(
     """One batch: encode queries and every needed product in one forward, return the total loss."""
     t0 = time.perf_counter()
     core = model.module if hasattr(model, "module") else model
-    q_np = data.queries.take(idx, products.product_graph, config.personalized)
-    drop_rng = np.random.default_rng([config.seed, step, 17])  # graph dropout draws, seeded by step
-    if config.query_graph_dropout > 0:
-        _blank_graph(q_np, "query_graph", drop_rng.random(len(idx)) < config.query_graph_dropout)
+    q_np = data.queries.take(idx, products.product_graph, config.model.personalized)
+    drop_rng = np.random.default_rng([config.loop.seed, step, 17])  # graph dropout draws, seeded by step
+    if config.graph.query_graph_dropout > 0:
+        _blank_graph(q_np, "query_graph", drop_rng.random(len(idx)) < config.graph.query_graph_dropout)
     q_in = _to(q_np, device)
     pos_rows = torch.from_numpy(data.product_rows[idx])
     labels = torch.from_numpy(data.labels[idx])
     groups = torch.from_numpy(negative_groups(data, idx, config))
     excluded = own_positive_mask(pos_rows, groups, labels)  # (B, B)
-    need_sets = (weights["uniform"] > 0 or (pool is not None and weights["dynamic"] > 0) or config.contrast_weight > 0
+    need_sets = (weights["uniform"] > 0 or (pool is not None and weights["dynamic"] > 0) or config.objective.contrast_weight > 0
                  or teacher is not None)
     excluded_sets = excluded_products(pos_rows, groups, labels) if need_sets else None
-    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-    uni_rows = sample_uniform(len(products), config.uniform_negatives, gen) if weights["uniform"] > 0 else torch.zeros(0, dtype=torch.int64)
+    gen = torch.Generator().manual_seed(config.loop.seed * 1_000_003 + step)
+    uni_rows = sample_uniform(len(products), config.negatives.uniform_negatives, gen) if weights["uniform"] > 0 else torch.zeros(0, dtype=torch.int64)
     t1 = time.perf_counter()
     timing["data"] += t1 - t0
 
     mined = np.zeros((len(idx), 0), dtype=np.int64)
-    if pool is not None and weights["dynamic"] > 0 and config.dynamic_negatives > 0:
+    if pool is not None and weights["dynamic"] > 0 and config.negatives.dynamic_negatives > 0:
         if pool.due(step):
             pool.refresh(step, lambda rows: encode_product_rows(core, products, rows, device))
         with torch.no_grad():
             q_now = core.query_tower(**q_in).float().cpu().numpy()
-        mined = pool.mine(np.ascontiguousarray(q_now), excluded_sets, config.dynamic_negatives)
+        mined = pool.mine(np.ascontiguousarray(q_now), excluded_sets, config.negatives.dynamic_negatives)
     t2 = time.perf_counter()
     timing["mining"] += t2 - t1
 
     lexical = np.zeros((len(idx), 0), dtype=np.int64)
-    if teacher is not None and config.distill_bm25_negatives > 0:
+    if teacher is not None and config.experimental.distill_bm25_negatives > 0:
         assert excluded_sets is not None
         lexical = lexical_columns(data, idx, teacher[1].cpu().numpy(), excluded_sets, config)
     shown = None
-    if config.shown_negatives > 0 and config.shown_weight > 0 and data.shown_rows is not None:
+    if config.objective.shown_negatives > 0 and config.objective.shown_weight > 0 and data.shown_rows is not None:
         shown = data.shown_rows[idx].copy()  # (B, K) catalog rows, -1 = none
         shown[shown == pos_rows.numpy()[:, None]] = -1  # a product the row itself engaged with
     all_rows = np.concatenate([pos_rows.numpy(), uni_rows.numpy(), mined[mined >= 0],
@@ -262,22 +263,22 @@ def _step_loss(
     inv = torch.from_numpy(inverse).to(device)
     b, u = len(idx), len(uni_rows)
     p_np = products.take(unique)
-    if config.product_graph_dropout > 0:
-        _blank_graph(p_np, "product_graph", drop_rng.random(len(unique)) < config.product_graph_dropout)
+    if config.graph.product_graph_dropout > 0:
+        _blank_graph(p_np, "product_graph", drop_rng.random(len(unique)) < config.graph.product_graph_dropout)
     q, p = model(q_in, _to(p_np, device))  # (B, D), (R, D)
     scores = q @ p.T  # (B, R)
     arange = torch.arange(b, device=device)
     pos_scores = scores[arange, inv[:b]]
-    loss = hinge_loss(pos_scores, labels.to(device), config.thresholds)
+    loss = hinge_loss(pos_scores, labels.to(device), config.objective.thresholds)
     parts = {"hinge": float(loss.detach())}
-    if config.personal_contrast > 0:
+    if config.objective.personal_contrast > 0:
         # candidates: products engaged in the batch with the row's query; targets: by its query-user
         same_query = torch.from_numpy(data.queries.event_query[idx])
         candidates = (own_positive_mask(pos_rows, same_query, labels) & (labels > 0)[:, None]).to(device)  # logged negatives: no row
         personal = data.personal_groups if data.personal_groups is not None else data.groups
         targets = own_positive_mask(pos_rows, torch.from_numpy(personal[idx]), labels).to(device)
         pc_scores = scores[:, inv[:b]]
-        if config.personal_contrast_skip_only and core.query_tower.user_skip is not None:
+        if config.objective.personal_contrast_skip_only and core.query_tower.user_skip is not None:
             # U(user) . P(product) of the user-affinity skip alone; the shared term table detached
             user_vec = core.query_tower.user_skip(q_in["hist_item_graph"], q_in["hist_item_type"], q_in["user_country"])
             pin = _to(products.take(pos_rows.numpy()), device)
@@ -285,45 +286,45 @@ def _step_loss(
             with torch.no_grad():
                 bag = _unit_scale(core.terms(pin["product_terms"]))
             prod_vec = core.product_tower.user_skip(pin["product_graph"] * gm, bag, pin["shop_country"])
-            pc_scores = (user_vec @ prod_vec.T) * config.personal_temperature  # unnormalised: divided by T below, so T cancels
-        term = personal_contrast(pc_scores, candidates, targets, config.personal_temperature)
-        loss = loss + config.personal_contrast * term
+            pc_scores = (user_vec @ prod_vec.T) * config.objective.personal_temperature  # unnormalised: divided by T below, so T cancels
+        term = personal_contrast(pc_scores, candidates, targets, config.objective.personal_temperature)
+        loss = loss + config.objective.personal_contrast * term
         parts["personal"] = float(term.detach())
-    if config.contrast_weight > 0 or teacher is not None:
+    if config.objective.contrast_weight > 0 or teacher is not None:
         # every step column that is one of the row's group positives is no negative of the row
         forbidden = torch.from_numpy(membership(unique, excluded_sets)).to(device)  # (B, R)
     own_lexical = None
     if lexical.size and bool((lexical >= 0).any()):
         # each row's own teacher-mined columns: no negatives of its contrast or hinge (unjudged matches)
         own_lexical = torch.from_numpy(membership(unique, lexical)).to(device)  # (B, R); -1 pads match nothing
-    if config.contrast_weight > 0:
+    if config.objective.contrast_weight > 0:
         row_w = None
-        if config.contrast_type_weights:
-            table = torch.tensor([0.0, *config.contrast_type_weights], dtype=scores.dtype)
+        if config.experimental.contrast_type_weights:
+            table = torch.tensor([0.0, *config.experimental.contrast_type_weights], dtype=scores.dtype)
             row_w = table[labels.clamp(0, 4)].to(device)  # label 0 (a logged negative) takes no part anyway
         c_forbidden = forbidden if own_lexical is None else forbidden | own_lexical
-        term = softmax_contrast(scores, inv[:b], c_forbidden, config.contrast_temperature, (labels > 0).to(device), row_w)
-        loss = loss + config.contrast_weight * term
+        term = softmax_contrast(scores, inv[:b], c_forbidden, config.objective.contrast_temperature, (labels > 0).to(device), row_w)
+        loss = loss + config.objective.contrast_weight * term
         parts["contrast"] = float(term.detach())
     if teacher is not None:
         t_query, t_has, t_product = teacher  # (nq, H) unit rows, (nq,) bool, (n_products, H) unit rows
         q_np_rows = data.queries.event_query[idx]
         qrows = torch.from_numpy(q_np_rows).to(device)
-        t_logits = t_query[qrows] @ t_product[torch.from_numpy(unique).to(device)].T / config.distill_temperature  # (B, R)
+        t_logits = t_query[qrows] @ t_product[torch.from_numpy(unique).to(device)].T / config.objective.distill_temperature  # (B, R)
         rows = t_has[qrows]
-        if config.distill_bm25 > 0:
+        if config.experimental.distill_bm25 > 0:
             from upper_fast_train.lexical_teacher import bm25_scores
 
             bm = torch.from_numpy(bm25_scores(data.bm25_products, data.bm25_queries, q_np_rows, unique)).to(device)
-            t_logits = t_logits * rows[:, None] + config.distill_bm25 * bm
+            t_logits = t_logits * rows[:, None] + config.experimental.distill_bm25 * bm
             rows = torch.ones_like(rows)
         rows = rows & (labels > 0).to(device)
-        term = softmax_distill(scores, t_logits, inv[:b], forbidden, config.contrast_temperature, 1.0, rows)
-        loss = loss + config.distill_weight * term
+        term = softmax_distill(scores, t_logits, inv[:b], forbidden, config.objective.contrast_temperature, 1.0, rows)
+        loss = loss + config.objective.distill_weight * term
         parts["distill"] = float(term.detach())
-    theta_neg = config.thresholds[0]
-    if weights["inbatch"] > 0 and config.inbatch_negatives > 0:
-        s, valid = hardest(scores[:, inv[:b]], excluded.to(device), config.inbatch_negatives)
+    theta_neg = config.objective.thresholds[0]
+    if weights["inbatch"] > 0 and config.negatives.inbatch_negatives > 0:
+        s, valid = hardest(scores[:, inv[:b]], excluded.to(device), config.negatives.inbatch_negatives)
         term = negative_hinge(s, valid, theta_neg)
         loss = loss + weights["inbatch"] * term
         parts["inbatch"] = float(term.detach())
@@ -340,8 +341,8 @@ def _step_loss(
         parts["dynamic"] = float(term.detach())
     if shown is not None:
         s, ok = _row_products(scores, shown, inverse[b + u + n_mined :], device)
-        term = shown_pairwise_hinge(pos_scores, s, ok, config.shown_margin)
-        loss = loss + config.shown_weight * term
+        term = shown_pairwise_hinge(pos_scores, s, ok, config.objective.shown_margin)
+        loss = loss + config.objective.shown_weight * term
         parts["shown"] = float(term.detach())
     timing["forward"] += time.perf_counter() - t2
     return loss, parts
@@ -350,17 +351,17 @@ def _step_loss(
 def _teacher_vectors(
     model: UpperModel, data: TrainingSet, products: ProductTable, config: TrainConfig, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The distillation teacher (TrainConfig.distill_weight): unit mean-pooled text-encoder vectors of
+    """The distillation teacher (TrainConfig.objective.distill_weight): unit mean-pooled text-encoder vectors of
     the query rows that have token rows (data.query_text_ids) and of every product, and the (nq,)
     mask of query rows with a teacher."""
     if data.query_text_ids is None or data.query_text_mask is None:
         raise ValueError("distill_weight > 0 needs TrainingSet.query_text_ids / query_text_mask (train() fills them)")
-    if config.distill_bm25 > 0 and (data.bm25_products is None or data.bm25_queries is None):
+    if config.experimental.distill_bm25 > 0 and (data.bm25_products is None or data.bm25_queries is None):
         raise ValueError("distill_bm25 > 0 needs TrainingSet.bm25_products / bm25_queries (train() fills them)")
     if len(data.query_text_ids) != len(data.queries.query_terms):
         raise ValueError("query_text_ids must have one row per query row of data.queries")
-    q = pool_token_rows(model, data.query_text_ids, data.query_text_mask, device, config.text_cache_dir, prefix="query_pooled")
-    p = products.text_pooled if products.text_pooled is not None else pooled_text_vectors(model, products, device, config.text_cache_dir)
+    q = pool_token_rows(model, data.query_text_ids, data.query_text_mask, device, config.text.text_cache_dir, prefix="query_pooled")
+    p = products.text_pooled if products.text_pooled is not None else pooled_text_vectors(model, products, device, config.text.text_cache_dir)
     unit = lambda x: torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), dim=-1).to(device)  # noqa: E731
     has = torch.from_numpy(data.query_text_mask.sum(1) > 0).to(device)
     return unit(q), has, unit(p)
@@ -370,19 +371,19 @@ def distill_token_rows(
     strings: list[str], tokenizer: Any, config: TrainConfig, counts: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(nq, Lt) token ids / mask of the query strings that get a distillation teacher: the
-    `config.distill_queries` with the most training rows (`counts` (nq,); ties in a seeded random
+    `config.objective.distill_queries` with the most training rows (`counts` (nq,); ties in a seeded random
     order; all when 0); the other rows are all padding."""
     from upper_fast_train.text import encode_texts
 
     n = len(strings)
     chosen = np.arange(n)
-    if 0 < config.distill_queries < n:
-        tie = np.random.default_rng([config.seed, 23]).random(n)
+    if 0 < config.objective.distill_queries < n:
+        tie = np.random.default_rng([config.loop.seed, 23]).random(n)
         rank = np.lexsort((tie, -(counts if counts is not None else np.zeros(n))))
-        chosen = np.sort(rank[: config.distill_queries])
-    ids = np.zeros((n, config.text_max_len), np.int64)
-    mask = np.zeros((n, config.text_max_len), np.int64)
-    ids[chosen], mask[chosen] = encode_texts(tokenizer, [strings[i] for i in chosen], config.text_max_len)
+        chosen = np.sort(rank[: config.objective.distill_queries])
+    ids = np.zeros((n, config.text.text_max_len), np.int64)
+    mask = np.zeros((n, config.text.text_max_len), np.int64)
+    ids[chosen], mask[chosen] = encode_texts(tokenizer, [strings[i] for i in chosen], config.text.text_max_len)
     return ids, mask
 
 
@@ -408,18 +409,18 @@ def train_model(
     breakdown in seconds, mean loss per epoch). Works alone or under torchrun (DDP)."""
     from tqdm.auto import tqdm
 
-    device = resolve_device(config.device)
+    device = resolve_device(config.loop.device)
     d = _init_distributed(device)
-    _seed_all(config.seed)
+    _seed_all(config.loop.seed)
     model.to(device)
-    if config.freeze_text_encoder:
+    if config.text.freeze_text_encoder:
         model.product_tower.text_encoder.requires_grad_(False)
         if products.text_pooled is None:
-            products.text_pooled = pooled_text_vectors(model, products, device, config.text_cache_dir)
-    if config.term_idf_scale:  # before any checkpoint load (which restores the same values)
+            products.text_pooled = pooled_text_vectors(model, products, device, config.text.text_cache_dir)
+    if config.model.term_idf_scale:  # before any checkpoint load (which restores the same values)
         model.terms.set_idf(products.product_terms)
     teacher = None
-    if config.distill_weight > 0:
+    if config.objective.distill_weight > 0:
         teacher = _teacher_vectors(model, data, products, config, device)
     net: torch.nn.Module = model
     if d.world > 1:
@@ -427,26 +428,26 @@ def train_model(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
     optimizer = build_optimizer(model, config)
-    steps_per_epoch = max(1, math.ceil(math.ceil(len(data) / d.world) / config.batch_size))
-    total = steps_per_epoch * config.epochs
-    if config.max_steps:
-        total_run = min(total, config.max_steps)
+    steps_per_epoch = max(1, math.ceil(math.ceil(len(data) / d.world) / config.loop.batch_size))
+    total = steps_per_epoch * config.loop.epochs
+    if config.loop.max_steps:
+        total_run = min(total, config.loop.max_steps)
     else:
         total_run = total
     step = 0
-    pool = DynamicPool(len(products), config, seed=config.seed) if config.dynamic_negatives > 0 else None
+    pool = DynamicPool(len(products), config, seed=config.loop.seed) if config.negatives.dynamic_negatives > 0 else None
     if resume and checkpoint_dir is not None and (checkpoint_dir / "state.json").exists():
         step = _load_checkpoint(checkpoint_dir, model, optimizer, pool, device)
     timing = dict.fromkeys(_PHASES, 0.0)
     history: list[dict[str, float]] = []
     examples = 0
     start = time.perf_counter()
-    bar = tqdm(total=total_run, initial=step, desc="training", disable=not (config.progress and d.main), dynamic_ncols=True)
+    bar = tqdm(total=total_run, initial=step, desc="training", disable=not (config.loop.progress and d.main), dynamic_ncols=True)
     model.train()
     while step < total_run:
         epoch, offset = divmod(step, steps_per_epoch)
-        order = _epoch_order(len(data), epoch, config.seed, d)
-        idx = order[offset * config.batch_size : (offset + 1) * config.batch_size]
+        order = _epoch_order(len(data), epoch, config.loop.seed, d)
+        idx = order[offset * config.loop.batch_size : (offset + 1) * config.loop.batch_size]
         if len(idx) == 0:
             step += 1
             continue
@@ -471,7 +472,7 @@ def train_model(
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", ex_s=f"{examples / max(elapsed, 1e-9):.0f}")
         if checkpoint_dir is not None and d.main and (
-            (config.checkpoint_every and step % config.checkpoint_every == 0) or step % steps_per_epoch == 0 or step == total_run
+            (config.loop.checkpoint_every and step % config.loop.checkpoint_every == 0) or step % steps_per_epoch == 0 or step == total_run
         ):
             _save_checkpoint(checkpoint_dir, model, optimizer, pool, step, config)
     bar.close()
@@ -498,7 +499,7 @@ def train_model(
 
 
 def lr_factor(step: int, total: int, schedule: str) -> float:
-    """Multiplier of `TrainConfig.lr` at optimizer step `step` (0-based) of `total` (`lr_schedule`)."""
+    """Multiplier of `TrainConfig.loop.lr` at optimizer step `step` (0-based) of `total` (`lr_schedule`)."""
     if schedule == "constant":
         return 1.0
     progress = min(1.0, step / max(1, total))
@@ -511,7 +512,7 @@ def lr_factor(step: int, total: int, schedule: str) -> float:
 
 class SplitOptimizer:
     """AdamW for the dense parameters plus SparseAdam for the sparse-gradient embedding tables
-    (`TrainConfig.sparse_term_grads`), stepped together. `param_groups` lists both optimizers' groups
+    (`TrainConfig.loop.sparse_term_grads`), stepped together. `param_groups` lists both optimizers' groups
     (the trainer sets every group's lr); the state dict holds both under "dense" / "sparse"."""
 
     def __init__(self, dense: torch.optim.Optimizer, sparse: torch.optim.Optimizer) -> None:
@@ -540,7 +541,7 @@ class SplitOptimizer:
 
 def _term_table_ids(model: torch.nn.Module) -> set[int]:
     """ids of the shared term table's per-row parameters (the embedding rows and, with term_weights,
-    the pooling-weight logits): the parameters `TrainConfig.term_lr_scale` applies to."""
+    the pooling-weight logits): the parameters `TrainConfig.loop.term_lr_scale` applies to."""
     core = model.module if hasattr(model, "module") else model
     terms = getattr(core, "terms", None)
     if terms is None:
@@ -562,25 +563,25 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     }
     table_ids = _term_table_ids(model)
     dense = [p for p in trainable if id(p) not in sparse_ids]
-    table_lr = config.lr * config.term_lr_scale
-    if config.term_lr_scale != 1.0 and any(id(p) in table_ids for p in dense):
+    table_lr = config.loop.lr * config.loop.term_lr_scale
+    if config.loop.term_lr_scale != 1.0 and any(id(p) in table_ids for p in dense):
         groups = [{"params": [p for p in dense if id(p) not in table_ids], "term_table": False},
                   {"params": [p for p in dense if id(p) in table_ids], "term_table": True, "lr": table_lr}]
     else:
         groups = [{"params": dense, "term_table": False}]
-    adamw = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    adamw = torch.optim.AdamW(groups, lr=config.loop.lr, weight_decay=config.loop.weight_decay)
     if not sparse_ids:
         return adamw
     sparse = [p for p in trainable if id(p) in sparse_ids]
     tagged = [{"params": sparse, "term_table": all(id(p) in table_ids for p in sparse), "lr": table_lr}]
-    return SplitOptimizer(adamw, torch.optim.SparseAdam(tagged, lr=config.lr))
+    return SplitOptimizer(adamw, torch.optim.SparseAdam(tagged, lr=config.loop.lr))
 
 
 def group_lr(group: dict[str, Any], step: int, total: int, config: TrainConfig) -> float:
     """The learning rate of one param group at `step`: lr x the schedule's factor, x term_lr_scale for
     the term table's group."""
-    scale = config.term_lr_scale if group.get("term_table", False) else 1.0
-    return config.lr * scale * lr_factor(step, total, config.lr_schedule)
+    scale = config.loop.term_lr_scale if group.get("term_table", False) else 1.0
+    return config.loop.lr * scale * lr_factor(step, total, config.loop.lr_schedule)
 
 
 def _save_checkpoint(path: Path, model: UpperModel, optimizer: torch.optim.Optimizer | SplitOptimizer, pool: DynamicPool | None, step: int, config: TrainConfig) -> None:
@@ -625,17 +626,18 @@ def train(
     directory (docs/design.md). resume=True continues from run_dir/checkpoint. data_dir, when given,
     is recorded as config.json["data_dir"] (so `upper-fast eval RUN` finds the data). Returns the metrics.
     """
-    from upper_fast import Featurizer, FeaturizerConfig, StringIdMap
+    from upper_fast import Featurizer, StringIdMap
 
     config = config or TrainConfig()
     if "train_end" not in dataset.meta:
         raise ValueError('dataset.meta has no "train_end": the training window is timestamp < train_end')
+    _check_trainable(dataset, config)  # before anything is written
     run = Path(run_dir)
-    device = resolve_device(config.device)
+    device = resolve_device(config.loop.device)
     d = _init_distributed(device)
     run.mkdir(parents=True, exist_ok=True)
     ckpt = run / "checkpoint"
-    _seed_all(config.seed)
+    _seed_all(config.loop.seed)
     prep: dict[str, Any] = {}
     if d.main:
         prep = _prepare(dataset, run, config, resume)
@@ -645,26 +647,26 @@ def train(
 
     from upper_fast_train.graph import GraphEmbeddings
 
-    featurizer = Featurizer(FeaturizerConfig(**config.featurizer_kwargs()))
+    featurizer = Featurizer(config.featurizer)
     tokenizer = Tokenizer.from_file(str(run / "tokenizer.json"))
     graph = GraphEmbeddings.load(run / "graph.npz")
     vocab = Vocab.from_json(run / "vocab.json")
     t0 = time.perf_counter()
     product_ids = StringIdMap([str(p) for p in dataset.catalog.column("product_id").to_pylist()])
     products = product_table(dataset.catalog, tokenizer, featurizer, vocab, graph, config)
-    data = training_set(dataset, product_ids, featurizer, vocab, graph, config)
-    if config.distill_weight > 0:
+    data = training_set(with_pseudo_queries(dataset, config), product_ids, featurizer, vocab, graph, config)
+    if config.objective.distill_weight > 0:
         assert data.queries.strings is not None
         counts = np.bincount(data.queries.event_query, minlength=len(data.queries.strings))
         data.query_text_ids, data.query_text_mask = distill_token_rows(data.queries.strings, tokenizer, config, counts)
-        if config.distill_bm25 > 0 or config.distill_bm25_negatives > 0:
+        if config.experimental.distill_bm25 > 0 or config.experimental.distill_bm25_negatives > 0:
             from upper_fast_train.lexical_teacher import bm25_matrices, bm25_top_rows
             from upper_fast_train.text import product_texts
 
             data.bm25_products, data.bm25_queries = bm25_matrices(product_texts(dataset.catalog), data.queries.strings)
-            if config.distill_bm25_negatives > 0:
-                data.bm25_top = bm25_top_rows(data.bm25_products, data.bm25_queries, config.distill_bm25_negatives,
-                                              progress=config.progress and d.main)
+            if config.experimental.distill_bm25_negatives > 0:
+                data.bm25_top = bm25_top_rows(data.bm25_products, data.bm25_queries, config.experimental.distill_bm25_negatives,
+                                              progress=config.loop.progress and d.main)
     featurize_s = time.perf_counter() - t0
 
     encoder = text_encoder_from_dir(run / "text_encoder")
@@ -693,14 +695,31 @@ def train(
     return metrics
 
 
+def _check_trainable(dataset: Any, config: TrainConfig) -> None:
+    """A clear error for a run that cannot train: no engagement in the training window, or a text
+    encoder that is not there."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from upper_fast.interactions import ENGAGEMENTS
+
+    log = dataset.log
+    in_window = pc.less(log.column("timestamp"), pa.scalar(int(dataset.meta["train_end"]), pa.int64()))
+    engaged = pc.is_in(log.column("interaction"), value_set=pa.array(ENGAGEMENTS))
+    if not pc.any(pc.and_(in_window, engaged)).as_py():
+        raise ValueError(f"the training window (timestamp < train_end = {dataset.meta['train_end']}) has no engagement "
+                         f"rows ({', '.join(ENGAGEMENTS)}): the model learns from engagements, impressions alone teach it "
+                         "nothing. Check the log's interaction column and train_end in dataset.json")
+    resolve_text_encoder(config.text.text_encoder)
+
+
 def _write_config(
     run: Path, config: TrainConfig, text_vocab: int, vocab: Vocab, graph: Any, n_products: int, data_dir: str | Path | None
 ) -> None:
     from upper_fast import __version__
 
     values = config.to_dict()
-    values.update(
-        featurizer=config.featurizer_kwargs(),
+    values["run"] = dict(  # what this run derived from its data (not settings: from_dict ignores them)
         term_vocab_size=config.term_vocab_size,
         text_vocab_size=text_vocab,
         n_countries=vocab.n_countries,
@@ -712,7 +731,7 @@ def _write_config(
         data_dir=str(Path(data_dir).resolve()) if data_dir is not None else None,
     )
     (run / "config.json").write_text(json.dumps(values, indent=2, sort_keys=True))
-    theta = config.thresholds
+    theta = config.objective.thresholds
     names = ("negative", "click", "favorite", "add_to_cart", "purchase")
     (run / "thresholds.json").write_text(json.dumps(dict(zip(names, theta)), indent=1))
 
@@ -722,7 +741,6 @@ def _prepare(dataset: Any, run: Path, config: TrainConfig, resume: bool) -> dict
     `run` (kept as they are when resuming)."""
     import pyarrow.compute as pc
 
-    from upper_fast import FeaturizerConfig
     from upper_fast_train.graph import train_graph_embeddings
     from upper_fast_train.text import product_texts, train_tokenizer
 
@@ -733,10 +751,11 @@ def _prepare(dataset: Any, run: Path, config: TrainConfig, resume: bool) -> dict
     out: dict[str, Any] = {}
     train_end = int(dataset.meta["train_end"])
     t0 = time.perf_counter()
-    if config.text_encoder:
-        src = Path(config.text_encoder) / "tokenizer.json"
+    encoder_dir = resolve_text_encoder(config.text.text_encoder)
+    if encoder_dir:
+        src = Path(encoder_dir) / "tokenizer.json"
         if not src.exists():
-            raise ValueError(f"{config.text_encoder} has no tokenizer.json (a Hugging Face fast tokenizer is needed)")
+            raise ValueError(f"{encoder_dir} has no tokenizer.json (a Hugging Face fast tokenizer is needed)")
         shutil.copyfile(src, run / "tokenizer.json")
         from tokenizers import Tokenizer
 
@@ -744,7 +763,7 @@ def _prepare(dataset: Any, run: Path, config: TrainConfig, resume: bool) -> dict
     else:
         window = dataset.log.filter(pc.less(dataset.log.column("timestamp"), train_end))
         texts = product_texts(dataset.catalog) + window.column("query").to_pylist()
-        tokenizer = train_tokenizer(texts, vocab_size=config.tokenizer_vocab, seed=config.seed)
+        tokenizer = train_tokenizer(texts, vocab_size=config.text.tokenizer_vocab, seed=config.loop.seed)
         tokenizer.save(str(run / "tokenizer.json"))
     out["tokenizer_s"] = time.perf_counter() - t0
 
@@ -753,21 +772,21 @@ def _prepare(dataset: Any, run: Path, config: TrainConfig, resume: bool) -> dict
     graph = train_graph_embeddings(
         dataset,
         train_end,
-        dim=config.graph_dim,
-        seed=config.seed,
-        walks_per_node=config.graph_walks_per_node,
-        epochs=config.graph_epochs,
-        progress=config.progress,
-        workers=config.graph_workers,
-        featurizer_config=FeaturizerConfig(**config.featurizer_kwargs()),
-        word_weight=config.graph_word_weight,
+        dim=config.graph.graph_dim,
+        seed=config.loop.seed,
+        walks_per_node=config.graph.graph_walks_per_node,
+        epochs=config.graph.graph_epochs,
+        progress=config.loop.progress,
+        workers=config.graph.graph_workers,
+        featurizer_config=config.featurizer,
+        word_weight=config.graph.graph_word_weight,
     )
     graph.save(run / "graph.npz")
     out["graph_s"] = time.perf_counter() - t0
 
     encoder = build_text_encoder(config, tokenizer.get_vocab_size())
     encoder.config.save_pretrained(run / "text_encoder")
-    if not config.text_encoder and config.pretrain:
+    if not config.text.text_encoder and config.text.pretrain:
         from safetensors.torch import save_file
 
         from upper_fast_train.pretrain import doc2query_pairs, pretrain_doc2query
@@ -775,27 +794,27 @@ def _prepare(dataset: Any, run: Path, config: TrainConfig, resume: bool) -> dict
 
         t0 = time.perf_counter()
         texts, queries = doc2query_pairs(dataset, train_end)
-        if len(texts) > config.pretrain_max_pairs:
-            pick = np.sort(np.random.default_rng(config.seed).choice(len(texts), config.pretrain_max_pairs, replace=False))
+        if len(texts) > config.text.pretrain_max_pairs:
+            pick = np.sort(np.random.default_rng(config.loop.seed).choice(len(texts), config.text.pretrain_max_pairs, replace=False))
             texts, queries = [texts[i] for i in pick], [queries[i] for i in pick]
         stats: dict[str, float] = {}
-        steps = max(1, config.pretrain_epochs * len(texts) // 32)
+        steps = max(1, config.text.pretrain_epochs * len(texts) // 32)
         state = pretrain_doc2query(
             texts,
             queries,
             tokenizer,
-            small_t5_config(tokenizer.get_vocab_size(), config.t5_d_model, config.t5_layers, config.t5_heads, config.t5_d_ff),
+            small_t5_config(tokenizer.get_vocab_size(), config.text.t5_d_model, config.text.t5_layers, config.text.t5_heads, config.text.t5_d_ff),
             steps=steps,
             batch_size=32,
-            seed=config.seed,
-            device=str(resolve_device(config.device)),
-            progress=config.progress,
-            max_text_length=config.text_max_len,
+            seed=config.loop.seed,
+            device=str(resolve_device(config.loop.device)),
+            progress=config.loop.progress,
+            max_text_length=config.text.text_max_len,
             stats=stats,
         )
         save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(ckpt / "encoder_init.safetensors"))
         out["pretrain"] = {**stats, "seconds": time.perf_counter() - t0}
-    elif config.text_encoder:
+    elif config.text.text_encoder:
         from safetensors.torch import save_file
 
         save_file({k: v.detach().clone().contiguous() for k, v in encoder.state_dict().items()}, str(ckpt / "encoder_init.safetensors"))

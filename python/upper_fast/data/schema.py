@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from upper_fast.interactions import INTERACTION_CODES, INTERACTION_NAMES
+
 __all__ = [
     "DataConfig",
     "INTERACTIONS",
@@ -29,9 +31,8 @@ __all__ = [
     "REASONS",
 ]
 
-# Interaction names in funnel order; codes follow docs/design.md (impression = 0, a logged negative).
-INTERACTIONS: tuple[str, ...] = ("impression", "click", "favorite", "add_to_cart", "purchase")
-INTERACTION_CODES: dict[str, int] = {name: code for code, name in enumerate(INTERACTIONS)}
+# Interaction names in funnel order and their codes: upper_fast.interactions.
+INTERACTIONS: tuple[str, ...] = INTERACTION_NAMES
 
 TABLES: tuple[str, ...] = ("catalog", "users", "search_log")
 

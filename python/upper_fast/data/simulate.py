@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from upper_fast.interactions import INTERACTION_NAMES
 from upper_fast.data.vocab import (
     BRAND_SYLLABLES,
     CATEGORIES,
@@ -486,7 +487,7 @@ class _World:
                 "r_search": r_search, "r_prod": r_prod, "r_time": r_time, "r_type": r_type}
 
 
-_INTERACTION_NAMES = np.array(["impression", "click", "favorite", "add_to_cart", "purchase"], dtype=object)
+_INTERACTION_NAMES = np.array(INTERACTION_NAMES, dtype=object)
 
 
 def _dict_column(indices: np.ndarray, values: np.ndarray) -> pa.Array:

@@ -1,16 +1,12 @@
-"""benchmarks/train_homedepot.py helpers: title pseudo-queries and the appended signed-out events."""
+"""Title pseudo-queries (upper_fast_train.pseudo_queries) and the signed-out events they add."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-from train_homedepot import pseudo_queries, with_pseudo_queries  # noqa: E402
+from upper_fast_train.config import TrainConfig
+from upper_fast_train.pseudo_queries import pseudo_queries, with_pseudo_queries
 
 
 def test_pseudo_queries_are_contiguous_title_spans():
@@ -39,7 +35,8 @@ def test_with_pseudo_queries_appends_signed_out_clicks_inside_the_training_windo
     log = pa.table({"timestamp": pa.array([10], pa.int64()), "user_id": pa.array([None], pa.string()),
                     "query": ["angle"], "product_id": ["a"], "interaction": ["purchase"], "country": pa.array([None], pa.string())})
     ds = Tiny(pa.table({"product_id": ["a", "b"], "title": ["Angle Bracket Steel", "Wood Screw"]}), log, {"train_end": 100})
-    out = with_pseudo_queries(ds, per_product=2, min_words=1, max_words=2)
+    assert with_pseudo_queries(ds, TrainConfig()) is ds  # off by default
+    out = with_pseudo_queries(ds, TrainConfig.from_flat(pseudo_queries=2, pseudo_query_min_words=1, pseudo_query_max_words=2))
     assert out.log.num_rows == 5 and out.log.schema == log.schema
     extra = out.log.slice(1).to_pylist()
     assert {e["product_id"] for e in extra} == {"a", "b"}
