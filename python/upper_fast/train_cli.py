@@ -97,7 +97,17 @@ def _train(args: argparse.Namespace) -> int:
     last = metrics["last_loss"]
     print(
         f"trained{label}: {metrics['steps']} steps, {metrics['examples_per_s']:.0f} examples/s, "
-        f"{metrics['seconds']:.1f} s, last loss {'-' if last is None else f'{last:.4f}'} -> {args.run}",
+        f"last loss {'-' if last is None else f'{last:.4f}'} -> {args.run}\n"
+        f"  {metrics.get('total_s', metrics['seconds']):.0f} s in all: {_time_split(metrics)}",
         file=sys.stderr,
     )
     return 0
+
+
+def _time_split(metrics: dict) -> str:
+    """Where a run's time went, from its metrics (parts a resumed run skipped are absent)."""
+    parts = [("tokenizer", metrics.get("tokenizer_s")), ("graph", metrics.get("graph_s")),
+             ("doc2query", (metrics.get("pretrain") or {}).get("seconds")), ("featurize", metrics.get("featurize_s")),
+             ("text encoding", metrics.get("text_encode_s")), ("teacher", metrics.get("teacher_s")),
+             ("loop", metrics.get("seconds"))]
+    return ", ".join(f"{name} {value:.0f} s" for name, value in parts if value)

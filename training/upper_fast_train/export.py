@@ -1,4 +1,4 @@
-"""Export a training run to a serving bundle (the torch side of issue 5).
+"""Export a training run to a serving bundle (the torch side of the export).
 
 `export_bundle(run_dir, bundle_dir, dataset)`:
 1. the query-user tower -> `query_tower.onnx` (dynamic batch, opset 17), checked against PyTorch on

@@ -88,7 +88,8 @@ def _cache_key(encoder: torch.nn.Module, text_ids: np.ndarray, text_mask: np.nda
 
 @torch.no_grad()
 def pooled_text_vectors(
-    model: UpperModel, products: ProductTable, device: torch.device, cache_dir: str | Path | None = None, batch_size: int = 256
+    model: UpperModel, products: ProductTable, device: torch.device, cache_dir: str | Path | None = None, batch_size: int = 256,
+    progress: bool = False,
 ) -> np.ndarray:
     """(n, H) float32 mean-pooled text-encoder output of every product (frozen encoder, eval mode).
 
@@ -96,13 +97,13 @@ def pooled_text_vectors(
     so the result is the same). With cache_dir, the matrix is read from / written to
     cache_dir/text_pooled-<sha1 of encoder weights + token ids>.npy.
     """
-    return pool_token_rows(model, products.text_ids, products.text_mask, device, cache_dir, batch_size)
+    return pool_token_rows(model, products.text_ids, products.text_mask, device, cache_dir, batch_size, progress=progress)
 
 
 @torch.no_grad()
 def pool_token_rows(
     model: UpperModel, text_ids: np.ndarray, text_mask: np.ndarray, device: torch.device,
-    cache_dir: str | Path | None = None, batch_size: int = 256, prefix: str = "text_pooled",
+    cache_dir: str | Path | None = None, batch_size: int = 256, prefix: str = "text_pooled", progress: bool = False,
 ) -> np.ndarray:
     """`pooled_text_vectors` of any token rows (n, Lt); all-padding rows give zeros."""
     tower = model.product_tower
@@ -121,7 +122,10 @@ def pool_token_rows(
     order = order[lengths[order] > 0]
     width_h = int(tower.text_encoder.config.hidden_size if hasattr(tower.text_encoder.config, "hidden_size") else tower.text_encoder.config.d_model)
     out = np.zeros((n, width_h), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
+    from tqdm.auto import tqdm
+
+    desc = "encode product texts" if prefix == "text_pooled" else "encode teacher queries"
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
         rows = order[start : start + batch_size]
         width = max(1, int(lengths[rows].max()))
         ids = torch.from_numpy(np.ascontiguousarray(text_ids[rows, :width])).to(device)
@@ -360,8 +364,10 @@ def _teacher_vectors(
         raise ValueError("distill_bm25 > 0 needs TrainingSet.bm25_products / bm25_queries (train() fills them)")
     if len(data.query_text_ids) != len(data.queries.query_terms):
         raise ValueError("query_text_ids must have one row per query row of data.queries")
-    q = pool_token_rows(model, data.query_text_ids, data.query_text_mask, device, config.text.text_cache_dir, prefix="query_pooled")
-    p = products.text_pooled if products.text_pooled is not None else pooled_text_vectors(model, products, device, config.text.text_cache_dir)
+    q = pool_token_rows(model, data.query_text_ids, data.query_text_mask, device, config.text.text_cache_dir,
+                        prefix="query_pooled", progress=config.loop.progress)
+    p = products.text_pooled if products.text_pooled is not None else pooled_text_vectors(
+        model, products, device, config.text.text_cache_dir, progress=config.loop.progress)
     unit = lambda x: torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), dim=-1).to(device)  # noqa: E731
     has = torch.from_numpy(data.query_text_mask.sum(1) > 0).to(device)
     return unit(q), has, unit(p)
@@ -413,15 +419,20 @@ def train_model(
     d = _init_distributed(device)
     _seed_all(config.loop.seed)
     model.to(device)
+    t_encode = time.perf_counter()
     if config.text.freeze_text_encoder:
         model.product_tower.text_encoder.requires_grad_(False)
         if products.text_pooled is None:
-            products.text_pooled = pooled_text_vectors(model, products, device, config.text.text_cache_dir)
+            products.text_pooled = pooled_text_vectors(model, products, device, config.text.text_cache_dir,
+                                                       progress=config.loop.progress)
     if config.model.term_idf_scale:  # before any checkpoint load (which restores the same values)
         model.terms.set_idf(products.product_terms)
+    text_encode_s = time.perf_counter() - t_encode
     teacher = None
+    t_teacher = time.perf_counter()
     if config.objective.distill_weight > 0:
         teacher = _teacher_vectors(model, data, products, config, device)
+    teacher_s = time.perf_counter() - t_teacher
     net: torch.nn.Module = model
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -487,6 +498,8 @@ def train_model(
         "total_steps": total,
         "examples_this_run": examples,
         "seconds": elapsed,
+        "text_encode_s": text_encode_s,  # the frozen encoder's pooled product texts (before the loop)
+        "teacher_s": teacher_s,  # the distillation teacher's query vectors (before the loop)
         "examples_per_s": examples / elapsed if elapsed > 0 else 0.0,
         "step_time_s": {k: v / max(1, len(history)) for k, v in timing.items()},
         "world_size": d.world,
@@ -632,6 +645,7 @@ def train(
     if "train_end" not in dataset.meta:
         raise ValueError('dataset.meta has no "train_end": the training window is timestamp < train_end')
     _check_trainable(dataset, config)  # before anything is written
+    t_start = time.perf_counter()
     run = Path(run_dir)
     device = resolve_device(config.loop.device)
     d = _init_distributed(device)
@@ -680,6 +694,7 @@ def train(
         save_model(model, run / "model.safetensors")
         metrics.update(prep)
         metrics.update(
+            total_s=time.perf_counter() - t_start,  # preparation, featurizing, encoding and the loop
             featurize_s=featurize_s,
             n_examples=len(data),
             n_positive=int((data.labels > 0).sum()),
