@@ -86,6 +86,13 @@ def test_info_and_search_commands(demo, capsys):
     assert cli_main(["search", str(out / "bundle"), "gift", "--k", "3", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["count"] <= 3
+    # The table shows each hit's title from the bundle's display.parquet, as the catalogue has it.
+    import pyarrow.parquet as pq
+
+    titles = dict(zip(*pq.read_table(out / "data" / "catalog.parquet", columns=["product_id", "title"]).to_pydict().values()))
+    assert cli_main(["search", str(out / "bundle"), "gift", "--k", "3", "--no-prune"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line[:1] == " " and line.strip()[:1].isdigit()]
+    assert lines and all(titles[line.split()[1]] in line for line in lines)
     assert cli_main(["info", str(out / "missing")]) == 2
 
 
@@ -104,3 +111,21 @@ def test_sharded_encoding_merges_to_the_full_matrix(demo, tmp_path):
     next(tmp_path.glob("*0001-of-0003.json")).unlink()
     with pytest.raises(FileNotFoundError, match="2 of 3"):
         merge_product_shards(tmp_path, dataset.catalog.num_rows)
+
+
+def test_eval_scores_the_bundle_as_served(demo, tmp_path, capsys):
+    out, _ = demo
+    rc = cli_main(["eval", str(out / "run"), "--data", str(out / "data"), "--bundle", str(out / "bundle"),
+                   "--ks", "100", "--json", "--no-progress"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    served, exact = report["served"], report["systems"]["model"]["purchase_recall@100"]
+    # Pruning only removes hits of the same ANN list, so it can only lose recall.
+    assert served["served/purchase_recall@100"] <= served["served_unpruned/purchase_recall@100"] + 1e-12
+    assert abs(served["served_unpruned/purchase_recall@100"] - exact) < 0.1
+    assert 0.0 <= served["served/cut_share"] <= 1.0 and served["latency_ms_p99"] >= served["latency_ms_p50"] > 0
+    # A bundle that records another run is refused before any work.
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    assert cli_main(["eval", str(other), "--data", str(out / "data"), "--bundle", str(out / "bundle")]) == 2
+    assert "was exported from" in capsys.readouterr().err

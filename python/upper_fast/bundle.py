@@ -74,6 +74,9 @@ SPLIT_TOWER_FILES = ("user_tower.onnx", "query_part.onnx")
 RERANK_FACTOR_PCT = 150
 
 
+# What `upper-fast search` shows beside each hit (product_id, title, category, price); optional.
+DISPLAY_FILE = "display.parquet"
+
 def rerank_candidates(k: int, n: int) -> int:
     """How many candidates a compact index's walk returns for k hits over n products."""
     return min(n, -(-k * RERANK_FACTOR_PCT // 100))
@@ -299,7 +302,7 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
                  index_ef_construction: int = 200, ef_search: int = 128, seed: int = 0,
                  extra: dict[str, Any] | None = None, overwrite: bool = False,
                  recall_queries: np.ndarray | None = None, target_recall: float | None = None,
-                 max_ef: int = 2048) -> dict[str, Any]:
+                 max_ef: int = 2048, display: Any = None) -> dict[str, Any]:
     """Write a complete bundle atomically (temp dir beside `bundle_dir`, then one rename).
 
     split_towers_onnx: optional (user_tower.onnx, query_part.onnx) paths (`export_split_towers`).
@@ -315,6 +318,9 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
     target_recall (with recall_queries): while the recall is below it, ef_search is raised 1.5x at a
     time up to max_ef (hydrated inner products are not cosines, and a fixed ef can fall short on a
     large catalogue); every (ef, recall) tried is kept in manifest["index"]["ef_tuning"].
+    display: optional pyarrow Table of what a person reads beside a hit (product_id, title, and
+    category / price where the catalogue has them), stored as display.parquet for `upper-fast search`;
+    the Retriever never reads it.
     Returns the manifest.
     """
     import pyarrow.parquet as pq
@@ -357,6 +363,8 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
         (staged / "hydration.json").write_text(json.dumps(hydration, indent=2, sort_keys=True) + "\n")
         (staged / "thresholds.json").write_text(json.dumps({k: float(v) for k, v in thresholds.items()}, indent=2) + "\n")
         pq.write_table(users, staged / "users.parquet")
+        if display is not None:
+            pq.write_table(display, staged / DISPLAY_FILE)
         (staged / "countries.json").write_text(json.dumps(list(countries)) + "\n")
 
         w = np.asarray(weights, dtype=np.float32)

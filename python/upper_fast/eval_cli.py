@@ -34,6 +34,9 @@ def add_commands(subparsers: Any) -> None:
         metavar="DIR",
         help="also score the Home Depot dev judgments (default DIR: ../shared/data/homedepot)",
     )
+    p.add_argument("--bundle", type=Path, default=None,
+                   help="also score this bundle (exported from RUN) as served: Retriever.search_batch with ANN, "
+                   "boosting and pruning, beside exact search; with search latency")
     p.add_argument("--ks", type=int, nargs="+", default=[100, 1000], help="recall cut-offs (default 100 1000)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -49,6 +52,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     from upper_fast.data import load_dataset
 
     progress = not args.no_progress
+    if args.bundle is not None:  # a wrong bundle fails before any work
+        from upper_fast_train.served import check_bundle_of_run
+
+        check_bundle_of_run(args.bundle, args.run)
     data_dir = args.data
     if data_dir is None:
         config = json.loads((args.run / "config.json").read_text())
@@ -71,6 +78,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     report["systems"] = systems
     if args.homedepot is not None:
         report["homedepot_dev"] = _homedepot(run, args.homedepot, progress)
+    if args.bundle is not None:
+        from upper_fast_train.served import evaluate_served
+
+        report["served"] = evaluate_served(args.bundle, dataset, k=min(ks), progress=progress)
 
     if args.json:
         print(json.dumps(_json_safe(report), indent=2, allow_nan=False))
@@ -83,6 +94,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         f"(degree 1 - tau = {model['personalization_degree']:.3f}) over "
         f"{int(model['personalization_pairs'])} user pairs sharing a query"
     )
+    if "served" in report:
+        print("\n" + _served_table(systems["model"], report["served"], min(ks), label))
     if "homedepot_dev" in report:
         hd = report["homedepot_dev"]
         print("\nHome Depot dev (real judgments, signed-out queries):")
@@ -134,3 +147,21 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def _served_table(exact: dict[str, float], served: dict[str, float], k: int, label: str) -> str:
+    """Exact search against the bundle as served (ANN + boosting, then pruning), per segment."""
+    rows = [("all requests", "")] + [(f"  {s}", f"/{s}") for s in _BREAKDOWN]
+    lines = [f"Served through Retriever.search_batch ({label}; k = {k}; ef_search {served['ef_search']:.0f}):",
+             "| purchase recall@{k} | exact (model) | served, no pruning | served | ANN + boosting | pruning |".format(k=k),
+             "|---|---|---|---|---|---|"]
+    for title, suffix in rows:
+        key = f"purchase_recall@{k}{suffix}"
+        e, u, s = exact.get(key), served.get(f"served_unpruned/{key}"), served.get(f"served/{key}")
+        delta = (lambda a, b: "-" if a is None or b is None or math.isnan(a) or math.isnan(b) else f"{b - a:+.3f}")
+        lines.append(f"| {title} | {_fmt(e)} | {_fmt(u)} | {_fmt(s)} | {delta(e, u)} | {delta(u, s)} |")
+    lines.append(f"\npruning left {served['served/cut_share']:.1%} of the {k} slots empty "
+                 f"({served['served/hits_mean']:.1f} hits per search on average); "
+                 f"single-query search p50 {served['latency_ms_p50']:.2f} ms, p99 {served['latency_ms_p99']:.2f} ms "
+                 "(one thread, user-vector cache on)")
+    return "\n".join(lines)

@@ -117,9 +117,37 @@ def _cmd_search(args: argparse.Namespace) -> int:
     print(f"{res.count} results for {args.query!r} (user {args.user or 'signed out'}) in {ms:.2f} ms")
     if res.count == 0 and not args.no_prune:
         print("  every candidate's cosine is below the pruning threshold; --no-prune shows them anyway")
+    shown = _display_rows(Path(args.bundle), [hit.product_id for hit in res])
     for rank, hit in enumerate(res, 1):
-        print(f"{rank:4d}  {hit.product_id:<20} score {hit.score:+.4f}  cosine {hit.cosine:+.4f}  {hit.tier_name}")
+        print(f"{rank:4d}  {hit.product_id:<20} score {hit.score:+.4f}  cosine {hit.cosine:+.4f}  {hit.tier_name:<12}"
+              f"  {shown.get(hit.product_id, '')}")
+    if not shown and res.count:
+        print("  (this bundle has no display.parquet: re-export it to see titles beside the hits)")
     return 0
+
+
+def _display_rows(bundle: Path, product_ids: list[str]) -> dict[str, str]:
+    """product_id -> "title | category | price" from the bundle's display.parquet ({} without one)."""
+    from upper_fast.bundle import DISPLAY_FILE
+
+    path = bundle / DISPLAY_FILE
+    if not path.exists() or not product_ids:
+        return {}
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    table = table.filter(pc.is_in(table.column("product_id"), value_set=pa.array(product_ids, pa.string())))
+    out: dict[str, str] = {}
+    for row in table.to_pylist():
+        parts = [str(row.get("title") or "")]
+        if row.get("category"):
+            parts.append(str(row["category"]))
+        if row.get("price") is not None:
+            parts.append(f"{row['price']:.2f}")
+        out[str(row["product_id"])] = " | ".join(parts)
+    return out
 
 
 def add_commands(subparsers: Any) -> None:

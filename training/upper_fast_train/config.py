@@ -124,7 +124,8 @@ class TextConfig:
     # Frozen text encoder: no gradient; its mean-pooled output is computed once per product at the
     # start of training and by `load_run(...).encode_products`, so a step trains only the term table,
     # embeddings and fusion MLPs. text_cache_dir: optional folder where those pooled vectors are
-    # kept as .npy, keyed by a hash of the encoder weights and the token ids (None = recompute).
+    # kept as .npy, keyed by a hash of the encoder weights and the token ids (None = RUN/text_cache,
+    # so a run's evaluation and export reuse its training's vectors).
     freeze_text_encoder: bool = False
     text_cache_dir: str | None = None
 

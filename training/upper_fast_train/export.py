@@ -465,6 +465,7 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
             users=users, countries=countries, hist_items=N, hist_queries=M,
             model_version=f"{run_dir.name}-{digest}", index_dtype=index_dtype, ef_search=ef_search, seed=seed,
             overwrite=overwrite, recall_queries=event_q[:500] if len(event_q) else None, target_recall=target_recall,
+            display=catalog.select([c for c in ("product_id", "title", "category", "price") if c in catalog.column_names]),
             extra={"simulated": bool(dataset.meta.get("simulated", False)), "onnx_parity_max_abs": parity,
                    "split_parity_max_abs": split_parity,
                    "run": {"dir": str(run_dir.resolve()), "personalized": bool(tc.model.personalized)}},

@@ -647,6 +647,10 @@ def train(
     _check_trainable(dataset, config)  # before anything is written
     t_start = time.perf_counter()
     run = Path(run_dir)
+    if config.text.freeze_text_encoder and config.text.text_cache_dir is None:
+        # The pooled product texts are the costliest part of a run with a pretrained encoder: keep
+        # them with the run, so evaluation and export read them instead of encoding again.
+        config = config.replace(text_cache_dir=str(run.resolve() / "text_cache"))
     device = resolve_device(config.loop.device)
     d = _init_distributed(device)
     run.mkdir(parents=True, exist_ok=True)
