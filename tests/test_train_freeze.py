@@ -115,3 +115,17 @@ def test_graph_dropout_blanks_graph_inputs_seeded():
     assert float(seen["q"]["query_graph_mask"].sum()) == float(data.queries.take(np.arange(16), products.product_graph)["query_graph_mask"].sum())
     with pytest.raises(ValueError):
         tiny_config(query_graph_dropout=1.5)
+
+
+def test_frozen_encoder_keeps_its_pooled_texts_in_the_run(tmp_path):
+    from upper_fast.data import generate, load_dataset
+    from upper_fast_train import TrainConfig, load_run, train
+
+    generate(tmp_path / "world", seed=2, n_products=40, n_users=10, n_queries=10, n_events=400, progress=False)
+    world = load_dataset(tmp_path / "world")
+    cfg = TrainConfig.preset("tiny", max_steps=1, batch_size=16, freeze_text_encoder=True, progress=False,
+                             graph_workers=1, tokenizer_vocab=200)
+    train(world, tmp_path / "run", cfg)
+    cached = list((tmp_path / "run" / "text_cache").glob("text_pooled-*.npy"))
+    assert len(cached) == 1  # evaluation and export read it instead of encoding again
+    assert load_run(tmp_path / "run").train_config.text.text_cache_dir == str((tmp_path / "run" / "text_cache").resolve())
