@@ -31,7 +31,7 @@ def test_demo_prints_every_stage_labelled_simulated(demo):
     _, text = demo
     for marker in ("[1/5] generated (simulated)", "[2/5] trained", "[3/5] exported bundle", "[4/5] search, side by side",
                    "[5/5] quality", "SIMULATED", "purchase_recall@100", "top-5 overlap",
-                   "model, user features blanked", "BM25 (bm25s)"):
+                   "model, user features blanked", "BM25 (bm25s)", "chosen: the 3 of", "mean Kendall tau"):
         assert marker in text, marker
 
 
