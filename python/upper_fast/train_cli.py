@@ -83,11 +83,11 @@ def _train(args: argparse.Namespace) -> int:
         resolve_text_encoder(config.text.text_encoder)
         return config
 
-    chosen = args.preset or ("schema_version" in given and "from the file") or None
-    if chosen:  # a bad preset, field or encoder path fails before the data is read
+    from_data = not args.preset and "schema_version" not in given
+    if not from_data:  # a bad preset, field or encoder path fails before the data is read
         config = configure(args.preset)
     dataset = load_dataset(args.data, progress=not args.no_progress)
-    if not chosen:
+    if from_data:
         name, why = preset_for_dataset(dataset)
         config = configure(name)
         print(f"preset {name!r} ({why}); choose another with --preset logs|relevance|paper|tiny",

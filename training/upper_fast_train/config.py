@@ -472,10 +472,6 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in _PRESET_DIR.glob("*.json"))
 
 
-def preset_description(name: str) -> str:
-    return str(json.loads((_PRESET_DIR / f"{name}.json").read_text()).get("description", ""))
-
-
 def preset_for_dataset(dataset: Any) -> tuple[str, str]:
     """(preset, reason) for a dataset without `--preset`: judged relevance without users ->
     "relevance"; a search log with users -> "logs"."""

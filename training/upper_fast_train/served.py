@@ -9,7 +9,6 @@ service does differently from the exact evaluation (ANN, boosting, pruning, the 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
