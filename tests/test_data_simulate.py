@@ -54,9 +54,14 @@ def test_generated_world_loads_clean_and_says_simulated(tmp_path: Path) -> None:
     assert ds.log.num_rows == meta["sizes"]["log_rows"]
     assert ds.catalog.num_rows == 400 and ds.users is not None and ds.users.num_rows == 150
     assert set(ds.quality_columns) == {"rating", "review_count", "listing_age_days", "shop_conversion", "in_stock"}
-    train, evaluation = ds.split()
-    assert train.num_rows + evaluation.num_rows == ds.log.num_rows and evaluation.num_rows > 0
-    assert train.column("timestamp").to_numpy().max() < meta["train_end"] <= evaluation.column("timestamp").to_numpy().min()
+    # No valid_end in dataset.json: the test window starts at its train_end, and the last 10% of the
+    # rows before it are validation.
+    train, valid, test = (ds.window(w) for w in ("train", "validation", "test"))
+    assert train.num_rows + valid.num_rows + test.num_rows == ds.log.num_rows
+    assert ds.windows.valid_end == meta["train_end"] and "last 10%" in ds.windows.source
+    assert abs(valid.num_rows - 0.1 * (train.num_rows + valid.num_rows)) < 0.01 * ds.log.num_rows
+    assert train.column("timestamp").to_numpy().max() < ds.windows.train_end <= valid.column("timestamp").to_numpy().min()
+    assert valid.column("timestamp").to_numpy().max() < meta["train_end"] <= test.column("timestamp").to_numpy().min()
     users = ds.log.column("user_id").to_pylist()
     countries = ds.log.column("country").to_pylist()
     signed_out = [c for u, c in zip(users, countries) if u is None]

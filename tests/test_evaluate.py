@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 
@@ -19,6 +20,9 @@ from upper_fast_train.evaluate import (
     query_segments,
     request_metrics,
 )
+from upper_fast.data.dataset import Dataset, sort_log
+from upper_fast.data.windows import Windows
+from upper_fast.searches import SEARCH_GAP_S
 from upper_fast_train.metrics import kendall_tau_b, ndcg_at_k, recall_at_k
 
 TRAIN_END = 100
@@ -109,7 +113,7 @@ def _dataset() -> types.SimpleNamespace:
         (TRAIN_END + 2, "u2", "mug", "p2", "purchase"),
         (TRAIN_END + 3, None, "ring", "p4", "purchase"),
         (TRAIN_END + 3, None, "ring", "p4", "click"),
-        (TRAIN_END + 9, None, "ring", "p3", "purchase"),
+        (TRAIN_END + 9 + SEARCH_GAP_S, None, "ring", "p3", "purchase"),  # a later search: past the gap
         (TRAIN_END + 4, "u1", "lamp", "p5", "purchase"),
         (TRAIN_END + 6, "u2", "scarf", "p3", "impression"),
     ]
@@ -122,7 +126,9 @@ def _dataset() -> types.SimpleNamespace:
             "interaction": [r[4] for r in rows],
         }
     )
-    return types.SimpleNamespace(catalog=catalog, log=log, users=None, meta={"train_end": TRAIN_END, "simulated": True})
+    return Dataset(catalog=catalog, users=None, log=sort_log(log), quality_columns=[], report=None,
+                   meta={"train_end": TRAIN_END, "simulated": True},
+                   windows=Windows(TRAIN_END, TRAIN_END, "test fixture: no validation window"))
 
 
 def _by_query_user(req) -> dict:
@@ -146,6 +152,22 @@ def test_build_requests_groups_the_eval_window() -> None:
     assert len(train_req) == 3  # impressions are not engagements
 
 
+def test_requests_are_searches() -> None:
+    """One searcher (a user, or a country when signed out), one normalised query, gaps <= SEARCH_GAP_S."""
+    ds = _dataset()
+    extra = pa.table({"timestamp": pa.array([TRAIN_END + 9 + 2 * SEARCH_GAP_S, TRAIN_END + 10 + 2 * SEARCH_GAP_S], pa.int64()),
+                      "user_id": pa.array([None, "u1"], pa.string()), "query": ["RING", "lamp"],
+                      "product_id": ["p4", "p5"], "interaction": ["click", "purchase"]})
+    ds = dataclasses.replace(ds, log=sort_log(pa.concat_tables([ds.log, extra])))
+    req = build_requests(ds)
+    # The signed-out 'RING' click joins the signed-out 'ring' search exactly SEARCH_GAP_S earlier (the
+    # gap is inclusive); u1's
+    # second 'lamp' purchase, 2 * SEARCH_GAP_S after the first, is a new search.
+    assert len(req) == 6
+    idx = _by_query_user(req)
+    assert req.relevant["click"][idx[("ring", None, TRAIN_END + 9 + SEARCH_GAP_S)]].tolist() == [4]
+
+
 def test_segments_split_training_traffic_in_thirds() -> None:
     # Training engagements: mug 6, scarf 3, ring 1 of 10: mug starts at 0 (head), scarf at 0.6 (torso),
     # ring at 0.9 (tail); lamp was never engaged in training.
@@ -160,7 +182,7 @@ def test_request_metrics_by_segment_and_sign_in() -> None:
     retrieved[idx[("Mug", "u1", None)]] = [0, 1]  # purchase p0 found
     retrieved[idx[("mug", "u2", None)]] = [0, 1]  # purchase p2 missed
     retrieved[idx[("ring", None, TRAIN_END + 3)]] = [4, 3]  # found
-    retrieved[idx[("ring", None, TRAIN_END + 9)]] = [0, 1]  # p3 missed
+    retrieved[idx[("ring", None, TRAIN_END + 9 + SEARCH_GAP_S)]] = [0, 1]  # p3 missed
     retrieved[idx[("lamp", "u1", None)]] = [5, 0]  # found
     m = request_metrics(retrieved, req, query_segments(ds, req.query_keys), (1, 2))
     assert m["purchase_recall@2"] == pytest.approx(3 / 5)

@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from upper_fast.data.windows import add_window_arguments, window_arguments
+
 __all__ = ["add_commands"]
 
 # Rows of the printed table under each purchase recall@k.
@@ -40,6 +42,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--ks", type=int, nargs="+", default=[100, 1000], help="recall cut-offs (default 100 1000)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_window_arguments(p)
     p.set_defaults(func=_run_eval)
 
 
@@ -63,7 +66,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         if not found:
             raise ValueError(f"{args.run}/config.json names no dataset: pass --data DIR")
         data_dir = Path(found)
-    dataset = load_dataset(data_dir, progress=progress)
+    dataset = load_dataset(data_dir, progress=progress, **window_arguments(args))
     run = load_run(args.run, dataset)
     simulated = bool((dataset.meta or {}).get("simulated"))
     label = "simulated" if simulated else "real"

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from upper_fast.data.windows import add_window_arguments, window_arguments
+
 __all__ = ["add_commands"]
 
 
@@ -27,7 +29,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from upper_fast.data import load_dataset
     from upper_fast_train.export import encode_product_shard, export_bundle, merge_product_shards
 
-    dataset = load_dataset(args.data, progress=not args.no_progress)
+    dataset = load_dataset(args.data, progress=not args.no_progress, **window_arguments(args))
     if args.shards > 1 and args.shard is not None:
         from upper_fast_train import load_run
 
@@ -169,6 +171,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    add_window_arguments(p)
     p.set_defaults(func=_cmd_export)
 
     p = subparsers.add_parser("search", help="search a bundle from the command line")

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from upper_fast.data.windows import add_window_arguments, window_arguments
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -34,6 +36,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="no gradient into the text encoder; its pooled output is computed once per product")
     p.add_argument("--no-pretrain", action="store_true", help="skip doc2query pre-training of the small T5")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_window_arguments(p)
     p.set_defaults(func=_train)
 
 
@@ -86,7 +89,10 @@ def _train(args: argparse.Namespace) -> int:
     from_data = not args.preset and "schema_version" not in given
     if not from_data:  # a bad preset, field or encoder path fails before the data is read
         config = configure(args.preset)
-    dataset = load_dataset(args.data, progress=not args.no_progress)
+    dataset = load_dataset(args.data, progress=not args.no_progress, **window_arguments(args))
+    if dataset.windows is not None:
+        print(f"windows: {dataset.windows.describe()}; the model learns from the train window only",
+              file=sys.stderr)
     if from_data:
         name, why = preset_for_dataset(dataset)
         config = configure(name)

@@ -43,7 +43,7 @@ def bm25_topk(corpus: Sequence[str], queries: Sequence[str], k: int, progress: b
 
 
 def bm25_baseline(
-    dataset: Any, window: str = "eval", ks: Sequence[int] = (100, 1000), progress: bool = True
+    dataset: Any, window: str = "test", ks: Sequence[int] = (100, 1000), progress: bool = True
 ) -> dict[str, float]:
     """BM25 over product title + tags for every request of `window`; the same recall metrics as
     `evaluate_run` (overall, per type, head / torso / tail / unseen, signed-in / out). No personalisation."""

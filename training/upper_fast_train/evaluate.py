@@ -1,10 +1,12 @@
 """Offline evaluation of a trained run on the later time window, and on real judged data.
 
 Definitions (docs/evaluation.md has the reasoning):
-- A *request* is one user's search for one query in the window: the window's engagement events of a
-  signed-in user with the same raw query form one request; a signed-out event forms a request with
-  the other signed-out events of the same query and timestamp. The query-user vector of a request is
-  computed from its earliest event (history strictly before it).
+- A *request* is one search (`upper_fast.searches`: one searcher, one normalised query, events no more
+  than SEARCH_GAP_S apart; a signed-out searcher is its country) in the window with at least one
+  engagement. The query-user vector of a request is computed at the search's first event (history
+  strictly before it), as a service would have it when the query was typed.
+- Windows (`upper_fast.data.windows`): `evaluate_run` reports the test window unless told otherwise;
+  nothing fitted after training (boosting, thresholds, ef) reads it.
 - Recall@k of interaction type t for a request: the fraction of the distinct products it engaged
   with type t that are in its top-k over the whole catalogue; averaged over the requests with at least
   one such product. "purchase_recall@k" is the headline figure.
@@ -71,19 +73,16 @@ class Requests:
         return len(self.query_keys)
 
 
-def _window(dataset: Any, window: str) -> Any:
-    import pyarrow as pa
-    import pyarrow.compute as pc
+WINDOW_ALIASES = {"eval": "test"}
 
-    if window not in ("eval", "train"):
-        raise ValueError(f"window must be 'eval' or 'train', got {window!r}")
-    train_end = (dataset.meta or {}).get("train_end")
-    if train_end is None:
-        raise ValueError("dataset.meta has no 'train_end': the evaluation window is the time after it")
-    ts = dataset.log.column("timestamp")
-    end = pa.scalar(int(train_end), type=pa.int64())
-    mask = pc.greater_equal(ts, end) if window == "eval" else pc.less(ts, end)
-    return dataset.log.filter(mask)
+
+def _window(dataset: Any, window: str) -> Any:
+    """The log rows of `window` ("test", "validation" or "train"; "eval" = "test")."""
+    name = WINDOW_ALIASES.get(window, window)
+    if getattr(dataset, "windows", None) is None:
+        raise ValueError("the dataset has no train_end, so no windows to evaluate: add \"train_end\" to "
+                         "dataset.json or pass --train-end")
+    return dataset.window(name)
 
 
 def _normalizer() -> Callable[[str], str]:
@@ -92,47 +91,51 @@ def _normalizer() -> Callable[[str], str]:
     return Featurizer().query_key
 
 
-def build_requests(dataset: Any, window: str = "eval") -> Requests:
-    """Group the window's engagement events into requests (see the module docstring)."""
+def build_requests(dataset: Any, window: str = "test") -> Requests:
+    """The window's searches that hold at least one engagement, as requests (module docstring).
+
+    A search is `upper_fast.searches`' one definition (searcher, normalised query, gaps of at most
+    SEARCH_GAP_S), chained over all the window's rows, impressions included; a request's event is the
+    search's first row, so its history is what a service had when the query was typed."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from upper_fast.searches import search_ids, searcher_codes
+
     events = _window(dataset, window)
-    events = events.filter(pc.is_in(events.column("interaction"), value_set=pa.array(INTERACTIONS)))
+    events = events.filter(pc.invert(pc.equal(pc.fill_null(events.column("query"), ""), "")))
+    n = events.num_rows
+    normalize = _normalizer()
+    raw = events.column("query").to_pylist()
+    cache: dict[str, str] = {}
+    keys = [cache[q] if q in cache else cache.setdefault(q, normalize(q)) for q in raw]
+    key_index: dict[str, int] = {}
+    qcodes = np.fromiter((key_index.setdefault(k, len(key_index)) for k in keys), dtype=np.int64, count=n)
+    countries = events.column("country").to_pylist() if "country" in events.column_names else None
+    scodes, signed_in = searcher_codes(events.column("user_id").to_pylist(), countries)
+    search, _ = search_ids(scodes, qcodes, events.column("timestamp").to_numpy())
+    kinds = events.column("interaction").to_pylist()
+    engaged = np.fromiter((k in INTERACTIONS for k in kinds), dtype=bool, count=n)
     rows = pc.index_in(events.column("product_id"), value_set=dataset.catalog.column("product_id"))
     rows_np = rows.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    users = events.column("user_id").to_pylist()
-    queries = events.column("query").to_pylist()
-    stamps = events.column("timestamp").to_pylist()
-    kinds = events.column("interaction").to_pylist()
 
-    first: dict[tuple[Any, ...], int] = {}
-    engaged: dict[tuple[Any, ...], dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
-    for i, (user, query, ts, kind, row) in enumerate(zip(users, queries, stamps, kinds, rows_np.tolist())):
-        if not query:
-            continue
-        key = (user, query) if user is not None else (None, query, ts)
-        if key not in first or stamps[first[key]] > ts:
-            first[key] = i
-        if row >= 0:
-            engaged[key][kind].add(row)
-    keys = list(first)
-    take = np.asarray([first[k] for k in keys], dtype=np.int64)
-    req_events = events.take(pa.array(take))
-    normalize = _normalizer()
-    cache: dict[str, str] = {}
-    query_keys: list[str] = []
-    for k in keys:
-        if k[1] not in cache:
-            cache[k[1]] = normalize(k[1])
-        query_keys.append(cache[k[1]])
+    n_search = int(search.max()) + 1 if n else 0
+    first = np.full(n_search, n, dtype=np.int64)
+    np.minimum.at(first, search, np.arange(n, dtype=np.int64))  # rows are in time order
+    has_engagement = np.zeros(n_search, dtype=bool)
+    has_engagement[search[engaged]] = True
+    kept = np.flatnonzero(has_engagement)
+    request_of = np.full(n_search, -1, dtype=np.int64)
+    request_of[kept] = np.arange(len(kept))
+    relevant_sets: dict[str, list[set[int]]] = {t: [set() for _ in kept] for t in INTERACTIONS}
+    for i in np.flatnonzero(engaged & (rows_np >= 0)).tolist():
+        relevant_sets[kinds[i]][request_of[search[i]]].add(rows_np[i])
+    take = first[kept]
     return Requests(
-        events=req_events,
-        query_keys=query_keys,
-        signed_in=np.asarray([k[0] is not None for k in keys], dtype=bool),
-        relevant={
-            t: [np.asarray(sorted(engaged[k][t]), dtype=np.int64) for k in keys] for t in INTERACTIONS
-        },
+        events=events.take(pa.array(take)),
+        query_keys=[keys[i] for i in take.tolist()],
+        signed_in=signed_in[take],
+        relevant={t: [np.asarray(sorted(r), dtype=np.int64) for r in sets] for t, sets in relevant_sets.items()},
     )
 
 
@@ -251,7 +254,7 @@ def personalization_tau(
 def evaluate_run(
     run: Any,
     dataset: Any,
-    window: str = "eval",
+    window: str = "test",
     ks: Sequence[int] = (100, 1000),
     progress: bool = True,
     personalized: bool = True,

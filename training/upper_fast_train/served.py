@@ -38,7 +38,7 @@ def check_bundle_of_run(bundle: str | Path, run_dir: str | Path) -> None:
 def evaluate_served(
     bundle: str | Path,
     dataset: Any,
-    window: str = "eval",
+    window: str = "test",
     k: int = 100,
     batch: int = 256,
     latency_sample: int = 300,

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from upper_fast.data.schema import INTERACTIONS, DataConfig
 from upper_fast.data.validate import ValidationReport, validate_dataset
+from upper_fast.data.windows import WINDOW_NAMES, Windows, resolve_windows
 
 __all__ = ["Dataset", "load_dataset"]
 
@@ -29,7 +30,12 @@ class Dataset:
         country string (nullable); sorted by timestamp (stable: file order within a second).
     quality_columns: names of the numeric quality columns of the catalog.
     report: what validation accepted and quarantined.
-    meta: dataset.json when present (e.g. train_end, simulated, seed, sizes), else {}.
+    meta: dataset.json when present (e.g. train_end, simulated, seed, sizes), else {}. Once the
+        windows are resolved, meta["train_end"] / meta["valid_end"] hold the resolved boundaries
+        (the end of the train window / the start of the test window) and meta["windows"] says how
+        they were chosen; meta["given_train_end"] keeps what dataset.json said.
+    windows: train / validation / test boundaries (`upper_fast.data.windows`), resolved from meta
+        when it has a train_end; None when it has none.
     """
 
     catalog: pa.Table
@@ -38,6 +44,19 @@ class Dataset:
     quality_columns: list[str]
     report: ValidationReport
     meta: dict[str, Any] = field(default_factory=dict)
+    windows: Windows | None = None
+
+    def __post_init__(self) -> None:
+        if self.windows is None:
+            stored = self.meta.get("windows")
+            if isinstance(stored, dict) and {"train_end", "valid_end", "source"} <= set(stored):
+                self.windows = Windows(int(stored["train_end"]), int(stored["valid_end"]), str(stored["source"]))
+            elif self.meta.get("train_end") is not None:
+                self.windows = resolve_windows(self.meta, self.log.column("timestamp").to_numpy())
+        if self.windows is not None:
+            self.meta = {**self.meta, "given_train_end": self.meta.get("given_train_end", self.meta.get("train_end")),
+                         "train_end": self.windows.train_end, "valid_end": self.windows.valid_end,
+                         "windows": self.windows.to_dict()}
 
     @property
     def simulated(self) -> bool:
@@ -45,14 +64,29 @@ class Dataset:
 
     @property
     def train_end(self) -> int | None:
-        """First timestamp of the evaluation window (meta["train_end"]), or None."""
+        """First timestamp after the train window (meta["train_end"] once resolved), or None."""
         value = self.meta.get("train_end")
         return int(value) if value is not None else None
 
-    def split(self, train_end: int | None = None) -> tuple[pa.Table, pa.Table]:
-        """(train, eval) log rows: timestamp < train_end trains, the rest evaluates.
+    def window(self, name: str, log: pa.Table | None = None) -> pa.Table:
+        """The rows of `log` (default: self.log, sorted by timestamp) in window `name`: "train",
+        "validation" or "test" (see `upper_fast.data.windows`)."""
+        if name not in WINDOW_NAMES:
+            raise ValueError(f"unknown window {name!r}; expected one of {', '.join(WINDOW_NAMES)}")
+        if self.windows is None:
+            raise ValueError("the dataset has no train_end, so it has no windows: add \"train_end\" to "
+                             "dataset.json or pass --train-end")
+        table = self.log if log is None else log
+        ts = table.column("timestamp").to_numpy()
+        lo, hi = self.windows.bounds(name)
+        start = 0 if lo is None else int(np.searchsorted(ts, lo, side="left"))
+        end = len(ts) if hi is None else int(np.searchsorted(ts, hi, side="left"))
+        return table.slice(start, max(0, end - start))
 
-        Uses meta["train_end"] unless `train_end` is given.
+    def split(self, train_end: int | None = None) -> tuple[pa.Table, pa.Table]:
+        """(train, later) log rows: timestamp < train_end, and the rest (validation and test).
+
+        Uses the resolved train_end unless `train_end` is given; `window` gives each window alone.
         """
         cut = train_end if train_end is not None else self.train_end
         if cut is None:
@@ -105,6 +139,8 @@ def load_dataset(
     config: DataConfig | dict[str, Any] | str | Path | None = None,
     quarantine_dir: str | Path | None = None,
     progress: bool = True,
+    train_end: Any = None,
+    valid_end: Any = None,
 ) -> Dataset:
     """Read, validate and return a dataset directory.
 
@@ -115,6 +151,8 @@ def load_dataset(
         quarantine_dir: where rejected rows are written as `<table>.quarantine.jsonl`; None keeps
             only counts and a few examples in `report`.
         progress: show a tqdm progress bar.
+        train_end, valid_end: override dataset.json's window boundaries (seconds since the epoch or
+            ISO dates; `upper_fast.data.windows`).
     """
     root = Path(path_or_dir)
     if root.is_file() and root.name == "dataset.json":
@@ -122,10 +160,15 @@ def load_dataset(
     meta = _read_meta(root) if root.is_dir() else {}
     tables, report = validate_dataset(root, config, quarantine_dir, progress=progress,
                                       simulated=bool(meta.get("simulated", False)))
+    log = sort_log(tables.log).combine_chunks()
+    windows = None
+    if train_end is not None or valid_end is not None or meta.get("train_end") is not None:
+        windows = resolve_windows(meta, log.column("timestamp").to_numpy(), train_end=train_end, valid_end=valid_end)
     return Dataset(
         catalog=tables.catalog,
         users=tables.users,
-        log=sort_log(tables.log).combine_chunks(),
+        log=log,
+        windows=windows,
         quality_columns=list(report.quality_columns),
         report=report,
         meta=meta,

@@ -548,7 +548,9 @@ def generate(
     bar.update()
     train_end = params.start + params.train_days * DAY
     end = params.start + (params.train_days + params.eval_days) * DAY
-    catalog = world.catalog_table(end)
+    # Catalogue features (in_stock, listing_age_days) as a service knows them when the later window
+    # starts, not as of its end: nothing about the evaluated period leaks into the catalogue.
+    catalog = world.catalog_table(train_end)
     pq.write_table(catalog, out / "catalog.parquet")
     pq.write_table(pa.table({
         "user_id": pa.array(world.user_ids, pa.string()),
