@@ -15,7 +15,8 @@ torch = pytest.importorskip("torch")
 from _train_synthetic import single_thread, tiny_config, tiny_encoder, tiny_vocab, tiny_world  # noqa: E402,F401
 
 from upper_fast_train.losses import hinge_loss  # noqa: E402
-from upper_fast_train.train import build_model, train_model  # noqa: E402
+from upper_fast_train.prepare import build_model  # noqa: E402
+from upper_fast_train.train import train_model  # noqa: E402
 from _paths import child_env  # noqa: E402
 
 
@@ -66,7 +67,7 @@ def test_training_with_the_personal_contrast_runs_and_reports_it(skip_only):
 
 def test_lr_schedules():
     from upper_fast_train.config import TrainConfig
-    from upper_fast_train.train import lr_factor
+    from upper_fast_train.optim import lr_factor
 
     assert [lr_factor(s, 4, "constant") for s in range(4)] == [1.0] * 4
     assert [lr_factor(s, 4, "linear") for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
@@ -87,7 +88,7 @@ def test_seeded_training_is_deterministic():
 
 
 def test_sparse_term_grads_learn_and_touch_only_the_used_rows():
-    from upper_fast_train.train import SplitOptimizer, build_optimizer
+    from upper_fast_train.optim import SplitOptimizer, build_optimizer
 
     cfg = tiny_config(epochs=6, sparse_term_grads=True)
     assert isinstance(build_optimizer(_fresh(cfg), cfg), SplitOptimizer)
@@ -134,7 +135,7 @@ def test_training_sets_the_idf_row_scales_and_checkpoints_keep_them(tmp_path):
 def test_training_learns_term_weights_and_checkpoints_keep_them(tmp_path, sparse):
     from safetensors.torch import load_model
 
-    from upper_fast_train.train import SplitOptimizer, build_optimizer
+    from upper_fast_train.optim import SplitOptimizer, build_optimizer
 
     cfg = tiny_config(max_steps=3, term_weights=True, sparse_term_grads=sparse)
     data, products = tiny_world(cfg)
@@ -157,7 +158,7 @@ def test_training_learns_term_weights_and_checkpoints_keep_them(tmp_path, sparse
 @pytest.mark.parametrize("sparse", [False, True])
 def test_term_lr_scale_gives_the_term_table_its_own_lr(tmp_path, sparse):
     from upper_fast_train.config import TrainConfig
-    from upper_fast_train.train import group_lr
+    from upper_fast_train.optim import group_lr
 
     cfg = tiny_config(max_steps=4, term_weights=True, sparse_term_grads=sparse, term_lr_scale=5.0, lr=1e-3,
                       lr_schedule="cosine")
@@ -165,7 +166,7 @@ def test_term_lr_scale_gives_the_term_table_its_own_lr(tmp_path, sparse):
     model = _fresh(cfg)
     metrics = train_model(model, data, products, cfg, checkpoint_dir=tmp_path)
     assert np.isfinite(metrics["last_loss"])
-    from upper_fast_train.train import build_optimizer
+    from upper_fast_train.optim import build_optimizer
 
     optimizer = build_optimizer(model, cfg)
     table = {id(model.terms.embedding.weight), id(model.terms.weight_logit.weight)}
@@ -309,7 +310,8 @@ def test_contrast_config_is_validated():
 def test_contrast_type_weights_weigh_the_contrast_by_engagement_type():
     """Weights [1, 1, 1, 1] are the plain contrast; zero weight on every type but purchase leaves only
     the purchase rows in it, so the step's contrast changes (the tiny world has several types)."""
-    from upper_fast_train.train import _step_loss
+    from upper_fast_train.objective import build_objective
+    from upper_fast_train.train import step_loss
 
     base = tiny_config(contrast_weight=1.0, max_steps=1)
     data, products = tiny_world(base)
@@ -320,8 +322,8 @@ def test_contrast_type_weights_weigh_the_contrast_by_engagement_type():
     def contrast(**kw):
         cfg = tiny_config(contrast_weight=1.0, max_steps=1, **kw)
         model = _fresh(cfg)
-        _, parts = _step_loss(model, data, products, idx, 0, weights, None, cfg, torch.device("cpu"),
-                              {"data": 0.0, "mining": 0.0, "forward": 0.0})
+        _, parts = step_loss(model, data, products, idx, 0, weights, None, build_objective(cfg), cfg, torch.device("cpu"),
+                             {"data": 0.0, "mining": 0.0, "forward": 0.0})
         return parts["contrast"]
 
     plain = contrast()
@@ -331,7 +333,7 @@ def test_contrast_type_weights_weigh_the_contrast_by_engagement_type():
 
 def test_training_with_the_distillation_pulls_scores_toward_the_teacher():
     """The teacher is the tiny product text encoder on query token rows; only rows with tokens take part."""
-    from upper_fast_train.train import _teacher_vectors
+    from upper_fast_train.prepare import teacher_vectors
 
     cfg = tiny_config(epochs=4, distill_weight=1.0, distill_temperature=0.1)
     data, products = tiny_world(cfg)
@@ -341,7 +343,7 @@ def test_training_with_the_distillation_pulls_scores_toward_the_teacher():
     ids[: nq // 2, :3] = rng.integers(3, 40, size=(nq // 2, 3))  # the second half has no teacher
     data.query_text_ids, data.query_text_mask = ids, (ids > 0).astype(np.int64)
     model = _fresh(cfg)
-    _, has, _ = _teacher_vectors(model, data, products, cfg, torch.device("cpu"))
+    _, has, _ = teacher_vectors(model, data, products, cfg, torch.device("cpu"))
     assert int(has.sum()) == nq // 2
     metrics = train_model(model, data, products, cfg)
     hist = metrics["loss_history"]
@@ -355,7 +357,7 @@ def test_training_with_the_distillation_pulls_scores_toward_the_teacher():
 def test_distill_token_rows_samples_query_strings():
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from upper_fast_train.train import distill_token_rows
+    from upper_fast_train.prepare import distill_token_rows
 
     tok = Tokenizer(models.WordLevel({"[UNK]": 1, "a": 2, "b": 3, "c": 4}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -370,7 +372,7 @@ def test_distill_token_rows_samples_query_strings():
 def test_distill_token_rows_prefers_frequent_queries():
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from upper_fast_train.train import distill_token_rows
+    from upper_fast_train.prepare import distill_token_rows
 
     tok = Tokenizer(models.WordLevel({"[UNK]": 1, "a": 2, "b": 3, "c": 4}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -104,9 +104,13 @@ def train_model(
     config: TrainConfig,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    objective: Objective | None = None,
 ) -> dict[str, Any]:
     """Train `model` in place on prepared arrays. Returns metrics (steps, examples/s, step-time
-    breakdown in seconds, mean loss per epoch). Works alone or under torchrun (DDP)."""
+    breakdown in seconds, mean loss per epoch). Works alone or under torchrun (DDP).
+
+    objective: the loss terms and their weights; default `build_objective(config, teacher)`, the
+    teacher built here when `config.objective.distill_weight` > 0."""
     from tqdm.auto import tqdm
 
     device = resolve_device(config.loop.device)
@@ -124,10 +128,10 @@ def train_model(
     text_encode_s = time.perf_counter() - t_encode
     teacher = None
     t_teacher = time.perf_counter()
-    if config.objective.distill_weight > 0:
+    if objective is None and config.objective.distill_weight > 0:
         teacher = build_teacher(teacher_vectors(model, data, products, config, device), data, config)
     teacher_s = time.perf_counter() - t_teacher
-    objective = build_objective(config, teacher)
+    objective = objective if objective is not None else build_objective(config, teacher)
     net: torch.nn.Module = model
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
