@@ -1,4 +1,4 @@
-"""Training histories stop before the event's search session: a purchase never sees its own click."""
+"""Training histories stop before the event's search: a purchase never sees its own click."""
 
 from __future__ import annotations
 
@@ -7,39 +7,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from upper_fast_train.features import session_starts  # noqa: E402
-
-
-def _oracle(users, queries, ts, gap):
-    out = []
-    for i in range(len(ts)):
-        if users[i] < 0:
-            out.append(ts[i])
-            continue
-        mine = sorted(t for u, q, t in zip(users, queries, ts) if u == users[i] and q == queries[i] and t <= ts[i])
-        start = mine[-1]
-        for t in reversed(mine[:-1]):
-            if start - t > gap:
-                break
-            start = t
-        out.append(start)
-    return np.array(out, dtype=np.int64)
-
-
-@pytest.mark.parametrize("gap", [0, 5, 60, 10_000])
-def test_session_starts_match_an_oracle(gap):
-    rng = np.random.default_rng(gap)
-    n = 300
-    users = rng.integers(-1, 6, n)
-    queries = rng.integers(0, 4, n)
-    ts = rng.integers(0, 2_000, n)
-    np.testing.assert_array_equal(session_starts(users, queries, ts, gap), _oracle(users, queries, ts, gap))
-
-
 def test_a_purchase_history_excludes_its_own_session():
     """One user: an earlier search (product 7 clicked), then a search with click -> purchase of
-    product 3 a minute apart. With sessions, the purchase's history holds product 7 only; without,
-    it also holds its own click on product 3."""
+    product 3 a minute apart. At the search's start, the purchase's history holds product 7 only; at
+    its own timestamp, it would also hold its own click on product 3."""
     import pyarrow as pa
 
     from upper_fast import Featurizer, StringIdMap
@@ -59,24 +30,10 @@ def test_a_purchase_history_excludes_its_own_session():
     vocab = Vocab(countries=[], categories=[], quality_columns=[], quality_edges=[])
     featurizer = Featurizer()
     purchase = log.slice(2, 1)
-    with_sessions = query_table(purchase, log, ids, {}, featurizer, vocab, None, config, session_gap_s=1800)
-    without = query_table(purchase, log, ids, {}, featurizer, vocab, None, config, session_gap_s=0)
+    with_sessions = query_table(purchase, log, ids, {}, featurizer, vocab, None, config, at_search_start=True)
+    without = query_table(purchase, log, ids, {}, featurizer, vocab, None, config, at_search_start=False)
     assert [r for r in with_sessions.hist_items[0] if r >= 0] == [7]
     assert [r for r in without.hist_items[0] if r >= 0] == [3, 7]
-
-
-def _shown_oracle(keys, ts, rows, impression, event, window):
-    """Per event: the set of products of its search (latest impression time of its key <= its time,
-    within the window), or an empty set."""
-    out = []
-    for e in event:
-        cands = [t for i, t in enumerate(ts) if impression[i] and keys[i] == keys[e] and t <= ts[e] and ts[e] - t <= window]
-        if not cands:
-            out.append(set())
-            continue
-        t = max(cands)
-        out.append({rows[i] for i in range(len(ts)) if impression[i] and keys[i] == keys[e] and ts[i] == t})
-    return out
 
 
 def test_shown_products_match_an_oracle():
@@ -84,24 +41,20 @@ def test_shown_products_match_an_oracle():
 
     rng = np.random.default_rng(3)
     n = 400
-    keys = rng.integers(0, 6, n)
-    ts = rng.integers(0, 50, n) * 100  # searches at multiples of 100 s
+    search = rng.integers(0, 250, n)
     rows = rng.integers(0, 30, n)
-    impression = rng.random(n) < 0.7
+    impression = rng.random(n) < 0.6
     event = np.flatnonzero(~impression)
-    # Events come 0-299 s after a search time; the window is 250 s, so some find no search.
-    ev_time = ts.copy()
-    ev_time[~impression] += rng.integers(0, 300, int((~impression).sum()))
-    got = shown_products(keys, ev_time, rows, impression, event, 4, 250, seed=1)
+    got = shown_products(search, rows, impression, event, 4, seed=1)
     assert got.shape == (len(event), 4)
-    expect = _shown_oracle(keys, ev_time, rows, impression, event, 250)
+    expect = [{rows[i] for i in range(n) if impression[i] and search[i] == search[e]} for e in event]
     for g, e in zip(got, expect):
         if e:
             assert set(g.tolist()) <= e and (g >= 0).all()
         else:
             assert (g == -1).all()
     assert any(e for e in expect) and any(not e for e in expect)
-    np.testing.assert_array_equal(got, shown_products(keys, ev_time, rows, impression, event, 4, 250, seed=1))
+    np.testing.assert_array_equal(got, shown_products(search, rows, impression, event, 4, seed=1))
 
 
 def test_shown_negatives_config_defaults_and_errors():
@@ -111,9 +64,16 @@ def test_shown_negatives_config_defaults_and_errors():
     # A run trained before shown negatives existed resumes without them.
     assert TrainConfig.from_dict({"term_dim": 16, "term_vocab_size": 99}).objective.shown_negatives == 0
     assert TrainConfig.from_dict({"term_dim": 16}).objective.shown_negatives == 4
-    for bad in ({"shown_negatives": -1}, {"shown_margin": -0.1}, {"shown_weight": -1.0}, {"shown_window_s": -5}):
+    for bad in ({"shown_negatives": -1}, {"shown_margin": -0.1}, {"shown_weight": -1.0}):
         with pytest.raises(ValueError, match="shown_"):
             TrainConfig.from_flat(**bad)
+    # The search window is defined once (upper_fast.searches), not per config; old configs still load.
+    with pytest.raises(ValueError, match="defined once"):
+        TrainConfig.from_flat(shown_window_s=60)
+    old = TrainConfig().to_dict()
+    old["objective"]["shown_window_s"] = 7200
+    old["examples"]["history_session_gap_s"] = 1800
+    assert TrainConfig.from_dict(old) == TrainConfig()
 
 
 def test_training_set_finds_each_engagements_own_search():
@@ -148,4 +108,46 @@ def test_training_set_finds_each_engagements_own_search():
     assert data.shown_rows is not None and data.shown_rows.shape == (4, 3)
     by_product = {int(r): set(s.tolist()) for r, s in zip(data.product_rows, data.shown_rows)}
     assert by_product[3] <= {1, 2} and by_product[6] <= {4, 5} and by_product[9] <= {7, 8}
-    assert by_product[0] == {-1}  # 31,000 s after the last "ring" search: outside the window
+    assert by_product[0] == {-1}  # 31,000 s after the last "ring" search: a search of its own, nothing shown
+
+
+def test_no_example_sees_its_target_unless_a_served_search_would(tmp_path):
+    """Every training example's history is exactly what a served search at that search's start would
+    see: the searcher's engagements strictly before the search began (upper_fast.searches)."""
+    from upper_fast import Featurizer, StringIdMap
+    from upper_fast.data import load_dataset
+    from upper_fast.data.simulate import generate
+    from upper_fast.searches import search_ids, searcher_codes
+
+    from _train_synthetic import tiny_config
+    from upper_fast_train.features import Vocab, training_set
+
+    generate(tmp_path, seed=4, n_products=150, n_users=30, n_queries=25, n_events=4000, progress=False)
+    ds = load_dataset(tmp_path, progress=False)
+    catalog = [str(p) for p in ds.catalog.column("product_id").to_pylist()]
+    ids = StringIdMap(catalog)
+    config = tiny_config(shown_negatives=0)
+    vocab = Vocab(countries=[], categories=[], quality_columns=[], quality_edges=[])
+    featurizer = Featurizer()
+    data = training_set(ds, ids, featurizer, vocab, None, config)
+    window = ds.window("train")
+    keep = np.asarray([x != "impression" for x in window.column("interaction").to_pylist()])
+    users = window.column("user_id").to_pylist()
+    ts = window.column("timestamp").to_numpy()
+    rows = ids.lookup([str(p) for p in window.column("product_id").to_pylist()])
+    searchers, _ = searcher_codes(users, window.column("country").to_pylist())
+    _, qcodes = np.unique(featurizer.query_keys([q or "" for q in window.column("query").to_pylist()]), return_inverse=True)
+    _, start = search_ids(searchers, qcodes, ts)
+    engaged = np.flatnonzero(keep & (rows >= 0))
+    n_items = config.model.history_items
+    own_seen = 0
+    for example, i in enumerate(engaged.tolist()):
+        got = [r for r in data.queries.hist_items[example].tolist() if r >= 0]
+        if users[i] is None:
+            assert got == []
+            continue
+        before = [j for j in engaged.tolist() if users[j] == users[i] and ts[j] < start[i]]
+        expect = [int(rows[j]) for j in sorted(before, key=lambda j: (ts[j], j), reverse=True)][:n_items]
+        assert got == expect, example
+        own_seen += int(rows[i]) in got
+    assert own_seen > 0  # re-buys after an earlier search do see the product, as a service would

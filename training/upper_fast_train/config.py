@@ -154,10 +154,8 @@ class GraphConfig:
 class ExamplesConfig:
     """How the log becomes training examples."""
 
-    # Training histories are taken strictly before the start of the event's search session: events of
-    # one signed-in user for one query with gaps of at most this many seconds (0 = strictly before
-    # the event's own timestamp).
-    history_session_gap_s: int = 1800
+    # Training histories are taken strictly before the start of the event's search, as
+    # `upper_fast.searches` defines a search (the one definition training, evaluation and serving use).
     # Title pseudo-queries: per catalogue product, this many signed-out "click" examples whose query
     # is a random contiguous span of pseudo_query_min_words..pseudo_query_max_words words of the
     # product's own title (catalogue text only). A log's queries touch a small part of the term
@@ -185,12 +183,10 @@ class ObjectiveConfig:
     # True: the personal contrast scores only the user-affinity skip, with the term table detached.
     personal_contrast_skip_only: bool = False
     # Shown negatives (losses.shown_pairwise_hinge): per engagement row, up to `shown_negatives`
-    # products the same search showed and the searcher passed over (within `shown_window_s` before
-    # the engagement), each costing max(0, shown_margin - (s_pos - s_shown)) x shown_weight.
+    # products the same search (`upper_fast.searches`) showed and the searcher passed over, each costing max(0, shown_margin - (s_pos - s_shown)) x shown_weight.
     shown_negatives: int = 4
     shown_weight: float = 1.0
     shown_margin: float = 0.1
-    shown_window_s: int = 7200
     # Softmax contrast (losses.softmax_contrast): InfoNCE over every product column of the step at
     # `contrast_temperature` on the cosine; it keeps ranking a positive once it clears its threshold.
     contrast_weight: float = 0.0
@@ -295,8 +291,6 @@ class TrainConfig:
             raise ValueError(f"thresholds must be ordered click <= favorite <= add_to_cart <= purchase, got {pos}")
         if th[0] > pos[0]:
             raise ValueError("the negative threshold must not exceed the click threshold")
-        if data.history_session_gap_s < 0:
-            raise ValueError(f"history_session_gap_s must be >= 0 seconds, got {data.history_session_gap_s}")
         if data.pseudo_queries < 0:
             raise ValueError(f"pseudo_queries must be >= 0 per product, got {data.pseudo_queries}")
         if not 1 <= data.pseudo_query_min_words <= data.pseudo_query_max_words:
@@ -318,9 +312,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1]")
         if obj.personal_contrast < 0 or obj.personal_temperature <= 0:
             raise ValueError("personal_contrast must be >= 0 and personal_temperature > 0")
-        if obj.shown_negatives < 0 or obj.shown_weight < 0 or obj.shown_margin < 0 or obj.shown_window_s < 0:
-            raise ValueError("shown_negatives, shown_weight, shown_margin and shown_window_s must be >= 0, got "
-                             f"{obj.shown_negatives}, {obj.shown_weight}, {obj.shown_margin}, {obj.shown_window_s}")
+        if obj.shown_negatives < 0 or obj.shown_weight < 0 or obj.shown_margin < 0:
+            raise ValueError("shown_negatives, shown_weight and shown_margin must be >= 0, got "
+                             f"{obj.shown_negatives}, {obj.shown_weight}, {obj.shown_margin}")
         if obj.contrast_weight < 0:
             raise ValueError(f"contrast_weight must be >= 0, got {obj.contrast_weight}")
         if obj.contrast_temperature <= 0:
@@ -405,7 +399,7 @@ class TrainConfig:
             raise ValueError(f"unknown config sections {unknown}: expected {sorted(_SECTIONS)}")
         sections: dict[str, Any] = {}
         for name, section_cls in _SECTIONS.items():
-            given = dict(values.get(name) or {})
+            given = {k: v for k, v in (values.get(name) or {}).items() if k not in _REPLACED_FIELDS}
             known = {f.name for f in dataclasses.fields(section_cls)}
             bad = sorted(set(given) - known)
             if bad:
@@ -448,6 +442,13 @@ _V1_ABSENT_MEANS: dict[str, Any] = {
 }
 
 
+# Fields that older configs carry and that are now defined once elsewhere; ignored when read.
+_REPLACED_FIELDS = {
+    "history_session_gap_s": "upper_fast.searches.SEARCH_GAP_S",
+    "shown_window_s": "upper_fast.searches (a shown negative comes from the engagement's own search)",
+}
+
+
 def _nest(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{"epochs": 3, "model": {"dim": 8}, "loop.lr": 1e-3} -> {"loop": {...}, "model": {...}}."""
     nested: dict[str, dict[str, Any]] = {}
@@ -461,6 +462,8 @@ def _nest(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
         section, _, name = key.rpartition(".")
         if not section:
             section = _FIELD_SECTION.get(name, "")
+        if name in _REPLACED_FIELDS:
+            raise ValueError(f"config field {key!r} no longer exists: it is defined once in {_REPLACED_FIELDS[name]}")
         if section not in _SECTIONS or _FIELD_SECTION.get(name) != section:
             raise ValueError(f"unknown config field {key!r}: see docs/training.md for the sections and their fields")
         nested.setdefault(section, {})[name] = value

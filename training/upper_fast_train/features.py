@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from upper_fast.searches import search_ids, searcher_codes
 from upper_fast_train.config import INTERACTIONS, TrainConfig
 
 __all__ = ["Vocab", "ProductTable", "QueryTable", "TrainingSet", "build_vocab", "product_table", "query_table", "session_starts", "training_set"]
@@ -207,26 +208,6 @@ def _interaction_codes(names: list[Any]) -> np.ndarray:
     return np.fromiter((INTERACTIONS[n] for n in names), dtype=np.int64, count=len(names))
 
 
-def session_starts(users: np.ndarray, queries: np.ndarray, timestamps: np.ndarray, gap_s: int) -> np.ndarray:
-    """(n,) int64: per event, the timestamp at which its search session began.
-
-    A session is a chain of events of one user (row >= 0) for one query row whose consecutive gaps are
-    at most `gap_s` seconds; signed-out events (user -1) are sessions of their own. gap_s = 0 returns
-    the timestamps unchanged (events at the very same second still share a session then)."""
-    ts = np.asarray(timestamps, dtype=np.int64)
-    n = len(ts)
-    if n == 0:
-        return ts.copy()
-    order = np.lexsort((ts, queries, users))
-    u, q, t = users[order], queries[order], ts[order]
-    new = np.ones(n, dtype=bool)
-    new[1:] = (u[1:] != u[:-1]) | (q[1:] != q[:-1]) | (t[1:] - t[:-1] > gap_s) | (u[1:] < 0)
-    start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
-    out = np.empty(n, dtype=np.int64)
-    out[order] = t[start]
-    return out
-
-
 def query_table(
     events: Any,
     history_log: Any,
@@ -236,12 +217,13 @@ def query_table(
     vocab: Vocab,
     graph: Any,
     config: TrainConfig,
-    session_gap_s: int = 0,
+    at_search_start: bool = False,
 ) -> QueryTable:
     """Query-tower inputs of `events` (pyarrow Table: timestamp, user_id, query [, country]), with
     histories from `history_log` (the dataset's log: timestamp, user_id, query, product_id,
     interaction) taken by the core's `build_histories` strictly before each event's timestamp or,
-    with session_gap_s > 0, strictly before the start of its search session (`session_starts`).
+    with at_search_start, strictly before the start of its search (`upper_fast.searches`): every
+    event of one search gets the history a service had when the query was typed.
 
     product_ids: `upper_fast.StringIdMap` over the catalog's product ids (catalog rows).
     user_country: user_id -> country for signed-in users; signed-out events use the event's `country`
@@ -267,11 +249,13 @@ def query_table(
     ev_rows, log_rows = user_rows(ev_users), user_rows(log_users)
     at = np.ascontiguousarray(events.column("timestamp").to_numpy(), dtype=np.int64)
     log_ts = np.ascontiguousarray(history_log.column("timestamp").to_numpy(), dtype=np.int64)
-    if session_gap_s > 0:
-        # Sessions over the events and the whole log together, so an event's session also starts at
+    if at_search_start:
+        # Searches over the events and the whole log together, so an event's search also starts at
         # engagements (and logged impressions) that are not themselves among `events`.
-        both = session_starts(np.concatenate([ev_rows, log_rows]), np.concatenate([event_query, log_query]),
-                              np.concatenate([at, log_ts]), session_gap_s)
+        searchers, _ = searcher_codes(ev_users + log_users,
+                                      (_strings(events, "country") or [None] * events.num_rows)
+                                      + (_strings(history_log, "country") or [None] * history_log.num_rows))
+        _, both = search_ids(searchers, np.concatenate([event_query, log_query]), np.concatenate([at, log_ts]))
         at = np.ascontiguousarray(both[: len(at)])
     hist_items, hist_types, hist_queries = build_histories(
         ev_rows,
@@ -334,35 +318,25 @@ class TrainingSet:
         return int(self.labels.shape[0])
 
 
-def shown_products(keys: np.ndarray, timestamps: np.ndarray, product_rows: np.ndarray, impression: np.ndarray,
-                   event: np.ndarray, k: int, window_s: int, seed: int) -> np.ndarray:
+def shown_products(search: np.ndarray, product_rows: np.ndarray, impression: np.ndarray, event: np.ndarray,
+                   k: int, seed: int) -> np.ndarray:
     """(len(event), k) int64: per event row, k products drawn (seeded, with replacement) from the
-    impressions of its search, -1 where it has none.
+    impressions of its own search, -1 where it has none.
 
-    A search is one (key, timestamp) of impression rows (key: searcher + normalised query); an event's
-    search is the latest one of its key at or before its timestamp and at most `window_s` earlier.
-    keys/timestamps/product_rows/impression: per log row (impression: bool, the row is a logged
-    impression with a known product); event: the log row indices of the events."""
+    search: (n,) int64 search id per log row (`upper_fast.searches.search_ids`); product_rows: (n,)
+    catalog rows; impression: (n,) bool, the row is a logged impression with a known product;
+    event: the log row indices of the events."""
     out = np.full((len(event), k), -1, dtype=np.int64)
     imp = np.flatnonzero(impression)
     if len(imp) == 0 or len(event) == 0 or k == 0:
         return out
-    t0 = int(min(timestamps[imp].min(), timestamps[event].min()))
-    span = int(max(timestamps[imp].max(), timestamps[event].max())) - t0 + 1
-    code = keys[imp].astype(np.int64) * span + (timestamps[imp] - t0)  # sorts by key, then time
-    order = np.argsort(code, kind="stable")
-    code, imp = code[order], imp[order]
-    starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])  # one per search
-    ends = np.r_[starts[1:], len(code)]
-    ev_code = keys[event].astype(np.int64) * span + (timestamps[event] - t0)
-    r = np.searchsorted(code[starts], ev_code, side="right") - 1
-    ok = r >= 0
-    r = np.maximum(r, 0)
-    s_code = code[starts[r]]
-    ok &= (s_code // span == ev_code // span) & (ev_code - s_code <= window_s)
-    n = ends[r] - starts[r]
+    imp = imp[np.argsort(search[imp], kind="stable")]
+    by_search = search[imp]
+    starts = np.searchsorted(by_search, search[event], side="left")
+    n = np.searchsorted(by_search, search[event], side="right") - starts
+    ok = n > 0
     draw = np.random.default_rng([seed, 11]).random((len(event), k))
-    pick = starts[r][:, None] + (draw * n[:, None]).astype(np.int64)
+    pick = starts[:, None] + (draw * n[:, None]).astype(np.int64)
     out[ok] = product_rows[imp[pick[ok]]]
     return out
 
@@ -387,19 +361,16 @@ def training_set(dataset: Any, product_ids: Any, featurizer: Any, vocab: Vocab, 
     users = {}
     if dataset.users is not None:
         users = dict(zip(dataset.users.column("user_id").to_pylist(), dataset.users.column("country").to_pylist()))
-    queries = query_table(events, window, product_ids, users, featurizer, vocab, graph, config,
-                          session_gap_s=config.examples.history_session_gap_s)
+    queries = query_table(events, window, product_ids, users, featurizer, vocab, graph, config, at_search_start=True)
     shown = None
     if config.objective.shown_negatives > 0:
-        # Searcher key: the user id, or for signed-out rows the country (their searches are told
-        # apart by time only), plus the normalised query.
-        searcher = [f"{u}\x00{q}" if u is not None else f"\x01{c}\x00{q}" for u, c, q in zip(
-            window.column("user_id").to_pylist(), _strings(window, "country") or [None] * window.num_rows,
-            featurizer.query_keys([q or "" for q in window.column("query").to_pylist()]))]
-        _, skeys = _unique_index(searcher)
-        ts = np.ascontiguousarray(window.column("timestamp").to_numpy(), dtype=np.int64)
-        shown = shown_products(skeys, ts, rows, (labels == 0) & (rows >= 0), np.flatnonzero(keep & (labels > 0)),
-                               config.objective.shown_negatives, config.objective.shown_window_s, config.loop.seed)
+        # The impressions of each engagement's own search (`upper_fast.searches`).
+        searchers, _ = searcher_codes(window.column("user_id").to_pylist(),
+                                      _strings(window, "country") or [None] * window.num_rows)
+        _, qcodes = _unique_index(featurizer.query_keys([q or "" for q in window.column("query").to_pylist()]))
+        search, _ = search_ids(searchers, qcodes, window.column("timestamp").to_numpy())
+        shown = shown_products(search, rows, (labels == 0) & (rows >= 0), np.flatnonzero(keep & (labels > 0)),
+                               config.objective.shown_negatives, config.loop.seed)
         full = np.full((int(keep.sum()), config.objective.shown_negatives), -1, dtype=np.int64)
         full[(labels[keep] > 0)] = shown
         shown = full

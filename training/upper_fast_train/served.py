@@ -18,7 +18,10 @@ import numpy as np
 
 from upper_fast_train.evaluate import build_requests, query_segments, request_metrics
 
-__all__ = ["check_bundle_of_run", "evaluate_served"]
+__all__ = ["EF_LADDER", "check_bundle_of_run", "choose_served_ef", "evaluate_served"]
+
+#: ef values `choose_served_ef` tries (each at least k); the largest is the near-exact reference.
+EF_LADDER = (100, 128, 160, 200, 256, 320, 400, 512, 640, 800, 1024, 1536, 2048)
 
 
 def check_bundle_of_run(bundle: str | Path, run_dir: str | Path) -> None:
@@ -106,3 +109,84 @@ def _bundle_users(bundle: str | Path) -> list[str]:
     import pyarrow.parquet as pq
 
     return [str(u) for u in pq.read_table(Path(bundle) / "users.parquet", columns=["user_id"]).column("user_id").to_pylist()]
+
+
+def _set_manifest_ef(bundle: Path, ef: int) -> None:
+    """Set index.ef_search in a bundle's manifest (the manifest checksums the other files, not itself)."""
+    import json
+
+    path = Path(bundle) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.setdefault("index", {})["ef_search"] = int(ef)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def choose_served_ef(bundle: str | Path, dataset: Any, *, window: str = "validation", k: int = 100,
+                     tolerance: float = 0.005, ladder: Sequence[int] = EF_LADDER, max_requests: int = 3000,
+                     latency_sample: int = 200, progress: bool = True, seed: int = 0) -> dict[str, Any]:
+    """The smallest ef whose served recall@k on `window` is within `tolerance` (absolute) of the
+    served recall at the largest ef of `ladder` (a near-exact reference); returns the report, with the
+    recall curve and the single-thread latency at the chosen and the reference ef.
+
+    Recall: purchase recall@k when the window has >= 30 purchase requests, else click recall@k;
+    searched unpruned through `Retriever.search_batch`, as a service calls it. Sets the chosen ef in
+    the bundle's manifest (call it on a bundle that is still being written)."""
+    from upper_fast import Retriever
+
+    bundle = Path(bundle)
+    requests = build_requests(dataset, window)
+    if len(requests) == 0:
+        raise ValueError(f"the {window!r} window has no engagement events to choose ef on")
+    take = np.arange(len(requests))
+    if len(take) > max_requests:
+        take = np.sort(np.random.default_rng(seed).choice(len(take), max_requests, replace=False))
+    known = set(_bundle_users(bundle))
+    queries = [str(requests.events.column("query")[int(i)].as_py()) for i in take]
+    users = [u if u in known else None for u in (requests.events.column("user_id")[int(i)].as_py() for i in take)]
+    catalog_rows = {str(p): i for i, p in enumerate(dataset.catalog.column("product_id").to_pylist())}
+    sub = type(requests)(events=requests.events.take(take), query_keys=[requests.query_keys[i] for i in take],
+                         signed_in=requests.signed_in[take],
+                         relevant={t: [v[i] for i in take] for t, v in requests.relevant.items()})
+    n_purchase = sum(len(r) > 0 for r in sub.relevant["purchase"])
+    metric = f"purchase_recall@{k}" if n_purchase >= 30 else f"recall@{k}/click"
+    segments = ["all"] * len(sub)
+    ladder = sorted({max(int(e), k) for e in ladder})
+
+    def recall_at(ef: int) -> tuple[float, Any]:
+        _set_manifest_ef(bundle, ef)
+        retriever = Retriever.load(bundle, num_threads=1, verify=False)
+        retrieved = np.full((len(sub), k), -1, dtype=np.int64)
+        for start in range(0, len(sub), 256):
+            for i, res in enumerate(retriever.search_batch(queries[start : start + 256], users[start : start + 256],
+                                                           k=k, prune=False), start):
+                rows = [catalog_rows.get(str(p), -1) for p in res.product_ids[: res.count]]
+                retrieved[i, : len(rows)] = rows
+        return float(request_metrics(retrieved, sub, segments, (k,))[metric]), retriever
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(ladder), desc="choose ef (served recall)", disable=not progress, leave=False)
+    reference, ref_retriever = recall_at(ladder[-1])
+    bar.update(1)
+    curve = [[ladder[-1], reference]]
+    chosen, chosen_retriever = ladder[-1], ref_retriever
+    for ef in ladder[:-1]:
+        value, retriever = recall_at(ef)
+        bar.update(1)
+        curve.append([ef, value])
+        if value >= reference - tolerance:
+            chosen, chosen_retriever = ef, retriever
+            break
+    bar.close()
+    _set_manifest_ef(bundle, chosen)
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(len(sub), min(latency_sample, len(sub)), replace=False)
+    lat_q, lat_u = [queries[i] for i in sample], [users[i] for i in sample]
+    chosen_ms = _latencies(chosen_retriever, lat_q, lat_u, k)
+    ref_ms = _latencies(ref_retriever, lat_q, lat_u, k) if chosen != ladder[-1] else chosen_ms
+    return {"by": "served recall", "window": window, "metric": metric, "requests": len(sub), "k": k,
+            "tolerance": tolerance, "reference_ef": ladder[-1], "reference_recall": reference, "ef": chosen,
+            "recall": dict((e, r) for e, r in curve)[chosen], "curve": sorted(curve),
+            "latency_ms_p50": float(np.percentile(chosen_ms, 50)), "latency_ms_p99": float(np.percentile(chosen_ms, 99)),
+            "reference_latency_ms_p50": float(np.percentile(ref_ms, 50)),
+            "reference_latency_ms_p99": float(np.percentile(ref_ms, 99))}
