@@ -24,6 +24,12 @@ query_tower.onnx for every search):
     query_part.onnx      query inputs + user_vector -> query_vector; query_part(q, user_tower(u)) is
                          query_tower(q, u), so a user's vector is computed once and reused
 
+Optional, all or none (bundles without them still load and serve the dense channel only):
+
+    lexical.json         the lexical channel's BM25 index description (`upper_fast.lexical`)
+    lexical/...          its tantivy index files, each listed in the manifest
+    fusion.json          how dense and lexical candidates are fused ("rrf" or "learned" weights)
+
 `write_manifest` checksums every file; `read_manifest` reads the manifest alone (cheap, no model);
 `verify_bundle` re-hashes every file and raises `upper_fast.FormatError` on any damage.
 `staging_dir` / `commit_staged` give the atomic write: build in a sibling temp dir, then rename.
@@ -69,6 +75,10 @@ BUNDLE_FILES = (
 )
 # Optional pair (both or neither): the query-user tower split at the user vector (docs/serving.md).
 SPLIT_TOWER_FILES = ("user_tower.onnx", "query_part.onnx")
+# Optional (all or none): the lexical channel of hybrid retrieval (`upper_fast.lexical`); its index
+# files live under LEXICAL_DIR/ and are listed one by one in the manifest.
+LEXICAL_FILES = ("lexical.json", "fusion.json")
+LEXICAL_DIR = "lexical"
 # bf16/i8 indexes: the walk returns this many percent of k candidates, re-ranked in float32 (the
 # Retriever's default; `hydrated_ann_recall` measures the same thing at export).
 RERANK_FACTOR_PCT = 150
@@ -111,7 +121,10 @@ def write_manifest(bundle_dir: str | os.PathLike[str], *, model_version: str, di
     split = [name for name in SPLIT_TOWER_FILES if (root / name).is_file()]
     if split and len(split) != len(SPLIT_TOWER_FILES):
         raise FileNotFoundError(f"{root} has {split[0]} but not the rest of {list(SPLIT_TOWER_FILES)} (both or neither)")
-    for name in (*BUNDLE_FILES, *split):
+    lexical: list[str] = []
+    if any((root / name).is_file() for name in LEXICAL_FILES):
+        lexical = [*LEXICAL_FILES, *_lexical_index_files(root)]
+    for name in (*BUNDLE_FILES, *split, *lexical):
         path = root / name
         if not path.is_file():
             raise FileNotFoundError(f"bundle file {name} is missing from {root}")
@@ -159,11 +172,42 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise FormatError(f"{path} has bundle format version {version}; this upper_fast {__version__} reads "
                           f"version {BUNDLE_FORMAT_VERSION} (re-export the bundle with this version)")
     files = manifest["files"]
+    if isinstance(files, dict):
+        _check_lexical_names(files, path)
+        files = {n: v for n, v in files.items() if not _is_lexical_name(n)}
     if not isinstance(files, dict) or set(files) not in (set(BUNDLE_FILES), set(BUNDLE_FILES) | set(SPLIT_TOWER_FILES)):
         raise FormatError(f"{path} lists files {sorted(files) if isinstance(files, dict) else files!r}, "
                           f"expected {sorted(BUNDLE_FILES)}, optionally with all of {sorted(SPLIT_TOWER_FILES)}")
     _check_manifest_schema(manifest, path)
     return manifest
+
+
+def _lexical_index_files(root: Path) -> list[str]:
+    """The lexical index's files as manifest names ("lexical/<file>"), without tantivy's lock files
+    (created empty when an index is opened; not index data)."""
+    folder = root / LEXICAL_DIR
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{root} has {LEXICAL_FILES[0]} but no {LEXICAL_DIR}/ index directory")
+    return sorted(f"{LEXICAL_DIR}/{p.name}" for p in folder.iterdir() if p.is_file() and not p.name.endswith(".lock"))
+
+
+def _is_lexical_name(name: str) -> bool:
+    return name in LEXICAL_FILES or name.startswith(LEXICAL_DIR + "/")
+
+
+def _check_lexical_names(files: dict[str, Any], path: Path) -> None:
+    """The lexical files are all present or all absent, and index files are plain names in lexical/."""
+    names = [n for n in files if _is_lexical_name(n)]
+    if not names:
+        return
+    index_files = [n for n in names if n not in LEXICAL_FILES]
+    if not all(n in files for n in LEXICAL_FILES) or not index_files:
+        raise FormatError(f"{path} lists part of the lexical channel ({sorted(names)[:4]}...): expected "
+                          f"{list(LEXICAL_FILES)} and the files of {LEXICAL_DIR}/, or none of them")
+    for n in index_files:
+        leaf = n[len(LEXICAL_DIR) + 1:]
+        if not leaf or "/" in leaf or "\\" in leaf or leaf in (".", ".."):
+            raise FormatError(f"{path} lists a lexical file with a bad name {n!r} (damaged manifest)")
 
 
 def _is_int(value: Any, low: int = 0, high: int = 1 << 40) -> bool:
@@ -292,6 +336,37 @@ def hydrated_ann_recall(index: Any, hydrated: np.ndarray, queries: np.ndarray, w
     return hits / float(exact.counts.sum())
 
 
+def _write_lexical(staged: Path, manifest: dict[str, Any], texts: Sequence[str], stem: bool, fusion: Any,
+                   n: int) -> dict[str, Any]:
+    """Build the lexical channel into a staged bundle, store (or fit, then store) its fusion and
+    rewrite the manifest with their checksums and a "lexical" / "fusion" summary."""
+    from upper_fast.lexical import FusionModel, build_lexical_index
+
+    if len(texts) != n:
+        raise ValueError(f"lexical_texts has {len(texts)} entries for {n} products")
+    meta = build_lexical_index(texts, staged, stem=stem)
+    model = fusion if isinstance(fusion, FusionModel) else FusionModel()
+    model.save(staged)
+    keep = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "package_version",
+                                                            "model_version", "created_unix", "dims", "dtypes", "files")}
+
+    def rewrite(model: Any) -> dict[str, Any]:
+        keep["lexical"] = {"engine": meta["engine"], "engine_version": meta["engine_version"],
+                           "fields": meta["fields"], "stemmer": meta["analyzer"]["stemmer"]}
+        keep["fusion"] = {"method": model.method, "lexical_k": model.lexical_k}
+        return write_manifest(staged, model_version=manifest["model_version"], dims=manifest["dims"],
+                              dtypes=manifest["dtypes"], extra=keep)
+
+    manifest = rewrite(model)
+    if callable(fusion) and not isinstance(fusion, FusionModel):
+        model = fusion(staged)
+        if not isinstance(model, FusionModel):
+            raise TypeError(f"the fusion callable must return a FusionModel, got {type(model).__name__}")
+        model.save(staged)
+        manifest = rewrite(model)
+    return manifest
+
+
 def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | os.PathLike[str],
                  split_towers_onnx: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
                  featurizer_config: dict[str, int], query_keys: Sequence[str], query_graph: np.ndarray,
@@ -302,7 +377,8 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
                  index_ef_construction: int = 200, ef_search: int = 128, seed: int = 0,
                  extra: dict[str, Any] | None = None, overwrite: bool = False,
                  recall_queries: np.ndarray | None = None, target_recall: float | None = None,
-                 max_ef: int = 2048, display: Any = None) -> dict[str, Any]:
+                 max_ef: int = 2048, display: Any = None, lexical_texts: Sequence[str] | None = None,
+                 lexical_stem: bool = False, fusion: Any = None) -> dict[str, Any]:
     """Write a complete bundle atomically (temp dir beside `bundle_dir`, then one rename).
 
     split_towers_onnx: optional (user_tower.onnx, query_part.onnx) paths (`export_split_towers`).
@@ -321,6 +397,11 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
     display: optional pyarrow Table of what a person reads beside a hit (product_id, title, and
     category / price where the catalogue has them), stored as display.parquet for `upper-fast search`;
     the Retriever never reads it.
+    lexical_texts: optional catalogue text per product row (`upper_fast.lexical.catalogue_texts`): builds
+    the lexical channel (lexical.json, lexical/, fusion.json; `lexical_stem` adds the English stemmer).
+    fusion: the channels' fusion (`upper_fast.lexical.FusionModel`, default RRF), or a callable
+    staged_dir -> FusionModel run on the complete staged bundle (it may load it with
+    `Retriever.load(staged_dir, verify=False)`) to fit the fusion before the bundle is committed.
     Returns the manifest.
     """
     import pyarrow.parquet as pq
@@ -400,6 +481,8 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
                           "ef_tuning": tuning}}
         more.update(extra or {})
         manifest = write_manifest(staged, model_version=model_version, dims=dims, dtypes=dtypes, extra=more)
+        if lexical_texts is not None:
+            manifest = _write_lexical(staged, manifest, lexical_texts, lexical_stem, fusion, n)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise

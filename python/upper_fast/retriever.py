@@ -10,6 +10,10 @@ user's vector (history and country through the user tower) is computed once and 
 keyed by the user's inputs, so a search for a known, returning or signed-out user runs only the small
 query part. Results are the same function either way (export checks the parity).
 
+Bundles with a lexical index (lexical.json + lexical/, `upper_fast.lexical`) add a second channel:
+BM25 candidates from the catalogue text, fused with the dense candidates by the bundle's fusion (RRF
+or weights learned at export) into one ranked list; each hit says which channel(s) found it.
+
 Never imports torch. Safe for concurrent callers: every search reads one `_Loaded` state that is
 never replaced in place (its only mutable part, the user-vector cache, takes a lock), so `swap()`
 replaces the bundle without stopping searches and each search sees one bundle.
@@ -60,14 +64,20 @@ class UserContext:
     country: str | None = None
 
 
+CHANNEL_DENSE, CHANNEL_LEXICAL = 1, 2  # bits of SearchResult.channels
+_CHANNEL_SETS = (frozenset(), frozenset({"dense"}), frozenset({"lexical"}), frozenset({"dense", "lexical"}))
+
+
 @dataclass(frozen=True)
 class Hit:
-    """One result: product id, hydrated score (the ranking score), raw cosine and tier (0..4)."""
+    """One result: product id, ranking score (hydrated score; the fused score in a hybrid search), raw
+    cosine, tier (0..4) and the channels that found it ({"dense"}, {"lexical"} or both)."""
 
     product_id: str
     score: float
     cosine: float
     tier: int
+    channels: frozenset[str] = _CHANNEL_SETS[CHANNEL_DENSE]
 
     @property
     def tier_name(self) -> str:
@@ -82,6 +92,9 @@ class SearchResult:
     scores: (count,) float32 hydrated scores (cosine + boost); cosines: (count,) float32 raw cosines;
     tiers: (count,) int8, the highest interaction tier (1 click .. 4 purchase) whose threshold the
     cosine clears, 0 when it clears only the negative threshold; bundle: the bundle's model version.
+    channels: (count,) uint8 bits per hit, 1 = found by the dense channel, 2 = by the lexical one
+    (None: a dense-only search); in a hybrid search `scores` are the fused ranking scores and
+    `fusion` names the fusion ("rrf" or "learned").
     """
 
     product_ids: list[str]
@@ -90,6 +103,8 @@ class SearchResult:
     cosines: np.ndarray
     tiers: np.ndarray
     model_version: str = ""
+    channels: np.ndarray | None = None
+    fusion: str = ""
 
     @property
     def count(self) -> int:
@@ -99,13 +114,18 @@ class SearchResult:
         return self.count
 
     def __iter__(self) -> Iterator[Hit]:
+        ch = self.channels
         for i, pid in enumerate(self.product_ids):
-            yield Hit(pid, float(self.scores[i]), float(self.cosines[i]), int(self.tiers[i]))
+            yield Hit(pid, float(self.scores[i]), float(self.cosines[i]), int(self.tiers[i]),
+                      _CHANNEL_SETS[CHANNEL_DENSE if ch is None else int(ch[i])])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_version": self.model_version, "count": self.count,
-                "hits": [{"product_id": h.product_id, "score": h.score, "cosine": h.cosine,
-                          "tier": h.tier, "tier_name": h.tier_name} for h in self]}
+        out = {"model_version": self.model_version, "count": self.count,
+               "hits": [{"product_id": h.product_id, "score": h.score, "cosine": h.cosine,
+                         "tier": h.tier, "tier_name": h.tier_name, "channels": sorted(h.channels)} for h in self]}
+        if self.fusion:
+            out["fusion"] = self.fusion
+        return out
 
 
 @dataclass
@@ -142,6 +162,9 @@ class _Loaded:
     signed_out: np.ndarray | None = None  # (user_dim,) f32: the user vector of an empty history
     user_cache: _UserCache | None = None  # None: the whole tower runs on every search
     rerank_vectors: np.ndarray | None = None  # (n, D) f32 product vectors: bf16/i8 hits re-ranked exactly
+    lexical: Any = None              # upper_fast.lexical.LexicalIndex, None without lexical files
+    fusion: Any = None               # upper_fast.lexical.FusionModel (with lexical)
+    fusion_vectors: np.ndarray | None = None  # (n, D) f32: exact dense scores of lexical-only hits
 
 
 
@@ -303,6 +326,14 @@ def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_
         rerank = index.dtype != "f32"
     if rerank:  # the walk runs on the compact storage; its candidates are ranked on these
         state.rerank_vectors = np.array(product_vectors, dtype=np.float32, order="C", copy=True)  # off the mmap
+    if "lexical.json" in manifest["files"]:
+        from upper_fast.lexical import FusionModel, LexicalIndex
+
+        state.lexical = LexicalIndex.load(path, n)
+        state.fusion = FusionModel.load(path)
+        # Lexical-only hits get their exact dense score from these (a few rows per search; the f32
+        # bundle's memory map is only paged in where read).
+        state.fusion_vectors = state.rerank_vectors if state.rerank_vectors is not None else product_vectors
     del product_vectors  # else only its shape is checked: the index holds the vectors
     # Searches read these at random (a history's product rows, each hit's boost): 2 MiB pages where
     # the kernel allows, as the index does for its graph (docs/serving.md).
@@ -314,7 +345,7 @@ def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_
         if table.flags.c_contiguous:
             advise_huge_pages(table)
     # Warm-up: the first run of an onnxruntime session and the first index search allocate.
-    _Pipeline(state).search_one("warm up", None, 10, None, 0, True)
+    _Pipeline(state).search_one("warm up", None, 10, None, 0, True, state.lexical is not None)
     _Pipeline(state).search_many(["warm up", "second"], [None, None], 10, 0, True)
     return state
 
@@ -564,7 +595,8 @@ class _Pipeline:
         rows = s.product_map.lookup([str(p) for p in filter])
         return np.unique(rows[rows >= 0]).astype(np.int64)
 
-    def search_one(self, query: str, user: Any, k: int, filter: Any, min_tier: int, prune: bool) -> SearchResult:
+    def search_one(self, query: str, user: Any, k: int, filter: Any, min_tier: int, prune: bool,
+                   lexical: bool = False, lexical_k: int = 0) -> SearchResult:
         buf = self._buffers(1)
         q = self.encode(buf, (query,), (user,))
         h = self.hydrate(buf, q)
@@ -576,16 +608,77 @@ class _Pipeline:
                 return self.prune(np.empty(0, np.int64), np.empty(0, np.float32), 0, min_tier, prune)
             kk = min(kk, allowed.size)
         ids, scores = self.ann(h, kk, allowed, q)
-        return self.prune(ids[0], scores[0], kk, min_tier, prune)
+        dense = self.prune(ids[0], scores[0], kk, min_tier, prune)
+        if not lexical:
+            return dense
+        return self.fuse(query, q[0], dense, kk, min_tier, lexical_k or self.s.fusion.lexical_k, allowed)
 
-    def search_many(self, queries: Sequence[str], users: Sequence[Any], k: int, min_tier: int, prune: bool) -> list[SearchResult]:
+    def search_many(self, queries: Sequence[str], users: Sequence[Any], k: int, min_tier: int, prune: bool,
+                    lexical: bool = False, lexical_k: int = 0) -> list[SearchResult]:
         b = len(queries)
         buf = self._buffers(b)
         q = self.encode(buf, queries, users)
         h = self.hydrate(buf, q)
         kk = min(k, len(self.s.product_ids))
         ids, scores = self.ann(h, kk, None, q)
-        return [self.prune(ids[i], scores[i], kk, min_tier, prune) for i in range(b)]
+        dense = [self.prune(ids[i], scores[i], kk, min_tier, prune) for i in range(b)]
+        if not lexical:
+            return dense
+        lk = lexical_k or self.s.fusion.lexical_k
+        return [self.fuse(queries[i], q[i], dense[i], kk, min_tier, lk, None) for i in range(b)]
+
+    def fusion_candidates(self, query: str, qvec: np.ndarray, dense: SearchResult, lexical_k: int,
+                          allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The union of the dense hits and the lexical channel's top lexical_k for one query:
+        (rows (m,) int64, features (m, F) float64 `upper_fast.lexical.fusion_features`, cosines (m,) f32,
+        tiers (m,) int8, channels (m,) uint8). Dense hits come first, in their order."""
+        from upper_fast.lexical import fusion_features
+
+        s = self.s
+        lex_rows, bm25 = s.lexical.search(query, lexical_k, allowed)
+        nd = dense.rows.shape[0]
+        in_dense = np.isin(lex_rows, dense.rows)
+        extra = lex_rows[~in_dense]
+        rows = np.concatenate([dense.rows, extra])
+        m = rows.shape[0]
+        dense_score = np.empty(m, np.float32)
+        dense_score[:nd] = dense.scores
+        if extra.size:  # lexical-only hits: their exact hydrated score <q, v> + boost
+            dense_score[nd:] = s.fusion_vectors[extra] @ qvec + s.boost[extra]
+        cos = dense_score - s.boost[rows]
+        cos[:nd] = dense.cosines
+        tiers = np.empty(m, np.int8)
+        tiers[:nd] = dense.tiers
+        if extra.size:
+            tiers[nd:] = s.thresholds.tier(cos[nd:])
+        dense_rank = np.zeros(m, np.int64)
+        dense_rank[:nd] = np.arange(1, nd + 1)
+        lexical_rank = np.zeros(m, np.int64)
+        bm = np.zeros(m, np.float32)
+        if lex_rows.size:
+            pos = {int(r): i for i, r in enumerate(rows.tolist())}
+            at = np.fromiter((pos[int(r)] for r in lex_rows.tolist()), np.int64, count=lex_rows.size)
+            lexical_rank[at] = np.arange(1, lex_rows.size + 1)
+            bm[at] = bm25
+        channels = np.where(dense_rank > 0, CHANNEL_DENSE, 0).astype(np.uint8) | np.where(lexical_rank > 0, CHANNEL_LEXICAL, 0).astype(np.uint8)
+        x = fusion_features(dense_score, tiers, dense_rank, lexical_rank, bm, len(query.split()), s.fusion.rrf_k)
+        return rows, x, cos, tiers, channels
+
+    def fuse(self, query: str, qvec: np.ndarray, dense: SearchResult, k: int, min_tier: int, lexical_k: int,
+             allowed: np.ndarray | None) -> SearchResult:
+        """Dense hits (already pruned) and lexical hits, ranked by the bundle's fusion; the best k.
+        Lexical hits are not cut by the negative threshold (the text match is their evidence), but
+        min_tier >= 1 applies to every hit."""
+        s = self.s
+        rows, x, cos, tiers, channels = self.fusion_candidates(query, qvec, dense, lexical_k, allowed)
+        fused = s.fusion.scores(x)
+        if min_tier > 0:
+            fused = np.where(tiers >= min_tier, fused, -np.inf)
+        order = np.argsort(-fused, kind="stable")[:k]
+        order = order[np.isfinite(fused[order])]
+        rows = rows[order]
+        return SearchResult(s.product_map._impl.keys_at(rows), rows, fused[order].astype(np.float32), cos[order],
+                            tiers[order], s.model_version, channels[order], s.fusion.method)
 
 
 def _check_query(query: Any) -> None:
@@ -650,26 +743,56 @@ class Retriever:
     def num_products(self) -> int:
         return len(self._state.product_ids)
 
+    @property
+    def has_lexical(self) -> bool:
+        """Whether the loaded bundle has a lexical index (hybrid search available)."""
+        return self._state.lexical is not None
+
+    def _channels(self, lexical: bool | None, lexical_k: int | None) -> tuple[bool, int]:
+        state = self._state
+        if lexical is not None and not isinstance(lexical, bool):
+            raise TypeError(f"lexical must be True, False or None (the bundle's default), got {lexical!r}")
+        if lexical_k is not None and (not isinstance(lexical_k, (int, np.integer)) or isinstance(lexical_k, bool)
+                                      or lexical_k < 1):
+            raise ValueError(f"lexical_k must be an int >= 1, got {lexical_k!r}")
+        if lexical and state.lexical is None:
+            raise ValueError(f"bundle {state.path} has no lexical index, so lexical=True cannot be served: "
+                             "re-export it with this upper_fast (export builds one), or pass lexical=None/False "
+                             "for the dense channel alone")
+        use = state.lexical is not None if lexical is None else lexical
+        return use, int(lexical_k or 0)
+
     def search(self, query: str, user: str | UserContext | tuple[str, UserContext] | None = None, k: int = 100,
-               filter: np.ndarray | Sequence[str] | None = None, min_tier: int = 0, prune: bool = True) -> SearchResult:
-        """Top-k products for one query (and user), best first by hydrated score.
+               filter: np.ndarray | Sequence[str] | None = None, min_tier: int = 0, prune: bool = True,
+               lexical: bool | None = None, lexical_k: int | None = None) -> SearchResult:
+        """Top-k products for one query (and user), best first by hydrated score (by the fused score in
+        a hybrid search).
 
         user: a user id known to the bundle, a UserContext, (user_id, UserContext), or None (signed out).
             Unknown user ids are served like signed-out users.
         filter: None, a bool mask (n_products,) over bundle rows, or a collection of allowed product ids.
         min_tier: with prune, keep only hits whose raw cosine clears this tier (0 = the negative
             threshold, 1 click .. 4 purchase). prune=False keeps every ANN hit.
+        lexical: None (default) = hybrid when the bundle has a lexical index, else dense only; True =
+            hybrid (ValueError for a bundle without a lexical index); False = dense only. In a hybrid
+            search the dense hits and the lexical channel's BM25 hits (same filter) are fused by the
+            bundle's fusion ("rrf" or "learned"); lexical hits are exempt from the negative-threshold
+            cut, min_tier >= 1 applies to all.
+        lexical_k: lexical candidates per search (default: the bundle's fusion.json, 100).
         """
         _check_query(query)
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
         if not 0 <= min_tier <= 4:
             raise ValueError(f"min_tier must be in 0..4, got {min_tier}")
-        return _Pipeline(self._state).search_one(query, user, int(k), filter, min_tier, prune)
+        use, lk = self._channels(lexical, lexical_k)
+        return _Pipeline(self._state).search_one(query, user, int(k), filter, min_tier, prune, use, lk)
 
     def search_batch(self, queries: Sequence[str], users: Sequence[Any] | None = None, k: int = 100,
-                     min_tier: int = 0, prune: bool = True) -> list[SearchResult]:
-        """Top-k for many queries at once: one ONNX batch and one index batch (GIL released there)."""
+                     min_tier: int = 0, prune: bool = True, lexical: bool | None = None,
+                     lexical_k: int | None = None) -> list[SearchResult]:
+        """Top-k for many queries at once: one ONNX batch and one index batch (GIL released there);
+        `lexical` / `lexical_k` as in `search` (the lexical channel and fusion run per query)."""
         if isinstance(queries, str):
             raise TypeError("queries must be a sequence of str; for one query call search()")
         for q in queries:
@@ -679,9 +802,26 @@ class Retriever:
             raise ValueError(f"users has {len(users)} entries for {len(queries)} queries (pass None for signed-out users)")
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
+        use, lk = self._channels(lexical, lexical_k)
         if not queries:
             return []
-        return _Pipeline(self._state).search_many(list(queries), users, int(k), min_tier, prune)
+        return _Pipeline(self._state).search_many(list(queries), users, int(k), min_tier, prune, use, lk)
+
+    def fusion_candidates(self, query: str, user: Any = None, k: int = 100,
+                          lexical_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """What the fusion ranks for one query: (rows (m,) int64 bundle rows, features (m, F) float64
+        over `upper_fast.lexical.FUSION_FEATURES`), the dense channel's k hits first. For fitting a
+        fusion (`upper_fast_train.fusion`); ValueError for a bundle without a lexical index."""
+        _check_query(query)
+        _, lk = self._channels(True, lexical_k)
+        p = _Pipeline(self._state)
+        buf = p._buffers(1)
+        q = p.encode(buf, (query,), (user,))
+        kk = min(int(k), self.num_products)
+        ids, scores = p.ann(p.hydrate(buf, q), kk, None, q)
+        dense = p.prune(ids[0], scores[0], kk, 0, True)
+        rows, x, _, _, _ = p.fusion_candidates(query, q[0], dense, lk or self._state.fusion.lexical_k, None)
+        return rows, x
 
     def swap(self, bundle: str | os.PathLike[str]) -> dict[str, Any]:
         """Load another bundle and switch to it atomically; searches in flight finish on the old one.

@@ -91,6 +91,10 @@ def _print_info(manifest: dict[str, Any], bundle: str | Path) -> None:
     split = "user_tower.onnx" in manifest["files"]
     print("  query tower: " + ("split (user_tower.onnx + query_part.onnx: user vectors cached while serving)"
                                if split else "whole tower only (query_tower.onnx on every search)"))
+    lexical, fusion = manifest.get("lexical"), manifest.get("fusion") or {}
+    print("  lexical: " + ("none (dense channel only)" if not lexical else
+                           f"{lexical.get('engine')} BM25 over {', '.join(lexical.get('fields', []))}; fusion "
+                           f"{fusion.get('method')}, {fusion.get('lexical_k')} lexical candidates per search"))
     total = sum(f["bytes"] for f in manifest["files"].values())
     print(f"  files: {len(manifest['files'])}, {total / 1e6:.1f} MB, sha256 in manifest.json")
 

@@ -377,11 +377,24 @@ def check_split_parity(tower: torch.nn.Module, user_path: str | os.PathLike[str]
     return _max_abs_diff(tower, inputs, run, batch_size)
 
 
+def _lexical_texts(catalog: Any) -> list[str]:
+    from upper_fast.lexical import catalogue_texts
+
+    return catalogue_texts(catalog)
+
+
+def _fusion_fitter(later: Any, targets: np.ndarray, target_kind: str, k: int, lexical_k: int, progress: bool) -> Any:
+    from upper_fast_train.fusion import export_fusion
+
+    return export_fusion(later, targets, target_kind, k=k, lexical_k=lexical_k, progress=progress)
+
+
 def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike[str], dataset: Any, *,
                   index_dtype: str = "f32", scale: float = 0.1, boost_trials: int = 40, boost_k: int = 100,
                   max_boost_events: int = 4000, mips_augment: bool = True, ef_search: int = 128,
                   batch_size: int = 512, product_vectors: np.ndarray | None = None, overwrite: bool = False,
-                  progress: bool = True, seed: int = 0, target_recall: float | None = 0.99) -> dict[str, Any]:
+                  progress: bool = True, seed: int = 0, target_recall: float | None = 0.99,
+                  lexical: bool = False, lexical_k: int = 100) -> dict[str, Any]:
     """Export a training run to a serving bundle; returns the manifest.
 
     dataset: the `upper_fast.data.Dataset` the run was trained on (its log up to now gives the users'
@@ -389,6 +402,9 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
     precomputed (n_products, D) float32 (e.g. `merge_product_shards`), else encoded here.
     ef_search is the starting beam: it is raised until the hydrated ANN recall@100 on up to 500
     later-window queries reaches target_recall (None: keep ef_search as given).
+    lexical: also build the lexical channel (BM25 over title, tags and category) and fit its fusion
+    with the dense channel on the boosting events (`upper_fast_train.fusion.export_fusion`);
+    lexical_k: lexical candidates per search.
     """
     from upper_fast.bundle import write_bundle
 
@@ -466,6 +482,8 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
             model_version=f"{run_dir.name}-{digest}", index_dtype=index_dtype, ef_search=ef_search, seed=seed,
             overwrite=overwrite, recall_queries=event_q[:500] if len(event_q) else None, target_recall=target_recall,
             display=catalog.select([c for c in ("product_id", "title", "category", "price") if c in catalog.column_names]),
+            lexical_texts=_lexical_texts(catalog) if lexical else None,
+            fusion=_fusion_fitter(later, targets, target_kind, boost_k, lexical_k, progress) if lexical else None,
             extra={"simulated": bool(dataset.meta.get("simulated", False)), "onnx_parity_max_abs": parity,
                    "split_parity_max_abs": split_parity,
                    "run": {"dir": str(run_dir.resolve()), "personalized": bool(tc.model.personalized)}},

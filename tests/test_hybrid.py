@@ -1,0 +1,202 @@
+"""Hybrid retrieval: the lexical channel in the bundle, its fusion with the dense channel, and the
+learned fusion's fit (upper_fast.lexical, Retriever.search(lexical=...), upper_fast_train.fusion)."""
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import upper_fast
+from upper_fast import Retriever
+from upper_fast.bundle import read_manifest, verify_bundle
+from upper_fast.lexical import (FUSION_FEATURES, FusionModel, LexicalIndex, build_lexical_index, catalogue_texts,
+                                fit_logistic, fusion_features, lexical_query_text)
+from serve_tiny import tiny_bundle, tiny_world
+
+MODEL_NUMBER = "XJ-4410B"
+EXACT_ROW = 17
+
+
+def titles(n=300, seed=0):
+    t = tiny_world(n, seed=seed)["titles"]
+    t[EXACT_ROW] = f"wool lamp model {MODEL_NUMBER}"
+    t[5] = ""  # a product with no text: indexed, never matched
+    return t
+
+
+@pytest.fixture(scope="module", params=["whole-f32", "split-i8"])
+def hybrid(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("h")
+    path, _, world = tiny_bundle(tmp, split=request.param.startswith("split"), weights=(0.5, -0.25),
+                                 index_dtype=request.param.split("-")[1], lexical_texts=titles())
+    return path, world
+
+
+@pytest.fixture(scope="module")
+def retriever(hybrid):
+    return Retriever.load(hybrid[0])
+
+
+def test_manifest_lists_and_checksums_lexical_files(hybrid, tmp_path):
+    path, _ = hybrid
+    manifest = verify_bundle(path)
+    names = set(manifest["files"])
+    assert {"lexical.json", "fusion.json"} <= names
+    index_files = [n for n in names if n.startswith("lexical/")]
+    assert index_files and all(not n.endswith(".lock") for n in index_files)
+    assert manifest["lexical"]["engine"] == "tantivy" and manifest["fusion"]["method"] == "rrf"
+    # Damage to an index file or to fusion.json is caught by the checksums, before anything is served.
+    for victim in (sorted(index_files)[0], "fusion.json"):
+        copy = tmp_path / victim.replace("/", "_")
+        shutil.copytree(path, copy)
+        data = bytearray((copy / victim).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (copy / victim).write_bytes(bytes(data))
+        with pytest.raises(upper_fast.FormatError, match="sha256"):
+            Retriever.load(copy)
+
+
+def test_partial_lexical_files_are_a_format_error(hybrid, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(hybrid[0], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["files"]["fusion.json"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(upper_fast.FormatError, match="lexical"):
+        read_manifest(copy)
+
+
+def test_exact_model_number_only_the_lexical_channel_finds(hybrid, retriever):
+    pid = hybrid[1]["product_ids"][EXACT_ROW]
+    dense = retriever.search(MODEL_NUMBER.lower(), k=5, lexical=False)
+    assert pid not in dense.product_ids and dense.channels is None
+    fused = retriever.search(MODEL_NUMBER.lower(), k=5)
+    assert pid in fused.product_ids
+    hit = next(h for h in fused if h.product_id == pid)
+    assert hit.channels == frozenset({"lexical"})
+    assert {h.channels for h in fused if h.product_id != pid} == {frozenset({"dense"})}
+    assert fused.fusion == "rrf" and fused.to_dict()["hits"][0]["channels"]
+
+
+def test_lexical_hits_carry_exact_dense_scores(hybrid, retriever):
+    """Lexical-only candidates are scored like dense ones: <q, v> + boost, the oracle of a full dense list."""
+    rows, x = retriever.fusion_candidates("wool lamp", user="u3", k=10)
+    assert x.shape == (rows.size, len(FUSION_FEATURES)) and rows.size > 10
+    full = retriever.search("wool lamp", user="u3", k=300, prune=False, lexical=False)
+    score = dict(zip(full.rows.tolist(), full.scores.tolist()))
+    np.testing.assert_allclose(x[:, 0], [score[r] for r in rows.tolist()], atol=1e-4)
+
+
+def test_filters_apply_to_both_channels(hybrid, retriever):
+    ids = hybrid[1]["product_ids"]
+    allowed = [ids[EXACT_ROW], ids[1], ids[2]]
+    res = retriever.search(MODEL_NUMBER, k=10, filter=allowed)
+    assert set(res.product_ids) <= set(allowed) and ids[EXACT_ROW] in res.product_ids
+    res = retriever.search(MODEL_NUMBER, k=10, filter=[ids[1], ids[2]])
+    assert set(res.product_ids) <= {ids[1], ids[2]}
+    assert all("lexical" not in h.channels for h in res)
+
+
+def test_stopword_and_punctuation_queries_are_answered_by_the_dense_channel(retriever):
+    for query in ("the of and", "!!! ...", ""):
+        res = retriever.search(query, k=5)
+        assert res.count > 0 and all(h.channels == frozenset({"dense"}) for h in res)
+    assert lexical_query_text("  Hello, (World)! ") == "hello world"
+
+
+def test_personalisation_reaches_the_fused_list(hybrid, retriever):
+    lists = {tuple(retriever.search("oak chair", user=u, k=10).product_ids) for u in ("u1", "u2", "u3", None)}
+    assert len(lists) > 1
+
+
+def test_batch_matches_single(retriever):
+    queries, users = ["oak chair", MODEL_NUMBER, "the"], ["u1", None, "u2"]
+    for one, many in zip([retriever.search(q, u, k=7) for q, u in zip(queries, users)],
+                         retriever.search_batch(queries, users, k=7)):
+        assert one.product_ids == many.product_ids and (one.channels == many.channels).all()
+        np.testing.assert_allclose(one.scores, many.scores, atol=1e-5)
+
+
+def test_lexical_k_and_bad_arguments(retriever):
+    rows, x = retriever.fusion_candidates("oak", k=3, lexical_k=2)
+    assert (x[:, 3] > 0).sum() <= 2
+    with pytest.raises(ValueError, match="lexical_k"):
+        retriever.search("oak", lexical_k=0)
+    with pytest.raises(TypeError, match="lexical"):
+        retriever.search("oak", lexical="yes")
+
+
+def test_bundle_without_lexical_index(tmp_path, capsys):
+    path, _, _ = tiny_bundle(tmp_path)
+    r = Retriever.load(path)
+    assert not r.has_lexical and r.search("oak", k=3).channels is None
+    with pytest.raises(ValueError, match="no lexical index"):
+        r.search("oak", lexical=True)
+    from upper_fast.cli import main
+
+    assert main(["info", str(path)]) == 0
+    assert "lexical: none" in capsys.readouterr().out
+
+
+def test_rrf_against_hand_computed_oracle():
+    # dense list: rows 10, 11, 12; lexical list: rows 12, 13. Union in the Retriever's order.
+    dense_rank = np.array([1, 2, 3, 0])
+    lexical_rank = np.array([0, 0, 1, 2])
+    x = fusion_features(np.array([0.9, 0.8, 0.7, 0.1], np.float32), np.zeros(4, np.int8), dense_rank,
+                        lexical_rank, np.array([0, 0, 5.0, 2.5], np.float32), n_words=1)
+    expected = np.array([1 / 61, 1 / 62, 1 / 63 + 1 / 61, 1 / 62])
+    np.testing.assert_allclose(FusionModel().scores(x), expected)
+    np.testing.assert_allclose(x[:, 1], [0, 0, 1, 0.5])
+    np.testing.assert_allclose(x[:, 5], x[:, 1])  # the one-word interaction
+    assert np.argsort(-FusionModel().scores(x), kind="stable").tolist() == [2, 0, 1, 3]
+
+
+def test_learned_fusion_recovers_planted_weights():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20000, 3))
+    planted, bias = np.array([2.0, -1.0, 0.5]), -0.3
+    y = (rng.random(20000) < 1 / (1 + np.exp(-(x @ planted + bias)))).astype(float)
+    w, b = fit_logistic(x * [1.0, 10.0, 0.1] + [0, 5, 0], y, l2=0.0)  # scaled and shifted features
+    np.testing.assert_allclose(w * [1.0, 10.0, 0.1], planted, atol=0.1)
+    np.testing.assert_allclose(b + w[1] * 5, bias, atol=0.1)
+    with pytest.raises(ValueError):
+        FusionModel(method="learned", weights=(1.0,))
+
+
+def test_export_fitter_stores_a_learned_fusion(tmp_path):
+    """The export path: events whose target only BM25 ranks high make the learned fusion lean lexical."""
+    from upper_fast_train.fusion import export_fusion, hybrid_eval_judged, collect_candidates
+
+    t = titles()
+    rng = np.random.default_rng(1)
+    rows = rng.choice(np.arange(20, 300), 60, replace=False)
+    for r in rows:
+        t[r] = f"gadget sku{r:04d}"
+    later = pa.table({"query": [f"sku{r:04d}" for r in rows], "user_id": [None] * len(rows)})
+    fitter = export_fusion(later, rows, "purchase", k=10, lexical_k=10, min_events=40)
+    path, _, _ = tiny_bundle(tmp_path, lexical_texts=t, fusion=fitter)
+    manifest = verify_bundle(path)
+    assert manifest["fusion"]["method"] == "learned"
+    model = FusionModel.load(path)
+    assert model.report["chosen"] == "learned" and model.report["heldout_recall@10/lexical"] == 1.0
+    r = Retriever.load(path)
+    res = r.search(f"sku{rows[0]:04d}", k=10)
+    assert res.fusion == "learned" and res.rows[0] == rows[0]
+    from upper_fast_train.evaluate import Judgments
+
+    judged = Judgments([f"sku{x:04d}" for x in rows[:5]], [np.array([x]) for x in rows[:5]], [np.array([3.0])] * 5)
+    report = hybrid_eval_judged(collect_candidates(r, judged.queries, k=10, lexical_k=10), judged, model, ks=(10,))
+    assert report["learned"]["all"]["R@10"] == 1.0 and report["lexical"]["words 1"]["R@10"] == 1.0
+
+
+def test_catalogue_texts_and_empty_texts(tmp_path):
+    catalog = pa.table({"title": ["Oak chair", None], "tags": [["wood", None], None], "category": ["furniture", None]})
+    assert catalogue_texts(catalog) == ["Oak chair wood furniture", ""]
+    build_lexical_index(["", "", ""], tmp_path)
+    index = LexicalIndex.load(tmp_path, 3)
+    rows, scores = index.search("oak", 5)
+    assert rows.size == 0 and scores.dtype == np.float32
+    with pytest.raises(upper_fast.FormatError, match="products"):
+        LexicalIndex.load(tmp_path, 4)
