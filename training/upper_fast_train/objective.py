@@ -25,7 +25,7 @@ from upper_fast_train.losses import (hinge_loss, negative_hinge, personal_contra
                                      softmax_distill)
 from upper_fast_train.negatives import hardest, own_positive_mask
 from upper_fast_train.step import ScoredStep
-from upper_fast_train.towers import _unit_scale
+from upper_fast_train.towers import unit_scale
 
 __all__ = ["DistillTeacher", "InBatchNegatives", "LossTerm", "MultiPartHinge", "MinedNegatives", "Objective", "PersonalContrast",
            "ShownPairwiseHinge", "SoftmaxContrast", "SoftmaxDistillation", "UniformNegatives", "Weighted", "build_objective"]
@@ -83,7 +83,7 @@ def _skip_scores(step: ScoredStep) -> torch.Tensor:
     pin = to_device(step.products.take(step.columns.product_rows.numpy()), step.device)
     gm = pin["product_graph_mask"].unsqueeze(-1)
     with torch.no_grad():
-        bag = _unit_scale(model.terms(pin["product_terms"]))
+        bag = unit_scale(model.terms(pin["product_terms"]))
     prod_vec = model.product_tower.user_skip(pin["product_graph"] * gm, bag, pin["shop_country"])  # (B, D)
     return user_vec @ prod_vec.T
 

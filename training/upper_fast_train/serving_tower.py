@@ -32,7 +32,10 @@ exact algebra on the trained weights (the ONNX parity check against the *trainin
 * `user_vector` / `query_from_user` split the function at what depends on the user only (the
   Retriever caches user vectors; docs/serving.md).
 
-Training code never uses this module; it exists for export only.
+The parts that are not folded are the training tower's own functions (`towers.query_parts`,
+`bag_mean`, `unit_scale`, `typed_history_mean`, `blank_user_inputs`, and the fusion split at
+`QueryUserTower.query_width`), so a change to one of them changes both towers. Training code never
+uses this module; it exists for export only.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upper_fast_train.towers import TERM_WEIGHT_FLOOR, blank_user_inputs
+from upper_fast_train.towers import TERM_WEIGHT_FLOOR, bag_mean, blank_user_inputs, query_parts, typed_history_mean, unit_scale
 
 __all__ = ["LeanQueryTower"]
 
@@ -163,13 +166,13 @@ class LeanQueryTower(nn.Module):
         self.ff1_b = _const(torch.cat([ff1_b, torch.ones(1)]))
         self.ff2_w = _const(torch.cat([layer.linear2.weight.t(), (layer.linear2.bias / act_one)[None]]))
 
-        self.country = _const(F.layer_norm(tower.country.weight, (tower.country.weight.shape[1],), eps=1e-5))
+        self.country = _const(unit_scale(tower.country.weight))
 
         fuse0, fuse3 = tower.fuse[0], tower.fuse[3]
         self.fuse1_w, self.fuse1_b = _const(fuse0.weight.t()), _const(fuse0.bias)
         # fuse1's input is [term bag (E), query graph (G), graph mask (1), history (h), country]: the
         # first rows see the query, the rest the user (split by user_vector / query_from_user).
-        self.query_rows = self.term_dim + int(tower.item_proj.in_features) + 1
+        self.query_rows = int(tower.query_width)
         out_w = fuse3.weight.t()  # (2h, D)
         if tower.lexical is not None:
             out_w = torch.cat([out_w, tower.lexical.weight.t()], dim=0)  # (2h + E, D)
@@ -202,13 +205,12 @@ class LeanQueryTower(nn.Module):
         if not self.has_user_skip:
             return tail
         weight, real = skip_type
-        hist = (hist_item_graph * weight).sum(1) / real.sum(1).clamp_min(1.0)  # (B, G)
-        return torch.addmm(tail, hist, self.uskip_hist)
+        return torch.addmm(tail, typed_history_mean(hist_item_graph, weight, real.sum(1)), self.uskip_hist)
 
     def _bag(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., L) ids -> (mean embedding (..., E), count (..., 1))."""
         summed, count = F.embedding(ids, self.term_table).sum(-2).split([self.term_dim, 1], dim=-1)
-        return summed / count.clamp_min(TERM_WEIGHT_FLOOR), count
+        return bag_mean(summed, count), count
 
     @property
     def user_dim(self) -> int:
@@ -225,7 +227,7 @@ class LeanQueryTower(nn.Module):
         items = hist_item_graph @ self.item_w + type_emb  # (B, N, h)
         summed = F.embedding(hist_query_terms, self.term_table).sum(-2)  # (B, M, E + 1): [sum ; count]
         count = summed[..., self.term_dim:]
-        queries = (summed / count.clamp_min(TERM_WEIGHT_FLOOR)) @ self.hq_w  # (B, M, h): mean bag @ W + bias
+        queries = bag_mean(summed, count) @ self.hq_w  # (B, M, h): mean bag @ W + bias
         tokens = torch.cat([items, queries], dim=1)  # (B, T, h), the summary token excluded
         empty = count < TERM_WEIGHT_FLOOR  # a real term weighs at least exp(-4) > the floor
         bias = torch.cat([item_score_b, torch.where(empty, _MASKED, self.query_score_b)], dim=1)  # (B, T, heads)
@@ -237,7 +239,7 @@ class LeanQueryTower(nn.Module):
         y = F.layer_norm(x, (int(x.shape[-1]),), self.ln2_w, self.ln2_b, self.ln2_eps) @ self.ff1_w + self.ff1_b
         y = F.relu(y) if self.act_name == "relu" else F.gelu(y)
         x = torch.addmm(x, y, self.ff2_w)  # x + y W_2 + b_2 (b_2 through the constant unit)
-        history = F.layer_norm(x, (int(x.shape[-1]),), eps=1e-5)
+        history = unit_scale(x)
         user = torch.cat([history, F.embedding(user_country, self.country)], dim=-1)
         return user, self._user_tail(hist_item_graph, skip_type, user_country)
 
@@ -259,11 +261,8 @@ class LeanQueryTower(nn.Module):
     def _query_parts(self, query_terms: torch.Tensor, query_graph: torch.Tensor,
                      query_graph_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """([term bag ; graph ; graph mask] (B, E + G + 1), the layer-normed term bag (B, E))."""
-        bag, _ = self._bag(query_terms)
-        term_bag = F.layer_norm(bag, (int(bag.shape[-1]),), eps=1e-5)
-        gm = query_graph_mask.unsqueeze(-1)
-        graph = F.layer_norm(query_graph * gm, (int(query_graph.shape[-1]),), eps=1e-5)
-        return torch.cat([term_bag, graph, gm], dim=-1), term_bag
+        parts = query_parts(self._bag(query_terms)[0], query_graph, query_graph_mask)
+        return torch.cat(parts, dim=-1), parts[0]
 
     def _output(self, pre: torch.Tensor, term_bag: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
         """The last fusion layer (+ lexical skip columns) on the first layer's pre-activation, plus the

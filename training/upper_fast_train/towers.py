@@ -19,7 +19,7 @@ from torch import nn
 
 from upper_fast_train.config import TrainConfig, resolve_text_encoder
 
-__all__ = ["blank_user_inputs", "TermBag", "UserSkip", "ProductSkip", "ProductTower", "QueryUserTower", "UpperModel", "build_text_encoder", "text_encoder_from_dir", "PRODUCT_INPUTS", "QUERY_INPUTS"]
+__all__ = ["bag_mean", "blank_user_inputs", "query_parts", "typed_history_mean", "unit_scale", "TermBag", "UserSkip", "ProductSkip", "ProductTower", "QueryUserTower", "UpperModel", "build_text_encoder", "text_encoder_from_dir", "PRODUCT_INPUTS", "QUERY_INPUTS"]
 
 QUERY_INPUTS = (
     "query_terms",
@@ -143,11 +143,16 @@ class TermBag(nn.Module):
             emb = emb * self.type_log_scale.exp()[self._types(ids)].unsqueeze(-1)
         if self.weight_logit is not None:
             mask = mask * self.weight_logit(ids).clamp(-TERM_LOGIT_BOUND, TERM_LOGIT_BOUND).exp()
-        summed = (emb * mask).sum(dim=-2)  # (..., E)
-        return summed / mask.sum(dim=-2).clamp_min(TERM_WEIGHT_FLOOR)  # all-padding bags: 0 / floor = 0
+        return bag_mean((emb * mask).sum(dim=-2), mask.sum(dim=-2))  # (..., E)
 
 
-def _unit_scale(x: torch.Tensor) -> torch.Tensor:
+def bag_mean(summed: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """A term bag from its (weighted) sum (..., E) and weight total (..., 1): all-padding bags (total
+    0) give 0 / TERM_WEIGHT_FLOOR = 0. Shared by `TermBag` and the serving tower's folded table."""
+    return summed / total.clamp_min(TERM_WEIGHT_FLOOR)
+
+
+def unit_scale(x: torch.Tensor) -> torch.Tensor:
     """Parameter-free layer norm of one fused part (all-zero rows stay zero), so each part enters the
     fusion MLP at the same scale: raw, the mean-pooled text (norm ~10, nearly the same for every
     product) dwarfed the term bag and graph vector (norm ~0.2-0.4) and the product vectors collapsed.
@@ -156,6 +161,20 @@ def _unit_scale(x: torch.Tensor) -> torch.Tensor:
     exporter needs no traced shape); written out, it was seven nodes per part and onnxruntime's
     per-node cost dominated the serving tower."""
     return F.layer_norm(x, (int(x.shape[-1]),), eps=1e-5)
+
+
+def query_parts(term_bag: torch.Tensor, query_graph: torch.Tensor, query_graph_mask: torch.Tensor) -> list[torch.Tensor]:
+    """The query's inputs to the query tower's fusion MLP, in order: [unit-scaled term bag (B, E),
+    unit-scaled graph vector (B, G) (zeros when unseen), graph mask (B, 1)]. The user's parts follow
+    them (`QueryUserTower.query_width` columns in all); the serving tower splits the fusion there."""
+    gm = query_graph_mask.unsqueeze(-1)
+    return [unit_scale(term_bag), unit_scale(query_graph * gm), gm]
+
+
+def typed_history_mean(hist_item_graph: torch.Tensor, weight: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """(B, G) sum_i w_i g_i / max(1, #items) of the history items' graph vectors (B, N, G) with their
+    type weights (B, N, 1) (0 on padding) and real-item counts (B, 1): `UserSkip`'s history part."""
+    return (hist_item_graph * weight).sum(1) / count.clamp_min(1.0)
 
 
 def _mlp(inp: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
@@ -240,14 +259,14 @@ class ProductTower(nn.Module):
     ) -> torch.Tensor:
         text = self.pool_text(text_ids, text_mask) if text_pooled is None else text_pooled
         gm = product_graph_mask.unsqueeze(-1)
-        term_bag = _unit_scale(self.terms(product_terms))
+        term_bag = unit_scale(self.terms(product_terms))
         parts = [
-            _unit_scale(text),
-            _unit_scale(product_graph * gm),
+            unit_scale(text),
+            unit_scale(product_graph * gm),
             gm,
             term_bag,
-            _unit_scale(self.country(shop_country)),
-            _unit_scale(self.category(category)),
+            unit_scale(self.country(shop_country)),
+            unit_scale(self.category(category)),
         ]
         if self.n_quality:
             offsets = torch.arange(self.n_quality, device=quality_buckets.device) * self.quality_levels
@@ -279,9 +298,8 @@ class UserSkip(nn.Module):
     def forward(self, hist_item_graph: torch.Tensor, hist_item_type: torch.Tensor, user_country: torch.Tensor) -> torch.Tensor:
         real = (hist_item_type > 0).unsqueeze(-1)  # (B, N, 1)
         w = self.type_weight(hist_item_type) * real  # (B, N, 1), 0 on padding
-        count = (hist_item_type > 0).sum(1, keepdim=True).to(w.dtype).clamp_min(1.0)  # (B, 1)
-        hist = (hist_item_graph * w).sum(1) / count  # (B, G)
-        return self.country(user_country) + self.hist(hist)
+        count = (hist_item_type > 0).sum(1, keepdim=True).to(w.dtype)  # (B, 1)
+        return self.country(user_country) + self.hist(typed_history_mean(hist_item_graph, w, count))
 
 
 class ProductSkip(nn.Module):
@@ -327,9 +345,9 @@ class QueryUserTower(nn.Module):
             h, config.model.history_heads, dim_feedforward=2 * h, dropout=config.model.dropout, batch_first=True, norm_first=True
         )
         self.country = nn.Embedding(n_countries, config.model.country_dim)
+        self.query_width = config.model.term_dim + config.graph.graph_dim + 1  # the `query_parts` columns of the fusion input
         user_dim = h + config.model.country_dim
-        fused = config.model.term_dim + config.graph.graph_dim + 1 + user_dim
-        self.fuse = _mlp(fused, h * 2, config.model.dim, config.model.dropout)
+        self.fuse = _mlp(self.query_width + user_dim, h * 2, config.model.dim, config.model.dropout)
 
     def forward(
         self,
@@ -341,9 +359,8 @@ class QueryUserTower(nn.Module):
         hist_query_terms: torch.Tensor,  # (B, M, Lq) int64
         user_country: torch.Tensor,  # (B,) int64
     ) -> torch.Tensor:
-        gm = query_graph_mask.unsqueeze(-1)
-        term_bag = _unit_scale(self.terms(query_terms))
-        parts = [term_bag, _unit_scale(query_graph * gm), gm]
+        parts = query_parts(self.terms(query_terms), query_graph, query_graph_mask)
+        term_bag = parts[0]
         if not self.personalized:
             hist_item_graph, hist_item_type, hist_query_terms, user_country = blank_user_inputs(
                 hist_item_graph, hist_item_type, hist_query_terms, user_country)
@@ -363,7 +380,7 @@ class QueryUserTower(nn.Module):
         # A float mask (-inf where padded) keeps the export free of the nested-tensor fast path.
         float_pad = torch.zeros(pad.shape, dtype=tokens.dtype, device=tokens.device).masked_fill(pad, float("-inf"))
         encoded = self.history(tokens, src_key_padding_mask=float_pad)
-        parts += [_unit_scale(encoded[:, 0]), _unit_scale(self.country(user_country))]
+        parts += [unit_scale(encoded[:, 0]), unit_scale(self.country(user_country))]
         out = self.fuse(torch.cat(parts, dim=-1))
         if self.lexical is not None:
             out = out + self.lexical(term_bag)
