@@ -49,6 +49,19 @@ def test_lean_tower_matches_training_tower(personalized, lexical, user_skip):
     assert (x["hist_item_type"].sum(1) == 0).any() and (x["hist_item_type"] > 0).all(1).any()
 
 
+def test_both_towers_split_the_fusion_input_at_the_query_parts():
+    # The lean tower's query/user split of the first fusion layer is the training tower's query_width,
+    # which must be the width of the shared query_parts (a part added there moves both).
+    from upper_fast_train.towers import query_parts
+
+    tower = _tower(True, True)
+    x = {k: torch.from_numpy(v) for k, v in _inputs(5).items()}
+    with torch.no_grad():
+        parts = query_parts(tower.terms(x["query_terms"]), x["query_graph"], x["query_graph_mask"])
+    assert sum(p.shape[-1] for p in parts) == tower.query_width == LeanQueryTower.from_tower(tower).query_rows
+    assert tower.fuse[0].in_features > tower.query_width
+
+
 def test_lean_tower_folds_term_type_scales():
     # TrainConfig.experimental.term_type_scale: the three learned type scales are folded into the served table.
     tower = _tower(True, True, type_bounds=(300, 500))
