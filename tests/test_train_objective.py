@@ -12,7 +12,7 @@ from _train_synthetic import N_PRODUCTS, single_thread, tiny_config, tiny_encode
 
 from upper_fast_train.config import TrainConfig  # noqa: E402
 from upper_fast_train.losses import hinge_loss, negative_hinge  # noqa: E402
-from upper_fast_train.objective import (DistillTeacher, MultiPartHinge, Objective, UniformNegatives, Weighted,  # noqa: E402
+from upper_fast_train.objective import (DistillTeacher, MultiPartHinge, Objective, SampledNegatives, Weighted,  # noqa: E402
                                         build_objective)
 from upper_fast_train.prepare import build_model  # noqa: E402
 from upper_fast_train.step import gather_step, score_step  # noqa: E402
@@ -108,7 +108,7 @@ def test_uniform_term_scores_the_drawn_products_and_masks_group_positives():
     scores = q @ p.T  # (B, U): the oracle, encoded apart from the step
     valid = torch.from_numpy(np.array([[r not in set(row[row >= 0]) for r in cols.uniform_rows] for row in cols.excluded_sets]))
     want = negative_hinge(scores, valid, cfg.objective.thresholds[0])
-    assert float(UniformNegatives(cfg.objective.thresholds[0])(step)) == pytest.approx(float(want), rel=1e-5, abs=1e-7)
+    assert float(SampledNegatives("uniform", cfg.objective.thresholds[0])(step)) == pytest.approx(float(want), rel=1e-5, abs=1e-7)
 
 
 def test_per_row_sources_read_their_own_columns_when_shown_and_teacher_columns_meet():
@@ -127,7 +127,7 @@ def test_per_row_sources_read_their_own_columns_when_shown_and_teacher_columns_m
                        shown=True, teacher_rows=teacher.has.numpy())
     assert (cols.per_row["shown"] >= 0).any() and (cols.per_row["lexical"] >= 0).any()
     step = score_step(_fresh(cfg), cols, products)
-    s, ok = step.per_row_scores("shown")
+    s, ok = step.source_scores("shown")
     rows = cols.per_row["shown"]
     want = step.scores[torch.arange(16)[:, None], torch.from_numpy(np.searchsorted(cols.unique, np.maximum(rows, 0)))]
     torch.testing.assert_close(s[ok], want[torch.from_numpy(rows >= 0)])
@@ -148,7 +148,7 @@ def test_train_model_takes_a_hand_composed_objective():
     cfg = tiny_config(max_steps=3)
     data, products = tiny_world(cfg)
     objective = Objective([Weighted(MultiPartHinge(cfg.objective.thresholds), 1.0), Weighted(MeanScore(), 0.1),
-                           Weighted(UniformNegatives(cfg.objective.thresholds[0]), "uniform")])
+                           Weighted(SampledNegatives("uniform", cfg.objective.thresholds[0]), "uniform")])
     metrics = train_model(_fresh(cfg), data, products, cfg, objective=objective)
     history = metrics["loss_history"]
     assert all({"hinge", "mean_score", "uniform"} == {k for k in h if k in {"hinge", "mean_score", "uniform", "inbatch"}}

@@ -27,8 +27,8 @@ from upper_fast_train.negatives import hardest, own_positive_mask
 from upper_fast_train.step import ScoredStep
 from upper_fast_train.towers import unit_scale
 
-__all__ = ["DistillTeacher", "InBatchNegatives", "LossTerm", "MultiPartHinge", "MinedNegatives", "Objective", "PersonalContrast",
-           "ShownPairwiseHinge", "SoftmaxContrast", "SoftmaxDistillation", "UniformNegatives", "Weighted", "build_objective"]
+__all__ = ["DistillTeacher", "InBatchNegatives", "LossTerm", "MultiPartHinge", "Objective", "PersonalContrast", "SampledNegatives",
+           "ShownPairwiseHinge", "SoftmaxContrast", "SoftmaxDistillation", "Weighted", "build_objective"]
 
 
 class LossTerm(Protocol):
@@ -170,32 +170,21 @@ class InBatchNegatives:
         return negative_hinge(s, valid, self.theta_neg)
 
 
-class UniformNegatives:
-    """`losses.negative_hinge` of the step's uniformly drawn catalog products."""
+class SampledNegatives:
+    """`losses.negative_hinge` of one sampled source's products: "uniform" (drawn for the whole
+    batch) or "dynamic" (mined per row from the pool); never a row's group positives."""
 
-    name, source, needs_group_sets = "uniform", "uniform", False
+    needs_group_sets = False
 
-    def __init__(self, theta_neg: float) -> None:
+    def __init__(self, source: str, theta_neg: float) -> None:
+        if source not in ("uniform", "dynamic"):
+            raise ValueError(f'source must be "uniform" or "dynamic", got {source!r}')
+        self.name = self.source = source
         self.theta_neg = theta_neg
 
     def __call__(self, step: ScoredStep) -> torch.Tensor | None:
-        if not len(step.columns.uniform_rows):
-            return None
-        s, valid = step.uniform_scores()  # (B, U) each
-        return negative_hinge(s, valid, self.theta_neg)
-
-
-class MinedNegatives:
-    """`losses.negative_hinge` of each row's hard negatives mined from the dynamic pool."""
-
-    name, source, needs_group_sets = "dynamic", "dynamic", False
-
-    def __init__(self, theta_neg: float) -> None:
-        self.theta_neg = theta_neg
-
-    def __call__(self, step: ScoredStep) -> torch.Tensor | None:
-        mined = step.per_row_scores("dynamic")  # (B, K) scores and valid
-        return None if mined is None else negative_hinge(*mined, self.theta_neg)
+        sampled = step.source_scores(self.source)  # (B, K) scores and valid
+        return None if sampled is None else negative_hinge(*sampled, self.theta_neg)
 
 
 class ShownPairwiseHinge:
@@ -207,7 +196,7 @@ class ShownPairwiseHinge:
         self.margin = margin
 
     def __call__(self, step: ScoredStep) -> torch.Tensor | None:
-        shown = step.per_row_scores("shown")  # (B, K) scores and valid
+        shown = step.source_scores("shown")  # (B, K) scores and valid
         return None if shown is None else shown_pairwise_hinge(step.positive_scores, *shown, self.margin)
 
 
@@ -277,9 +266,9 @@ def build_objective(config: TrainConfig, teacher: DistillTeacher | None = None) 
     if neg.inbatch_negatives > 0:
         terms.append(Weighted(InBatchNegatives(neg.inbatch_negatives, theta_neg), "inbatch"))
     if neg.uniform_negatives > 0:
-        terms.append(Weighted(UniformNegatives(theta_neg), "uniform"))
+        terms.append(Weighted(SampledNegatives("uniform", theta_neg), "uniform"))
     if neg.dynamic_negatives > 0:
-        terms.append(Weighted(MinedNegatives(theta_neg), "dynamic"))
+        terms.append(Weighted(SampledNegatives("dynamic", theta_neg), "dynamic"))
     if obj.shown_negatives > 0 and obj.shown_weight > 0:
         terms.append(Weighted(ShownPairwiseHinge(obj.shown_margin), obj.shown_weight))
     return Objective(terms)

@@ -179,16 +179,17 @@ class ScoredStep:
         """(B, B): row i's score of row j's product."""
         return self.scores[:, self.positive_columns]
 
-    def uniform_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """((B, U) scores of the uniform products, (B, U) valid: not one of the row's group positives)."""
-        cols = torch.from_numpy(self.columns.source_columns("uniform")).to(self.device)
-        assert self.columns.excluded_sets is not None
-        valid = torch.from_numpy(~membership(self.columns.uniform_rows, self.columns.excluded_sets)).to(self.device)
-        return self.scores[:, cols], valid
-
-    def per_row_scores(self, source: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """((B, K) scores, (B, K) valid) of a per-row source ("dynamic", "shown"), or None when the
-        step has none of it."""
+    def source_scores(self, source: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """((B, K) scores, (B, K) valid) of one sampled source's products, or None when the step has
+        none of it. "uniform": the batch's shared products (K = U), valid where not one of the row's
+        group positives; "dynamic", "shown", "lexical": each row's own (valid = not padding)."""
+        if source == "uniform":
+            if not len(self.columns.uniform_rows):
+                return None
+            cols = torch.from_numpy(self.columns.source_columns("uniform")).to(self.device)
+            assert self.columns.excluded_sets is not None
+            valid = torch.from_numpy(~membership(self.columns.uniform_rows, self.columns.excluded_sets)).to(self.device)
+            return self.scores[:, cols], valid
         rows = self.columns.per_row.get(source)
         if rows is None or rows.shape[1] == 0:
             return None
