@@ -30,7 +30,8 @@ def demo(tmp_path_factory):
 def test_demo_prints_every_stage_labelled_simulated(demo):
     _, text = demo
     for marker in ("[1/5] generated (simulated)", "[2/5] trained", "[3/5] exported bundle", "[4/5] search, side by side",
-                   "[5/5] quality", "SIMULATED", "purchase_recall@100", "top-5 overlap",
+                   "[5/5] quality on the test window", "SIMULATED", "purchase_recall@100", "top-5 overlap",
+                   "windows: train <", "Served through Retriever.search_batch",
                    "model, user features blanked", "BM25 (bm25s)", "chosen: the 3 of", "mean Kendall tau"):
         assert marker in text, marker
 
@@ -52,7 +53,8 @@ def test_exported_bundle_is_complete_and_consistent(demo):
 
 
 def test_users_history_matches_training_inputs(demo):
-    """The bundle's stored history gives the same tower inputs as training's own builder at export time."""
+    """The bundle's stored history gives the same tower inputs as training's own builder at the start of the
+    test window (export takes histories as of then, so served figures on the test window see no test event)."""
     import pyarrow as pa
 
     from upper_fast.data import load_dataset
@@ -64,7 +66,8 @@ def test_users_history_matches_training_inputs(demo):
     run = load_run(out / "run", dataset)
     r = upper_fast.Retriever.load(out / "bundle")
     users = [u for u in r._state.user_map.keys()][:5]
-    last = int(np.asarray(dataset.log.column("timestamp")).max()) + 1
+    last = dataset.windows.valid_end
+    assert verify_bundle(out / "bundle")["users_as_of"] == last
     events = pa.table({"timestamp": pa.array([last] * len(users), pa.int64()), "user_id": users,
                        "query": ["gift"] * len(users)})
     expect = run.event_query_inputs(events, dataset)
@@ -82,7 +85,15 @@ def test_users_history_matches_training_inputs(demo):
 def test_info_and_search_commands(demo, capsys):
     out, _ = demo
     assert cli_main(["info", str(out / "bundle")]) == 0
-    assert "recall@100" in capsys.readouterr().out
+    info = capsys.readouterr().out
+    assert "recall@100" in info and "on the validation window: ef" in info and "thresholds calibrated on" in info
+    m = verify_bundle(out / "bundle")
+    sel = m["index"]["ef_selection"]
+    assert sel["by"] == "served recall" and m["index"]["ef_search"] == sel["ef"]
+    assert sel["recall"] >= sel["reference_recall"] - sel["tolerance"]
+    th = json.loads((out / "bundle" / "thresholds.json").read_text())
+    assert th["negative"] < th["click"] <= th["favorite"] <= th["add_to_cart"] <= th["purchase"]
+    assert m["thresholds_calibration"]["window"] == "validation"
     assert cli_main(["search", str(out / "bundle"), "gift", "--k", "3", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["count"] <= 3
@@ -129,3 +140,9 @@ def test_eval_scores_the_bundle_as_served(demo, tmp_path, capsys):
     other.mkdir()
     assert cli_main(["eval", str(other), "--data", str(out / "data"), "--bundle", str(out / "bundle")]) == 2
     assert "was exported from" in capsys.readouterr().err
+    # Evaluating on other windows than the bundle was fitted on is refused, naming the fix.
+    windows = verify_bundle(out / "bundle")["windows"]
+    rc = cli_main(["eval", str(out / "run"), "--data", str(out / "data"), "--bundle", str(out / "bundle"),
+                   "--train-end", str(windows["train_end"]), "--valid-end", str(windows["valid_end"] + 86400),
+                   "--no-progress"])
+    assert rc == 2 and "pass the same --train-end/--valid-end" in capsys.readouterr().err

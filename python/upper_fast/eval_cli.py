@@ -20,8 +20,9 @@ _TYPES = ("click", "favorite", "add_to_cart", "purchase")
 def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="evaluate a training run: purchase recall on the later window, personalisation, baselines",
-        description="Evaluate RUN on the events after the dataset's train_end (purchase recall@k over the "
+        help="evaluate a training run: purchase recall on the test window, personalisation, baselines",
+        description="Evaluate RUN on the dataset's test window (events from valid_end on; see --valid-end) "
+        "(purchase recall@k over the "
         "whole catalogue, per interaction type, head/torso/tail, signed-in/out, Kendall-tau "
         "personalisation), beside the same model with user features blanked and a BM25 baseline.",
     )
@@ -77,7 +78,14 @@ def _run_eval(args: argparse.Namespace) -> int:
         "model, user features blanked": evaluate_run(run, dataset, ks=ks, progress=progress, personalized=False),
         "BM25 (title + tags)": bm25_baseline(dataset, ks=ks, progress=progress),
     }
-    report: dict[str, Any] = {"data": label, "dataset": str(data_dir), "run": str(args.run), "window": "eval"}
+    if dataset.windows is None:
+        raise ValueError(f"{data_dir} has no train_end, so no test window: add \"train_end\" to dataset.json or "
+                         "pass --train-end")
+    if args.bundle is not None:
+        _check_bundle_windows(args.bundle, dataset.windows)
+    window = f"test window ({dataset.windows.describe()})"
+    report: dict[str, Any] = {"data": label, "dataset": str(data_dir), "run": str(args.run), "window": "test",
+                              "windows": dataset.windows.to_dict()}
     report["systems"] = systems
     if args.homedepot is not None:
         report["homedepot_dev"] = _homedepot(run, args.homedepot, progress)
@@ -89,7 +97,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_json_safe(report), indent=2, allow_nan=False))
         return 0
-    print(f"# upper-fast eval ({label} data: {data_dir}; events after train_end)\n")
+    print(f"# upper-fast eval ({label} data: {data_dir})\n# every figure below: {window}\n")
     print(_recall_table(systems, ks, label))
     model = systems["model"]
     print(
@@ -98,7 +106,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         f"{int(model['personalization_pairs'])} user pairs sharing a query"
     )
     if "served" in report:
-        print("\n" + _served_table(systems["model"], report["served"], min(ks), label))
+        from upper_fast_train.served import served_table
+
+        print("\n" + served_table(systems["model"], report["served"], min(ks), label))
     if "homedepot_dev" in report:
         hd = report["homedepot_dev"]
         print("\nHome Depot dev (real judgments, signed-out queries):")
@@ -152,19 +162,15 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _served_table(exact: dict[str, float], served: dict[str, float], k: int, label: str) -> str:
-    """Exact search against the bundle as served (ANN + boosting, then pruning), per segment."""
-    rows = [("all requests", "")] + [(f"  {s}", f"/{s}") for s in _BREAKDOWN]
-    lines = [f"Served through Retriever.search_batch ({label}; k = {k}; ef_search {served['ef_search']:.0f}):",
-             "| purchase recall@{k} | exact (model) | served, no pruning | served | ANN + boosting | pruning |".format(k=k),
-             "|---|---|---|---|---|---|"]
-    for title, suffix in rows:
-        key = f"purchase_recall@{k}{suffix}"
-        e, u, s = exact.get(key), served.get(f"served_unpruned/{key}"), served.get(f"served/{key}")
-        delta = (lambda a, b: "-" if a is None or b is None or math.isnan(a) or math.isnan(b) else f"{b - a:+.3f}")
-        lines.append(f"| {title} | {_fmt(e)} | {_fmt(u)} | {_fmt(s)} | {delta(e, u)} | {delta(u, s)} |")
-    lines.append(f"\npruning left {served['served/cut_share']:.1%} of the {k} slots empty "
-                 f"({served['served/hits_mean']:.1f} hits per search on average); "
-                 f"single-query search p50 {served['latency_ms_p50']:.2f} ms, p99 {served['latency_ms_p99']:.2f} ms "
-                 "(one thread, user-vector cache on)")
-    return "\n".join(lines)
+def _check_bundle_windows(bundle: Path, windows: Any) -> None:
+    """A ValueError when the bundle fitted its boosting, thresholds and ef on other windows than these."""
+    from upper_fast.bundle import read_manifest
+
+    fitted = read_manifest(bundle).get("windows")
+    if fitted is None:
+        raise ValueError(f"{bundle} does not record the windows it was fitted on: re-export it with this version "
+                         "(`upper-fast export RUN BUNDLE --data DATA --overwrite`)")
+    if (int(fitted["train_end"]), int(fitted["valid_end"])) != (windows.train_end, windows.valid_end):
+        raise ValueError(f"{bundle} was fitted on windows train_end={fitted['train_end']}, valid_end="
+                         f"{fitted['valid_end']}, but this evaluation uses train_end={windows.train_end}, "
+                         f"valid_end={windows.valid_end}: pass the same --train-end/--valid-end as the export")

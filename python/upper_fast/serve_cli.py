@@ -45,7 +45,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     manifest = export_bundle(args.run, args.bundle, dataset, index_dtype=args.index_dtype, scale=args.scale,
                              boost_trials=args.boost_trials, mips_augment=not args.no_mips,
                              ef_search=args.ef, batch_size=args.batch_size, product_vectors=vectors,
-                             overwrite=args.overwrite, progress=not args.no_progress, seed=args.seed)
+                             overwrite=args.overwrite, progress=not args.no_progress, seed=args.seed,
+                             ef_by=args.ef_by, ef_tolerance=args.ef_tolerance, target_recall=args.target_recall,
+                             calibrate=not args.no_calibrate, tier_keep=args.tier_keep,
+                             negative_keep=args.negative_keep)
     _print_info(manifest, args.bundle)
     return 0
 
@@ -88,6 +91,28 @@ def _print_info(manifest: dict[str, Any], bundle: str | Path) -> None:
     print(f"  index: {idx.get('dtype')} M={idx.get('M')} ef_construction={idx.get('ef_construction')} "
           f"ef_search={idx.get('ef_search')}; recall@100 vs exact hydrated scoring: "
           f"{'not measured' if idx.get('recall_at_100') is None else format(idx['recall_at_100'], '.4f')}")
+    sel = idx.get("ef_selection") or {}
+    if sel.get("by") == "served recall":
+        print(f"  ef chosen by served {sel['metric']} on the {sel['window']} window: ef {sel['ef']} gives "
+              f"{sel['recall']:.4f} vs {sel['reference_recall']:.4f} at ef {sel['reference_ef']} (tolerance "
+              f"{sel['tolerance']}); one-thread search p50 {sel['latency_ms_p50']:.2f} ms / p99 "
+              f"{sel['latency_ms_p99']:.2f} ms (at ef {sel['reference_ef']}: {sel['reference_latency_ms_p50']:.2f} / "
+              f"{sel['reference_latency_ms_p99']:.2f} ms)")
+    elif sel:
+        print(f"  ef: {sel['by']}" + (f" ({sel['why']})" if sel.get("why") else ""))
+    calib = manifest.get("thresholds_calibration") or {}
+    if calib.get("calibrated"):
+        neg = calib["negative"]
+        tiers = ", ".join(f"{t} {calib['tiers'][t]['threshold']:.3f}" for t in ("click", "favorite", "add_to_cart", "purchase")
+                          if t in calib["tiers"])
+        print(f"  thresholds calibrated on {calib['events']:,} {calib['window']} events: {tiers}; negative "
+              f"{neg['threshold']:.3f} keeps {neg['engagements_kept']:.1%} of engagements, cuts "
+              f"{neg['impressions_cut']:.1%} of impressions")
+    elif calib:
+        print(f"  thresholds: as trained ({calib.get('why')})")
+    if manifest.get("windows"):
+        print(f"  windows: train < {manifest['windows']['train_end']} <= validation < "
+              f"{manifest['windows']['valid_end']} <= test; user histories as of {manifest.get('users_as_of')}")
     split = "user_tower.onnx" in manifest["files"]
     print("  query tower: " + ("split (user_tower.onnx + query_part.onnx: user vectors cached while serving)"
                                if split else "whole tower only (query_tower.onnx on every search)"))
@@ -165,7 +190,18 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--scale", type=float, default=0.1, help="quality feature scale in the hydrated vectors")
     p.add_argument("--boost-trials", type=int, default=40, help="Optuna TPE trials for the boosting weights")
     p.add_argument("--no-mips", action="store_true", help="index [v; scale*f] without the MIPS-to-cosine column")
-    p.add_argument("--ef", type=int, default=128, help="default ef at search time")
+    p.add_argument("--ef", type=int, default=128, help="ef at search time with --ef-by fixed; the start for --ef-by ann")
+    p.add_argument("--ef-by", choices=("served", "ann", "fixed"), default="served",
+                   help="served (default): the smallest ef whose served recall@100 on the validation window is "
+                   "within --ef-tolerance of a near-exact reference; ann: raise --ef until the ANN recall@100 "
+                   "against exact hydrated scoring reaches --target-recall; fixed: --ef as given")
+    p.add_argument("--ef-tolerance", type=float, default=0.005, help="absolute recall loss allowed (default 0.005)")
+    p.add_argument("--target-recall", type=float, default=0.99, help="ANN recall target of --ef-by ann")
+    p.add_argument("--no-calibrate", action="store_true", help="keep the trained hinge thresholds")
+    p.add_argument("--tier-keep", type=float, default=0.5,
+                   help="each tier's threshold keeps this share of its validation events (default 0.5)")
+    p.add_argument("--negative-keep", type=float, default=0.99,
+                   help="the pruning threshold keeps this share of validation engagements (default 0.99)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--shards", type=int, default=1, help="with --shard: encode only one shard of products")
     p.add_argument("--shard", type=int, default=None)

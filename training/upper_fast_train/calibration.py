@@ -13,7 +13,8 @@ product vector):
   all validation engagements, kept strictly below the click threshold; the report says which share of
   the validation impressions (shown, not engaged) it cuts.
 
-A tier with fewer than `min_events` validation events keeps its trained threshold (and says so).
+A tier with fewer than `min_events` validation events takes the threshold of the nearest calibrated
+tier below it (else above it); when no tier has enough events, the trained thresholds stay.
 """
 
 from __future__ import annotations
@@ -61,17 +62,26 @@ def calibrate_thresholds(cosines: np.ndarray, labels: np.ndarray, trained: dict[
     out = {t: float(trained[t]) for t in (*TIERS, "negative")}
     report: dict[str, Any] = {"tier_keep": tier_keep, "negative_keep": negative_keep, "min_events": min_events,
                               "impressions": int(len(impressions)), "tiers": {}}
+    calibrated: dict[str, float] = {}
     for t in TIERS:
         c = cos[lab == INTERACTION_CODES[t]]
-        entry: dict[str, Any] = {"events": int(len(c)), "trained": float(trained[t])}
-        if len(c) >= min_events:
-            out[t] = float(np.quantile(c, 1.0 - tier_keep))
-            entry["calibrated"] = True
-        else:
-            entry["calibrated"] = False
-            entry["why"] = f"fewer than {min_events} validation events: trained threshold kept"
+        entry: dict[str, Any] = {"events": int(len(c)), "trained": float(trained[t]), "calibrated": len(c) >= min_events}
+        if entry["calibrated"]:
+            calibrated[t] = float(np.quantile(c, 1.0 - tier_keep))
         entry["curve"] = _curve(c, impressions)
         report["tiers"][t] = entry
+    for i, t in enumerate(TIERS):
+        if t in calibrated:
+            out[t] = calibrated[t]
+            continue
+        below = [u for u in TIERS[:i][::-1] if u in calibrated]
+        above = [u for u in TIERS[i + 1:] if u in calibrated]
+        if below or above:
+            source = (below or above)[0]
+            out[t] = calibrated[source]
+            report["tiers"][t]["why"] = f"fewer than {min_events} validation events: {source}'s threshold"
+        else:
+            report["tiers"][t]["why"] = f"fewer than {min_events} validation events in every tier: trained threshold"
     running = -np.inf
     for t in TIERS:  # monotone: negative < click <= favorite <= add_to_cart <= purchase
         running = max(running, out[t])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -56,6 +57,7 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
 
     from upper_fast_train import TrainConfig, load_run, train
     from upper_fast_train.baselines import bm25_baseline
+    from upper_fast_train.served import evaluate_served, served_table
     from upper_fast_train.evaluate import evaluate_run
     from upper_fast_train.export import export_bundle
 
@@ -73,6 +75,7 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
     timings["generate"] = time.perf_counter() - t0
     say(f"[1/5] generated (simulated): {dataset.catalog.num_rows:,} products, {dataset.log.num_rows:,} log rows "
         f"({timings['generate']:.1f} s)")
+    say(f"      windows: {dataset.windows.describe()}")
 
     t0 = time.perf_counter()
     overrides = {"seed": args.seed, "progress": progress}
@@ -92,6 +95,15 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
     hyd = json.loads((root / "bundle" / "hydration.json").read_text())["tuning"]
     say(f"[3/5] exported bundle -> {root / 'bundle'} ({timings['export']:.1f} s); ONNX parity max |diff| "
         f"{manifest['onnx_parity_max_abs']:.1e}; ANN recall@100 on hydrated vectors {manifest['index']['recall_at_100']:.4f}")
+    sel = manifest["index"].get("ef_selection") or {}
+    if sel.get("by") == "served recall":
+        say(f"      ef {sel['ef']} chosen on the validation window: served {sel['metric']} {sel['recall']:.4f} vs "
+            f"{sel['reference_recall']:.4f} at ef {sel['reference_ef']}; p99 {sel['latency_ms_p99']:.2f} ms")
+    calib = manifest.get("thresholds_calibration") or {}
+    if calib.get("calibrated"):
+        say("      thresholds calibrated on validation: " + ", ".join(
+            f"{t} {calib['tiers'][t]['threshold']:.2f}" for t in ("click", "favorite", "add_to_cart", "purchase"))
+            + f"; pruning below {calib['negative']['threshold']:.2f}")
     if "heldout_gain" in hyd:
         say(f"      boosting ({hyd['target']} recall@{hyd['k']}, simulated): held-out {hyd['heldout_recall_zero']:.4f} -> "
             f"{hyd['heldout_recall_learned']:.4f} (gain {hyd['heldout_gain']:+.4f}); kept {hyd['kept']} weights")
@@ -132,7 +144,7 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
     blanked = evaluate_run(run, dataset, progress=progress, personalized=False)
     lexical = bm25_baseline(dataset, progress=progress)
     timings["evaluate"] = time.perf_counter() - t0
-    say(f"[5/5] quality on the evaluation window (SIMULATED data; exact search over the catalogue) "
+    say(f"[5/5] quality on the test window (SIMULATED data; exact search over the catalogue) "
         f"({timings['evaluate']:.1f} s)")
     say("    | metric (SIMULATED) | model | model, user features blanked | BM25 (bm25s) |")
     say("    |---|---|---|---|")
@@ -143,9 +155,13 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
     say(f"    personalisation over the whole window: mean Kendall tau {metrics['kendall_tau_mean']:.3f} between "
         f"users' rankings of a shared query (1 = everyone ranked alike; degree {metrics['personalization_degree']:.3f}, "
         f"{int(metrics['personalization_pairs'])} user pairs)")
+    t0 = time.perf_counter()
+    served = evaluate_served(root / "bundle", dataset, progress=progress)
+    timings["evaluate"] += time.perf_counter() - t0
+    say(textwrap.indent(served_table(metrics, served, 100, "SIMULATED"), "    "))
     timings["total"] = sum(timings.values())
     say(f"done in {timings['total']:.0f} s (generate {timings['generate']:.0f}, train {timings['train']:.0f}, "
         f"export {timings['export']:.0f}, evaluate {timings['evaluate']:.0f}); "
         f"try: upper-fast search {root / 'bundle'} \"{_example_queries(dataset, 1)[0]}\" --user {user_a}")
     return {"timings": timings, "metrics": metrics, "metrics_user_blanked": blanked, "metrics_bm25": lexical,
-            "boosting": hyd, "manifest": manifest}
+            "served": served, "boosting": hyd, "manifest": manifest}

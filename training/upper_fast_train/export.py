@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from upper_fast.interactions import ENGAGEMENTS, INTERACTION_CODES
+
 ONNX_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "hist_item_graph", "hist_item_type",
                "hist_query_terms", "user_country")
 # The split serving form (optional bundle files): user_tower.onnx maps the user inputs to a user vector
@@ -33,7 +35,6 @@ ONNX_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "hist_item_grap
 USER_INPUTS = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_country")
 QUERY_PART_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "user_vector")
 THRESHOLD_NAMES = ("negative", "click", "favorite", "add_to_cart", "purchase")
-INTERACTION_CODES = {"click": 1, "favorite": 2, "add_to_cart": 3, "purchase": 4}
 
 __all__ = ["check_onnx_parity", "check_split_parity", "encode_product_shard", "export_bundle", "export_query_tower",
            "export_split_towers", "merge_product_shards", "normalise_quality", "parity_inputs", "user_histories"]
@@ -279,13 +280,13 @@ def merge_product_shards(shard_dir: str | os.PathLike[str], n_products: int) -> 
 
 
 def user_histories(dataset: Any, featurizer: Any, countries: Sequence[str], hist_items: int,
-                   hist_queries: int) -> Any:
+                   hist_queries: int, as_of: int | None = None) -> Any:
     """Every user's history at export time, as the bundle's users.parquet table.
 
-    Uses the same `upper_fast.build_histories` as training, with one event per user just after the
-    last log row: the last `hist_items` engaged products (catalog rows) with their interaction codes
-    and the last `hist_queries` distinct normalized queries, most recent first. Countries come from
-    the users table (index in `countries` + 1; 0 = unknown).
+    Uses the same `upper_fast.build_histories` as training, with one event per user at `as_of`
+    (default: just after the last log row): the last `hist_items` engaged products (catalog rows)
+    with their interaction codes and the last `hist_queries` distinct normalized queries before it,
+    most recent first. Countries come from the users table (index in `countries` + 1; 0 = unknown).
     """
     import pyarrow as pa
 
@@ -306,7 +307,7 @@ def user_histories(dataset: Any, featurizer: Any, countries: Sequence[str], hist
     log_user_rows = np.where([u is None for u in log_users], -1,
                              users.lookup(["" if u is None else str(u) for u in log_users])).astype(np.int64)
     ts = np.ascontiguousarray(log.column("timestamp").to_numpy(), dtype=np.int64)
-    now = int(ts.max()) + 1 if len(ts) else 0
+    now = as_of if as_of is not None else (int(ts.max()) + 1 if len(ts) else 0)
     products, types, queries = build_histories(
         np.arange(len(ids), dtype=np.int64), np.full(len(ids), now, np.int64), log_user_rows, ts,
         np.ascontiguousarray(catalog_ids.lookup([str(p) for p in log.column("product_id").to_pylist()]), dtype=np.int64),
@@ -346,23 +347,48 @@ def _encode_products(run: Any, catalog: Any, batch_size: int, progress: bool) ->
     return np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros((0, 0), np.float32)
 
 
-def _later_events(dataset: Any, product_rows: dict[str, int]) -> tuple[Any, np.ndarray, str]:
-    """Engagements after the training window, in time order: purchases if there are enough, else all."""
+def _validation_events(dataset: Any, product_rows: dict[str, int]) -> tuple[Any, np.ndarray, str]:
+    """Engagements of the validation window with a catalogued product, in time order: purchases if
+    there are enough, else all engagements. (Empty for a dataset without windows or validation.)"""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    log = dataset.log
-    train_end = dataset.meta.get("train_end")
-    if train_end is not None:
-        log = log.filter(pc.greater_equal(log.column("timestamp"), int(train_end)))
-    in_catalog = pc.is_in(log.column("product_id"), value_set=dataset.catalog.column("product_id"))
-    log = log.filter(in_catalog)
+    log = dataset.window("validation") if getattr(dataset, "windows", None) is not None else dataset.log.slice(0, 0)
+    log = log.filter(pc.is_in(log.column("product_id"), value_set=dataset.catalog.column("product_id")))
     purchases = log.filter(pc.equal(log.column("interaction"), "purchase"))
     target = "purchase"
     if purchases.num_rows < 50:
-        purchases = log.filter(pc.is_in(log.column("interaction"), value_set=__import__("pyarrow").array(list(INTERACTION_CODES))))
+        purchases = log.filter(pc.is_in(log.column("interaction"), value_set=pa.array(list(ENGAGEMENTS))))
         target = "engagement"
     rows = np.array([product_rows[p] for p in purchases.column("product_id").to_pylist()], np.int64)
     return purchases, rows, target
+
+
+def _calibrate(run: Any, dataset: Any, product_vectors: np.ndarray, product_rows: dict[str, int],
+               trained: dict[str, float], max_events: int, seed: int, **shares: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """Thresholds calibrated on the validation window (`calibration.calibrate_thresholds`); the trained
+    ones, with the reason, when the dataset has no validation events."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from upper_fast_train.calibration import calibrate_thresholds
+
+    if getattr(dataset, "windows", None) is None or dataset.windows.train_end >= dataset.windows.valid_end:
+        return trained, {"calibrated": False, "why": "no validation window: the trained thresholds are kept"}
+    log = dataset.window("validation")
+    log = log.filter(pc.is_in(log.column("product_id"), value_set=dataset.catalog.column("product_id")))
+    if log.num_rows > max_events:
+        pick = np.sort(np.random.default_rng([seed, 5]).choice(log.num_rows, max_events, replace=False))
+        log = log.take(pa.array(pick))
+    if log.num_rows == 0:
+        return trained, {"calibrated": False, "why": "the validation window has no events with a catalogued product"}
+    q = np.ascontiguousarray(run.encode_queries(run.event_query_inputs(log, dataset, personalized=True)), dtype=np.float32)
+    rows = np.array([product_rows[p] for p in log.column("product_id").to_pylist()], np.int64)
+    cos = np.einsum("ij,ij->i", q, product_vectors[rows])
+    labels = np.array([INTERACTION_CODES.get(x, -1) for x in log.column("interaction").to_pylist()], np.int64)
+    thresholds, report = calibrate_thresholds(cos, labels, trained, **shares)
+    report.update({"calibrated": True, "window": "validation", "events": int(log.num_rows)})
+    return thresholds, report
 
 
 def check_split_parity(tower: torch.nn.Module, user_path: str | os.PathLike[str], query_path: str | os.PathLike[str],
@@ -394,23 +420,39 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
                   max_boost_events: int = 4000, mips_augment: bool = True, ef_search: int = 128,
                   batch_size: int = 512, product_vectors: np.ndarray | None = None, overwrite: bool = False,
                   progress: bool = True, seed: int = 0, target_recall: float | None = 0.99,
-                  lexical: bool = False, lexical_k: int = 100) -> dict[str, Any]:
+                  ef_by: str = "served", ef_tolerance: float = 0.005, calibrate: bool = True,
+                  tier_keep: float = 0.5, negative_keep: float = 0.99,
+                  max_calibration_events: int = 20000, lexical: bool = False,
+                  lexical_k: int = 100) -> dict[str, Any]:
     """Export a training run to a serving bundle; returns the manifest.
 
-    dataset: the `upper_fast.data.Dataset` the run was trained on (its log up to now gives the users'
-    history; events after meta["train_end"] tune the boosting weights). product_vectors: optional
-    precomputed (n_products, D) float32 (e.g. `merge_product_shards`), else encoded here.
-    ef_search is the starting beam: it is raised until the hydrated ANN recall@100 on up to 500
-    later-window queries reaches target_recall (None: keep ef_search as given).
+    dataset: the `upper_fast.data.Dataset` the run was trained on, with its windows. Everything fitted
+    here reads the validation window only (the test window is what `upper-fast eval` reports):
+    - the boosting weights (`boosting.learn_boost_weights` on validation purchases);
+    - the hinge thresholds, calibrated (`calibration.calibrate_thresholds`; calibrate=False keeps the
+      trained ones);
+    - the index's ef: with ef_by="served" (default) the smallest ef whose served recall@100 on
+      validation is within ef_tolerance of the near-exact reference (`served.choose_served_ef`); with
+      ef_by="ann", ef_search is raised until the hydrated ANN recall@100 of validation queries reaches
+      target_recall; with ef_by="fixed", ef_search as given.
+    Users' histories are taken as of the start of the test window (what a service exported then
+    would hold), so served figures on the test window see no test event in a history snapshot.
+    product_vectors: optional precomputed (n_products, D) float32 (e.g. `merge_product_shards`).
     lexical: also build the lexical channel (BM25 over title, tags and category) and fit its fusion
     with the dense channel on the boosting events (`upper_fast_train.fusion.export_fusion`);
     lexical_k: lexical candidates per search.
     """
-    from upper_fast.bundle import write_bundle
+    import shutil
+
+    from upper_fast.bundle import commit_staged, staging_dir, write_bundle
 
     from upper_fast_train import load_run
     from upper_fast_train.boosting import learn_boost_weights
 
+    if ef_by not in ("served", "ann", "fixed"):
+        raise ValueError(f"ef_by must be 'served', 'ann' or 'fixed', got {ef_by!r}")
+    if Path(bundle_dir).exists() and not overwrite:
+        raise FileExistsError(f"{Path(bundle_dir).resolve()} already exists (pass overwrite=True / --overwrite to replace it)")
     run_dir = Path(run_dir)
     run = load_run(run_dir, dataset)
     config = run.config
@@ -418,7 +460,7 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
     catalog = dataset.catalog
     product_ids = [str(p) for p in catalog.column("product_id").to_pylist()]
     product_rows = {p: i for i, p in enumerate(product_ids)}
-    thresholds = _thresholds(json.loads((run_dir / "thresholds.json").read_text()))
+    trained_thresholds = _thresholds(json.loads((run_dir / "thresholds.json").read_text()))
     featurizer_config = dataclasses.asdict(tc.featurizer)
     countries = list(run.vocab.countries)
     N, M = tc.model.history_items, tc.model.history_queries
@@ -427,7 +469,7 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
     product_graph = np.zeros((len(product_ids), run.graph.dim), np.float32)
     known = np.array([train_rows.get(p, -1) for p in product_ids], np.int64)
     product_graph[known >= 0] = run.graph.product_vectors[known[known >= 0]]
-    later, targets, target_kind = _later_events(dataset, product_rows)
+    later, targets, target_kind = _validation_events(dataset, product_rows)
     probe = run.event_query_inputs(dataset.log.slice(0, min(4, dataset.log.num_rows)), dataset, personalized=True)
 
     if product_vectors is None:
@@ -447,10 +489,19 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
                                     trials=boost_trials, seed=seed, feature_names=quality_info["names"],
                                     progress=progress)
     hydration["tuning"]["target"] = target_kind
+    hydration["tuning"]["window"] = "validation"
     hydration["mips_augmented"] = bool(mips_augment)
     hydration["quality_normalisation"] = quality_info
+    if calibrate:
+        thresholds, calibration = _calibrate(run, dataset, product_vectors, product_rows, trained_thresholds,
+                                             max_calibration_events, seed, tier_keep=tier_keep,
+                                             negative_keep=negative_keep)
+    else:
+        thresholds, calibration = trained_thresholds, {"calibrated": False, "why": "calibrate=False"}
 
-    users = user_histories(dataset, run.featurizer, countries, N, M)
+    windows = getattr(dataset, "windows", None)
+    users = user_histories(dataset, run.featurizer, countries, N, M,
+                           as_of=windows.valid_end if windows is not None else None)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_query_tower(run.model.query_tower, Path(tmp) / "query_tower.onnx", probe)
         # Real events (signed-in and signed-out) plus 1,000 synthetic rows that force the edge cases
@@ -472,19 +523,54 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
             raise ValueError(f"split ONNX towers differ from PyTorch by {split_parity:.2e} (>= 1e-4); not exporting")
         weights_file = run_dir / "model.safetensors"
         digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()[:16] if weights_file.exists() else "unknown"
-        return write_bundle(
-            bundle_dir, query_tower_onnx=onnx_path, split_towers_onnx=split, featurizer_config=featurizer_config,
+        parent = staging_dir(bundle_dir)
+        staged = parent / "bundle"
+        try:
+            manifest = write_bundle(
+            staged, query_tower_onnx=onnx_path, split_towers_onnx=split, featurizer_config=featurizer_config,
             query_keys=[str(k) for k in run.graph.query_keys],
             query_graph=np.ascontiguousarray(run.graph.query_vectors, dtype=np.float32),
             product_ids=product_ids, product_graph=product_graph,
             product_vectors=product_vectors, quality=quality, hydration=hydration, thresholds=thresholds,
             users=users, countries=countries, hist_items=N, hist_queries=M,
             model_version=f"{run_dir.name}-{digest}", index_dtype=index_dtype, ef_search=ef_search, seed=seed,
-            overwrite=overwrite, recall_queries=event_q[:500] if len(event_q) else None, target_recall=target_recall,
+            recall_queries=event_q[:500] if len(event_q) else None,
+            target_recall=target_recall if ef_by == "ann" else None,
             display=catalog.select([c for c in ("product_id", "title", "category", "price") if c in catalog.column_names]),
             lexical_texts=_lexical_texts(catalog) if lexical else None,
             fusion=_fusion_fitter(later, targets, target_kind, boost_k, lexical_k, progress) if lexical else None,
             extra={"simulated": bool(dataset.meta.get("simulated", False)), "onnx_parity_max_abs": parity,
                    "split_parity_max_abs": split_parity,
-                   "run": {"dir": str(run_dir.resolve()), "personalized": bool(tc.model.personalized)}},
-        )
+                   "run": {"dir": str(run_dir.resolve()), "personalized": bool(tc.model.personalized)},
+                   "windows": windows.to_dict() if windows is not None else None,
+                   "users_as_of": int(windows.valid_end) if windows is not None else None,
+                   "thresholds_calibration": calibration},
+            )
+            manifest = _choose_ef(staged, dataset, manifest, ef_by, ef_tolerance, progress, seed)
+            commit_staged(staged, bundle_dir, overwrite=overwrite)
+        finally:
+            shutil.rmtree(parent, ignore_errors=True)
+    return manifest
+
+
+def _choose_ef(staged: Path, dataset: Any, manifest: dict[str, Any], ef_by: str, tolerance: float,
+               progress: bool, seed: int) -> dict[str, Any]:
+    """With ef_by="served", choose the index's ef on the validation window and record how."""
+    from upper_fast.bundle import read_manifest
+
+    from upper_fast_train.served import choose_served_ef
+
+    windows = getattr(dataset, "windows", None)
+    if ef_by != "served":
+        manifest["index"]["ef_selection"] = {"by": "ANN recall target" if ef_by == "ann" else "fixed"}
+    elif windows is None or windows.train_end >= windows.valid_end:
+        manifest["index"]["ef_selection"] = {"by": "fixed", "why": "no validation window to choose ef on"}
+    else:
+        try:
+            manifest["index"]["ef_selection"] = choose_served_ef(staged, dataset, tolerance=tolerance,
+                                                                 progress=progress, seed=seed)
+        except ValueError as exc:  # e.g. a validation window without engagements
+            manifest["index"]["ef_selection"] = {"by": "fixed", "why": str(exc)}
+        manifest["index"]["ef_search"] = int(read_manifest(staged)["index"]["ef_search"])
+    (staged / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest

@@ -9,6 +9,7 @@ service does differently from the exact evaluation (ANN, boosting, pruning, the 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,10 @@ import numpy as np
 
 from upper_fast_train.evaluate import build_requests, query_segments, request_metrics
 
-__all__ = ["EF_LADDER", "check_bundle_of_run", "choose_served_ef", "evaluate_served"]
+__all__ = ["EF_LADDER", "check_bundle_of_run", "choose_served_ef", "evaluate_served", "served_table"]
+
+# Rows of the served table under "all requests".
+SEGMENT_ROWS = ("head", "torso", "tail", "unseen", "signed_in", "signed_out")
 
 #: ef values `choose_served_ef` tries (each at least k); the largest is the near-exact reference.
 EF_LADDER = (100, 128, 160, 200, 256, 320, 400, 512, 640, 800, 1024, 1536, 2048)
@@ -190,3 +194,25 @@ def choose_served_ef(bundle: str | Path, dataset: Any, *, window: str = "validat
             "latency_ms_p50": float(np.percentile(chosen_ms, 50)), "latency_ms_p99": float(np.percentile(chosen_ms, 99)),
             "reference_latency_ms_p50": float(np.percentile(ref_ms, 50)),
             "reference_latency_ms_p99": float(np.percentile(ref_ms, 99))}
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def served_table(exact: dict[str, float], served: dict[str, float], k: int, label: str) -> str:
+    """Exact search against the bundle as served (ANN + boosting, then pruning), per segment."""
+    rows = [("all requests", "")] + [(f"  {s}", f"/{s}") for s in SEGMENT_ROWS]
+    lines = [f"Served through Retriever.search_batch ({label}; k = {k}; ef_search {served['ef_search']:.0f}):",
+             "| purchase recall@{k} | exact (model) | served, no pruning | served | ANN + boosting | pruning |".format(k=k),
+             "|---|---|---|---|---|---|"]
+    for title, suffix in rows:
+        key = f"purchase_recall@{k}{suffix}"
+        e, u, s = exact.get(key), served.get(f"served_unpruned/{key}"), served.get(f"served/{key}")
+        delta = (lambda a, b: "-" if a is None or b is None or math.isnan(a) or math.isnan(b) else f"{b - a:+.3f}")
+        lines.append(f"| {title} | {_fmt(e)} | {_fmt(u)} | {_fmt(s)} | {delta(e, u)} | {delta(u, s)} |")
+    lines.append(f"\npruning left {served['served/cut_share']:.1%} of the {k} slots empty "
+                 f"({served['served/hits_mean']:.1f} hits per search on average); "
+                 f"single-query search p50 {served['latency_ms_p50']:.2f} ms, p99 {served['latency_ms_p99']:.2f} ms "
+                 "(one thread, user-vector cache on)")
+    return "\n".join(lines)
