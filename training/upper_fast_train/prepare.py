@@ -144,6 +144,7 @@ class TrainingArrays(NamedTuple):
     vocab: Vocab
     products: ProductTable
     data: TrainingSet
+    featurize_s: float  # seconds to featurize (after reading the run directory's files)
 
 
 def training_arrays(dataset: Any, run: Path, config: TrainConfig, progress: bool = False) -> TrainingArrays:
@@ -159,6 +160,7 @@ def training_arrays(dataset: Any, run: Path, config: TrainConfig, progress: bool
     tokenizer = Tokenizer.from_file(str(run / "tokenizer.json"))
     graph = GraphEmbeddings.load(run / "graph.npz")
     vocab = Vocab.from_json(run / "vocab.json")
+    t0 = time.perf_counter()
     product_ids = StringIdMap([str(p) for p in dataset.catalog.column("product_id").to_pylist()])
     products = product_table(dataset.catalog, tokenizer, featurizer, vocab, graph, config)
     data = training_set(with_pseudo_queries(dataset, config), product_ids, featurizer, vocab, graph, config)
@@ -174,11 +176,12 @@ def training_arrays(dataset: Any, run: Path, config: TrainConfig, progress: bool
             if config.experimental.distill_bm25_negatives > 0:
                 data.bm25_top = bm25_top_rows(data.bm25_products, data.bm25_queries, config.experimental.distill_bm25_negatives,
                                               progress=progress)
-    return TrainingArrays(tokenizer, graph, vocab, products, data)
+    return TrainingArrays(tokenizer, graph, vocab, products, data, time.perf_counter() - t0)
 
 
 def write_run_config(
-    run: Path, config: TrainConfig, text_vocab: int, vocab: Vocab, graph: Any, n_products: int, data_dir: str | Path | None
+    run: Path, config: TrainConfig, text_vocab: int, vocab: Vocab, graph: Any, n_products: int, data_dir: str | Path | None,
+    windows: Any = None,
 ) -> None:
     """RUN/config.json (the config plus what the run derived from its data) and RUN/thresholds.json."""
     from upper_fast import __version__
@@ -194,6 +197,7 @@ def write_run_config(
         n_products=n_products,
         package_version=__version__,
         data_dir=str(Path(data_dir).resolve()) if data_dir is not None else None,
+        windows=windows.to_dict() if windows is not None else None,  # the train window it learned from
     )
     (run / "config.json").write_text(json.dumps(values, indent=2, sort_keys=True))
     theta = config.objective.thresholds

@@ -11,6 +11,7 @@ import json
 import math
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,6 @@ __all__ = ["train", "train_model", "step_loss", "build_model", "build_optimizer"
            "resolve_device", "save_model", "SplitOptimizer"]
 
 _PHASES = ("data", "mining", "forward", "backward", "optimizer")
-_teacher_vectors = teacher_vectors
 
 
 def step_loss(
@@ -54,16 +54,8 @@ def step_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One batch `idx`: gather the columns the objective's active terms need (mining from `pool`),
     one forward, and the objective's total and per-term values. `schedule`: the negative weights."""
-    core = model.module if hasattr(model, "module") else model
     sources = objective.sources(schedule)
-    mine = None
-    if pool is not None and "dynamic" in sources:
-        def mine(q_in: dict[str, torch.Tensor], excluded_sets: np.ndarray | None) -> np.ndarray:
-            if pool.due(step):
-                pool.refresh(step, lambda rows: encode_product_rows(core, products, rows, device))
-            with torch.no_grad():
-                q_now = core.query_tower(**q_in).float().cpu().numpy()
-            return pool.mine(np.ascontiguousarray(q_now), excluded_sets, config.negatives.dynamic_negatives)
+    mine = _miner(model, pool, products, step, config, device) if pool is not None and "dynamic" in sources else None
     teacher_rows = None
     if "lexical" in sources:
         distill = next(w.term for w in objective.terms if w.term.source == "lexical")
@@ -75,6 +67,22 @@ def step_loss(
     loss, parts = objective(score_step(model, columns, products), schedule)
     timing["forward"] += time.perf_counter() - t0
     return loss, parts
+
+
+def _miner(model: torch.nn.Module, pool: DynamicPool, products: ProductTable, step: int, config: TrainConfig,
+           device: torch.device) -> Callable[[dict[str, torch.Tensor], np.ndarray | None], np.ndarray]:
+    """The step's dynamic-negative miner: refresh the pool when due, then each row's hardest pool
+    products for its current query vector (no grad), never one of its group positives."""
+    core = model.module if hasattr(model, "module") else model
+
+    def mine(query_inputs: dict[str, torch.Tensor], excluded_sets: np.ndarray | None) -> np.ndarray:
+        if pool.due(step):
+            pool.refresh(step, lambda rows: encode_product_rows(core, products, rows, device))
+        with torch.no_grad():
+            q_now = core.query_tower(**query_inputs).float().cpu().numpy()  # (B, D)
+        return pool.mine(np.ascontiguousarray(q_now), excluded_sets, config.negatives.dynamic_negatives)  # (B, K)
+
+    return mine
 
 
 def _step_loss(
@@ -238,9 +246,7 @@ def train(
         prep = prepare_run_dir(dataset, run, config, resume)
     d.barrier()
 
-    t0 = time.perf_counter()
     arrays = training_arrays(dataset, run, config, progress=config.loop.progress and d.main)
-    featurize_s = time.perf_counter() - t0
     data, products = arrays.data, arrays.products
 
     encoder = text_encoder_from_dir(run / "text_encoder")
@@ -255,7 +261,7 @@ def train(
         metrics.update(prep)
         metrics.update(
             total_s=time.perf_counter() - t_start,  # preparation, featurizing, encoding and the loop
-            featurize_s=featurize_s,
+            featurize_s=arrays.featurize_s,
             n_examples=len(data),
             n_positive=int((data.labels > 0).sum()),
             n_products=len(products),
@@ -263,7 +269,8 @@ def train(
             parameters=model.size_report(),
         )
         (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        write_run_config(run, config, arrays.tokenizer.get_vocab_size(), arrays.vocab, arrays.graph, len(products), data_dir)
+        write_run_config(run, config, arrays.tokenizer.get_vocab_size(), arrays.vocab, arrays.graph, len(products), data_dir,
+                         getattr(dataset, "windows", None))
         # Catalog row order of graph.npz, so a run can encode any later catalog by product id.
         (run / "product_ids.json").write_text(json.dumps([str(p) for p in dataset.catalog.column("product_id").to_pylist()]))
     d.barrier()
