@@ -146,3 +146,7 @@ def test_eval_scores_the_bundle_as_served(demo, tmp_path, capsys):
                    "--train-end", str(windows["train_end"]), "--valid-end", str(windows["valid_end"] + 86400),
                    "--no-progress"])
     assert rc == 2 and "pass the same --train-end/--valid-end" in capsys.readouterr().err
+    # ... and so is a train window other than the one the run learned from.
+    rc = cli_main(["eval", str(out / "run"), "--data", str(out / "data"), "--train-end", str(windows["valid_end"]),
+                   "--valid-end", str(windows["valid_end"] + 86400), "--no-progress"])
+    assert rc == 2 and "was trained on the window before" in capsys.readouterr().err

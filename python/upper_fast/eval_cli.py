@@ -68,6 +68,14 @@ def _run_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.run}/config.json names no dataset: pass --data DIR")
         data_dir = Path(found)
     dataset = load_dataset(data_dir, progress=progress, **window_arguments(args))
+    if dataset.windows is None:
+        raise ValueError(f"{data_dir} has no train_end, so no test window: add \"train_end\" to dataset.json or "
+                         "pass --train-end")
+    from upper_fast_train.served import check_run_windows
+
+    check_run_windows(args.run, dataset.windows)
+    if args.bundle is not None:
+        _check_bundle_windows(args.bundle, dataset.windows)
     run = load_run(args.run, dataset)
     simulated = bool((dataset.meta or {}).get("simulated"))
     label = "simulated" if simulated else "real"
@@ -78,11 +86,6 @@ def _run_eval(args: argparse.Namespace) -> int:
         "model, user features blanked": evaluate_run(run, dataset, ks=ks, progress=progress, personalized=False),
         "BM25 (title + tags)": bm25_baseline(dataset, ks=ks, progress=progress),
     }
-    if dataset.windows is None:
-        raise ValueError(f"{data_dir} has no train_end, so no test window: add \"train_end\" to dataset.json or "
-                         "pass --train-end")
-    if args.bundle is not None:
-        _check_bundle_windows(args.bundle, dataset.windows)
     window = f"test window ({dataset.windows.describe()})"
     report: dict[str, Any] = {"data": label, "dataset": str(data_dir), "run": str(args.run), "window": "test",
                               "windows": dataset.windows.to_dict()}

@@ -448,12 +448,14 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
 
     from upper_fast_train import load_run
     from upper_fast_train.boosting import learn_boost_weights
+    from upper_fast_train.served import check_run_windows
 
     if ef_by not in ("served", "ann", "fixed"):
         raise ValueError(f"ef_by must be 'served', 'ann' or 'fixed', got {ef_by!r}")
     if Path(bundle_dir).exists() and not overwrite:
         raise FileExistsError(f"{Path(bundle_dir).resolve()} already exists (pass overwrite=True / --overwrite to replace it)")
     run_dir = Path(run_dir)
+    check_run_windows(run_dir, getattr(dataset, "windows", None))
     run = load_run(run_dir, dataset)
     config = run.config
     tc = run.train_config

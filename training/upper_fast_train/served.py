@@ -19,7 +19,7 @@ import numpy as np
 
 from upper_fast_train.evaluate import build_requests, query_segments, request_metrics
 
-__all__ = ["EF_LADDER", "check_bundle_of_run", "choose_served_ef", "evaluate_served", "served_table"]
+__all__ = ["EF_LADDER", "check_bundle_of_run", "check_run_windows", "choose_served_ef", "evaluate_served", "served_table"]
 
 # Rows of the served table under "all requests".
 SEGMENT_ROWS = ("head", "torso", "tail", "unseen", "signed_in", "signed_out")
@@ -40,6 +40,21 @@ def check_bundle_of_run(bundle: str | Path, run_dir: str | Path) -> None:
     if Path(exported_from).resolve() != Path(run_dir).resolve():
         raise ValueError(f"{bundle} was exported from {exported_from}, not from {run_dir}: evaluate that run, or "
                          f"export this one with `upper-fast export {run_dir} NEW_BUNDLE --data DATA`")
+
+
+def check_run_windows(run_dir: str | Path, windows: Any) -> None:
+    """A ValueError when the run learned from another train window than `windows` has: fitting or
+    evaluating on such windows would read events the model was trained on (or skip some it was not).
+    Runs that do not record their windows pass."""
+    import json
+
+    recorded = (json.loads((Path(run_dir) / "config.json").read_text()).get("run") or {}).get("windows")
+    if recorded is None or windows is None:
+        return
+    if int(recorded["train_end"]) != int(windows.train_end):
+        raise ValueError(f"{run_dir} was trained on the window before train_end={recorded['train_end']}, but these "
+                         f"windows put train_end at {windows.train_end}: pass --train-end {recorded['train_end']} "
+                         f"--valid-end {recorded['valid_end']} (the run's windows), or retrain")
 
 
 def evaluate_served(
