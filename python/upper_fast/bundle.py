@@ -378,7 +378,7 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
                  extra: dict[str, Any] | None = None, overwrite: bool = False,
                  recall_queries: np.ndarray | None = None, target_recall: float | None = None,
                  max_ef: int = 2048, display: Any = None, lexical_texts: Sequence[str] | None = None,
-                 lexical_stem: bool = False, fusion: Any = None) -> dict[str, Any]:
+                 lexical_stem: bool = True, fusion: Any = None) -> dict[str, Any]:
     """Write a complete bundle atomically (temp dir beside `bundle_dir`, then one rename).
 
     split_towers_onnx: optional (user_tower.onnx, query_part.onnx) paths (`export_split_towers`).
@@ -398,7 +398,7 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
     category / price where the catalogue has them), stored as display.parquet for `upper-fast search`;
     the Retriever never reads it.
     lexical_texts: optional catalogue text per product row (`upper_fast.lexical.catalogue_texts`): builds
-    the lexical channel (lexical.json, lexical/, fusion.json; `lexical_stem` adds the English stemmer).
+    the lexical channel (lexical.json, lexical/, fusion.json; `lexical_stem`: the English stemmer, default on).
     fusion: the channels' fusion (`upper_fast.lexical.FusionModel`, default RRF), or a callable
     staged_dir -> FusionModel run on the complete staged bundle (it may load it with
     `Retriever.load(staged_dir, verify=False)`) to fit the fusion before the bundle is committed.

@@ -13,7 +13,7 @@ Bundle files (optional, all or none; `upper_fast.bundle` checksums them like eve
 
 Text analysis, the same at build and query time: tokens are runs of two or more word characters
 (as in bm25s and scikit-learn), tokens longer than 40 bytes dropped, lowercase, English stopwords removed,
-optionally the English stemmer. A query is lowercased and stripped of everything but letters, digits
+the English stemmer (default; `stem=False` leaves words as they are). A query is lowercased and stripped of everything but letters, digits
 and spaces before parsing, so no user input is read as query syntax; a query of stopwords or
 punctuation only has no terms and the channel returns no hits.
 """
@@ -110,12 +110,14 @@ def _schema(tantivy: Any) -> Any:
     return sb.build()
 
 
-def build_lexical_index(texts: Sequence[str], bundle_dir: str | os.PathLike[str], *, stem: bool = False,
+def build_lexical_index(texts: Sequence[str], bundle_dir: str | os.PathLike[str], *, stem: bool = True,
                         fields: Sequence[str] = ("title", "tags", "category"),
                         heap_bytes: int = 512 << 20) -> dict[str, Any]:
     """Index texts[i] as bundle row i into `bundle_dir`/lexical/ and write lexical.json; returns it.
 
-    texts: one string per bundle row (empty strings allowed). stem: apply the English stemmer.
+    texts: one string per bundle row (empty strings allowed). stem: apply the English (Snowball)
+    stemmer, at index and query time (on the Home Depot train split it lifts BM25's nDCG@10 from
+    0.325 to 0.367 and R@100 from 0.694 to 0.760: "doors" finds "door").
     One indexing thread and one merge at the end, so the index is a single segment (fastest to search).
     """
     tantivy = _tantivy()

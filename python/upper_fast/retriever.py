@@ -627,58 +627,83 @@ class _Pipeline:
         lk = lexical_k or self.s.fusion.lexical_k
         return [self.fuse(queries[i], q[i], dense[i], kk, min_tier, lk, None) for i in range(b)]
 
-    def fusion_candidates(self, query: str, qvec: np.ndarray, dense: SearchResult, lexical_k: int,
-                          allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The union of the dense hits and the lexical channel's top lexical_k for one query:
-        (rows (m,) int64, features (m, F) float64 `upper_fast.lexical.fusion_features`, cosines (m,) f32,
-        tiers (m,) int8, channels (m,) uint8). Dense hits come first, in their order."""
-        from upper_fast.lexical import fusion_features
-
+    def union(self, query: str, qvec: np.ndarray, dense: SearchResult, lexical_k: int,
+              allowed: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """The dense hits and the lexical channel's top lexical_k for one query, as one candidate list
+        (dense hits first, in their order; then lexical-only hits): rows (m,) int64, dense_score (m,)
+        f32 (exact hydrated score, also for lexical-only hits), cosines (m,) f32, tiers (m,) int8,
+        dense_rank / lexical_rank (m,) int64 (1-based, 0 = not found by that channel), bm25 (m,) f32.
+        A handful of small numpy calls: no Python loop over the candidates."""
         s = self.s
         lex_rows, bm25 = s.lexical.search(query, lexical_k, allowed)
-        nd = dense.rows.shape[0]
-        in_dense = np.isin(lex_rows, dense.rows)
-        extra = lex_rows[~in_dense]
-        rows = np.concatenate([dense.rows, extra])
+        d_rows = dense.rows
+        nd, nl = d_rows.shape[0], lex_rows.shape[0]
+        if nl and nd:
+            by_row = np.argsort(d_rows)
+            pos = np.minimum(np.searchsorted(d_rows[by_row], lex_rows), nd - 1)
+            in_dense = d_rows[by_row[pos]] == lex_rows
+            # where each lexical hit sits in the union: its dense slot, else after the dense hits
+            slot = np.where(in_dense, by_row[pos], nd - 1 + np.cumsum(~in_dense))
+            extra = lex_rows[~in_dense]
+        else:
+            slot, extra = np.arange(nd, nd + nl), lex_rows
+        rows = np.concatenate([d_rows, extra]) if extra.size else d_rows
         m = rows.shape[0]
         dense_score = np.empty(m, np.float32)
         dense_score[:nd] = dense.scores
-        if extra.size:  # lexical-only hits: their exact hydrated score <q, v> + boost
-            dense_score[nd:] = s.fusion_vectors[extra] @ qvec + s.boost[extra]
-        cos = dense_score - s.boost[rows]
+        cos = np.empty(m, np.float32)
         cos[:nd] = dense.cosines
         tiers = np.empty(m, np.int8)
         tiers[:nd] = dense.tiers
-        if extra.size:
+        if extra.size:  # lexical-only hits: their exact hydrated score <q, v> + boost
+            boost = s.boost[extra]
+            cos[nd:] = s.fusion_vectors[extra] @ qvec
+            dense_score[nd:] = cos[nd:] + boost
             tiers[nd:] = s.thresholds.tier(cos[nd:])
         dense_rank = np.zeros(m, np.int64)
         dense_rank[:nd] = np.arange(1, nd + 1)
         lexical_rank = np.zeros(m, np.int64)
+        lexical_rank[slot] = np.arange(1, nl + 1)
         bm = np.zeros(m, np.float32)
-        if lex_rows.size:
-            pos = {int(r): i for i, r in enumerate(rows.tolist())}
-            at = np.fromiter((pos[int(r)] for r in lex_rows.tolist()), np.int64, count=lex_rows.size)
-            lexical_rank[at] = np.arange(1, lex_rows.size + 1)
-            bm[at] = bm25
-        channels = np.where(dense_rank > 0, CHANNEL_DENSE, 0).astype(np.uint8) | np.where(lexical_rank > 0, CHANNEL_LEXICAL, 0).astype(np.uint8)
-        x = fusion_features(dense_score, tiers, dense_rank, lexical_rank, bm, len(query.split()), s.fusion.rrf_k)
-        return rows, x, cos, tiers, channels
+        bm[slot] = bm25
+        return rows, dense_score, cos, tiers, dense_rank, lexical_rank, bm
+
+    def fusion_candidates(self, query: str, qvec: np.ndarray, dense: SearchResult, lexical_k: int,
+                          allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (m,) int64, features (m, F) float64 `upper_fast.lexical.fusion_features`) of `union`."""
+        from upper_fast.lexical import fusion_features
+
+        rows, dense_score, _, tiers, dense_rank, lexical_rank, bm = self.union(query, qvec, dense, lexical_k, allowed)
+        return rows, fusion_features(dense_score, tiers, dense_rank, lexical_rank, bm, len(query.split()),
+                                     self.s.fusion.rrf_k)
 
     def fuse(self, query: str, qvec: np.ndarray, dense: SearchResult, k: int, min_tier: int, lexical_k: int,
              allowed: np.ndarray | None) -> SearchResult:
         """Dense hits (already pruned) and lexical hits, ranked by the bundle's fusion; the best k.
         Lexical hits are not cut by the negative threshold (the text match is their evidence), but
         min_tier >= 1 applies to every hit."""
+        from upper_fast.lexical import fusion_features
+
         s = self.s
-        rows, x, cos, tiers, channels = self.fusion_candidates(query, qvec, dense, lexical_k, allowed)
-        fused = s.fusion.scores(x)
+        fusion = s.fusion
+        rows, dense_score, cos, tiers, dense_rank, lexical_rank, bm = self.union(query, qvec, dense, lexical_k, allowed)
+        if fusion.method == "rrf":  # no feature matrix: the two reciprocal ranks
+            fused = np.zeros(rows.shape[0], np.float64)
+            d, lx = dense_rank > 0, lexical_rank > 0
+            fused[d] = 1.0 / (fusion.rrf_k + dense_rank[d])
+            fused[lx] += 1.0 / (fusion.rrf_k + lexical_rank[lx])
+        else:
+            fused = fusion.scores(fusion_features(dense_score, tiers, dense_rank, lexical_rank, bm,
+                                                  len(query.split()), fusion.rrf_k))
         if min_tier > 0:
-            fused = np.where(tiers >= min_tier, fused, -np.inf)
+            fused[tiers < min_tier] = -np.inf
         order = np.argsort(-fused, kind="stable")[:k]
-        order = order[np.isfinite(fused[order])]
+        if min_tier > 0:
+            order = order[np.isfinite(fused[order])]
+        channels = (dense_rank[order] > 0).astype(np.uint8) | ((lexical_rank[order] > 0).astype(np.uint8) << 1)
         rows = rows[order]
         return SearchResult(s.product_map._impl.keys_at(rows), rows, fused[order].astype(np.float32), cos[order],
-                            tiers[order], s.model_version, channels[order], s.fusion.method)
+                            tiers[order], s.model_version, channels, fusion.method)
 
 
 def _check_query(query: Any) -> None:
@@ -820,8 +845,7 @@ class Retriever:
         kk = min(int(k), self.num_products)
         ids, scores = p.ann(p.hydrate(buf, q), kk, None, q)
         dense = p.prune(ids[0], scores[0], kk, 0, True)
-        rows, x, _, _, _ = p.fusion_candidates(query, q[0], dense, lk or self._state.fusion.lexical_k, None)
-        return rows, x
+        return p.fusion_candidates(query, q[0], dense, lk or self._state.fusion.lexical_k, None)
 
     def swap(self, bundle: str | os.PathLike[str]) -> dict[str, Any]:
         """Load another bundle and switch to it atomically; searches in flight finish on the old one.
