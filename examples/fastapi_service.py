@@ -5,6 +5,8 @@
 One Retriever per process, loaded once at start-up; endpoints are plain `def`, so FastAPI runs them in
 its thread pool and the Retriever (thread-safe, 1 thread per call) serves them concurrently.
 POST /admin/swap loads a new bundle and switches to it without dropping in-flight searches.
+A bundle with a lexical index answers with hybrid results (each hit lists its "channels"); the
+request's `lexical` / `lexical_k` choose the channels, as in `Retriever.search`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class SearchRequest(BaseModel):
     k: int = Field(100, ge=1, le=10_000)
     min_tier: int = Field(0, ge=0, le=4)
     allowed_product_ids: list[str] | None = None
+    lexical: bool | None = Field(None, description="None: hybrid when the bundle has a lexical index; "
+                                 "False: dense only; True: hybrid (422 for a bundle without one)")
+    lexical_k: int | None = Field(None, ge=1, le=10_000)
 
 
 class SwapRequest(BaseModel):
@@ -65,10 +70,13 @@ def create_app(bundle: str | None = None, num_threads: int = 1) -> FastAPI:
         return {"status": "ok", "model_version": r.manifest["model_version"], "products": r.num_products}
 
     @app.get("/search")
-    def search_get(q: str, user: str | None = None, k: int = 100) -> dict[str, Any]:
+    def search_get(q: str, user: str | None = None, k: int = 100, lexical: bool | None = None) -> dict[str, Any]:
         if not 1 <= k <= 10_000:
             raise HTTPException(422, "k must be in 1..10000")
-        return retriever().search(q, user=user, k=k).to_dict()
+        try:
+            return retriever().search(q, user=user, k=k, lexical=lexical).to_dict()
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
 
     @app.post("/search")
     def search_post(req: SearchRequest) -> dict[str, Any]:
@@ -79,7 +87,7 @@ def create_app(bundle: str | None = None, num_threads: int = 1) -> FastAPI:
             user = (req.user_id, ctx) if req.user_id else ctx
         try:
             res = retriever().search(req.query, user=user, k=req.k, min_tier=req.min_tier,
-                                     filter=req.allowed_product_ids)
+                                     filter=req.allowed_product_ids, lexical=req.lexical, lexical_k=req.lexical_k)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         return res.to_dict()

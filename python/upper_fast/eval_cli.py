@@ -40,6 +40,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--bundle", type=Path, default=None,
                    help="also score this bundle (exported from RUN) as served: Retriever.search_batch with ANN, "
                    "boosting and pruning, beside exact search; with search latency")
+    p.add_argument("--channels", action="store_true",
+                   help="with --bundle (one with a lexical index): purchase recall of dense only, lexical only, RRF "
+                   "and the bundle's fusion, per segment and per query length (upper_fast_train.fusion)")
     p.add_argument("--ks", type=int, nargs="+", default=[100, 1000], help="recall cut-offs (default 100 1000)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -56,6 +59,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     from upper_fast.data import load_dataset
 
     progress = not args.no_progress
+    if args.channels and args.bundle is None:
+        raise ValueError("--channels scores a bundle's channels: pass --bundle BUNDLE too")
     if args.bundle is not None:  # a wrong bundle fails before any work
         from upper_fast_train.served import check_bundle_of_run
 
@@ -96,6 +101,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         from upper_fast_train.served import evaluate_served
 
         report["served"] = evaluate_served(args.bundle, dataset, k=min(ks), progress=progress)
+    if args.channels:
+        from upper_fast_train.fusion import hybrid_eval_bundle
+
+        report["channels"] = hybrid_eval_bundle(args.bundle, dataset, k=min(ks), progress=progress)
 
     if args.json:
         print(json.dumps(_json_safe(report), indent=2, allow_nan=False))
@@ -112,6 +121,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         from upper_fast_train.served import served_table
 
         print("\n" + served_table(systems["model"], report["served"], min(ks), label))
+    if "channels" in report:
+        from upper_fast_train.fusion import channels_table
+
+        print("\n" + channels_table(report["channels"], label))
     if "homedepot_dev" in report:
         hd = report["homedepot_dev"]
         print("\nHome Depot dev (real judgments, signed-out queries):")

@@ -20,8 +20,8 @@ import numpy as np
 
 from upper_fast.lexical import FUSION_FEATURES, FusionModel, fit_logistic
 
-__all__ = ["LENGTH_BUCKETS", "SYSTEMS", "collect_candidates", "export_fusion", "fit_fusion", "hybrid_eval_judged",
-           "hybrid_eval_requests", "length_bucket", "rank_candidates"]
+__all__ = ["LENGTH_BUCKETS", "SYSTEMS", "channels_table", "collect_candidates", "export_fusion", "fit_fusion",
+           "hybrid_eval_bundle", "hybrid_eval_judged", "hybrid_eval_requests", "length_bucket", "rank_candidates"]
 
 LENGTH_BUCKETS = ("1", "2", "3", "4-5", "6+")
 SYSTEMS = ("dense", "lexical", "rrf", "learned")
@@ -199,3 +199,34 @@ def hybrid_eval_requests(retriever: Any, dataset: Any, window: str = "eval", k: 
         out[system] = res
     out["features"] = list(FUSION_FEATURES)
     return out
+
+
+def hybrid_eval_bundle(bundle: str | Path, dataset: Any, window: str = "eval", k: int = 100,
+                       progress: bool = False) -> dict[str, Any]:
+    """`hybrid_eval_requests` on a bundle directory (`upper-fast eval RUN --bundle B --channels`).
+    ValueError for a bundle without a lexical index."""
+    from upper_fast import Retriever
+
+    retriever = Retriever.load(bundle)
+    if not retriever.has_lexical:
+        raise ValueError(f"{bundle} has no lexical index: export it with lexical=True to compare channels")
+    return hybrid_eval_requests(retriever, dataset, window=window, k=k, progress=progress)
+
+
+def channels_table(report: dict[str, Any], label: str) -> str:
+    """The `hybrid_eval_requests` report as a markdown table: purchase recall@k per system, overall,
+    per segment and per query-length bucket."""
+    k = report["k"]
+    systems = [s for s in SYSTEMS if s in report]
+    rows = [("all requests", "")] + [(f"  {s}", f"/{s}") for s in ("head", "torso", "tail", "unseen", "signed_in",
+                                                                    "signed_out")]
+    rows += [(f"  {b} words", f"/words {b}") for b in LENGTH_BUCKETS]
+    first = report[systems[0]]
+    lines = [f"Channels of the bundle ({label}; k = {k}; fusion {report['fusion']}):",
+             f"| purchase recall@{k} | " + " | ".join(systems) + " | requests |", "|---" * (len(systems) + 2) + "|"]
+    for title, suffix in rows:
+        cells = [report[s].get(f"purchase_recall@{k}{suffix}", float("nan")) for s in systems]
+        n = first.get(f"requests/purchase{suffix}", float("nan"))
+        lines.append(f"| {title} | " + " | ".join("-" if v != v else f"{v:.3f}" for v in cells)
+                     + f" | {'-' if n != n else int(n)} |")
+    return "\n".join(lines)
