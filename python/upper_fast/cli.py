@@ -16,6 +16,7 @@ _COMMAND_MODULES = (
     "upper_fast.train_cli",      # train (needs the [train] extra at run time)
     "upper_fast.eval_cli",       # eval (needs the [train] extra at run time)
     "upper_fast.serve_cli",      # export, search, info, demo
+    "upper_fast.recommend_cli",  # train-interactions, export-interactions, recommend
 )
 
 
