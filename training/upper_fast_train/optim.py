@@ -84,7 +84,7 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
                   {"params": [p for p in dense if id(p) in table_ids], "term_table": True, "lr": table_lr}]
     else:
         groups = [{"params": dense, "term_table": False}]
-    adamw = torch.optim.AdamW(groups, lr=config.loop.lr, weight_decay=config.loop.weight_decay)
+    adamw = torch.optim.AdamW(groups, lr=config.loop.lr, weight_decay=config.loop.weight_decay, foreach=True)
     if not sparse_ids:
         return adamw
     sparse = [p for p in trainable if id(p) in sparse_ids]

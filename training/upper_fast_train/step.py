@@ -85,6 +85,9 @@ class StepColumns:
     inverse: np.ndarray  # (B + U + products of the per-row sources,) int64 column of each source entry
     uniform_rows: np.ndarray  # (U,) int64
     per_row: dict[str, np.ndarray] = field(default_factory=dict)  # "dynamic"/"shown"/"lexical" -> (B, K), -1 = none
+    # (B, D) the rows' query vectors when the miner already ran the query forward with grad (score_step
+    # then runs the product tower alone); None: score_step runs both towers
+    query_vectors: torch.Tensor | None = None
 
     def source_columns(self, source: str) -> np.ndarray:
         """The step columns of one source's products, in `SOURCES` order within `inverse`."""
@@ -211,7 +214,11 @@ class ScoredStep:
 
 
 def score_step(model: torch.nn.Module, columns: StepColumns, products: ProductTable) -> ScoredStep:
-    """The step's one forward (both towers in one call, for DDP) and its scores."""
-    q, p = model(columns.query_inputs, columns.product_inputs)  # (B, D), (R, D)
+    """The step's one forward (both towers in one call, for DDP; the product tower alone when the
+    query vectors are in `columns`) and its scores."""
     core = model.module if hasattr(model, "module") else model
+    if columns.query_vectors is not None:
+        q, p = columns.query_vectors, core.product_tower(**columns.product_inputs)  # (B, D), (R, D)
+    else:
+        q, p = model(columns.query_inputs, columns.product_inputs)  # (B, D), (R, D)
     return ScoredStep(columns, q @ p.T, core, products)

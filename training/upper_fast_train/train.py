@@ -11,7 +11,6 @@ import json
 import math
 import time
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -55,7 +54,7 @@ def step_loss(
     """One batch `idx`: gather the columns the objective's active terms need (mining from `pool`),
     one forward, and the objective's total and per-term values. `schedule`: the negative weights."""
     sources = objective.sources(schedule)
-    mine = _miner(model, pool, products, step, config, device) if pool is not None and "dynamic" in sources else None
+    mine = _Miner(model, pool, products, step, config, device) if pool is not None and "dynamic" in sources else None
     teacher_rows = None
     if "lexical" in sources:
         distill = next(w.term for w in objective.terms if w.term.source == "lexical")
@@ -63,26 +62,56 @@ def step_loss(
     columns = gather_step(data, products, idx, step, config, device, timing, uniform="uniform" in sources,
                           group_sets=objective.needs_group_sets(schedule), shown="shown" in sources, mine=mine,
                           teacher_rows=teacher_rows)
+    if mine is not None and mine.query_vectors is not None:
+        columns.query_vectors = mine.query_vectors
+        timing["mining"] -= mine.forward_s  # the step's own query forward, done early
+        timing["forward"] += mine.forward_s
     t0 = time.perf_counter()
     loss, parts = objective(score_step(model, columns, products), schedule)
     timing["forward"] += time.perf_counter() - t0
     return loss, parts
 
 
-def _miner(model: torch.nn.Module, pool: DynamicPool, products: ProductTable, step: int, config: TrainConfig,
-           device: torch.device) -> Callable[[dict[str, torch.Tensor], np.ndarray | None], np.ndarray]:
+class _Miner:
     """The step's dynamic-negative miner: refresh the pool when due, then each row's hardest pool
-    products for its current query vector (no grad), never one of its group positives."""
-    core = model.module if hasattr(model, "module") else model
+    products for its current query vector, never one of its group positives.
 
-    def mine(query_inputs: dict[str, torch.Tensor], excluded_sets: np.ndarray | None) -> np.ndarray:
-        if pool.due(step):
-            pool.refresh(step, lambda rows: encode_product_rows(core, products, rows, device))
-        with torch.no_grad():
-            q_now = core.query_tower(**query_inputs).float().cpu().numpy()  # (B, D)
-        return pool.mine(np.ascontiguousarray(q_now), excluded_sets, config.negatives.dynamic_negatives)  # (B, K)
+    The query vectors are the step's own query forward, with grad, kept in `query_vectors` for the
+    loss (`StepColumns.query_vectors`), when that forward is the same computation as a no-grad one:
+    no active dropout in the query tower and no DDP wrapper (whose forward must see both towers).
+    Otherwise they come from a separate no-grad forward and `query_vectors` stays None."""
 
-    return mine
+    def __init__(self, model: torch.nn.Module, pool: DynamicPool, products: ProductTable, step: int, config: TrainConfig,
+                 device: torch.device) -> None:
+        self.model, self.pool, self.products, self.step, self.config, self.device = model, pool, products, step, config, device
+        self.query_vectors: torch.Tensor | None = None  # (B, D) with grad, when reused
+        self.forward_s = 0.0  # seconds of the reused forward
+
+    def __call__(self, query_inputs: dict[str, torch.Tensor], excluded_sets: np.ndarray | None) -> np.ndarray:
+        core = self.model.module if hasattr(self.model, "module") else self.model
+        if self.pool.due(self.step):
+            self.pool.refresh(self.step, lambda rows: encode_product_rows(core, self.products, rows, self.device))
+        if core is self.model and torch.is_grad_enabled() and _without_dropout(core.query_tower):
+            t0 = time.perf_counter()
+            self.query_vectors = core.query_tower(**query_inputs)  # (B, D)
+            self.forward_s = time.perf_counter() - t0
+            q_now = self.query_vectors.detach()
+        else:
+            with torch.no_grad():
+                q_now = core.query_tower(**query_inputs)  # (B, D)
+        q_np = np.ascontiguousarray(q_now.float().cpu().numpy())
+        return self.pool.mine(q_np, excluded_sets, self.config.negatives.dynamic_negatives)  # (B, K)
+
+
+def _without_dropout(module: torch.nn.Module) -> bool:
+    """True when no dropout of `module` (nn.Dropout or attention dropout) has p > 0, so its training
+    forward draws nothing at random and a second forward would compute the same vectors."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.Dropout) and m.p > 0:
+            return False
+        if isinstance(m, torch.nn.MultiheadAttention) and m.dropout > 0:
+            return False
+    return True
 
 
 def _step_loss(
