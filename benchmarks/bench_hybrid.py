@@ -94,6 +94,8 @@ def engines_alone(titles: list[str], queries: list[str], root: Path, k: int, bm2
         import bm25s
     except ImportError:
         return out
+    if bm25s_queries <= 0:
+        return out
     t0 = time.perf_counter()
     before = rss_bytes()
     bm = bm25s.BM25()
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--lexical-k", type=int, default=100)
-    ap.add_argument("--bm25s-queries", type=int, default=300, help="bm25s is timed on this many queries")
+    ap.add_argument("--bm25s-queries", type=int, default=300, help="bm25s is timed on this many queries (0: skip bm25s)")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)

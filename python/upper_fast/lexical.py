@@ -209,9 +209,9 @@ class LexicalIndex:
         hits = self._searcher.search(q, int(k), count=False).hits
         if not hits:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        rows = np.asarray(self._searcher.fast_field_values(_ROW, [a for _, a in hits]), dtype=np.int64)
-        scores = np.fromiter((s for s, _ in hits), dtype=np.float32, count=len(hits))
-        return rows, scores
+        scores, addresses = zip(*hits)
+        rows = np.array(self._searcher.fast_field_values(_ROW, list(addresses)), dtype=np.int64)
+        return rows, np.array(scores, dtype=np.float32)
 
     def memory_bytes(self) -> int:
         """Bytes of the index files (memory-mapped: what a warm index keeps resident at most)."""

@@ -687,11 +687,9 @@ class _Pipeline:
         s = self.s
         fusion = s.fusion
         rows, dense_score, cos, tiers, dense_rank, lexical_rank, bm = self.union(query, qvec, dense, lexical_k, allowed)
-        if fusion.method == "rrf":  # no feature matrix: the two reciprocal ranks
-            fused = np.zeros(rows.shape[0], np.float64)
-            d, lx = dense_rank > 0, lexical_rank > 0
-            fused[d] = 1.0 / (fusion.rrf_k + dense_rank[d])
-            fused[lx] += 1.0 / (fusion.rrf_k + lexical_rank[lx])
+        if fusion.method == "rrf":  # no feature matrix: the two reciprocal ranks (rank 0 = absent: 0)
+            table = _rrf_table(fusion.rrf_k, rows.shape[0])
+            fused = table[dense_rank] + table[lexical_rank]
         else:
             fused = fusion.scores(fusion_features(dense_score, tiers, dense_rank, lexical_rank, bm,
                                                   len(query.split()), fusion.rrf_k))
@@ -704,6 +702,19 @@ class _Pipeline:
         rows = rows[order]
         return SearchResult(s.product_map._impl.keys_at(rows), rows, fused[order].astype(np.float32), cos[order],
                             tiers[order], s.model_version, channels, fusion.method)
+
+
+_RRF_TABLES: dict[int, np.ndarray] = {}
+
+
+def _rrf_table(rrf_k: int, n: int) -> np.ndarray:
+    """(>= n + 1,) float64: 0 at rank 0 (not found), 1 / (rrf_k + r) at rank r >= 1; grown as needed."""
+    table = _RRF_TABLES.get(rrf_k)
+    if table is None or table.shape[0] <= n:
+        ranks = np.arange(max(n + 1, 1024), dtype=np.float64)
+        table = np.where(ranks > 0, 1.0 / (rrf_k + np.maximum(ranks, 1.0)), 0.0)
+        _RRF_TABLES[rrf_k] = table
+    return table
 
 
 def _check_query(query: Any) -> None:
