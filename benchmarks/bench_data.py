@@ -47,7 +47,8 @@ def run(scale: float = 1.0, repeat: int = 3) -> None:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from upper_fast.data import generate, load_dataset
+    from upper_fast.data import load_dataset
+    from upper_fast_train.simulate import generate
 
     print(f"machine: {_machine()}; threads: 1 (numpy/pyarrow defaults otherwise)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,14 +86,15 @@ def run(scale: float = 1.0, repeat: int = 3) -> None:
 
 
 def test_bench_generate_default(benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from upper_fast.data import generate
+    from upper_fast_train.simulate import generate
 
     meta = benchmark(lambda: generate(tmp_path / "w", seed=0, progress=False))
     assert meta["simulated"]
 
 
 def test_bench_load_default(benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from upper_fast.data import generate, load_dataset
+    from upper_fast.data import load_dataset
+    from upper_fast_train.simulate import generate
 
     generate(tmp_path / "w", seed=0, progress=False)
     ds = benchmark(lambda: load_dataset(tmp_path / "w", progress=False))

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-minilm", action="store_true", help="skip the MiniLM baseline (minutes on 2 cores)")
     args = parser.parse_args(argv)
 
-    from upper_fast.data.realdata import load_crowdflower, load_homedepot
+    from upper_fast_train.realdata import load_crowdflower, load_homedepot
     from upper_fast_train.evaluate import Judgments
 
     run = None

@@ -152,7 +152,7 @@ def report(request: pytest.FixtureRequest) -> Iterator[None]:
 def test_topk(benchmark, data: dict[str, np.ndarray], name: str) -> None:
     fns = methods(data)
     if name not in fns:
-        pytest.skip("torch is not installed (pip install upper_fast[train])")
+        pytest.skip("torch is not installed (pip install upper-fast-train)")
     with one_blas_thread():
         benchmark.pedantic(fns[name], rounds=ROUNDS if "bf16 topk" not in name else 2, iterations=1, warmup_rounds=1)
     if benchmark.stats is not None:

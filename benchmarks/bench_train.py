@@ -33,7 +33,8 @@ def main() -> None:
     import torch
 
     import upper_fast
-    from upper_fast.data import generate, load_dataset
+    from upper_fast.data import load_dataset
+    from upper_fast_train.simulate import generate
     from upper_fast_train import TrainConfig, train
 
     if args.threads:

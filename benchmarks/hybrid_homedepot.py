@@ -46,7 +46,7 @@ def build_bundle(run_dir: Path, bundle: Path, data: Path, k: int, lexical_k: int
     import torch
 
     from upper_fast.bundle import write_bundle
-    from upper_fast.data.realdata import load_homedepot
+    from upper_fast_train.realdata import load_homedepot
     from upper_fast.lexical import catalogue_texts
     from upper_fast_train import load_run
     from upper_fast_train.evaluate import Judgments
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import upper_fast
     from upper_fast import Retriever
-    from upper_fast.data.realdata import load_homedepot
+    from upper_fast_train.realdata import load_homedepot
     from upper_fast.lexical import FusionModel
     from upper_fast_train.evaluate import Judgments
     from upper_fast_train.fusion import LENGTH_BUCKETS, SYSTEMS, collect_candidates, hybrid_eval_judged

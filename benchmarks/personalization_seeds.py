@@ -3,7 +3,7 @@ features against the same preset trained without them (the non-personalised abla
 
     python benchmarks/personalization_seeds.py [--preset logs] [--seeds 0 1 2] [--work DIR] [--out result.json]
 
-Each seed generates its own simulated marketplace (`upper_fast.data.generate`, default sizes), trains
+Each seed generates its own simulated marketplace (`upper_fast_train.simulate.generate`, default sizes), trains
 the preset twice (personalized true / false, same seed otherwise) and scores purchase recall@100 on
 the later window (`upper_fast_train.evaluate.evaluate_run`). Prints and writes the per-seed figures,
 the relative gain, and its mean and spread. All figures are on SIMULATED data.
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import upper_fast
-    from upper_fast.data import generate, load_dataset
+    from upper_fast.data import load_dataset
+    from upper_fast_train.simulate import generate
     from upper_fast_train import TrainConfig, load_run, train
     from upper_fast_train.evaluate import evaluate_run
 

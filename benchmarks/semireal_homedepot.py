@@ -5,7 +5,7 @@
 Writes a dataset directory in the project's input schema (docs/data.md): catalog.parquet,
 users.parquet, search_log.parquet, dataset.json (`simulated: true`, `benchmark: semireal-homedepot`,
 `train_end`, every parameter and size) and ground_truth.json (the shoppers' tastes, never an input).
-Unlike `upper_fast.data.simulate`, nothing here is built from the project's own model, and the later
+Unlike `upper_fast_train.simulate`, nothing here is built from the project's own model, and the later
 window is mostly queries that never occur in training.
 
 REAL (read in place from ../shared/data/homedepot, never copied into the repository):

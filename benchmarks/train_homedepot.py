@@ -5,7 +5,7 @@
         [--prep-from OTHER_RUN] [--graded] [--data ../shared/data] [--out result.json]
 
 Home Depot has no users: every judgment is a signed-out event (relevance >= 2.5 purchase, >= 2.0
-click, else impression; `upper_fast.data.realdata.load_homedepot`; with --graded every judgment
+click, else impression; `upper_fast_train.realdata.load_homedepot`; with --graded every judgment
 with a positive nDCG gain is an engagement: >= 2.5 purchase, >= 2.0 add_to_cart, >= 1.5 favorite,
 > 1.0 click). Dev queries never occur in
 train, so the dev query tower sees only its term bag (no graph node, no history).
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from upper_fast.data.realdata import load_homedepot
+    from upper_fast_train.realdata import load_homedepot
     from upper_fast_train import TrainConfig, load_run, train
     from upper_fast_train.evaluate import Judgments, evaluate_judged, run_query_encoder
 

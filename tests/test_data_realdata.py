@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from upper_fast.data import load_crowdflower, load_homedepot
+from upper_fast_train.realdata import load_crowdflower, load_homedepot
 
 
 def test_homedepot_train_and_dev(shared_data: Path) -> None:
@@ -41,7 +41,7 @@ def test_homedepot_train_and_dev(shared_data: Path) -> None:
 
 
 def test_graded_interactions_cover_every_gain() -> None:
-    from upper_fast.data.realdata import _graded_interactions
+    from upper_fast_train.realdata import _graded_interactions
 
     rel = np.array([1.0, 1.33, 1.5, 1.67, 2.0, 2.33, 2.5, 2.67, 3.0])
     assert _graded_interactions(rel).tolist() == [

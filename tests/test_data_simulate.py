@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from upper_fast.data import generate, load_dataset, measure_world
+from upper_fast.data import load_dataset
+from upper_fast_train.simulate import generate, measure_world
 
 TINY = dict(n_products=400, n_users=150, n_queries=200, n_events=6000, progress=False)
 FILES = ("catalog.parquet", "users.parquet", "search_log.parquet", "dataset.json", "ground_truth.json",

@@ -10,7 +10,7 @@ import pytest
 
 from upper_fast.cli import main
 from upper_fast.data import load_dataset
-from upper_fast.data.simulate import generate
+from upper_fast_train.simulate import generate
 from upper_fast.data.windows import Windows, parse_time, resolve_windows
 
 TS = np.arange(0, 1000, 10, dtype=np.int64)  # 100 rows, one every 10 s

@@ -319,7 +319,7 @@ def test_evaluate_judged_retrieves_by_inner_product() -> None:
 
 @pytest.mark.realdata
 def test_bm25_on_a_home_depot_dev_subset(shared_data) -> None:
-    from upper_fast.data.realdata import load_homedepot
+    from upper_fast_train.realdata import load_homedepot
     from upper_fast_train.baselines import bm25_judged
     from upper_fast_train.text import product_texts
 

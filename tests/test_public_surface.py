@@ -523,9 +523,9 @@ def cases_validate_dataset() -> Iterator[Case]:
 
 
 def cases_generate() -> Iterator[Case]:
-    from upper_fast import data
+    from upper_fast_train import simulate
 
-    f = data.generate
+    f = simulate.generate
     yield Case("out under a file", lambda: f(NOT_A_DIR, n_products=20, n_users=5, n_queries=5, n_events=50,
                                              progress=False), raises=(OSError,))
     for field in ("n_products", "n_users", "n_queries", "n_events"):
@@ -537,28 +537,28 @@ def cases_generate() -> Iterator[Case]:
 
 
 def cases_measure_world() -> Iterator[Case]:
-    from upper_fast import data
+    from upper_fast_train import simulate
 
-    yield Case("missing dir", lambda: data.measure_world(NOT_A_DIR), raises=(OSError,))
-    yield Case("not a dataset", lambda: data.measure_world(str(ROOT / "csrc")), raises=(OSError,))
-    yield Case("None", lambda: data.measure_world(None), raises=(TypeError,))
+    yield Case("missing dir", lambda: simulate.measure_world(NOT_A_DIR), raises=(OSError,))
+    yield Case("not a dataset", lambda: simulate.measure_world(str(ROOT / "csrc")), raises=(OSError,))
+    yield Case("None", lambda: simulate.measure_world(None), raises=(TypeError,))
 
 
 def cases_load_homedepot() -> Iterator[Case]:
-    from upper_fast import data
+    from upper_fast_train import realdata
 
-    yield Case("missing root", lambda: data.load_homedepot(NOT_A_DIR), raises=(OSError,))
-    yield Case("held-out split", lambda: data.load_homedepot(NOT_A_DIR, split="test"), raises=(ValueError, OSError))
-    yield Case("split None", lambda: data.load_homedepot(NOT_A_DIR, split=None), raises=(ValueError, TypeError, OSError))
-    yield Case("root is a file", lambda: data.load_homedepot(__file__), raises=(OSError,))
+    yield Case("missing root", lambda: realdata.load_homedepot(NOT_A_DIR), raises=(OSError,))
+    yield Case("held-out split", lambda: realdata.load_homedepot(NOT_A_DIR, split="test"), raises=(ValueError, OSError))
+    yield Case("split None", lambda: realdata.load_homedepot(NOT_A_DIR, split=None), raises=(ValueError, TypeError, OSError))
+    yield Case("root is a file", lambda: realdata.load_homedepot(__file__), raises=(OSError,))
 
 
 def cases_load_crowdflower() -> Iterator[Case]:
-    from upper_fast import data
+    from upper_fast_train import realdata
 
-    yield Case("missing root", lambda: data.load_crowdflower(NOT_A_DIR), raises=(OSError,))
-    yield Case("root is a file", lambda: data.load_crowdflower(__file__), raises=(OSError,))
-    yield Case("None", lambda: data.load_crowdflower(None), raises=(TypeError, OSError))
+    yield Case("missing root", lambda: realdata.load_crowdflower(NOT_A_DIR), raises=(OSError,))
+    yield Case("root is a file", lambda: realdata.load_crowdflower(__file__), raises=(OSError,))
+    yield Case("None", lambda: realdata.load_crowdflower(None), raises=(TypeError, OSError))
 
 
 def cases_DataConfig() -> Iterator[Case]:
@@ -593,10 +593,10 @@ SURFACE: dict[str, Callable[[], Iterator[Case]]] = {
     "Retriever": cases_Retriever,
     "data.load_dataset": cases_load_dataset,
     "data.validate_dataset": cases_validate_dataset,
-    "data.generate": cases_generate,
-    "data.measure_world": cases_measure_world,
-    "data.load_homedepot": cases_load_homedepot,
-    "data.load_crowdflower": cases_load_crowdflower,
+    "upper_fast_train.simulate.generate": cases_generate,
+    "upper_fast_train.simulate.measure_world": cases_measure_world,
+    "upper_fast_train.realdata.load_homedepot": cases_load_homedepot,
+    "upper_fast_train.realdata.load_crowdflower": cases_load_crowdflower,
     "data.DataConfig": cases_DataConfig,
 }
 
@@ -624,8 +624,8 @@ PLAIN: dict[str, tuple[str, Callable[[], None]]] = {
     "data.Dataset": ("result container returned by load_dataset", lambda: None),
     "data.FileReport": ("result container inside ValidationReport", lambda: None),
     "data.ValidationReport": ("result container returned by load_dataset / validate_dataset", lambda: None),
-    "data.JudgedSet": ("result container returned by load_homedepot / load_crowdflower", lambda: None),
-    "data.WorldParams": ("input container: its bad values are covered through data.generate", lambda: None),
+    "upper_fast_train.realdata.JudgedSet": ("result container returned by load_homedepot / load_crowdflower", lambda: None),
+    "upper_fast_train.simulate.WorldParams": ("input container: its bad values are covered through generate", lambda: None),
     "data.INTERACTIONS": ("constant", lambda: None),
     "data.INTERACTION_CODES": ("constant", lambda: None),
     "data.REASONS": ("constant (quarantine reason names)", lambda: None),
@@ -640,11 +640,24 @@ def public_names() -> list[str]:
         names += [f"data.{n}" for n in getattr(data, "__all__", [])]
     except ImportError:
         pass
+    names += ["upper_fast_train.simulate.generate", "upper_fast_train.simulate.measure_world",
+              "upper_fast_train.simulate.WorldParams", "upper_fast_train.realdata.load_homedepot",
+              "upper_fast_train.realdata.load_crowdflower", "upper_fast_train.realdata.JudgedSet"]
     return names
 
 
 def _resolve(name: str) -> object | None:
+    """upper_fast.<name>; a name starting "upper_fast_train." is the training package's (its
+    simulator and real-data loaders: training-time code with a public surface of its own)."""
     obj: object = upper_fast
+    if name.startswith("upper_fast_train."):
+        import importlib
+
+        module, _, name = name[len("upper_fast_train."):].rpartition(".")
+        try:
+            obj = importlib.import_module(f"upper_fast_train.{module}")
+        except ImportError:
+            return None
     for part in name.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
@@ -781,6 +794,9 @@ CLI_CASES: dict[str, list[list[str]]] = {
                [str(ROOT / "csrc"), "mug"]],
     "info": [[str(ROOT / "README.md")], [str(ROOT / "csrc")]],
     "demo": [[MISSING]],
+    "recommend": [[MISSING, "p1"], ["{bundle}", "p1", "-k", "-5"], ["{bundle}", "p1", "--from", "teleport"]],
+    "train-interactions": [[MISSING, MISSING + "-run"], [MISSING, MISSING + "-run", "--dim", "-3"]],
+    "export-interactions": [[MISSING, MISSING + "-bundle"], [str(ROOT / "csrc"), MISSING + "-bundle"]],
 }
 
 

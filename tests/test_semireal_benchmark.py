@@ -59,7 +59,9 @@ def test_train_end_splits_the_log(semireal: tuple[Path, Any]) -> None:
 
 def test_later_purchase_requests_are_mostly_on_unseen_queries(semireal: tuple[Path, Any]) -> None:
     out, ds = semireal
-    train, later = ds.split()
+    given_end = json.loads((out / "dataset.json").read_text(encoding="utf-8"))["train_end"]
+    train, later = ds.split(given_end)  # the generator's later window: the evaluation's test window
+    assert later.num_rows == ds.window("test").num_rows
     seen = set(train.column("query").to_pylist())
     requests = set()  # grouped as the evaluation groups them: (user, query), signed out (query, timestamp)
     for event in later.to_pylist():

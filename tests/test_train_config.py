@@ -101,7 +101,7 @@ def test_resolve_text_encoder(tmp_path):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from upper_fast.data import generate
+    from upper_fast_train.simulate import generate
 
     out = tmp_path_factory.mktemp("world")
     generate(out, seed=3, n_products=60, n_users=20, n_queries=20, n_events=600, progress=False)

@@ -116,7 +116,7 @@ def test_no_example_sees_its_target_unless_a_served_search_would(tmp_path):
     see: the searcher's engagements strictly before the search began (upper_fast.searches)."""
     from upper_fast import Featurizer, StringIdMap
     from upper_fast.data import load_dataset
-    from upper_fast.data.simulate import generate
+    from upper_fast_train.simulate import generate
     from upper_fast.searches import search_ids, searcher_codes
 
     from _train_synthetic import tiny_config

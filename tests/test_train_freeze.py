@@ -67,7 +67,8 @@ def test_disk_cache_is_keyed_by_encoder_weights(tmp_path):
 
 def test_train_and_load_run_honour_the_option(tmp_path):
     pytest.importorskip("upper_fast_train.graph")
-    from upper_fast.data import generate, load_dataset
+    from upper_fast.data import load_dataset
+    from upper_fast_train.simulate import generate
     from upper_fast_train import TrainConfig, load_run, train
 
     world_dir = tmp_path / "world"
@@ -118,7 +119,8 @@ def test_graph_dropout_blanks_graph_inputs_seeded():
 
 
 def test_frozen_encoder_keeps_its_pooled_texts_in_the_run(tmp_path):
-    from upper_fast.data import generate, load_dataset
+    from upper_fast.data import load_dataset
+    from upper_fast_train.simulate import generate
     from upper_fast_train import TrainConfig, load_run, train
 
     generate(tmp_path / "world", seed=2, n_products=40, n_users=10, n_queries=10, n_events=400, progress=False)

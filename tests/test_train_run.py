@@ -31,7 +31,8 @@ def _config(**overrides: object) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from upper_fast.data import generate, load_dataset
+    from upper_fast.data import load_dataset
+    from upper_fast_train.simulate import generate
 
     out = tmp_path_factory.mktemp("world")
     generate(out, seed=1, n_products=120, n_users=40, n_queries=40, n_events=2500, progress=False)
@@ -95,7 +96,7 @@ def test_cli_trains_the_ablation(world, tmp_path):
     from upper_fast.cli import main
 
     src = tmp_path / "data"
-    from upper_fast.data import generate
+    from upper_fast_train.simulate import generate
 
     generate(src, seed=2, n_products=80, n_users=20, n_queries=20, n_events=1200, progress=False)
     cfg = tmp_path / "cfg.json"

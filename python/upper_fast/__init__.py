@@ -1,6 +1,7 @@
 """upper_fast: personalized two-tower product retrieval (Etsy UPPER), served on CPU.
 
-`import upper_fast` never imports torch; the PyTorch side is `upper_fast_train` (the [train] extra).
+`import upper_fast` never imports torch; the PyTorch side is `upper_fast_train` (the `upper-fast-train`
+distribution in training/).
 """
 
 from upper_fast import data as _data

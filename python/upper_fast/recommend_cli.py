@@ -1,49 +1,18 @@
-"""`upper-fast train-interactions`, `export-interactions` and `recommend`: item-interaction recommendations.
+"""`upper-fast recommend`: item-interaction recommendations from a bundle (`upper_fast.recommender`, no torch).
 
-Training and export need the [train] extra at run time (imported inside the handlers); `recommend`
-serves a bundle with `upper_fast.recommender.Recommender` (no torch).
+Training and export of the vectors: `upper-fast train-interactions` / `export-interactions`, from the
+training package (upper_fast_train.commands.interactions).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from upper_fast.recommender import DEFAULT_EF_CONSTRUCTION, DEFAULT_EF_SEARCH, DEFAULT_M, TOKEN_TYPES
+from upper_fast.recommender import TOKEN_TYPES
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "train-interactions", help="learn item-interaction vectors from shopper sessions into a run directory",
-        description="Skip-gram over (product, interaction) session tokens with typed negatives and title subwords, "
-        "on the events before dataset.json's train_end; writes RUN/config.json, vectors.npz, metrics.json.")
-    p.add_argument("data", help="dataset directory (as `upper-fast generate` writes, or your own logs)")
-    p.add_argument("run", help="output run directory")
-    p.add_argument("--config", help="JSON file of ItemInteractionConfig fields; the flags below override it")
-    p.add_argument("--dim", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--window", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--no-typed-negatives", action="store_true", help="ablation: plain skip-gram, random negatives only")
-    p.add_argument("--no-subwords", action="store_true", help="no title subwords (products outside the sessions get no vector)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_train)
-
-    p = subparsers.add_parser("export-interactions", help="write a recommendations bundle from an item-interactions run",
-                              description="One upper_fast.Index per interaction type over the run's vectors, "
-                              "checksummed, written atomically.")
-    p.add_argument("run", help="run directory of `upper-fast train-interactions`")
-    p.add_argument("bundle", help="output bundle directory")
-    p.add_argument("--M", type=int, default=DEFAULT_M, help=f"HNSW degree (default {DEFAULT_M})")
-    p.add_argument("--ef-construction", type=int, default=DEFAULT_EF_CONSTRUCTION)
-    p.add_argument("--ef-search", type=int, default=DEFAULT_EF_SEARCH)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
-    p.set_defaults(func=_export)
-
     p = subparsers.add_parser("recommend", help="products a shopper may act on next, from a recommendations bundle",
                               description="Nearest `--to` vectors of PRODUCT_ID's `--from` vector.")
     p.add_argument("bundle", help="recommendations bundle directory")
@@ -54,48 +23,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--title", help="the product's title, for a product the bundle does not know")
     p.add_argument("--json", action="store_true", help="print the hits as JSON")
     p.set_defaults(func=_recommend)
-
-
-def _training_package():  # type: ignore[no-untyped-def]
-    try:
-        import upper_fast_train.item_interactions as module
-    except ImportError as exc:
-        raise ImportError(f"this command needs the training extra: pip install upper_fast[train] ({exc})") from exc
-    return module
-
-
-def _train(args: argparse.Namespace) -> int:
-    from upper_fast.data import load_dataset
-
-    ii = _training_package()
-    given = json.loads(Path(args.config).read_text()) if args.config else {}
-    if not isinstance(given, dict):
-        raise ValueError(f"{args.config} must hold a JSON object of ItemInteractionConfig fields")
-    flags = {"dim": args.dim, "epochs": args.epochs, "window": args.window, "batch_size": args.batch_size,
-             "lr": args.lr, "seed": args.seed, "num_threads": args.threads}
-    given.update({k: v for k, v in flags.items() if v is not None})
-    if args.no_typed_negatives:
-        given["typed_negatives"] = False
-    if args.no_subwords:
-        given["subwords"] = False
-    if args.no_progress:
-        given["progress"] = False
-    config = ii.ItemInteractionConfig.from_dict(given)
-    dataset = load_dataset(args.data, progress=config.progress)
-    metrics = ii.train_interactions(dataset, args.run, config)
-    print(f"trained item-interaction vectors on {metrics['sessions']} sessions ({metrics['tokens']} tokens, "
-          f"{metrics['vocabulary']} (product, interaction) vectors) in {sum(metrics['epoch_seconds']):.1f} s "
-          f"({metrics['tokens_per_second']:.0f} tokens/s); run written to {args.run}")
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    ii = _training_package()
-    manifest = ii.export_interactions(args.run, args.bundle, overwrite=args.overwrite, M=args.M,
-                                      ef_construction=args.ef_construction, ef_search=args.ef_search)
-    counts = ", ".join(f"{t} {manifest['dims'][f'n_{t}']}" for t in TOKEN_TYPES)
-    print(f"recommendations bundle written to {args.bundle}: {counts} vectors (dim {manifest['dims']['dim']})")
-    return 0
 
 
 def _recommend(args: argparse.Namespace) -> int:

@@ -1,28 +1,46 @@
-"""upper_fast_train: the PyTorch side of upper_fast (install with the [train] extra).
+"""upper_fast_train: the PyTorch side of upper_fast (the `upper-fast-train` distribution, training/).
 
-`train(dataset, run_dir, config)` trains the UPPER two-tower model into a run directory;
-`load_run(run_dir)` loads it back (docs/design.md, docs/training.md).
+`train(dataset, run_dir, config)` trains the UPPER model into a run directory; `load_run(run_dir)`
+loads it back (docs/design.md, docs/training.md). The names below load on first use, so importing a
+submodule that needs no torch (the simulator, the command registry) does not import torch.
 """
 
 from __future__ import annotations
 
-try:
-    import torch  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("upper_fast_train needs PyTorch: pip install upper_fast[train]") from exc
+import importlib
+from typing import Any
 
-from upper_fast_train.config import TrainConfig
-from upper_fast_train.evaluate import Judgments, bm25_baseline, compare_runs, evaluate_judged, evaluate_run
-from upper_fast_train.graph import GraphEmbeddings, train_graph_embeddings
-from upper_fast_train.pretrain import doc2query_pairs, pretrain_doc2query
-from upper_fast_train.text import small_t5_config, train_tokenizer
-from upper_fast_train.losses import hinge_loss
-from upper_fast_train.run import TrainedRun, load_run
-from upper_fast_train.towers import ProductTower, QueryUserTower, UpperModel
-from upper_fast_train.train import train
+_NAMES = {
+    "TrainConfig": "upper_fast_train.config",
+    "Judgments": "upper_fast_train.evaluate", "bm25_baseline": "upper_fast_train.evaluate",
+    "compare_runs": "upper_fast_train.evaluate", "evaluate_judged": "upper_fast_train.evaluate",
+    "evaluate_run": "upper_fast_train.evaluate",
+    "GraphEmbeddings": "upper_fast_train.graph", "train_graph_embeddings": "upper_fast_train.graph",
+    "doc2query_pairs": "upper_fast_train.pretrain", "pretrain_doc2query": "upper_fast_train.pretrain",
+    "small_t5_config": "upper_fast_train.text", "train_tokenizer": "upper_fast_train.text",
+    "hinge_loss": "upper_fast_train.losses",
+    "TrainedRun": "upper_fast_train.run", "load_run": "upper_fast_train.run",
+    "ProductTower": "upper_fast_train.towers", "QueryUserTower": "upper_fast_train.towers",
+    "UpperModel": "upper_fast_train.towers",
+    "Objective": "upper_fast_train.objective", "build_objective": "upper_fast_train.objective",
+    "train": "upper_fast_train.train",
+}
+__all__ = sorted(_NAMES)
 
-__all__ = [
-    "GraphEmbeddings", "Judgments", "ProductTower", "QueryUserTower", "TrainConfig", "TrainedRun", "UpperModel",
-    "bm25_baseline", "compare_runs", "doc2query_pairs", "evaluate_judged", "evaluate_run", "hinge_loss", "load_run",
-    "pretrain_doc2query", "small_t5_config", "train", "train_graph_embeddings", "train_tokenizer",
-]
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'upper_fast_train' has no attribute {name!r}")
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("upper_fast_train needs PyTorch: pip install upper-fast-train "
+                          "(from a checkout: pip install torch==2.13.0 ./training)") from exc
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES))

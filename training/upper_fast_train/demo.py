@@ -53,7 +53,8 @@ def _title(catalog_titles: dict[str, str], pid: str, width: int) -> str:
 def run_demo(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
     """Run the demo with the CLI's arguments; prints as it goes and returns the figures."""
     from upper_fast import Retriever
-    from upper_fast.data import generate, load_dataset
+    from upper_fast.data import load_dataset
+    from upper_fast_train.simulate import generate
 
     from upper_fast_train import TrainConfig, load_run, train
     from upper_fast_train.baselines import bm25_baseline

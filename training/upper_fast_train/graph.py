@@ -302,7 +302,7 @@ def train_graph_embeddings(
     try:
         from gensim.models import Word2Vec
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("graph embeddings need gensim: pip install upper_fast[train]") from exc
+        raise ImportError("graph embeddings need gensim: pip install upper-fast-train") from exc
     import pyarrow as pa
     import pyarrow.compute as pc
     from upper_fast import Featurizer

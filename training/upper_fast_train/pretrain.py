@@ -79,7 +79,7 @@ def pretrain_doc2query(
         import torch
         import transformers  # noqa: F401  (checked here so the error names the extra)
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("pre-training needs torch and transformers: pip install upper_fast[train]") from exc
+        raise ImportError("pre-training needs torch and transformers: pip install upper-fast-train") from exc
     if len(product_texts) != len(target_queries):
         raise ValueError("product_texts and target_queries must have the same length")
     if not product_texts:

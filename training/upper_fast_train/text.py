@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+# One definition for training, export and the live catalogue (torch-free, in the serving package).
+from upper_fast.products import encode_texts, product_texts
+
 __all__ = [
     "EOS_ID",
     "PAD_ID",
@@ -41,7 +44,7 @@ def train_tokenizer(
     try:
         from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the subword tokenizer needs tokenizers: pip install upper_fast[train]") from exc
+        raise ImportError("the subword tokenizer needs tokenizers: pip install upper-fast-train") from exc
     if vocab_size < len(SPECIAL_TOKENS) + 1:
         raise ValueError(f"vocab_size must be > {len(SPECIAL_TOKENS)} (the special tokens)")
     corpus = sorted({t for t in texts if t})
@@ -71,40 +74,6 @@ def train_tokenizer(
     return tokenizer
 
 
-def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids and attention mask, right-padded with <pad> and truncated to max_length.
-
-    Returns (ids (n, max_length) int64, mask (n, max_length) int64 with 1 on real tokens). A truncated
-    text keeps its first max_length-1 pieces and still ends with the encoding's own last token (</s>
-    for our T5 tokenizer, [SEP] for a BERT-style one such as all-MiniLM-L6-v2). Padding that the
-    tokenizer itself adds (a tokenizer.json with `padding` set, e.g. MiniLM's fixed 128) is dropped
-    first, using the encoding's attention mask, so it never counts as real tokens.
-    """
-    if max_length < 2:
-        raise ValueError("max_length must be >= 2 (one piece plus </s>)")
-    ids = np.full((len(texts), max_length), PAD_ID, dtype=np.int64)
-    mask = np.zeros((len(texts), max_length), dtype=np.int64)
-    for i, enc in enumerate(tokenizer.encode_batch([t or "" for t in texts])):
-        row = [t for t, m in zip(enc.ids, enc.attention_mask) if m]
-        if len(row) > max_length:
-            row = row[: max_length - 1] + [row[-1]]
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
-def product_texts(catalog: Any) -> list[str]:
-    """One text per catalog row: the title followed by the tags (when the catalog has a tags column).
-
-    catalog: a pyarrow Table with a `title` column and optionally `tags` (list<string>).
-    """
-    titles = catalog.column("title").to_pylist()
-    if "tags" not in catalog.column_names:
-        return [t or "" for t in titles]
-    tags = catalog.column("tags").to_pylist()
-    return [" ".join([t or ""] + [x for x in (tg or []) if x]).strip() for t, tg in zip(titles, tags)]
-
-
 def small_t5_config(
     vocab_size: int, d_model: int = 128, num_layers: int = 2, num_heads: int = 4, d_ff: int = 256
 ) -> Any:
@@ -115,7 +84,7 @@ def small_t5_config(
     try:
         from transformers import T5Config
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the text encoder needs transformers: pip install upper_fast[train]") from exc
+        raise ImportError("the text encoder needs transformers: pip install upper-fast-train") from exc
     if d_model % num_heads:
         raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
     return T5Config(

@@ -48,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         from upper_fast_train import TrainConfig, train
     except ImportError as exc:
-        raise ImportError(f"upper-fast train needs the training extra: pip install upper_fast[train] ({exc})") from exc
+        raise ImportError(f"upper-fast train needs the training extra: pip install upper-fast-train ({exc})") from exc
 
     from upper_fast_train.config import preset_for_dataset, resolve_text_encoder
 

@@ -55,7 +55,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         from upper_fast_train import load_run
         from upper_fast_train.evaluate import bm25_baseline, evaluate_run
     except ImportError as exc:
-        raise ImportError(f"`upper-fast eval` needs the training extra: pip install upper_fast[train] ({exc})") from exc
+        raise ImportError(f"`upper-fast eval` needs the training extra: pip install upper-fast-train ({exc})") from exc
     from upper_fast.data import load_dataset
 
     progress = not args.no_progress
@@ -136,7 +136,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _homedepot(run: Any, root: Path, progress: bool) -> dict[str, float]:
     import numpy as np
 
-    from upper_fast.data.realdata import load_homedepot
+    from upper_fast_train.realdata import load_homedepot
     from upper_fast_train.evaluate import Judgments, evaluate_judged, run_query_encoder
 
     if not (root / "products.csv").exists():

@@ -524,7 +524,7 @@ def generate(
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     unknown = set(overrides) - set(WorldParams.__dataclass_fields__)
     if unknown:
-        raise TypeError(f"unknown world parameters {sorted(unknown)}; see upper_fast.data.simulate.WorldParams")
+        raise TypeError(f"unknown world parameters {sorted(unknown)}; see upper_fast_train.simulate.WorldParams")
     params = WorldParams(
         seed=int(seed), n_products=max(1, int(round(n_products * scale))), n_users=max(1, int(round(n_users * scale))),
         n_queries=max(1, int(round(n_queries * math.sqrt(scale)))), n_events=max(1, int(round(n_events * scale))),
@@ -568,7 +568,7 @@ def generate(
     counts = np.bincount(log["interaction"], minlength=5)
     meta = {
         "simulated": True,
-        "generator": "upper_fast.data.simulate",
+        "generator": "upper_fast_train.simulate",
         "seed": params.seed,
         "train_start": params.start,
         "train_end": train_end,
