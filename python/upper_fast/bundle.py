@@ -24,6 +24,13 @@ query_tower.onnx for every search):
     query_part.onnx      query inputs + user_vector -> query_vector; query_part(q, user_tower(u)) is
                          query_tower(q, u), so a user's vector is computed once and reused
 
+Optional, all or none (bundles without them still load and serve; `Retriever.upsert_products` then
+says to re-export): the product tower and its featurization (`upper_fast.products`)
+
+    product_tower.onnx   catalogue row inputs -> product vector (text encoder included; dynamic batch)
+    tokenizer.json       the text encoder's subword tokenizer
+    product_features.json  categorical vocabularies, quality-bucket edges, text length
+
 Optional, all or none (bundles without them still load and serve the dense channel only):
 
     lexical.json         the lexical channel's BM25 index description (`upper_fast.lexical`)
@@ -51,7 +58,7 @@ import numpy as np
 
 from upper_fast._core import FormatError, __version__
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "BUNDLE_FILES", "SPLIT_TOWER_FILES", "hydrated_product_matrix", "read_manifest",
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "BUNDLE_FILES", "PRODUCT_TOWER_FILES", "SPLIT_TOWER_FILES", "hydrated_product_matrix", "read_manifest",
            "verify_bundle", "write_bundle"]
 
 BUNDLE_FORMAT = "upper_fast.bundle"
@@ -75,6 +82,9 @@ BUNDLE_FILES = (
 )
 # Optional pair (both or neither): the query-user tower split at the user vector (docs/serving.md).
 SPLIT_TOWER_FILES = ("user_tower.onnx", "query_part.onnx")
+# Optional (all or none): the product tower as ONNX and what featurizes a catalogue row for it, so a
+# service can encode new products without torch (`upper_fast.products`, `Retriever.upsert_products`).
+PRODUCT_TOWER_FILES = ("product_tower.onnx", "tokenizer.json", "product_features.json")
 # Optional (all or none): the lexical channel of hybrid retrieval (`upper_fast.lexical`); its index
 # files live under LEXICAL_DIR/ and are listed one by one in the manifest.
 LEXICAL_FILES = ("lexical.json", "fusion.json")
@@ -121,10 +131,13 @@ def write_manifest(bundle_dir: str | os.PathLike[str], *, model_version: str, di
     split = [name for name in SPLIT_TOWER_FILES if (root / name).is_file()]
     if split and len(split) != len(SPLIT_TOWER_FILES):
         raise FileNotFoundError(f"{root} has {split[0]} but not the rest of {list(SPLIT_TOWER_FILES)} (both or neither)")
+    product = [name for name in PRODUCT_TOWER_FILES if (root / name).is_file()]
+    if product and len(product) != len(PRODUCT_TOWER_FILES):
+        raise FileNotFoundError(f"{root} has {product} but not all of {list(PRODUCT_TOWER_FILES)} (all or none)")
     lexical: list[str] = []
     if any((root / name).is_file() for name in LEXICAL_FILES):
         lexical = [*LEXICAL_FILES, *_lexical_index_files(root)]
-    for name in (*BUNDLE_FILES, *split, *lexical):
+    for name in (*BUNDLE_FILES, *split, *product, *lexical):
         path = root / name
         if not path.is_file():
             raise FileNotFoundError(f"bundle file {name} is missing from {root}")
@@ -175,9 +188,12 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if isinstance(files, dict):
         _check_lexical_names(files, path)
         files = {n: v for n, v in files.items() if not _is_lexical_name(n)}
-    if not isinstance(files, dict) or set(files) not in (set(BUNDLE_FILES), set(BUNDLE_FILES) | set(SPLIT_TOWER_FILES)):
+    allowed = [set(BUNDLE_FILES) | split | product for split in (set(), set(SPLIT_TOWER_FILES))
+               for product in (set(), set(PRODUCT_TOWER_FILES))]
+    if not isinstance(files, dict) or set(files) not in allowed:
         raise FormatError(f"{path} lists files {sorted(files) if isinstance(files, dict) else files!r}, "
-                          f"expected {sorted(BUNDLE_FILES)}, optionally with all of {sorted(SPLIT_TOWER_FILES)}")
+                          f"expected {sorted(BUNDLE_FILES)}, optionally with all of {sorted(SPLIT_TOWER_FILES)} "
+                          f"and/or all of {sorted(PRODUCT_TOWER_FILES)}")
     _check_manifest_schema(manifest, path)
     return manifest
 
@@ -293,12 +309,14 @@ def commit_staged(staged: Path, bundle_dir: str | os.PathLike[str], *, overwrite
 
 
 def hydrated_product_matrix(product_vectors: np.ndarray, quality: np.ndarray, scale: float,
-                            mips_augment: bool) -> np.ndarray:
+                            mips_augment: bool, radius_sq: float | None = None) -> np.ndarray:
     """The vectors the index holds: [v ; scale*f], plus sqrt(R^2 - |x|^2) with the MIPS augmentation.
 
     product_vectors (n, D) float32, quality (n, F) float32 -> (n, D + F [+ 1]) float32. The
     augmentation gives every row the norm R = max row norm, so inner-product search over them is a
     cosine search (what HNSW graphs are built for) while the inner product with [q ; w ; 0] is unchanged.
+    radius_sq: R^2 of an existing index (`mips_radius_sq`), for rows added to it later (a row longer
+    than R gets 0); None = the max over these rows. The live catalogue hydrates new products with it.
     """
     from upper_fast.kernels import hydrate_products
 
@@ -306,8 +324,21 @@ def hydrated_product_matrix(product_vectors: np.ndarray, quality: np.ndarray, sc
     if not mips_augment:
         return hydrated
     sq = np.einsum("ij,ij->i", hydrated, hydrated, dtype=np.float64)
-    extra = np.sqrt(np.maximum(sq.max() - sq, 0.0)).astype(np.float32)
+    extra = np.sqrt(np.maximum((sq.max() if radius_sq is None else radius_sq) - sq, 0.0)).astype(np.float32)
     return np.ascontiguousarray(np.concatenate([hydrated, extra[:, None]], axis=1))
+
+
+def mips_radius_sq(product_vectors: np.ndarray, quality: np.ndarray, scale: float) -> float:
+    """R^2 = the largest squared norm of a hydrated row [v ; scale*f] (what `hydrated_product_matrix`
+    augments every row up to), read in blocks so a memory-mapped matrix is not copied whole."""
+    from upper_fast.kernels import hydrate_products
+
+    best = 0.0
+    for lo in range(0, product_vectors.shape[0], 65536):
+        block = hydrate_products(np.ascontiguousarray(product_vectors[lo:lo + 65536], dtype=np.float32),
+                                 np.ascontiguousarray(quality[lo:lo + 65536], dtype=np.float32), scale, num_threads=0)
+        best = max(best, float(np.einsum("ij,ij->i", block, block, dtype=np.float64).max(initial=0.0)))
+    return best
 
 
 def hydrated_ann_recall(index: Any, hydrated: np.ndarray, queries: np.ndarray, weights: np.ndarray, ef: int,
@@ -369,6 +400,7 @@ def _write_lexical(staged: Path, manifest: dict[str, Any], texts: Sequence[str],
 
 def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | os.PathLike[str],
                  split_towers_onnx: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+                 product_tower: dict[str, str | os.PathLike[str]] | None = None,
                  featurizer_config: dict[str, int], query_keys: Sequence[str], query_graph: np.ndarray,
                  product_ids: Sequence[str], product_graph: np.ndarray, product_vectors: np.ndarray,
                  quality: np.ndarray, hydration: dict[str, Any], thresholds: dict[str, float],
@@ -382,6 +414,8 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
     """Write a complete bundle atomically (temp dir beside `bundle_dir`, then one rename).
 
     split_towers_onnx: optional (user_tower.onnx, query_part.onnx) paths (`export_split_towers`).
+    product_tower: optional {"onnx", "tokenizer", "features"} paths of product_tower.onnx,
+    tokenizer.json and product_features.json (`upper_fast_train.export.export_product_files`).
     query_graph (nq, G) f32; product_graph (n, G) f32; product_vectors (n, D) f32 L2-normalised;
     quality (n, F) f32 in [0, 1]; hydration: {"weights": [F floats], "scale": float,
     "mips_augmented": bool, ...report}; thresholds: {"negative", "click", "favorite", "add_to_cart",
@@ -435,6 +469,9 @@ def write_bundle(bundle_dir: str | os.PathLike[str], *, query_tower_onnx: str | 
         if split_towers_onnx is not None:
             for src, name in zip(split_towers_onnx, SPLIT_TOWER_FILES, strict=True):
                 shutil.copyfile(src, staged / name)
+        if product_tower is not None:
+            for key, name in zip(("onnx", "tokenizer", "features"), PRODUCT_TOWER_FILES, strict=True):
+                shutil.copyfile(product_tower[key], staged / name)
         fz = FeaturizerConfig.from_dict(dict(featurizer_config)).to_dict()
         (staged / "featurizer.json").write_text(json.dumps(fz, indent=2, sort_keys=True) + "\n")
         (staged / "query_nodes.txt").write_text("".join(k + "\n" for k in query_keys), encoding="utf-8")

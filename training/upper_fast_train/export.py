@@ -36,8 +36,9 @@ USER_INPUTS = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_co
 QUERY_PART_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "user_vector")
 THRESHOLD_NAMES = ("negative", "click", "favorite", "add_to_cart", "purchase")
 
-__all__ = ["check_onnx_parity", "check_split_parity", "encode_product_shard", "export_bundle", "export_query_tower",
-           "export_split_towers", "merge_product_shards", "normalise_quality", "parity_inputs", "user_histories"]
+__all__ = ["check_onnx_parity", "check_split_parity", "encode_chunk_rows", "encode_product_shard", "export_bundle",
+           "export_query_tower", "export_split_towers", "merge_product_shards", "normalise_quality", "parity_inputs",
+           "user_histories", "write_product_shard"]
 
 
 class _PositionalTower(torch.nn.Module):
@@ -205,30 +206,16 @@ def check_onnx_parity(tower: torch.nn.Module, onnx_path: str | os.PathLike[str],
 
 
 def normalise_quality(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
-    """Quality features -> (n, F) float32 in [0, 1] by rank (empirical CDF); NaN -> 0.
+    """Quality features -> (n, F) float32 in [0, 1] through the catalogue's empirical CDF; NaN -> 0.
 
-    Returns the matrix and, per feature, quantile edges (101 points) so new products can be
-    normalised the same way later.
+    Returns the matrix and the normalisation (per feature, 101 quantile edges): the matrix is
+    `upper_fast.products.quality_features` of the columns under it, the function the live catalogue
+    applies to a new product, so export and serving hydrate a product alike.
     """
-    names = list(columns)
-    if not names:
-        raise ValueError("no quality columns: the catalog has no numeric quality features to boost with")
-    n = len(columns[names[0]])
-    out = np.zeros((n, len(names)), np.float32)
-    edges: dict[str, list[float]] = {}
-    for j, name in enumerate(names):
-        x = np.asarray(columns[name], dtype=np.float64)
-        ok = np.isfinite(x)
-        if ok.sum() == 0:
-            edges[name] = []
-            continue
-        qs = np.quantile(x[ok], np.linspace(0.0, 1.0, 101))
-        edges[name] = [float(v) for v in qs]
-        ranked = np.sort(x[ok])
-        # Average rank of ties so equal values get equal features.
-        out[ok, j] = (np.searchsorted(ranked, x[ok], side="left")
-                      + np.searchsorted(ranked, x[ok], side="right")) / (2.0 * ok.sum())
-    return out, {"names": names, "method": "rank", "quantile_edges": edges}
+    from upper_fast.products import fit_quality_normalisation, quality_features
+
+    info = fit_quality_normalisation(columns)
+    return quality_features(columns, info), info
 
 
 def encode_product_shard(run: Any, catalog: Any, shards: int, shard: int, out_dir: str | os.PathLike[str],
@@ -243,14 +230,23 @@ def encode_product_shard(run: Any, catalog: Any, shards: int, shard: int, out_di
     n = catalog.num_rows
     lo, hi = shard * n // shards, (shard + 1) * n // shards
     vectors = np.asarray(run.encode_products(catalog.slice(lo, hi - lo), batch_size=batch_size), dtype=np.float32)
+    return write_product_shard(out_dir, vectors, shard, shards, lo, hi, n)
+
+
+def write_product_shard(out_dir: str | os.PathLike[str], vectors: np.ndarray, shard: int, shards: int, lo: int,
+                        hi: int, n_products: int) -> Path:
+    """Save vectors (hi - lo, D) float32 of rows [lo, hi) as shard `shard` of `shards` (the .npy, renamed
+    into place, then its .json with the rows), in the layout `merge_product_shards` reads."""
+    if vectors.shape[0] != hi - lo:
+        raise ValueError(f"shard {shard} covers rows {lo}..{hi} but holds {vectors.shape[0]} vectors")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"product_vectors.shard-{shard:04d}-of-{shards:04d}.npy"
     tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, vectors)
+    np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
     os.replace(tmp, path)
     (out / f"product_vectors.shard-{shard:04d}-of-{shards:04d}.json").write_text(
-        json.dumps({"rows": [lo, hi], "n_products": n}))
+        json.dumps({"rows": [lo, hi], "n_products": n_products}))
     return path
 
 
@@ -333,11 +329,18 @@ def _thresholds(raw: Any) -> dict[str, float]:
     return {t: out[t] for t in THRESHOLD_NAMES}
 
 
+def encode_chunk_rows(batch_size: int) -> int:
+    """Catalogue rows per `TrainedRun.encode_products` call of the export (each call featurizes one
+    chunk; a frozen text encoder pools it in its own length-sorted batches). The Ray encoder
+    (`upper_fast_train.ray_encode`) encodes the same chunks, so its vectors are the same bits."""
+    return max(batch_size, 4096)
+
+
 def _encode_products(run: Any, catalog: Any, batch_size: int, progress: bool) -> np.ndarray:
     from tqdm.auto import tqdm
 
     n = catalog.num_rows
-    chunk = max(batch_size, 4096)
+    chunk = encode_chunk_rows(batch_size)
     parts = []
     with tqdm(total=n, desc="encode products", unit="product", disable=not progress) as bar:
         for lo in range(0, n, chunk):
@@ -403,6 +406,97 @@ def check_split_parity(tower: torch.nn.Module, user_path: str | os.PathLike[str]
     return _max_abs_diff(tower, inputs, run, batch_size)
 
 
+class _PositionalProductTower(torch.nn.Module):
+    """Adapter: the exporter passes positional tensors; the product tower takes the input names."""
+
+    def __init__(self, tower: torch.nn.Module) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        from upper_fast.products import PRODUCT_INPUTS
+
+        return self.tower(**dict(zip(PRODUCT_INPUTS, args)))
+
+
+def export_product_tower(tower: torch.nn.Module, path: str | os.PathLike[str], example: dict[str, np.ndarray],
+                         opset: int = 17) -> Path:
+    """Export the product tower (text encoder included) to ONNX: `upper_fast.products.PRODUCT_INPUTS`
+    -> product_vector, dynamic batch axis everywhere and a dynamic token axis on text_ids / text_mask
+    (the live catalogue trims a batch to its longest text). example: inputs keyed by name, batch >= 2."""
+    from upper_fast.products import PRODUCT_INPUTS
+
+    path = Path(path)
+    missing = [n for n in PRODUCT_INPUTS if n not in example]
+    if missing:
+        raise ValueError(f"example inputs lack {missing}")
+    args = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in PRODUCT_INPUTS)
+    axes = {n: {0: "batch"} for n in (*PRODUCT_INPUTS, "product_vector")}
+    axes["text_ids"] = axes["text_mask"] = {0: "batch", 1: "tokens"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_PositionalProductTower(tower.eval()).eval(), args, str(path), input_names=list(PRODUCT_INPUTS),
+                          output_names=["product_vector"], dynamic_axes=axes, opset_version=opset, dynamo=False)
+    return path
+
+
+def product_features(run: Any) -> dict[str, Any]:
+    """What `upper_fast.products.ProductEncoder` needs beside the ONNX and tokenizer to featurize a
+    catalogue row as training did (product_features.json)."""
+    from upper_fast.products import PRODUCT_FEATURES_VERSION
+
+    tc = run.train_config
+    return {"format_version": PRODUCT_FEATURES_VERSION,
+            "text": {"max_length": int(tc.text.text_max_len), "fields": ["title", "tags"]},
+            "max_product_terms": int(tc.featurizer.max_product_terms),
+            "countries": list(run.vocab.countries), "categories": list(run.vocab.categories),
+            "quality_buckets": {"columns": list(run.vocab.quality_columns),
+                                "edges": [list(map(float, e)) for e in run.vocab.quality_edges]},
+            "graph_dim": int(run.graph.dim), "dim": int(tc.model.dim),
+            "cold_path": "products without a graph node: zero graph vector, mask 0"}
+
+
+def export_product_files(run: Any, catalog: Any, product_vectors: np.ndarray, product_graph: np.ndarray,
+                         out_dir: Path, sample: int = 256, seed: int = 0) -> tuple[dict[str, Path], float]:
+    """The bundle's product-tower files in `out_dir` and their parity: (paths for
+    `write_bundle(product_tower=...)`, max |diff|).
+
+    Parity is checked end to end on `sample` catalogue rows: the serving featurization
+    (`upper_fast.products.ProductEncoder`) + onnxruntime against the export's own product vectors
+    (training featurization + PyTorch), and the same rows on the cold path (no graph node) against
+    PyTorch on the same inputs. Raises ValueError when they differ by 1e-4 or more."""
+    import shutil
+
+    from upper_fast.products import PRODUCT_FEATURES_FILE, PRODUCT_INPUTS, ProductEncoder, _product_session
+
+    features = product_features(run)
+    paths = {"onnx": out_dir / "product_tower.onnx", "tokenizer": out_dir / "tokenizer.json",
+             "features": out_dir / PRODUCT_FEATURES_FILE}
+    paths["features"].write_text(json.dumps(features, indent=1) + "\n")
+    shutil.copyfile(run.run_dir / "tokenizer.json", paths["tokenizer"])
+    rows = np.sort(np.random.default_rng([seed, 13]).choice(catalog.num_rows, min(sample, catalog.num_rows),
+                                                            replace=False))
+    part = catalog.take(rows)
+    probe = ProductEncoder(None, run.tokenizer, run.featurizer, features)
+    example = probe.inputs(part.slice(0, min(4, part.num_rows)), product_graph[rows[:4]])
+    if part.num_rows < 2:  # no dimension may be specialised to a batch of 1
+        example = {k: np.concatenate([v, v]) for k, v in example.items()}
+    tower = run.model.product_tower.eval()
+    export_product_tower(tower, paths["onnx"], example)
+    encoder = ProductEncoder(_product_session(paths["onnx"], 1), run.tokenizer, run.featurizer, features)
+    worst = 0.0
+    for lo in range(0, part.num_rows, 64):
+        chunk, chunk_rows = part.slice(lo, 64), rows[lo:lo + 64]
+        worst = max(worst, float(np.abs(encoder.encode(chunk, product_graph[chunk_rows]) - product_vectors[chunk_rows]).max()))
+        cold = encoder.inputs(chunk)
+        with torch.no_grad():
+            ref = tower(**{k: torch.from_numpy(cold[k]) for k in PRODUCT_INPUTS}).numpy()
+        worst = max(worst, float(np.abs(encoder.run(cold) - ref).max()))
+    if worst >= 1e-4:
+        raise ValueError(f"ONNX product tower differs from PyTorch by {worst:.2e} (>= 1e-4); not exporting")
+    return paths, worst
+
+
 def _lexical_texts(catalog: Any) -> list[str]:
     from upper_fast.lexical import catalogue_texts
 
@@ -423,7 +517,7 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
                   ef_by: str = "served", ef_tolerance: float = 0.005, calibrate: bool = True,
                   tier_keep: float = 0.5, negative_keep: float = 0.99,
                   max_calibration_events: int = 20000, lexical: bool = False,
-                  lexical_k: int = 100) -> dict[str, Any]:
+                  lexical_k: int = 100, product_tower: bool = True) -> dict[str, Any]:
     """Export a training run to a serving bundle; returns the manifest.
 
     dataset: the `upper_fast.data.Dataset` the run was trained on, with its windows. Everything fitted
@@ -441,6 +535,9 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
     lexical: also build the lexical channel (BM25 over title, tags and category) and fit its fusion
     with the dense channel on the boosting events (`upper_fast_train.fusion.export_fusion`);
     lexical_k: lexical candidates per search.
+    product_tower: also ship the product tower as ONNX with its featurization (product_tower.onnx,
+    tokenizer.json, product_features.json; `export_product_files`), so the served Retriever can
+    encode new products (`Retriever.upsert_products`) without torch.
     """
     import shutil
 
@@ -523,13 +620,18 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
                            check_split_parity(run.model.query_tower, *split, synthetic))
         if split_parity >= 1e-4:
             raise ValueError(f"split ONNX towers differ from PyTorch by {split_parity:.2e} (>= 1e-4); not exporting")
+        product_files, product_parity = None, None
+        if product_tower:
+            product_files, product_parity = export_product_files(run, catalog, product_vectors, product_graph,
+                                                                 Path(tmp), seed=seed)
         weights_file = run_dir / "model.safetensors"
         digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()[:16] if weights_file.exists() else "unknown"
         parent = staging_dir(bundle_dir)
         staged = parent / "bundle"
         try:
             manifest = write_bundle(
-            staged, query_tower_onnx=onnx_path, split_towers_onnx=split, featurizer_config=featurizer_config,
+            staged, query_tower_onnx=onnx_path, split_towers_onnx=split, product_tower=product_files,
+            featurizer_config=featurizer_config,
             query_keys=[str(k) for k in run.graph.query_keys],
             query_graph=np.ascontiguousarray(run.graph.query_vectors, dtype=np.float32),
             product_ids=product_ids, product_graph=product_graph,
@@ -542,7 +644,7 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
             lexical_texts=_lexical_texts(catalog) if lexical else None,
             fusion=_fusion_fitter(later, targets, target_kind, boost_k, lexical_k, progress) if lexical else None,
             extra={"simulated": bool(dataset.meta.get("simulated", False)), "onnx_parity_max_abs": parity,
-                   "split_parity_max_abs": split_parity,
+                   "split_parity_max_abs": split_parity, "product_tower_parity_max_abs": product_parity,
                    "run": {"dir": str(run_dir.resolve()), "personalized": bool(tc.model.personalized)},
                    "windows": windows.to_dict() if windows is not None else None,
                    "users_as_of": int(windows.valid_end) if windows is not None else None,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from upper_fast.products import quality_buckets, vocab_index
 from upper_fast.searches import search_ids, searcher_codes
 from upper_fast_train.config import INTERACTIONS, TrainConfig
 
@@ -42,23 +43,14 @@ class Vocab:
 
     def country_index(self, values: list[Any]) -> np.ndarray:
         """(n,) int64 country indices, 0 for None / unknown."""
-        lookup = {c: i + 1 for i, c in enumerate(self.countries)}
-        return np.fromiter((lookup.get(v, 0) for v in values), dtype=np.int64, count=len(values))
+        return vocab_index(values, self.countries)
 
     def category_index(self, values: list[Any]) -> np.ndarray:
-        lookup = {c: i + 1 for i, c in enumerate(self.categories)}
-        return np.fromiter((lookup.get(v, 0) for v in values), dtype=np.int64, count=len(values))
+        return vocab_index(values, self.categories)
 
     def quality_bucket(self, catalog: Any) -> np.ndarray:
         """(n, F) int64: 0 for a missing value, else 1 + the number of edges <= the value."""
-        out = np.zeros((catalog.num_rows, len(self.quality_columns)), dtype=np.int64)
-        for j, (name, edges) in enumerate(zip(self.quality_columns, self.quality_edges)):
-            if name not in catalog.column_names:
-                continue
-            values = np.asarray(catalog.column(name).cast("float64").fill_null(np.nan).to_numpy(zero_copy_only=False))
-            known = np.isfinite(values)
-            out[known, j] = 1 + np.searchsorted(np.asarray(edges, dtype=np.float64), values[known], side="right")
-        return out
+        return quality_buckets(catalog, self.quality_columns, self.quality_edges)
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.__dict__, indent=1))
