@@ -35,6 +35,7 @@ import numpy as np
 
 from upper_fast import _core
 from upper_fast.bundle import read_manifest, rerank_candidates, verify_bundle
+from upper_fast.live import ReadWriteLock
 
 __all__ = ["Hit", "INTERACTION_CODES", "Retriever", "SearchResult", "UserContext"]
 
@@ -165,6 +166,14 @@ class _Loaded:
     lexical: Any = None              # upper_fast.lexical.LexicalIndex, None without lexical files
     fusion: Any = None               # upper_fast.lexical.FusionModel (with lexical)
     fusion_vectors: np.ndarray | None = None  # (n, D) f32: exact dense scores of lexical-only hits
+    # An external vector store bound to this bundle (upper_fast.milvus.MilvusBackend); index is then
+    # None and the ANN step is the store's search.
+    backend: Any = None
+    # Live changes (upper_fast.live): rows removed from results, the live catalogue (None until the
+    # first upsert / removal) and observed users' histories, u -> (rows, types, queries, country, gen).
+    removed: np.ndarray | None = None          # (n,) bool
+    live: Any = None
+    live_histories: dict[int, tuple[Any, ...]] = field(default_factory=dict)
 
 
 
@@ -229,6 +238,10 @@ class _UserCache:
             while len(self._data) > self.capacity:
                 self._data.popitem(last=False)
 
+    def discard(self, key: Any) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
     def info(self) -> dict[str, int]:
         with self._lock:
             return {"size": len(self._data), "capacity": self.capacity, "hits": self.hits, "misses": self.misses}
@@ -246,12 +259,13 @@ def _bind(session: Any, arrays: dict[str, np.ndarray], inputs: Sequence[str], ou
 
 
 def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_USER_CACHE,
-          rerank: bool | None = None) -> _Loaded:
+          rerank: bool | None = None, backend: Any = None) -> _Loaded:
     import pyarrow.parquet as pq
 
     from upper_fast.featurizer import Featurizer, FeaturizerConfig, StringIdMap
     from upper_fast.index import Index
     from upper_fast.kernels import HingeThresholds
+    from upper_fast.live import ProductIds
 
     manifest = verify_bundle(path) if verify else read_manifest(path)
     dims = {k: int(v) for k, v in manifest["dims"].items()}
@@ -290,7 +304,9 @@ def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_
     user_queries = [q[:M] for q in users.column("hist_queries").to_pylist()]
     user_country = np.asarray(users.column("country").to_numpy(zero_copy_only=False), dtype=np.int64)
 
-    index = Index.load(str(path / "index.upf"))
+    # With a backend the ANN step runs there: bind it now (it checks the store holds this bundle).
+    bound = None if backend is None else backend.bind(path, manifest, n)
+    index = Index.load(str(path / "index.upf")) if bound is None else None
     session = _ort_session(path / "query_tower.onnx", num_threads)
     _check_tower_inputs(session, dims, path)
     user_session = query_session = None
@@ -311,7 +327,7 @@ def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_
     state = _Loaded(
         path=path, manifest=manifest, session=session,
         featurizer=featurizer, query_map=StringIdMap(query_keys), query_graph=query_graph,
-        product_ids=product_ids, product_map=StringIdMap(product_ids), product_graph=product_graph,
+        product_ids=product_ids, product_map=ProductIds(StringIdMap(product_ids)), product_graph=product_graph,
         boost=boost, query_tail=query_tail, thresholds=thresholds,
         index=index, ef=int(manifest.get("index", {}).get("ef_search", 128)), countries=countries,
         user_map=StringIdMap(user_ids), user_country=user_country, user_rows=user_rows,
@@ -320,16 +336,24 @@ def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_
         user_session=user_session, query_session=query_session,
         user_cache=_UserCache(user_cache) if user_session is not None else None,
     )
+    state.removed = np.zeros(n, np.bool_)
+    if (manifest.get("live") or {}).get("products_removed"):  # a saved live catalogue: rows the index deleted
+        deleted_from = index if index is not None else Index.load(str(path / "index.upf"))
+        state.removed[:] = [row not in deleted_from._impl for row in range(n)]
     if user_session is not None:
         state.signed_out = _Pipeline(state).compute_user_vector(None)
-    if rerank is None:
+    state.backend = bound
+    if bound is not None:
+        rerank = False  # the store ranks the float32 hydrated vectors itself
+    elif rerank is None:
         rerank = index.dtype != "f32"
     if rerank:  # the walk runs on the compact storage; its candidates are ranked on these
         state.rerank_vectors = np.array(product_vectors, dtype=np.float32, order="C", copy=True)  # off the mmap
     if "lexical.json" in manifest["files"]:
         from upper_fast.lexical import FusionModel, LexicalIndex
 
-        state.lexical = LexicalIndex.load(path, n)
+        # products upserted live after export are not in the lexical index (rows past its own count)
+        state.lexical = LexicalIndex.load(path, int((manifest.get("live") or {}).get("lexical_rows", n)))
         state.fusion = FusionModel.load(path)
         # Lexical-only hits get their exact dense score from these (a few rows per search; the f32
         # bundle's memory map is only paged in where read).
@@ -421,8 +445,7 @@ class _Pipeline:
         if uid is not None:
             u = s.user_map.get(uid)
             if u >= 0:
-                rows, types = s.user_rows[u].copy(), s.user_types[u].copy()
-                queries, country = list(s.user_queries[u]), int(s.user_country[u])
+                rows, types, queries, country = self.known_history(u, s.live_histories.get(u))
         if ctx is not None:
             if ctx.recent_products:
                 codes = [_interaction_code(t) for _, t in ctx.recent_products]
@@ -440,6 +463,13 @@ class _Pipeline:
             if ctx.country is not None:
                 country = s.countries.get(ctx.country, 0)
         return rows, types, queries, country
+
+    def known_history(self, u: int, entry: tuple[Any, ...] | None) -> tuple[np.ndarray, np.ndarray, list[str], int]:
+        """The history of bundle user row u: its observed one (`Retriever.observe`) when there is one."""
+        s = self.s
+        if entry is not None:
+            return entry[0].copy(), entry[1].copy(), list(entry[2]), int(entry[3])
+        return s.user_rows[u].copy(), s.user_types[u].copy(), list(s.user_queries[u]), int(s.user_country[u])
 
     def fill_query(self, buf: dict[str, Any], b: int, query: str) -> None:
         """Write the query inputs (terms, graph vector and mask) of row b. Native calls go straight to
@@ -499,14 +529,19 @@ class _Pipeline:
 
     def user_vector(self, user: Any) -> np.ndarray:
         """(user_dim,) f32 for a user id / context / None, from the LRU when this user's inputs were
-        seen before. Keys: a bundle user id alone, or the resolved history itself (context)."""
+        seen before. Keys: (bundle user id, its history generation), or the resolved history itself
+        (context)."""
         s = self.s
         if user is None:
             return s.signed_out
         if isinstance(user, str):
-            if s.user_map.get(user) < 0:
+            u = s.user_map.get(user)
+            if u < 0:
                 return s.signed_out  # unknown ids are served as signed out (their inputs are empty)
-            key: Any = user
+            # One read of the user's live entry: its history and generation belong together, so a
+            # vector computed from an older history can only land under the older key.
+            entry = s.live_histories.get(u)
+            key: Any = (user, 0 if entry is None else entry[4])
             history = None
         else:
             history = self.user_history(user)
@@ -514,7 +549,7 @@ class _Pipeline:
             key = (rows.tobytes(), types.tobytes(), tuple(queries), country)
         vec = s.user_cache.get(key)
         if vec is None:
-            vec = self.compute_user_vector(self.user_history(user) if history is None else history)
+            vec = self.compute_user_vector(self.known_history(u, entry) if history is None else history)
             s.user_cache.put(key, vec)
         return vec
 
@@ -560,6 +595,8 @@ class _Pipeline:
         walk are re-scored exactly (<q, v> + boost in float32, the same score an f32 index gives) and
         the best k kept. queries: the raw (m, D) query vectors (default: hydrated's first D columns)."""
         s = self.s
+        if s.backend is not None:
+            return s.backend.search(hydrated, k, allowed, ef=s.ef, n_rows=s.boost.shape[0])
         if s.rerank_vectors is None:
             top = s.index.search(hydrated, k, ef=max(s.ef, k), filter=allowed, num_threads=s.num_threads)
             return top.ids, top.scores
@@ -580,12 +617,19 @@ class _Pipeline:
         ids, scores, cos, tier = s.thresholds._core.finish_hits(ids, scores, s.boost, k, min_tier, prune)
         # Product ids straight from the map's contiguous key buffer: indexing the list of 1M str
         # objects touched two cold cache lines per hit (~46 us per 100 hits at 1M products).
-        return SearchResult(s.product_map._impl.keys_at(ids), ids, scores, cos, tier, s.model_version)
+        return SearchResult(s.product_map.keys_at(ids), ids, scores, cos, tier, s.model_version)
 
-    def allowed_rows(self, filter: Any) -> np.ndarray:
-        """The filter as int64 bundle rows (what upper_fast.Index.search takes)."""
+    def allowed_rows(self, filter: Any) -> np.ndarray | str:
+        """The filter as int64 bundle rows (what upper_fast.Index.search takes); a str filter is a
+        boolean expression the backend evaluates (a Milvus one over the collection's fields)."""
         s = self.s
         n = len(s.product_ids)
+        if isinstance(filter, str):
+            if s.backend is None:
+                raise TypeError("a filter expression (str) needs a backend that evaluates it "
+                                "(Retriever.load(..., backend=upper_fast.milvus.MilvusBackend(...))); in process, "
+                                "pass a bool mask (n_products,) or a collection of allowed product ids")
+            return filter
         if isinstance(filter, np.ndarray) and filter.dtype == np.bool_:
             if filter.shape != (n,):
                 raise ValueError(f"filter mask must have shape ({n},) (one bool per bundle product), got {filter.shape}")
@@ -604,9 +648,14 @@ class _Pipeline:
         allowed = None
         if filter is not None:
             allowed = self.allowed_rows(filter)
-            if allowed.size == 0:
+            if isinstance(allowed, str):
+                if lexical:
+                    raise ValueError("a filter expression restricts the dense channel only: pass lexical=False "
+                                     "with it, or filter by product ids to restrict both channels")
+            elif allowed.size == 0:
                 return self.prune(np.empty(0, np.int64), np.empty(0, np.float32), 0, min_tier, prune)
-            kk = min(kk, allowed.size)
+            else:
+                kk = min(kk, allowed.size)
         ids, scores = self.ann(h, kk, allowed, q)
         dense = self.prune(ids[0], scores[0], kk, min_tier, prune)
         if not lexical:
@@ -636,6 +685,9 @@ class _Pipeline:
         A handful of small numpy calls: no Python loop over the candidates."""
         s = self.s
         lex_rows, bm25 = s.lexical.search(query, lexical_k, allowed)
+        if lex_rows.size:  # removed products leave every channel
+            keep = ~s.removed[lex_rows]
+            lex_rows, bm25 = lex_rows[keep], bm25[keep]
         d_rows = dense.rows
         nd, nl = d_rows.shape[0], lex_rows.shape[0]
         if nl and nd:
@@ -700,7 +752,7 @@ class _Pipeline:
             order = order[np.isfinite(fused[order])]
         channels = (dense_rank[order] > 0).astype(np.uint8) | ((lexical_rank[order] > 0).astype(np.uint8) << 1)
         rows = rows[order]
-        return SearchResult(s.product_map._impl.keys_at(rows), rows, fused[order].astype(np.float32), cos[order],
+        return SearchResult(s.product_map.keys_at(rows), rows, fused[order].astype(np.float32), cos[order],
                             tiers[order], s.model_version, channels, fusion.method)
 
 
@@ -731,16 +783,22 @@ class Retriever:
     """
 
     def __init__(self, state: _Loaded, verify: bool, user_cache: int = DEFAULT_USER_CACHE,
-                 rerank: bool | None = None) -> None:
+                 rerank: bool | None = None, backend: Any = None) -> None:
         self._state = state
         self._verify = verify
         self._user_cache = user_cache
         self._rerank = rerank
+        self._backend = backend
         self._swap_lock = threading.Lock()
+        # Live changes: writers (upsert / remove / save / swap) take _write_mutex one at a time; the
+        # short step that makes a batch visible holds _rw's write side, every search its read side.
+        self._write_mutex = threading.Lock()
+        self._observe_lock = threading.Lock()
+        self._rw = ReadWriteLock()
 
     @classmethod
     def load(cls, bundle: str | os.PathLike[str], num_threads: int = 1, verify: bool = True,
-             user_cache: int = DEFAULT_USER_CACHE, rerank: bool | None = None) -> Retriever:
+             user_cache: int = DEFAULT_USER_CACHE, rerank: bool | None = None, backend: Any = None) -> Retriever:
         """Load a bundle directory (validating the manifest and, with verify, every file's sha256).
 
         user_cache: how many user vectors to keep (an LRU keyed by the user id, or by the resolved
@@ -751,6 +809,12 @@ class Retriever:
             candidates that are re-ranked on the bundle's float32 product vectors, so hits and scores
             are those of exact float32 scoring over the walk's candidates (compact walk, f32
             precision; costs n * D * 4 bytes of memory for the vectors).
+        backend: None (the bundle's own index, in process) or an external vector store holding the
+            bundle's hydrated vectors, e.g. `upper_fast.milvus.MilvusBackend(uri)` (after
+            `push_to_milvus`): the query tower runs here, the ANN step there (index.upf is not loaded),
+            then the same pruning and tiers; `search(filter=...)` also takes the store's boolean
+            expressions (str), and upserts and removals go to the store. A store that does not answer
+            or does not hold this bundle raises here (ConnectionError / ValueError).
         Raises FileNotFoundError for a missing bundle and upper_fast.FormatError for a damaged one.
         """
         if not isinstance(num_threads, int) or num_threads < 1:
@@ -759,7 +823,8 @@ class Retriever:
             raise ValueError(f"user_cache must be an int >= 0 (0 = off), got {user_cache!r}")
         if rerank is not None and not isinstance(rerank, bool):
             raise TypeError(f"rerank must be True, False or None (auto), got {rerank!r}")
-        return cls(_load(Path(bundle), num_threads, verify, user_cache, rerank), verify, user_cache, rerank)
+        return cls(_load(Path(bundle), num_threads, verify, user_cache, rerank, backend), verify, user_cache, rerank,
+                   backend)
 
     def user_cache_info(self) -> dict[str, int] | None:
         """{"size", "capacity", "hits", "misses"} of the user-vector cache of the loaded bundle, or
@@ -822,7 +887,11 @@ class Retriever:
         if not 0 <= min_tier <= 4:
             raise ValueError(f"min_tier must be in 0..4, got {min_tier}")
         use, lk = self._channels(lexical, lexical_k)
-        return _Pipeline(self._state).search_one(query, user, int(k), filter, min_tier, prune, use, lk)
+        self._rw.acquire_read()
+        try:
+            return _Pipeline(self._state).search_one(query, user, int(k), filter, min_tier, prune, use, lk)
+        finally:
+            self._rw.release_read()
 
     def search_batch(self, queries: Sequence[str], users: Sequence[Any] | None = None, k: int = 100,
                      min_tier: int = 0, prune: bool = True, lexical: bool | None = None,
@@ -841,7 +910,11 @@ class Retriever:
         use, lk = self._channels(lexical, lexical_k)
         if not queries:
             return []
-        return _Pipeline(self._state).search_many(list(queries), users, int(k), min_tier, prune, use, lk)
+        self._rw.acquire_read()
+        try:
+            return _Pipeline(self._state).search_many(list(queries), users, int(k), min_tier, prune, use, lk)
+        finally:
+            self._rw.release_read()
 
     def fusion_candidates(self, query: str, user: Any = None, k: int = 100,
                           lexical_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -850,6 +923,13 @@ class Retriever:
         fusion (`upper_fast_train.fusion`); ValueError for a bundle without a lexical index."""
         _check_query(query)
         _, lk = self._channels(True, lexical_k)
+        self._rw.acquire_read()
+        try:
+            return self._fusion_candidates(query, user, k, lk)
+        finally:
+            self._rw.release_read()
+
+    def _fusion_candidates(self, query: str, user: Any, k: int, lk: int) -> tuple[np.ndarray, np.ndarray]:
         p = _Pipeline(self._state)
         buf = p._buffers(1)
         q = p.encode(buf, (query,), (user,))
@@ -862,10 +942,13 @@ class Retriever:
         """Load another bundle and switch to it atomically; searches in flight finish on the old one.
 
         The new bundle is fully loaded, verified and warmed before the switch, so a damaged bundle
-        raises here and the current one keeps serving. Returns the new manifest.
+        raises here and the current one keeps serving. Returns the new manifest. Live changes made
+        since the current bundle was loaded (upserts, removals, observed events) stay with it: `save`
+        them first to keep them.
         """
-        with self._swap_lock:
-            state = _load(Path(bundle), self._state.num_threads, self._verify, self._user_cache, self._rerank)
+        with self._swap_lock, self._write_mutex:
+            state = _load(Path(bundle), self._state.num_threads, self._verify, self._user_cache, self._rerank,
+                          self._backend)
             self._state = state
         return state.manifest
 
@@ -892,3 +975,96 @@ class Retriever:
                                ("prune", t4, t5), ("total", t0, t5)):
                 t[name].append((b - a) / 1000.0)
         return {name: float(np.median(v)) for name, v in t.items()}
+
+    # -- live catalogue and user events (upper_fast.live)
+    def upsert_products(self, rows: Any) -> dict[str, Any]:
+        """Add or replace products, from rows in the catalog schema (a pyarrow Table or a list of
+        dicts: product_id, title, tags, category, shop_id, shop_country, price and the bundle's
+        quality columns); searches see them as soon as this returns.
+
+        The rows are checked with the checks of `upper-fast validate` (a missing title, a price that
+        is not a number, an unknown column, a repeated id: `upper_fast.data.CatalogRowsError`
+        naming each row), encoded by the bundle's product tower (ONNX), hydrated with the bundle's
+        boosting and added to the index; an existing id keeps its row and graph node, a new product
+        is served through the cold path (no graph node). The batch is applied whole or not at all:
+        on any error the Retriever keeps serving what it served before the call, and searches in
+        flight see the catalogue before the batch or after it, never part of it.
+        Returns {"added", "replaced", "timings_ms": {"validate", "encode", "hydrate", "apply"}}.
+        Raises ValueError (naming the fix: re-export) for a bundle without the product tower.
+        """
+        from upper_fast.live import live_catalogue
+
+        with self._write_mutex:
+            state = self._state
+            live = live_catalogue(state)
+            prepared = live.prepare(state, rows)
+            t0 = time.perf_counter()
+            self._rw.acquire_write()
+            try:
+                added, replaced = live.apply(state, prepared, self._index_upsert)
+            finally:
+                self._rw.release_write()
+            prepared.timings_ms["apply"] = (time.perf_counter() - t0) * 1e3
+        return {"added": added, "replaced": replaced, "timings_ms": prepared.timings_ms}
+
+    def remove_products(self, ids: Sequence[str]) -> int:
+        """Take products out of every result at once (dense and lexical channels); returns how many
+        were live. Unknown ids raise ValueError and nothing is removed; an upsert brings a removed
+        product back."""
+        from upper_fast.live import live_catalogue
+
+        with self._write_mutex:
+            state = self._state
+            live = live_catalogue(state)
+            self._rw.acquire_write()
+            try:
+                return live.remove(state, ids, self._index_remove)
+            finally:
+                self._rw.release_write()
+
+    def observe(self, events: Any) -> dict[str, int]:
+        """Append user events to known users' histories in memory, so their next search reflects them.
+
+        events: a list of dicts or (user_id, product_id, interaction, timestamp, query) tuples, or a
+        pyarrow Table with those columns; interaction is a name of `upper_fast.interactions` or its
+        code 0..4. An engagement (click .. purchase) of a catalogued product enters the user's recent
+        products; a query enters their recent queries (impressions included, as in training); both
+        stay bounded by the model's N products and M queries, most recent first. Events of one call
+        are applied in timestamp order. Users and products the bundle does not know are skipped and
+        counted. All events are checked first: a malformed one raises ValueError and none is applied.
+        Thread-safe with searches: each user's history is replaced in one step and the user's cached
+        vector is invalidated. Returns {"applied", "unknown_user", "unknown_product"}.
+        """
+        from upper_fast.live import observe_events
+
+        with self._observe_lock:
+            return observe_events(self._state, events)
+
+    def save(self, bundle: str | os.PathLike[str], overwrite: bool = False) -> dict[str, Any]:
+        """Write the live state (upserted and removed products, observed histories) as a new bundle,
+        atomically (a temp directory beside it, then one rename); `Retriever.load` of it serves the
+        same results. Searches continue meanwhile; upserts and removals wait. Returns its manifest."""
+        from upper_fast.live import live_catalogue
+
+        with self._write_mutex, self._observe_lock:
+            state = self._state
+            self._rw.acquire_read()
+            try:
+                return live_catalogue(state).save(state, bundle, overwrite)
+            finally:
+                self._rw.release_read()
+
+    @property
+    def removed_products(self) -> int:
+        """How many catalogue rows are removed from results (`remove_products`, or a saved live bundle)."""
+        removed = self._state.removed
+        return 0 if removed is None else int(removed.sum())
+
+    def _index_upsert(self, state: _Loaded, rows: np.ndarray, hydrated: np.ndarray) -> None:
+        """Put hydrated product vectors (k, index_dim) f32 under rows (k,) int64 into the vector
+        store, replacing live ones. The one step of an upsert a different store routes elsewhere."""
+        state.index.add(rows, hydrated, num_threads=1, replace=True)
+
+    def _index_remove(self, state: _Loaded, rows: np.ndarray) -> None:
+        """Stop returning rows (k,) int64 from the vector store."""
+        state.index.mark_deleted(rows)

@@ -9,6 +9,7 @@ reason. A file that cannot be read raises `upper_fast.FormatError` naming the fi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,8 +31,8 @@ from upper_fast.data.convert import (
 from upper_fast.data.readers import SUPPORTED_SUFFIXES, RawBatch, file_row_count_hint, iter_batches
 from upper_fast.data.schema import KNOWN_COLUMNS, REASONS, REQUIRED_COLUMNS, TABLES, DataConfig
 
-__all__ = ["FileReport", "ValidationReport", "ValidatedTables", "validate_dataset", "find_table_files", "iter_quarantine",
-           "output_schema"]
+__all__ = ["CatalogRowsError", "FileReport", "ValidationReport", "ValidatedTables", "validate_catalog_rows",
+           "validate_dataset", "find_table_files", "iter_quarantine", "output_schema"]
 
 _REASON_CODE = {r: i for i, r in enumerate(REASONS)}
 _EXAMPLES_PER_REASON = 5
@@ -502,3 +503,67 @@ def iter_quarantine(path: str | Path) -> Iterator[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             yield json.loads(line)
+
+
+class CatalogRowsError(ValueError):
+    """Catalogue rows refused by `validate_catalog_rows`.
+
+    records: one record per rejected row, with the fields `upper-fast validate` writes to its
+    quarantine file (table, row (1-based), column, reason, detail, original). Empty when the whole
+    batch was refused for its columns (`unknown_columns`)."""
+
+    def __init__(self, message: str, records: list[dict[str, Any]], unknown_columns: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.records = records
+        self.unknown_columns = list(unknown_columns)
+
+
+def _rows_batch(rows: Any) -> RawBatch:
+    """In-memory catalogue rows (a pyarrow Table / RecordBatch or a list of dicts) as a reader batch."""
+    from upper_fast.data.readers import _json_safe, _parquet_row, _typed_or_list
+
+    if isinstance(rows, pa.RecordBatch):
+        rows = pa.Table.from_batches([rows])
+    if isinstance(rows, pa.Table):
+        batch = rows.combine_chunks().to_batches()[0] if rows.num_rows else None
+        columns = {name: rows.column(name).combine_chunks() for name in rows.column_names}
+        return RawBatch("<rows>", columns, list(range(1, rows.num_rows + 1)), None,
+                        lambda i, _b=batch: _parquet_row(_b, i))
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
+        raise TypeError(f"rows must be a pyarrow Table or a list of dicts in the catalog schema, not {type(rows).__name__}")
+    for i, rec in enumerate(rows):
+        if not isinstance(rec, dict):
+            raise TypeError(f"rows[{i}] is a {type(rec).__name__}; each row must be a dict of column -> value")
+    names: dict[str, None] = {}
+    for rec in rows:
+        names.update(dict.fromkeys(map(str, rec)))
+    columns = {name: _typed_or_list([rec.get(name) for rec in rows]) for name in names}
+    return RawBatch("<rows>", columns, list(range(1, len(rows) + 1)), None, lambda i: _json_safe(rows[i]))
+
+
+def validate_catalog_rows(rows: Any, quality_columns: Sequence[str], config: DataConfig | None = None) -> pa.Table:
+    """Check in-memory catalogue rows with the checks of `upper-fast validate` (the same code), all
+    or nothing: returns every row in the canonical catalog schema (`output_schema("catalog",
+    quality_columns)`), or raises `CatalogRowsError` naming each rejected row, its column, reason and
+    detail. Columns outside the catalog schema and `quality_columns` are refused (a typo would
+    otherwise drop a field silently). Duplicate product_ids within the rows are rejected."""
+    batch = _rows_batch(rows)
+    known = set(KNOWN_COLUMNS["catalog"]) | set(quality_columns)
+    unknown = sorted(set(batch.columns) - known)
+    if unknown:
+        raise CatalogRowsError(
+            f"unknown catalog columns {unknown}: this bundle reads {list(KNOWN_COLUMNS['catalog'])} and the quality "
+            f"columns {list(quality_columns)}; drop or rename them (nothing was applied)", [], unknown)
+    cfg = dataclasses.replace(config or DataConfig(), quality_columns=list(quality_columns))
+    report = ValidationReport()
+    validator = _TableValidator("catalog", cfg, report, _Quarantine(None, report))
+    records: list[dict[str, Any]] = []
+    accepted = validator._validate_batch(batch, records) if len(batch) else output_schema("catalog", quality_columns).empty_table()
+    if records:
+        records.sort(key=lambda r: r["row"])
+        shown = "; ".join(f"row {r['row']}: {r['reason']} in column {r['column']!r}" + (f" ({r['detail']})" if r["detail"] else "")
+                          for r in records[:10])
+        more = f"; and {len(records) - 10} more" if len(records) > 10 else ""
+        raise CatalogRowsError(f"{len(records)} of {len(batch)} catalogue rows rejected, nothing was applied "
+                               f"(the checks of `upper-fast validate`): {shown}{more}", records)
+    return accepted
