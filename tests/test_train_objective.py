@@ -155,3 +155,18 @@ def test_train_model_takes_a_hand_composed_objective():
                for h in history)
     for h in history:
         assert h["loss"] == pytest.approx(h["hinge"] + 0.1 * h["mean_score"] + h["w_uniform"] * h["uniform"], rel=1e-5)
+
+
+def test_distillation_rows_without_history_skip_rows_the_user_history_reaches():
+    import torch
+
+    from upper_fast_train.objective import without_history
+
+    items = torch.tensor([[0, 0, 0], [2, 0, 0], [0, 0, 0], [0, 0, 0]])  # (B, N) types, 0 = padding
+    queries = torch.zeros(4, 2, 3, dtype=torch.int64)  # (B, M, Lq)
+    queries[2, 1, 0] = 7  # row 2: a history query, no history item
+    assert without_history({"hist_item_type": items, "hist_query_terms": queries}).tolist() == [True, False, False, True]
+    with pytest.raises(ValueError, match="distill_rows"):
+        TrainConfig.preset("logs", **{"experimental.distill_rows": "signed_in"})
+    config = TrainConfig.preset("logs", **{"experimental.distill_rows": "without_history"})
+    assert config.experimental.distill_rows == "without_history"

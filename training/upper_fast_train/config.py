@@ -236,6 +236,10 @@ class ExperimentalConfig:
     distill_bm25_negatives: int = 0
     # Per-row softmax contrast weights by engagement type [click, favorite, add_to_cart, purchase].
     contrast_type_weights: list[float] = field(default_factory=list)
+    # Which positive rows the teacher distillation covers: "all", or "without_history" (only rows
+    # whose query tower sees no user history: signed-out searches, pseudo-queries, first searches),
+    # so the user-agnostic teacher does not pull personalised query vectors toward one ranking for all.
+    distill_rows: str = "all"
 
 
 def _training_featurizer() -> FeaturizerConfig:
@@ -326,6 +330,8 @@ class TrainConfig:
         if obj.distill_weight < 0 or obj.distill_temperature <= 0 or obj.distill_queries < 0:
             raise ValueError("distill_weight must be >= 0, distill_temperature > 0 and distill_queries >= 0, got "
                              f"{obj.distill_weight}, {obj.distill_temperature}, {obj.distill_queries}")
+        if exp.distill_rows not in ("all", "without_history"):
+            raise ValueError(f'experimental.distill_rows must be "all" or "without_history", got {exp.distill_rows!r}')
         if exp.distill_bm25 < 0:
             raise ValueError(f"distill_bm25 must be >= 0, got {exp.distill_bm25}")
         if exp.distill_bm25 > 0 and obj.distill_weight == 0:

@@ -137,6 +137,13 @@ class DistillTeacher:
         return t_logits, rows
 
 
+def without_history(query_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B,) bool: the rows whose query-tower inputs hold no history item and no history query."""
+    items = query_inputs["hist_item_type"]  # (B, N) interaction codes, 0 = padding
+    queries = query_inputs["hist_query_terms"]  # (B, M, Lq) term ids, 0 = padding
+    return (items == 0).all(dim=1) & (queries.reshape(queries.shape[0], -1) == 0).all(dim=1)
+
+
 class SoftmaxDistillation:
     """`losses.softmax_distill`: KL(teacher || student) over the step's columns, on the positive rows
     whose query has a teacher. mined_columns K > 0: each such row adds its query's K best BM25
@@ -144,15 +151,19 @@ class SoftmaxDistillation:
 
     name, needs_group_sets = "distill", True
 
-    def __init__(self, teacher: DistillTeacher, temperature: float, teacher_temperature: float, mined_columns: int = 0) -> None:
+    def __init__(self, teacher: DistillTeacher, temperature: float, teacher_temperature: float, mined_columns: int = 0,
+                 rows: str = "all") -> None:
         self.teacher = teacher
         self.temperature = temperature  # the student's
         self.teacher_temperature = teacher_temperature  # divides the teacher's cosines before its softmax at T = 1
         self.source = "lexical" if mined_columns > 0 else None
+        self.rows = rows  # "all" or "without_history" (rows whose query tower sees no user history)
 
     def __call__(self, step: ScoredStep) -> torch.Tensor:
         t_logits, rows = self.teacher.logits(step.columns.query_rows, step.columns.unique, self.teacher_temperature)  # (B, R), (B,)
         rows = rows & (step.labels > 0)
+        if self.rows == "without_history":
+            rows = rows & without_history(step.columns.query_inputs).to(rows.device)
         return softmax_distill(step.scores, t_logits, step.positive_columns, step.forbidden, self.temperature, 1.0, rows)
 
 
@@ -261,7 +272,8 @@ def build_objective(config: TrainConfig, teacher: DistillTeacher | None = None) 
     if obj.contrast_weight > 0:
         terms.append(Weighted(SoftmaxContrast(obj.contrast_temperature, exp.contrast_type_weights), obj.contrast_weight))
     if teacher is not None and obj.distill_weight > 0:
-        distill = SoftmaxDistillation(teacher, obj.contrast_temperature, obj.distill_temperature, exp.distill_bm25_negatives)
+        distill = SoftmaxDistillation(teacher, obj.contrast_temperature, obj.distill_temperature, exp.distill_bm25_negatives,
+                                      exp.distill_rows)
         terms.append(Weighted(distill, obj.distill_weight))
     if neg.inbatch_negatives > 0:
         terms.append(Weighted(InBatchNegatives(neg.inbatch_negatives, theta_neg), "inbatch"))
