@@ -181,3 +181,35 @@ def test_backend_upsert_and_remove(bundle, uri, local):
 def test_import_upper_fast_does_not_import_pymilvus():
     code = "import sys, upper_fast, upper_fast.retriever; assert 'pymilvus' not in sys.modules, 'pymilvus imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_live_upserts_and_removals_go_to_milvus(tmp_path):
+    from live_tiny import live_bundle, tiny_catalog
+
+    from upper_fast.data.validate import CatalogRowsError
+
+    path, world = live_bundle(tmp_path)
+    uri = str(tmp_path / "live.db")
+    push_to_milvus(path, uri, collection="live", index_type="FLAT")
+    local = Retriever.load(path)
+    remote = Retriever.load(path, backend=MilvusBackend(uri, collection="live"))
+    backend = remote._state.backend
+    new = tiny_catalog(3, seed=9, prefix="NEW").to_pylist()
+    for r in (local, remote):
+        assert r.upsert_products(new)["added"] == 3
+        r.upsert_products(world["catalog"].slice(4, 1))  # a replaced product keeps its row
+        assert r.remove_products(["P00010", "NEW00001"]) == 2
+    assert backend.count() == 200 + 3 - 2
+    queries = [new[0]["title"], new[1]["title"], "red mug", world["catalog"].column("title")[10].as_py()]
+    for q in queries:
+        _same(local.search(q, k=60, prune=False), remote.search(q, k=60, prune=False))
+    bad = tiny_catalog(2, seed=10, prefix="BAD").to_pylist()
+    bad[1]["title"] = None
+    with pytest.raises(CatalogRowsError):
+        remote.upsert_products(bad)
+    assert backend.count() == 201 and remote.num_products == 203
+    # the live state saved from the Milvus-served Retriever loads in process to the same results
+    remote.save(tmp_path / "saved")
+    saved = Retriever.load(tmp_path / "saved")
+    for q in queries:
+        _same(saved.search(q, k=60, prune=False), remote.search(q, k=60, prune=False))

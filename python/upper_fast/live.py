@@ -306,14 +306,17 @@ class LiveCatalogue:
         if len(state.product_ids) > n:
             del state.product_ids[n:]
             state.product_map.truncate(n)
-        added = np.asarray([r for r in new_rows.tolist() if r in state.index._impl], np.int64)
+        if state.backend is not None:  # an external store: deleting rows it never got is a no-op
+            added = new_rows
+        else:
+            added = np.asarray([r for r in new_rows.tolist() if r in state.index._impl], np.int64)
         if added.size:
-            state.index.mark_deleted(added)
+            _store_remove(state, added)
         if old_rows.size:  # the replaced rows' previous vectors back into the index
             index_upsert(state, old_rows, self.hydrated_rows(state, old_rows))
             gone = old_rows[saved["removed"]] if "removed" in saved else old_rows[:0]
             if gone.size:
-                state.index.mark_deleted(gone)
+                _store_remove(state, gone)
         self._shrink(state, n)
 
     def vectors_of(self, state: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -403,7 +406,7 @@ class LiveCatalogue:
             vectors, quality = self._all_vectors(state, n)
             np.save(staged / "product_vectors.npy", vectors)
             np.save(staged / "quality.npy", quality)
-            state.index.save(str(staged / "index.upf"))
+            self._live_index(state, n).save(str(staged / "index.upf"))
             pq.write_table(_users_table(state), staged / "users.parquet")
             if (src / DISPLAY_FILE).is_file():
                 pq.write_table(self._display_table(pa, pq.read_table(src / DISPLAY_FILE)), staged / DISPLAY_FILE)
@@ -428,6 +431,22 @@ class LiveCatalogue:
         commit_staged(staged, bundle_dir, overwrite=overwrite)
         return manifest
 
+    def _live_index(self, state: Any, n: int) -> Any:
+        """The index of the live catalogue: the one searches use, or, when an external store serves
+        them (`Retriever.load(backend=...)`), the bundle's index.upf with the live changes applied."""
+        if state.index is not None:
+            return state.index
+        from upper_fast.index import Index
+
+        index = Index.load(str(state.path / "index.upf"))
+        changed = np.asarray(sorted({*self.replaced_vectors, *range(self.n_base, n)}), np.int64)
+        if changed.size:
+            index.add(changed, self.hydrated_rows(state, changed), num_threads=1, replace=True)
+        gone = np.asarray([r for r in np.flatnonzero(state.removed[:n]).tolist() if r in index._impl], np.int64)
+        if gone.size:
+            index.mark_deleted(gone)
+        return index
+
     def _all_vectors(self, state: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
         base_v = np.load(state.path / "product_vectors.npy", mmap_mode="r")
         base_q = np.load(state.path / "quality.npy", mmap_mode="r")
@@ -451,6 +470,14 @@ class LiveCatalogue:
         names = ("product_id", "title", "category", "price")
         cols = {name: [item[j] for item in self.display.values()] for j, name in enumerate(names) if name in table.column_names}
         return pa.concat_tables([table, pa.table(cols, schema=table.schema)])
+
+
+def _store_remove(state: Any, rows: np.ndarray) -> None:
+    """Rows out of the vector store searches use: the in-process index, or the backend."""
+    if state.backend is not None:
+        state.backend.remove(rows)
+    else:
+        state.index.mark_deleted(rows)
 
 
 def live_catalogue(state: Any) -> LiveCatalogue:

@@ -1062,9 +1062,17 @@ class Retriever:
 
     def _index_upsert(self, state: _Loaded, rows: np.ndarray, hydrated: np.ndarray) -> None:
         """Put hydrated product vectors (k, index_dim) f32 under rows (k,) int64 into the vector
-        store, replacing live ones. The one step of an upsert a different store routes elsewhere."""
+        store, replacing live ones: the in-process index, or the backend (with each row's product id
+        and boost; its filterable fields stay empty for these rows)."""
+        if state.backend is not None:
+            state.backend.upsert(rows, hydrated, {"product_id": state.product_map.keys_at(rows),
+                                                  "boost": state.boost[rows].tolist()})
+            return
         state.index.add(rows, hydrated, num_threads=1, replace=True)
 
     def _index_remove(self, state: _Loaded, rows: np.ndarray) -> None:
-        """Stop returning rows (k,) int64 from the vector store."""
+        """Stop returning rows (k,) int64 from the vector store (the index, or the backend)."""
+        if state.backend is not None:
+            state.backend.remove(rows)
+            return
         state.index.mark_deleted(rows)
