@@ -49,6 +49,14 @@ def print_info(manifest: dict[str, Any], bundle: str | Path) -> None:
     split = "user_tower.onnx" in manifest["files"]
     print("  query tower: " + ("split (user_tower.onnx + query_part.onnx: user vectors cached while serving)"
                                if split else "whole tower only (query_tower.onnx on every search)"))
+    parity = manifest.get("product_tower_parity_max_abs")
+    print("  product tower: " + (f"product_tower.onnx (live upserts; ONNX vs PyTorch max |diff| {parity:.1e})"
+                                 if "product_tower.onnx" in manifest["files"] else
+                                 "none (re-export with a current `upper-fast export` to upsert products)"))
+    live = manifest.get("live")
+    if live:
+        print(f"  saved live state: {live.get('products_upserted', 0):,} upserts, {live.get('products_removed', 0):,} "
+              f"products removed, {live.get('users_observed', 0):,} users with observed events")
     lexical, fusion = manifest.get("lexical"), manifest.get("fusion") or {}
     print("  lexical: " + ("none (dense channel only)" if not lexical else
                            f"{lexical.get('engine')} BM25 over {', '.join(lexical.get('fields', []))}; fusion "

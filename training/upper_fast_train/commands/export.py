@@ -38,6 +38,8 @@ def add_commands(subparsers: Any) -> None:
                    help="also build the lexical channel (a tantivy BM25 index over the catalogue text) and fit its "
                    "fusion with the dense channel on the validation window (hybrid retrieval; docs/serving.md)")
     p.add_argument("--lexical-k", type=int, default=100, help="lexical candidates per hybrid search (default 100)")
+    p.add_argument("--no-product-tower", action="store_true",
+                   help="leave out the product tower ONNX (the served Retriever then cannot upsert products)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--shards", type=int, default=1, help="with --shard: encode only one shard of products")
     p.add_argument("--shard", type=int, default=None)
@@ -88,7 +90,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                              overwrite=args.overwrite, progress=not args.no_progress, seed=args.seed,
                              ef_by=args.ef_by, ef_tolerance=args.ef_tolerance, target_recall=args.target_recall,
                              calibrate=not args.no_calibrate, tier_keep=args.tier_keep,
-                             negative_keep=args.negative_keep, lexical=args.lexical, lexical_k=args.lexical_k)
+                             negative_keep=args.negative_keep, lexical=args.lexical, lexical_k=args.lexical_k,
+                             product_tower=not args.no_product_tower)
     print_info(manifest, args.bundle)
     return 0
 
