@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
-train_mod = pytest.importorskip("upper_fast_train.train", reason="needs the training side (upper_fast_train.train)")
+train_mod = pytest.importorskip("upper_fast_train.loop", reason="needs the training side (upper_fast_train)")
 
 import upper_fast
 from upper_fast.bundle import verify_bundle

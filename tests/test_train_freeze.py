@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from _train_synthetic import single_thread, tiny_config, tiny_encoder, tiny_vocab, tiny_world  # noqa: E402,F401
 
-from upper_fast_train.train import build_model, encode_product_rows, pooled_text_vectors, train_model  # noqa: E402
+from upper_fast_train.loop import build_model, encode_product_rows, pooled_text_vectors, train_model  # noqa: E402
 
 
 def _fresh(cfg):
@@ -94,7 +94,7 @@ def test_train_and_load_run_honour_the_option(tmp_path):
 
 
 def test_graph_dropout_blanks_graph_inputs_seeded():
-    from upper_fast_train.train import _step_loss
+    from upper_fast_train.loop import _step_loss
 
     cfg = tiny_config(query_graph_dropout=1.0, product_graph_dropout=1.0)
     data, products = tiny_world(cfg)

@@ -11,7 +11,7 @@ bm25s = pytest.importorskip("bm25s")
 from _train_synthetic import N_PRODUCTS, tiny_config, tiny_encoder, tiny_vocab, tiny_world  # noqa: E402
 
 from upper_fast_train.lexical_teacher import bm25_matrices, bm25_scores  # noqa: E402
-from upper_fast_train.train import build_model, train_model  # noqa: E402
+from upper_fast_train.loop import build_model, train_model  # noqa: E402
 
 CORPUS = ["white kitchen faucet with sprayer", "black door knob", "white paint 1 gallon",
           "kitchen sink faucet chrome faucet", "outdoor white light"]
@@ -128,7 +128,7 @@ def test_distill_bm25_negatives_config_is_validated():
 
 
 def test_lexical_columns_keep_distilled_rows_and_drop_group_positives():
-    from upper_fast_train.train import lexical_columns
+    from upper_fast_train.loop import lexical_columns
 
     cfg = tiny_config(distill_weight=1.0, distill_bm25_negatives=3)
     data, _ = tiny_world(cfg)

@@ -16,7 +16,7 @@ from _train_synthetic import single_thread, tiny_config, tiny_encoder, tiny_voca
 
 from upper_fast_train.losses import hinge_loss  # noqa: E402
 from upper_fast_train.prepare import build_model  # noqa: E402
-from upper_fast_train.train import train_model  # noqa: E402
+from upper_fast_train.loop import train_model  # noqa: E402
 from _paths import child_env  # noqa: E402
 
 
@@ -219,7 +219,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, schedule, sparse):
 _DDP_SCRIPT = """
 import json, sys, torch
 from _train_synthetic import tiny_config, tiny_encoder, tiny_vocab, tiny_world
-from upper_fast_train.train import build_model, train_model
+from upper_fast_train.loop import build_model, train_model
 import torch.distributed as dist
 cfg = tiny_config(max_steps=3, device="cpu", sparse_term_grads=sys.argv[2] == "sparse")
 data, products = tiny_world(cfg)
@@ -311,7 +311,7 @@ def test_contrast_type_weights_weigh_the_contrast_by_engagement_type():
     """Weights [1, 1, 1, 1] are the plain contrast; zero weight on every type but purchase leaves only
     the purchase rows in it, so the step's contrast changes (the tiny world has several types)."""
     from upper_fast_train.objective import build_objective
-    from upper_fast_train.train import step_loss
+    from upper_fast_train.loop import step_loss
 
     base = tiny_config(contrast_weight=1.0, max_steps=1)
     data, products = tiny_world(base)

@@ -111,7 +111,7 @@ def test_another_users_positive_for_the_same_query_is_no_negative_by_default():
     product is a negative of the other's row; with the flag off (query-user groups) they are."""
     from _train_synthetic import tiny_world
 
-    from upper_fast_train.train import negative_groups
+    from upper_fast_train.loop import negative_groups
 
     config = tiny_config()
     data, _ = tiny_world(config)

@@ -16,7 +16,7 @@ from upper_fast_train.objective import (DistillTeacher, MultiPartHinge, Objectiv
                                         build_objective)
 from upper_fast_train.prepare import build_model  # noqa: E402
 from upper_fast_train.step import gather_step, score_step  # noqa: E402
-from upper_fast_train.train import train_model  # noqa: E402
+from upper_fast_train.loop import train_model  # noqa: E402
 
 SCHEDULE = {"uniform": 1.0, "inbatch": 0.5, "dynamic": 0.5}
 

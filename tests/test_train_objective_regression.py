@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 
 from _train_synthetic import N_PRODUCTS, single_thread, tiny_config, tiny_encoder, tiny_vocab, tiny_world  # noqa: E402,F401
 
-from upper_fast_train.train import build_model, train_model  # noqa: E402
+from upper_fast_train.loop import build_model, train_model  # noqa: E402
 
 RECORD = Path(__file__).resolve().parent / "regressions" / "train_objective.json"
 STEPS_RECORDED = 4

@@ -23,7 +23,7 @@ _NAMES = {
     "ProductTower": "upper_fast_train.towers", "QueryUserTower": "upper_fast_train.towers",
     "UpperModel": "upper_fast_train.towers",
     "Objective": "upper_fast_train.objective", "build_objective": "upper_fast_train.objective",
-    "train": "upper_fast_train.train",
+    "train": "upper_fast_train.loop",
 }
 __all__ = sorted(_NAMES)
 

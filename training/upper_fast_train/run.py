@@ -34,7 +34,7 @@ class TrainedRun:
 
         from upper_fast import Featurizer, StringIdMap
         from upper_fast_train.graph import GraphEmbeddings
-        from upper_fast_train.train import build_model
+        from upper_fast_train.loop import build_model
 
         self.run_dir = Path(run_dir)
         missing = [f for f in _RUN_FILES if not (self.run_dir / f).exists()]
@@ -73,7 +73,7 @@ class TrainedRun:
         (`freeze_text_encoder`) also its pooled text vectors (from `text_cache_dir` when cached there)."""
         table = product_table(catalog, self.tokenizer, self.featurizer, self.vocab, self._graph_for(catalog), self.train_config)
         if self.train_config.text.freeze_text_encoder:
-            from upper_fast_train.train import pooled_text_vectors
+            from upper_fast_train.loop import pooled_text_vectors
 
             table.text_pooled = pooled_text_vectors(self.model, table, self.device, self.train_config.text.text_cache_dir)
         return table
@@ -81,7 +81,7 @@ class TrainedRun:
     @torch.no_grad()
     def encode_products(self, catalog: Any, batch_size: int = 512, progress: bool = False) -> np.ndarray:
         """(n, D) float32 L2-normalised vectors of the catalog's rows."""
-        from upper_fast_train.train import encode_product_rows
+        from upper_fast_train.loop import encode_product_rows
 
         table = self.product_table(catalog)
         return encode_product_rows(self.model, table, np.arange(len(table)), self.device, batch_size)
