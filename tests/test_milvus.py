@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -213,3 +214,29 @@ def test_live_upserts_and_removals_go_to_milvus(tmp_path):
     saved = Retriever.load(tmp_path / "saved")
     for q in queries:
         _same(saved.search(q, k=60, prune=False), remote.search(q, k=60, prune=False))
+
+
+def test_cli_push_and_search(bundle, tmp_path, capsys):
+    import pyarrow.csv as pcsv
+
+    from upper_fast.cli import main
+
+    path, world, _ = bundle
+    uri = str(tmp_path / "cli.db")
+    fields = tmp_path / "fields.csv"
+    pcsv.write_csv(pa.table({"product_id": world["product_ids"],
+                             "in_stock": [i % 2 == 0 for i in range(N_PRODUCTS)]}), fields)
+    assert main(["push-milvus", str(path), uri, "--fields", str(fields), "--index", "FLAT"]) == 0
+    out = capsys.readouterr().out
+    assert f"pushed {N_PRODUCTS} products of tiny-0" in out and "in_stock (bool)" in out
+    assert main(["push-milvus", str(path), uri]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["search", str(path), "red mug", "--milvus", uri, "--filter", "in_stock == false",
+                 "--no-prune", "--k", "20", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert len(hits) == 20 and all(int(h["product_id"][1:]) % 2 == 1 for h in hits)
+    assert main(["search", str(path), "red mug", "--filter", "in_stock == false"]) == 2
+    assert "--milvus URI" in capsys.readouterr().err
+    assert main(["search", str(path), "red mug", "--milvus", f"http://127.0.0.1:{_closed_port()}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "upper-fast search: error: Milvus at http://127.0.0.1:" in err

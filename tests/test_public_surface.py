@@ -797,6 +797,7 @@ CLI_CASES: dict[str, list[list[str]]] = {
     "recommend": [[MISSING, "p1"], ["{bundle}", "p1", "-k", "-5"], ["{bundle}", "p1", "--from", "teleport"]],
     "train-interactions": [[MISSING, MISSING + "-run"], [MISSING, MISSING + "-run", "--dim", "-3"]],
     "export-interactions": [[MISSING, MISSING + "-bundle"], [str(ROOT / "csrc"), MISSING + "-bundle"]],
+    "push-milvus": [[MISSING, MISSING + ".db"], ["{bundle}", MISSING + ".db", "--fields", MISSING + ".parquet"]],
 }
 
 

@@ -32,13 +32,19 @@ def _config(**overrides: object) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from upper_fast.data import load_dataset
+def world_dir(tmp_path_factory):
     from upper_fast_train.simulate import generate
 
     out = tmp_path_factory.mktemp("world")
     generate(out, seed=3, n_products=N_PRODUCTS, n_users=40, n_queries=60, n_events=3000, progress=False)
-    return load_dataset(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(world_dir):
+    from upper_fast.data import load_dataset
+
+    return load_dataset(world_dir)
 
 
 @pytest.fixture(scope="module", params=["frozen-text-encoder", "trained-text-encoder"])
@@ -120,3 +126,29 @@ def test_bad_arguments(world, run_dir, tmp_path):
         encode_catalogue_ray(run_dir, world.catalog, tmp_path, workers=0)
     with pytest.raises(FileNotFoundError, match="not a training run"):
         encode_catalogue_ray(tmp_path, world.catalog, tmp_path)
+
+
+def test_encoder_from_shipped_run_files_gives_the_same_vectors(world, run_dir):
+    """What cluster workers get: the run's files as bytes (no shared filesystem), not the checkpoint."""
+    from upper_fast_train.ray_encode import pack_run
+
+    files = pack_run(run_dir)
+    assert "config.json" in files and "model.safetensors" in files
+    assert not any(name.startswith(("checkpoint", "text_cache")) for name in files)
+    batch = world.catalog.slice(0, 300)
+    a = ProductEncoder(run_dir)(batch)
+    b = ProductEncoder(run_files=files)(batch)
+    np.testing.assert_array_equal(a["vector"], b["vector"])
+    np.testing.assert_array_equal(a["row"], np.arange(300))
+    with pytest.raises(ValueError, match="one of the two"):
+        ProductEncoder()
+
+
+def test_export_ray_address_that_does_not_answer_is_one_clear_line(world_dir, run_dir, tmp_path, capsys):
+    from upper_fast.cli import main
+
+    rc = main(["export", str(run_dir), str(tmp_path / "bundle"), "--data", str(world_dir), "--no-progress",
+               "--ray", f"127.0.0.1:{_closed_port()}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "upper-fast export: error: Ray at 127.0.0.1:" in err and "ray start --head" in err
+    assert not (tmp_path / "bundle").exists()

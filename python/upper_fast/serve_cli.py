@@ -1,4 +1,4 @@
-"""Serving subcommands: search, info (torch-free)."""
+"""Serving subcommands: search, info, push-milvus (torch-free)."""
 
 from __future__ import annotations
 
@@ -76,12 +76,48 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_push_milvus(args: argparse.Namespace) -> int:
+    from upper_fast.milvus import push_to_milvus
+
+    fields = None
+    if args.fields:
+        path = Path(args.fields)
+        if not path.is_file():
+            raise FileNotFoundError(f"--fields {path} does not exist")
+        if path.suffix.lower() == ".csv":
+            import pyarrow as pa
+            import pyarrow.csv as pcsv
+
+            fields = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types={"product_id": pa.string()}))
+        else:
+            import pyarrow.parquet as pq
+
+            fields = pq.read_table(path)
+    summary = push_to_milvus(args.bundle, args.uri, args.collection, fields=fields, token=args.token,
+                             overwrite=args.overwrite, index_type=args.index)
+    extra = ", ".join(f"{k} ({v})" for k, v in summary["fields"].items()) or "none"
+    print(f"pushed {summary['rows']:,} products of {summary['model_version']} to {args.uri} collection "
+          f"{summary['collection']!r} in {summary['seconds']:.1f} s: vectors of width {summary['dim']}, metric IP, "
+          f"index {summary['index']['type']}; filterable fields: {extra}")
+    print(f"serve it: Retriever.load({str(args.bundle)!r}, backend=MilvusBackend({args.uri!r}"
+          + (f", collection={summary['collection']!r}" if args.collection else "") + "))")
+    return 0
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from upper_fast.retriever import Retriever
 
-    retriever = Retriever.load(args.bundle, num_threads=args.threads)
+    backend = None
+    if args.milvus:
+        from upper_fast.milvus import MilvusBackend
+
+        backend = MilvusBackend(args.milvus, collection=args.collection)
+    elif args.filter or args.collection:
+        raise ValueError("--filter and --collection are for a Milvus-served search: pass --milvus URI too")
+    retriever = Retriever.load(args.bundle, num_threads=args.threads, backend=backend)
     t0 = time.perf_counter()
-    res = retriever.search(args.query, user=args.user, k=args.k, min_tier=args.min_tier, prune=not args.no_prune)
+    res = retriever.search(args.query, user=args.user, k=args.k, min_tier=args.min_tier, prune=not args.no_prune,
+                           filter=args.filter or None, lexical=False if args.filter else None)
     ms = (time.perf_counter() - t0) * 1e3
     if args.json:
         print(json.dumps(res.to_dict()))
@@ -132,7 +168,28 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--no-prune", action="store_true", help="keep hits below the threshold of --min-tier")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--milvus", metavar="URI", default=None,
+                   help="search the bundle's vectors in Milvus (after push-milvus; needs upper_fast[scale])")
+    p.add_argument("--collection", default=None, help="with --milvus: the collection (default: the bundle's)")
+    p.add_argument("--filter", default=None, metavar="EXPR",
+                   help="with --milvus: a Milvus filter expression, e.g. \"category == 'jewelry' and price < 50\"")
     p.set_defaults(func=_cmd_search)
+
+    p = subparsers.add_parser("push-milvus", help="write a bundle's hydrated product vectors into a Milvus collection",
+                              description="Write BUNDLE's hydrated product vectors, boosts and filterable fields "
+                              "(category, price, and the columns of --fields) into a Milvus collection (metric IP, "
+                              "HNSW), for Retriever.load(BUNDLE, backend=MilvusBackend(URI)). Needs upper_fast[scale].")
+    p.add_argument("bundle")
+    p.add_argument("uri", help="a Milvus server (http://HOST:19530) or a Milvus Lite file (PATH.db)")
+    p.add_argument("--collection", default=None, help="collection name (default: upper_fast_<model version>)")
+    p.add_argument("--fields", default=None, metavar="FILE",
+                   help="a Parquet or CSV table with product_id and scalar columns to filter on (shop_country, "
+                   "in_stock, ...): one row per bundle product")
+    p.add_argument("--index", choices=("HNSW", "FLAT"), default="HNSW",
+                   help="HNSW (default; M and efConstruction of the bundle's index) or FLAT (exact)")
+    p.add_argument("--token", default="", help="Milvus token (user:password or an API key)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing collection of that name")
+    p.set_defaults(func=_cmd_push_milvus)
 
     p = subparsers.add_parser("info", help="describe a bundle from its manifest (does not load the model)")
     p.add_argument("bundle")

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ROW_COLUMN", "ProductEncoder", "connect_ray", "encode_catalogue_ray"]
+__all__ = ["ROW_COLUMN", "ProductEncoder", "connect_ray", "encode_catalogue_ray", "pack_run"]
 
 # The column of catalogue row numbers that travels with each batch (so results can be put in order).
 ROW_COLUMN = "row"
-SCALE_INSTALL = "pip install 'upper_fast[scale]' (ray[data] and pymilvus)"
+SCALE_INSTALL = "pip install 'upper-fast-train[scale]' (ray[data])"
 
 
 def _import_ray() -> Any:
@@ -43,23 +43,39 @@ class ProductEncoder:
         ds.map_batches(ProductEncoder, fn_constructor_kwargs={"run_dir": RUN}, batch_format="pyarrow",
                        batch_size=4096, concurrency=2, num_cpus=1)
 
-    Each actor loads the run once (CPU, `threads` torch threads). A batch is a pyarrow Table in the
+    Each actor loads the run once (CPU, `threads` torch threads), from run_dir, or from run_files
+    (`pack_run`: the run's files as bytes, for workers that cannot read the driver's disk). A batch
+    is a pyarrow Table in the
     catalogue schema, optionally with an int64 `row` column (catalogue row numbers, passed through);
     returns {"row": (b,) int64, "vector": (b, D) float32}. With chunk_rows, the batch is encoded one
     chunk (row // chunk_rows) at a time, as the single-process export does; batches cut elsewhere give
     the same vectors up to float rounding, not bit for bit.
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str], batch_size: int = 512, threads: int = 1,
-                 chunk_rows: int | None = None) -> None:
+    def __init__(self, run_dir: str | os.PathLike[str] | None = None, batch_size: int = 512, threads: int = 1,
+                 chunk_rows: int | None = None, run_files: dict[str, bytes] | None = None) -> None:
+        import tempfile
+
         import torch
 
         from upper_fast_train import load_run
 
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+        if (run_dir is None) == (run_files is None):
+            raise ValueError("pass the training run as run_dir (a path every worker can read) or run_files "
+                             "(upper_fast_train.ray_encode.pack_run), one of the two")
         torch.set_num_threads(threads)
+        if run_files is not None:
+            self._unpacked = tempfile.TemporaryDirectory(prefix="upper_fast_run-")
+            run_dir = Path(self._unpacked.name)
+            for rel, data in run_files.items():
+                (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                (run_dir / rel).write_bytes(data)
         self.run = load_run(run_dir)
+        # The pooled-text cache of a frozen text encoder is a folder on the driver's disk: actors
+        # compute (the same bits) instead of reading or writing it.
+        self.run.train_config = self.run.train_config.replace(text_cache_dir=None)
         self.batch_size = int(batch_size)
         self.chunk_rows = chunk_rows
 
@@ -92,6 +108,16 @@ class ProductEncoder:
         cuts = np.flatnonzero(np.diff(chunk)) + 1
         edges = [0, *cuts.tolist(), len(rows)]
         yield from zip(edges[:-1], edges[1:])
+
+
+def pack_run(run_dir: str | os.PathLike[str]) -> dict[str, bytes]:
+    """What `load_run` reads from a training run (its top-level files and text_encoder/; not the
+    checkpoint or the text cache), as {relative path: bytes}, to ship to cluster workers."""
+    root = Path(run_dir)
+    files = [p for p in root.iterdir() if p.is_file()]
+    if (root / "text_encoder").is_dir():
+        files += [p for p in sorted((root / "text_encoder").rglob("*")) if p.is_file()]
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(files)}
 
 
 def _address_answers(address: str, timeout_s: float) -> str | None:
@@ -143,7 +169,8 @@ def encode_catalogue_ray(run_dir: str | os.PathLike[str], catalog: Any, out_dir:
     address: None = a local Ray runtime with workers * threads CPUs (or the runtime already
     initialised in this process); "HOST:PORT", "ray://HOST:PORT" or "auto" = an existing cluster.
     workers: encoder actors (each holds the model once); threads: torch threads per actor.
-    Shards are written on this machine as results arrive (a cluster needs no shared filesystem).
+    On a cluster the run's files travel to the workers through Ray (`pack_run`), and shards are
+    written on this machine as results arrive: no shared filesystem is needed.
     Returns {"shards": [paths], "products", "seconds", "products_per_s", "workers", "threads",
     "chunk_rows", "address"}.
     """
@@ -167,9 +194,9 @@ def encode_catalogue_ray(run_dir: str | os.PathLike[str], catalog: Any, out_dir:
     table = catalog.append_column(ROW_COLUMN, pa.array(np.arange(n, dtype=np.int64)))
     t0 = time.perf_counter()
     ds = ray.data.from_arrow([table.slice(lo, chunk) for lo in starts])  # one block per chunk
-    encoded = ds.map_batches(ProductEncoder, fn_constructor_kwargs={"run_dir": str(Path(run_dir).resolve()),
-                                                                   "batch_size": batch_size, "threads": threads,
-                                                                   "chunk_rows": chunk},
+    run = {"run_dir": str(Path(run_dir).resolve())} if address is None else {"run_files": pack_run(run_dir)}
+    encoded = ds.map_batches(ProductEncoder, fn_constructor_kwargs={**run, "batch_size": batch_size,
+                                                                   "threads": threads, "chunk_rows": chunk},
                              batch_size=chunk, batch_format="pyarrow", concurrency=workers, num_cpus=threads)
     pending: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     paths: dict[int, Path] = {}

@@ -45,7 +45,11 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--shard", type=int, default=None)
     p.add_argument("--shard-dir", default=None, help="where shards go (default BUNDLE.shards)")
     p.add_argument("--from-shards", default=None, help="merge product vector shards from this directory")
-    p.add_argument("--workers", type=int, default=1, help="encode products in this many processes")
+    p.add_argument("--workers", type=int, default=1, help="encode products in this many processes (with --ray: "
+                   "encoder actors)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="encode products on Ray Data (needs upper-fast-train[scale]): alone, a local Ray runtime "
+                   "with --workers CPUs; with ADDRESS (HOST:PORT, ray://HOST:PORT or auto), that cluster")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -82,7 +86,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
               f"--from-shards {path.parent}")
         return 0
     vectors = merge_product_shards(args.from_shards, dataset.catalog.num_rows) if args.from_shards else None
-    if vectors is None and args.workers > 1:
+    if args.ray is not None:
+        if vectors is not None:
+            raise ValueError("--ray encodes the products; --from-shards reads encoded ones: pass one of them")
+        vectors = _encode_with_ray(args, dataset)
+    elif vectors is None and args.workers > 1:
         vectors = _encode_with_workers(args, dataset)
     manifest = export_bundle(args.run, args.bundle, dataset, index_dtype=args.index_dtype, scale=args.scale,
                              boost_trials=args.boost_trials, mips_augment=not args.no_mips,
@@ -121,6 +129,27 @@ def _encode_with_workers(args: argparse.Namespace, dataset: Any) -> Any:
         with mp.get_context("spawn").Pool(args.workers) as pool:
             pool.map(_encode_shard_worker, jobs)
         return merge_product_shards(tmp, dataset.catalog.num_rows)
+
+
+def _encode_with_ray(args: argparse.Namespace, dataset: Any) -> Any:
+    """Product encoding on Ray Data (`upper_fast_train.ray_encode`): shards into --shard-dir (default a
+    temporary folder), then merged."""
+    import tempfile
+
+    from upper_fast_train.export import merge_product_shards
+    from upper_fast_train.ray_encode import encode_catalogue_ray
+
+    if args.shard is not None:
+        raise ValueError("--ray encodes every shard itself: drop --shards/--shard")
+    address = None if args.ray == "local" else args.ray
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.shard_dir) if args.shard_dir else Path(tmp)
+        report = encode_catalogue_ray(args.run, dataset.catalog, out, address=address, workers=args.workers,
+                                      batch_size=args.batch_size, progress=not args.no_progress)
+        print(f"encoded {report['products']:,} products on Ray ({report['address']}, {report['workers']} workers) in "
+              f"{report['seconds']:.1f} s: {report['products_per_s']:,.0f} products/s; {len(report['shards'])} shards"
+              + (f" in {out}" if args.shard_dir else ""), file=sys.stderr)
+        return merge_product_shards(out, dataset.catalog.num_rows)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
