@@ -1,14 +1,20 @@
-"""Item-interaction vectors: next add_to_cart / purchase recall on the later window, beside co-occurrence
+"""Item-interaction vectors: next add_to_cart / purchase recall on the test window, beside co-occurrence
 counts and plain skip-gram, and training throughput beside gensim Word2Vec on the same sessions.
 
     python benchmarks/item_interactions.py --data DIR [DIR ...] [--epochs 5] [--threads 2] [--out result.json]
 
-For each dataset: train the typed model (typed negatives + title subwords), the plain skip-gram
-ablation (the same trainer, random negatives only) and gensim Word2Vec (skip-gram, negative 5, window
-5, dim 100, no subsampling) on the untyped sessions (product ids, same token order); build the
-co-viewed and co-carted counts from the same training sessions; score every method on the later
-window's next-action requests (upper_fast_train.item_interactions_eval). A dataset whose dataset.json
-says simulated is labelled SIMULATED, or "semi-real (simulated shoppers)" when it names a benchmark.
+For each dataset (train < train_end <= validation < valid_end <= test, `upper_fast.data.windows`):
+train on the train window the typed model (typed negatives + title subwords, the defaults), the plain
+skip-gram ablation (the same trainer and tokens, random negatives only) and two more ablations (typed
+without subwords; plain without subwords, the like-for-like throughput peer of gensim); gensim
+Word2Vec (skip-gram, negative 5, window 5 without shrinking, dim 100, no subsampling, same epochs and
+threads) on the same sessions untyped (product ids, same token order); co-occurrence counts from the
+same training sessions. Every method answers the test window's next-action requests
+(`upper_fast_train.item_interactions_eval`): the most recent earlier view of another product ->
+the next add_to_cart (purchase) of the session. A dataset whose dataset.json says simulated is
+labelled SIMULATED, or "semi-real (real titles and queries, SIMULATED shoppers)" for the Home Depot
+benchmark. The machine, SIMD level, threads and load average are printed: on a shared machine the
+throughput figures move with the load, so compare ours and gensim's from the same run.
 """
 
 from __future__ import annotations
@@ -29,24 +35,33 @@ from _machine import cpu_model  # noqa: E402
 
 
 def label(meta: dict[str, Any]) -> str:
-    if meta.get("benchmark", "").startswith("semireal"):
-        return "semi-real (simulated shoppers)"
+    if str(meta.get("benchmark", "")).startswith("semireal"):
+        return "semi-real (real titles and queries, SIMULATED shoppers)"
     return "SIMULATED" if meta.get("simulated") else "real"
 
 
-def gensim_throughput(sessions: Any, dim: int, window: int, epochs: int, threads: int) -> dict[str, float]:
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else []
+
+
+def gensim_throughput(sessions: Any, dim: int, window: int, epochs: int, threads: int) -> dict[str, Any]:
     """gensim Word2Vec skip-gram on the untyped sessions (product rows as words): tokens/s."""
+    import gensim
     from gensim.models import Word2Vec
 
-    rows = (sessions.keys // 4).astype(str)
+    from upper_fast_train.item_sessions import N_TYPES
+
+    rows = (sessions.keys // N_TYPES).astype(str)
     sentences = [rows[lo:hi].tolist() for lo, hi in zip(sessions.offsets[:-1], sessions.offsets[1:])]
-    model = Word2Vec(vector_size=dim, window=window, sg=1, negative=5, sample=0, min_count=1, workers=threads, seed=0)
+    model = Word2Vec(vector_size=dim, window=window, sg=1, negative=5, sample=0, min_count=1, workers=threads,
+                     seed=0, shrink_windows=False)
     model.build_vocab(sentences)
     start = time.perf_counter()
     model.train(sentences, total_examples=len(sentences), epochs=epochs)
     seconds = time.perf_counter() - start
     tokens = int(sum(len(s) for s in sentences))
-    return {"tokens_per_second": tokens * epochs / seconds, "seconds": seconds, "tokens_per_epoch": tokens}
+    return {"tokens_per_second": tokens * epochs / seconds, "seconds": seconds, "tokens_per_epoch": tokens,
+            "version": gensim.__version__}
 
 
 def run_dataset(path: str, epochs: int, threads: int, work: Path) -> dict[str, Any]:
@@ -54,50 +69,70 @@ def run_dataset(path: str, epochs: int, threads: int, work: Path) -> dict[str, A
     from upper_fast.featurizer import StringIdMap
     from upper_fast_train.item_interactions import ItemInteractionConfig, load_run, train_interactions
     from upper_fast_train.item_interactions_eval import (CooccurrenceRanker, EmbeddingRanker, evaluate_next_action,
-                                                         later_sessions, next_action_requests)
+                                                         next_action_requests, window_sessions)
     from upper_fast_train.item_sessions import build_sessions
-
-    import pyarrow.compute as pc
 
     dataset = load_dataset(path, progress=False)
     tag = label(dataset.meta)
     product_ids = dataset.catalog.column("product_id").to_pylist()
     index = StringIdMap(product_ids)
-    train_log = dataset.log.filter(pc.less(dataset.log.column("timestamp"), int(dataset.meta["train_end"])))
     base = ItemInteractionConfig(epochs=epochs, num_threads=threads, progress=False)
-    train_sessions = build_sessions(train_log, index, base.min_session_length, base.gap_s)
-    later = later_sessions(dataset, index, base.gap_s)
-    variants = {"typed": base, "plain skip-gram": ItemInteractionConfig(**{**base.to_dict(), "typed_negatives": False}),
-                "typed, no subwords": ItemInteractionConfig(**{**base.to_dict(), "subwords": False})}
+    train_sessions = build_sessions(dataset.window("train"), index, base.min_session_length, base.gap_s)
+    test = window_sessions(dataset, index, base.gap_s, "test")
+    variants = {
+        "typed (default)": base,
+        "plain skip-gram": ItemInteractionConfig(**{**base.to_dict(), "typed_negatives": False}),
+        "typed, no subwords": ItemInteractionConfig(**{**base.to_dict(), "subwords": False}),
+        "plain, no subwords": ItemInteractionConfig(**{**base.to_dict(), "typed_negatives": False, "subwords": False}),
+    }
     trained: dict[str, Any] = {}
     for name, cfg in variants.items():
-        run = work / f"{Path(path).name}-{name.replace(' ', '_').replace(',', '')}"
+        run = work / f"{Path(path).name}-{name.replace(' ', '_').replace(',', '').replace('(', '').replace(')', '')}"
         metrics = train_interactions(dataset, run, cfg)
         config, arrays = load_run(run)
         trained[name] = {"arrays": arrays, "fz": config.featurizer_config().to_dict(),
-                         "tokens_per_second": metrics["tokens_per_second"], "epoch_seconds": metrics["epoch_seconds"],
-                         "sessions": metrics["sessions"], "tokens": metrics["tokens"]}
-        print(f"  trained {name}: {metrics['tokens_per_second']:.0f} tokens/s, epochs {np.round(metrics['epoch_seconds'], 1).tolist()} s",
-              flush=True)
+                         "tokens_per_second": metrics["tokens_per_second"], "pairs_per_second": metrics["pairs_per_second"],
+                         "epoch_seconds": metrics["epoch_seconds"], "sgd_seconds": metrics["sgd_seconds"],
+                         "loss_per_pair": metrics["loss_per_pair"], "sessions": metrics["sessions"],
+                         "tokens": metrics["tokens"], "tokens_per_type": metrics["tokens_per_type"],
+                         "vocabulary": metrics["vocabulary"], "pairs_per_epoch": metrics["pairs_per_epoch"]}
+        print(f"  trained {name}: {metrics['tokens_per_second']:.0f} tokens/s "
+              f"({metrics['pairs_per_second']:.0f} pairs/s), epochs {np.round(metrics['epoch_seconds'], 2).tolist()} s, "
+              f"load {load_average()}", flush=True)
     peer = gensim_throughput(train_sessions, base.dim, base.window, epochs, threads)
+    print(f"  gensim {peer['version']}: {peer['tokens_per_second']:.0f} tokens/s, load {load_average()}", flush=True)
     results: dict[str, Any] = {}
+    names = {"add_to_cart": "co-carted counts (viewed A, carted B)", "purchase": "co-purchased counts (viewed A, bought B)"}
     for target in ("add_to_cart", "purchase"):
-        sources, targets = next_action_requests(later, target)
+        sources, targets = next_action_requests(test, target)
         rows: dict[str, dict[str, float]] = {}
         for name, t in trained.items():
             rows[name] = evaluate_next_action(EmbeddingRanker(t["arrays"], t["fz"], target), sources, targets)
-            rows[name + " (in-out)"] = evaluate_next_action(EmbeddingRanker(t["arrays"], t["fz"], target, "context"),
-                                                            sources, targets)
-        rows["co-carted counts" if target == "add_to_cart" else "co-purchased counts"] = evaluate_next_action(
-            CooccurrenceRanker(train_sessions, len(product_ids), target), sources, targets)
-        rows["co-viewed counts"] = evaluate_next_action(CooccurrenceRanker(train_sessions, len(product_ids), "view"),
-                                                        sources, targets)
+            rows[name + " [output vectors]"] = evaluate_next_action(
+                EmbeddingRanker(t["arrays"], t["fz"], target, "context"), sources, targets)
+        rows[names[target]] = evaluate_next_action(CooccurrenceRanker(train_sessions, len(product_ids), target),
+                                                   sources, targets)
+        rows["co-viewed counts (viewed A, viewed B)"] = evaluate_next_action(
+            CooccurrenceRanker(train_sessions, len(product_ids), "view"), sources, targets)
+        ours, cooc = rows["typed (default)"], rows[names[target]]
+        best = max((rows[names[target]], rows["co-viewed counts (viewed A, viewed B)"]), key=lambda m: m["recall@100"])
+        rows["_targets"] = {
+            "relative_recall@100_vs_best_cooccurrence": ours["recall@100"] / best["recall@100"] - 1
+            if best["recall@100"] > 0 else float("inf"),
+            "relative_recall@100_vs_cooccurrence_same_type": ours["recall@100"] / cooc["recall@100"] - 1
+            if cooc["recall@100"] > 0 else float("inf"),
+            "coverage_ratio_vs_cooccurrence_same_type": ours["coverage"] / cooc["coverage"] if cooc["coverage"] > 0
+            else float("inf"),
+            "recall@100_minus_plain": ours["recall@100"] - rows["plain skip-gram"]["recall@100"],
+            "recall@10_minus_plain": ours["recall@10"] - rows["plain skip-gram"]["recall@10"],
+        }
         results[target] = rows
-    return {"data": path, "label": tag, "sessions": trained["typed"]["sessions"], "tokens": trained["typed"]["tokens"],
-            "later_sessions": later.n_sessions, "next_action": results,
-            "throughput": {"ours_typed_tokens_per_second": trained["typed"]["tokens_per_second"],
-                           "ours_plain_tokens_per_second": trained["plain skip-gram"]["tokens_per_second"],
-                           "ours_no_subwords_tokens_per_second": trained["typed, no subwords"]["tokens_per_second"],
+    for t in trained.values():
+        del t["arrays"], t["fz"]
+    return {"data": path, "label": tag, "windows": dataset.windows.to_dict() if dataset.windows else None,
+            "catalog_products": len(product_ids), "train_sessions": train_sessions.n_sessions,
+            "test_sessions": test.n_sessions, "trained": trained, "next_action": results,
+            "throughput": {**{f"ours {name} tokens/s": t["tokens_per_second"] for name, t in trained.items()},
                            "gensim_word2vec": peer}}
 
 
@@ -109,28 +144,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("item_interactions_runs"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    import torch
+    import upper_fast
 
-    torch.set_num_threads(args.threads)
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
-               "torch": torch.__version__}
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores, {args.threads} threads; torch {torch.__version__}")
-    report = {"machine": machine, "epochs": args.epochs, "datasets": []}
+               "simd": upper_fast.simd_level(), "upper_fast": upper_fast.__version__, "load_average_start": load_average()}
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores, {args.threads} threads, SIMD {machine['simd']}, "
+          f"load average {machine['load_average_start']} (shared machine)", flush=True)
+    report: dict[str, Any] = {"command": "python benchmarks/item_interactions.py " + " ".join(argv or sys.argv[1:]),
+                              "machine": machine, "epochs": args.epochs, "datasets": []}
     for path in args.data:
         print(f"{path}:", flush=True)
         r = run_dataset(path, args.epochs, args.threads, args.work)
         report["datasets"].append(r)
-        print(f"[{r['label']}] {path}: {r['sessions']} training sessions, {r['tokens']} tokens; "
-              f"{r['later_sessions']} later-window sessions")
+        print(f"[{r['label']}] {path}: {r['train_sessions']} training sessions "
+              f"({r['trained']['typed (default)']['tokens']} tokens); {r['test_sessions']} test-window sessions")
         for target, rows in r["next_action"].items():
-            n = next(iter(rows.values()))["requests"]
-            print(f"  next {target} after a view ({n} requests)   recall@10  recall@100  coverage")
+            n = rows["typed (default)"]["requests"]
+            print(f"  [{r['label']}] next {target} after a view ({n} requests)      recall@10  recall@100  coverage")
             for name, m in rows.items():
-                print(f"    {name:<24} {m['recall@10']:9.3f} {m['recall@100']:11.3f} {m['coverage']:9.3f}")
+                if not name.startswith("_"):
+                    print(f"    {name:<44} {m['recall@10']:9.3f} {m['recall@100']:11.3f} {m['coverage']:9.3f}")
+            print(f"    targets: {json.dumps({k: round(v, 3) for k, v in rows['_targets'].items()})}")
         tp = r["throughput"]
-        print(f"  throughput ({args.threads} threads): typed {tp['ours_typed_tokens_per_second']:.0f} tokens/s, "
-              f"plain {tp['ours_plain_tokens_per_second']:.0f}, no subwords {tp['ours_no_subwords_tokens_per_second']:.0f}; "
-              f"gensim Word2Vec {tp['gensim_word2vec']['tokens_per_second']:.0f} tokens/s (untyped, same sessions)")
+        ours = ", ".join(f"{k.removeprefix('ours ').removesuffix(' tokens/s')} {v:.0f}" for k, v in tp.items()
+                         if k.startswith("ours"))
+        print(f"  throughput, tokens/s ({args.threads} threads): {ours}; gensim Word2Vec "
+              f"{tp['gensim_word2vec']['tokens_per_second']:.0f} (untyped, same sessions)")
+    report["machine"]["load_average_end"] = load_average()
+    print(f"load average at the end {report['machine']['load_average_end']}")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0

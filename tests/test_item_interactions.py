@@ -20,8 +20,8 @@ from upper_fast.data import load_dataset  # noqa: E402
 from upper_fast.featurizer import StringIdMap  # noqa: E402
 from upper_fast.recommender import TOKEN_TYPES, Recommender, token_type  # noqa: E402
 from upper_fast.searches import SEARCH_GAP_S, chain_ids, searcher_codes  # noqa: E402
-from upper_fast_train.item_interactions import (ItemInteractionConfig, ItemInteractionModel,  # noqa: E402
-                                                export_interactions, train_interactions)
+from upper_fast_train.item_interactions import (ItemInteractionConfig, export_interactions,  # noqa: E402
+                                                train_interactions)
 from upper_fast_train.item_interactions_eval import (CooccurrenceRanker, EmbeddingRanker,  # noqa: E402
                                                      evaluate_next_action, next_action_requests)
 from upper_fast_train.item_sessions import (N_TYPES, ViewsByGroup, build_sessions, category_negatives,  # noqa: E402
@@ -147,29 +147,182 @@ def test_category_negatives_only_for_products_only_viewed() -> None:
     for q in (0, 3):
         assert (got[q] >= 0).all()
         assert all(vocab[g] % N_TYPES == V and groups[vocab[g] // N_TYPES] == groups[keys[q] // N_TYPES] for g in got[q])
+    # With the contexts' own ids: uniform over the other view tokens of the category, never itself.
+    own = np.searchsorted(vocab, keys)
+    many = np.repeat(contexts, 3000)
+    draws = category_negatives(np.random.default_rng(1), keys[many], only_viewed(keys, offsets)[many], views, 2,
+                               context_ids=own[many])
+    for q in (0, 3):
+        d = draws[many == q].ravel()
+        row = int(keys[q]) // N_TYPES
+        others = [int(np.searchsorted(vocab, tok(r, V))) for r in range(5) if groups[r] == groups[row] and r != row]
+        assert set(d.tolist()) == set(others)
+        for o in others:
+            assert abs(np.mean(d == o) - 1 / len(others)) < 0.03
 
 
-def test_sgd_step_matches_autograd() -> None:
-    torch.manual_seed(0)
-    terms = torch.tensor([[1, 2, 0], [3, 0, 0], [0, 0, 0]])
-    model = ItemInteractionModel(n_tokens=6, n_buckets=5, dim=4, title_terms=terms)
-    with torch.no_grad():
-        model.context.weight.normal_()
-    centers, rows = torch.tensor([0, 4]), torch.tensor([0, 2])
-    which, contexts = torch.tensor([0, 0, 1]), torch.tensor([1, 2, 3])
-    negatives = torch.tensor([[2, -1], [5, 5], [-1, -1]])
-    reference = ItemInteractionModel(6, 5, 4, terms)
-    reference.load_state_dict(model.state_dict())
-    loss = reference(centers, rows, which, contexts, negatives)
+def _sgd_oracle(inp: np.ndarray, out: np.ndarray, sub: np.ndarray | None, terms: np.ndarray, centers: np.ndarray,
+                rows: np.ndarray, offsets: np.ndarray, targets: np.ndarray, negatives: np.ndarray, lr0: float,
+                lr1: float) -> float:
+    """word2vec's sequential SGD in float64 numpy, group by group (what skipgram_sgd runs on one thread)."""
+    loss, n = 0.0, len(centers)
+    for g in range(n):
+        lr = lr0 + (lr1 - lr0) * g / (n - 1) if n > 1 else lr0
+        t = terms[rows[g]][terms[rows[g]] > 0] if sub is not None and rows[g] >= 0 else np.zeros(0, np.int64)
+        h = inp[centers[g]] + (sub[t].sum(0) / len(t) if len(t) else 0.0)
+        grad = np.zeros_like(h)
+        for p in range(offsets[g], offsets[g + 1]):
+            for j, tgt in enumerate([targets[p], *negatives[p]]):
+                if tgt < 0:
+                    continue
+                f = float(h @ out[tgt])
+                s = 1.0 / (1.0 + np.exp(-f))
+                loss += np.logaddexp(0, -f) if j == 0 else np.logaddexp(0, f)
+                step = lr * ((j == 0) - s)
+                grad += step * out[tgt]
+                out[tgt] += step * h
+        inp[centers[g]] += grad
+        if len(t):
+            np.add.at(sub, t, grad / len(t))
+    return loss
+
+
+def _random_pass(rng: np.random.Generator, subwords: bool) -> dict:
+    V, B, P, d, K = 12, 9, 5, 7, 3
+    terms = rng.integers(0, B, (P, 4)).astype(np.int64)
+    terms[0] = [3, 3, 0, 0]  # a repeated bucket counts twice in the mean
+    sizes = np.array([3, 1, 0, 4, 2])
+    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    n_pairs = int(offsets[-1])
+    negatives = rng.integers(-1, V, (n_pairs, K)).astype(np.int64)
+    return {"input": rng.normal(0, 0.3, (V, d)).astype(np.float32), "output": rng.normal(0, 0.3, (V, d)).astype(np.float32),
+            "subwords": rng.normal(0, 0.3, (B, d)).astype(np.float32) if subwords else None, "title_terms": terms,
+            "centers": rng.integers(0, V, len(sizes)).astype(np.int64),
+            "center_rows": np.array([0, 1, -1, 2, 4], np.int64), "group_offsets": offsets,
+            "targets": rng.integers(0, V, n_pairs).astype(np.int64), "negatives": negatives}
+
+
+@pytest.mark.parametrize("subwords", [True, False])
+def test_native_sgd_pass_matches_a_sequential_oracle(subwords: bool) -> None:
+    from upper_fast import _core
+
+    a = _random_pass(np.random.default_rng(1), subwords)
+    ref = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype == np.float32 else v) for k, v in a.items()}
+    want = _sgd_oracle(ref["input"], ref["output"], ref["subwords"], ref["title_terms"], ref["centers"],
+                       ref["center_rows"], ref["group_offsets"], ref["targets"], ref["negatives"], 0.2, 0.05)
+    got = _core.skipgram_sgd(a["input"], a["output"], a["subwords"], a["title_terms"], a["centers"], a["center_rows"],
+                             a["group_offsets"], a["targets"], a["negatives"], 0.2, 0.05, 1)
+    assert got == pytest.approx(want, rel=1e-5)
+    for name in ("input", "output", "subwords"):
+        if a[name] is not None:
+            np.testing.assert_allclose(a[name], ref[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_native_sgd_pass_descends_the_skipgram_loss() -> None:
+    """One center, one pair, distinct targets: the update is exactly -lr times the loss gradient."""
+    from upper_fast_train.item_interactions import ItemInteractionTables, skipgram_loss
+
+    rng = np.random.default_rng(2)
+    terms = np.array([[1, 2, 0], [3, 0, 0]], np.int64)
+    tables = ItemInteractionTables(rng.normal(0, 0.5, (6, 4)).astype(np.float32),
+                                   rng.normal(0, 0.5, (6, 4)).astype(np.float32),
+                                   rng.normal(0, 0.5, (5, 4)).astype(np.float32), terms)
+    before = {k: torch.tensor(getattr(tables, k), dtype=torch.float64, requires_grad=True)
+              for k in ("input", "output", "subwords")}
+    center, row, target, negs = 4, 0, 1, np.array([[2, 5, -1]])
+    h = before["input"][center] + before["subwords"][[1, 2]].mean(0)
+    out = before["output"]
+    loss = -torch.nn.functional.logsigmoid(h @ out[target]) - torch.nn.functional.logsigmoid(-(out[[2, 5]] @ h)).sum()
     loss.backward()
     lr = 0.1
-    got = model.sgd_step(centers, rows, which, contexts, negatives, lr)
-    assert got == pytest.approx(float(loss.detach()), rel=1e-6)
-    for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters()):
-        expect = q.detach() - lr * (q.grad if q.grad is not None else 0)
-        if name.startswith("subwords"):  # padding row 0 gets no gradient from the bag
-            expect[0] = q.detach()[0]
-        torch.testing.assert_close(p.detach(), expect, msg=name)
+    got = tables.sgd_pass(np.array([center]), np.array([row]), np.array([0, 1]), np.array([target]), negs, lr, lr, 1)
+    assert got == pytest.approx(float(loss.detach()), rel=1e-5)
+    assert skipgram_loss(h.detach().numpy()[None], out.detach().numpy(), np.array([target]), negs) == pytest.approx(float(loss.detach()))
+    for k, t in before.items():
+        np.testing.assert_allclose(getattr(tables, k), (t - lr * t.grad).detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_native_sgd_pass_rejects_bad_arrays() -> None:
+    from upper_fast import _core
+
+    a = _random_pass(np.random.default_rng(3), True)
+    args = [a[k] for k in ("input", "output", "subwords", "title_terms", "centers", "center_rows", "group_offsets",
+                           "targets", "negatives")]
+
+    def call(i: int, value: object) -> None:
+        changed = list(args)
+        changed[i] = value
+        _core.skipgram_sgd(*changed, 0.1, 0.1, 1)
+
+    with pytest.raises(TypeError, match="centers must have dtype int64"):
+        call(4, a["centers"].astype(np.int32))
+    with pytest.raises(ValueError, match="targets holds 99 .* outside \\[0, 12\\)"):
+        call(7, np.full_like(a["targets"], 99))
+    with pytest.raises(ValueError, match="negatives holds -2"):
+        call(8, np.full_like(a["negatives"], -2))
+    with pytest.raises(ValueError, match="group_offsets must start at 0 and end"):
+        call(6, a["group_offsets"] + 1)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        call(0, np.asfortranarray(a["input"]))
+    readonly = a["output"].copy()
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="output must be writeable"):
+        call(1, readonly)
+    with pytest.raises(ValueError, match="must not share memory"):
+        call(1, a["input"])
+
+
+def test_training_draws_the_typed_negatives_as_specified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every SGD pair gets: its context's stronger missing types (when in the vocabulary), two view
+    tokens of the context's own category when the session only viewed it (never the context itself),
+    and `random_negatives` unigram draws."""
+    from upper_fast_train import item_interactions as ii
+
+    rows = []
+    for s in range(40):
+        t, u = s * 10_000, f"u{s}"
+        a, b = PAIRS[s % 3]
+        rows += [(t, u, f"n{s % 7}", "impression"), (t + 1, u, a, "click"), (t + 2, u, b, "click"),
+                 (t + 3, u, b, "add_to_cart")]
+        if s % 2:
+            rows.append((t + 4, u, b, "purchase"))
+    data = _write_dataset(tmp_path / "d", rows, PRODUCTS, train_end=10**9)
+    seen: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    real = ii.ItemInteractionTables.sgd_pass
+
+    def spy(self, centers, center_rows, group_offsets, targets, negatives, lr_start, lr_end, num_threads=0):  # type: ignore[no-untyped-def]
+        seen.append((centers.copy(), group_offsets.copy(), targets.copy(), negatives.copy()))
+        return real(self, centers, center_rows, group_offsets, targets, negatives, lr_start, lr_end, num_threads)
+
+    monkeypatch.setattr(ii.ItemInteractionTables, "sgd_pass", spy)
+    config = ItemInteractionConfig(dim=8, epochs=1, random_negatives=3, progress=False, num_threads=1,
+                                   word_buckets=64, bigram_buckets=64, trigram_buckets=32)
+    metrics = train_interactions(load_dataset(data, progress=False), None, config)
+    vocab = metrics["vocab"].keys
+    category = {p: ("rings" if p.startswith("a") else "necklaces") for p in PRODUCTS}
+    n_pairs = 0
+    for _, offsets, targets, negatives in seen:
+        assert negatives.shape[1] == 3 + (N_TYPES - 1) + 2
+        n_pairs += len(targets)
+        for target, row in zip(targets, negatives):
+            key = int(vocab[target])
+            product, typ = PRODUCTS[key // N_TYPES], key % N_TYPES
+            typed = row[3:3 + N_TYPES - 1]
+            # column c is type c + 1: present only for stronger types, and then it is that token.
+            for c, tok in enumerate(typed):
+                if tok >= 0:
+                    assert c + 1 > typ and int(vocab[tok]) == (key // N_TYPES) * N_TYPES + c + 1
+            views = row[3 + N_TYPES - 1:]
+            if product.startswith("b"):  # b_i is always carted: never only viewed
+                assert (views == -1).all()
+                if typ == V:  # viewed and carted: favorite never (not in the vocabulary); purchase when missing
+                    assert typed[C - 1] == -1
+            if product.startswith("a"):  # only viewed: two view tokens of its own category, not itself
+                assert (views >= 0).all() and (views != target).all()
+                assert all(int(vocab[v]) % N_TYPES == V and category[PRODUCTS[int(vocab[v]) // N_TYPES]] == "rings"
+                           for v in views)
+                assert (typed == -1).all() or all(int(vocab[t]) // N_TYPES == key // N_TYPES for t in typed[typed >= 0])
+    assert n_pairs == metrics["pairs_per_epoch"]
 
 
 def test_training_learns_the_planted_pattern(planted: dict[str, Path]) -> None:
@@ -183,10 +336,10 @@ def test_training_learns_the_planted_pattern(planted: dict[str, Path]) -> None:
     # The evaluation finds the pattern on the later window too, where co-carted counts also do.
     dataset = load_dataset(planted["data"], progress=False)
     from upper_fast_train.item_interactions import load_run
-    from upper_fast_train.item_interactions_eval import later_sessions
+    from upper_fast_train.item_interactions_eval import window_sessions
 
     config, arrays = load_run(planted["run"])
-    later = later_sessions(dataset, StringIdMap(PRODUCTS), config.gap_s)
+    later = window_sessions(dataset, StringIdMap(PRODUCTS), config.gap_s)
     sources, targets = next_action_requests(later, "add_to_cart")
     # One request per later session (load_dataset moves train_end before a validation tail): a_i -> b_i.
     assert len(sources) == later.n_sessions >= 60
@@ -275,3 +428,84 @@ def test_recommender_does_not_import_torch() -> None:
     code = ("import sys, upper_fast.recommender, upper_fast.recommend_cli; "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('upper_fast_train')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sessions_of_one_token_are_a_clear_error(tmp_path: Path) -> None:
+    ids = StringIdMap(["x", "y"])
+    # Every session is one (product, interaction) token repeated: nothing to learn from.
+    one = _log([(0, "u1", "x", "impression"), (5, "u1", "x", "click"), (9, "u2", "y", "click"), (10, "u2", "y", "click")])
+    with pytest.raises(ValueError, match="no session has >= 2 distinct .* longest 1"):
+        build_sessions(one, ids, min_length=2)
+    with pytest.raises(ValueError, match="min_length must be >= 2"):
+        build_sessions(one, ids, min_length=1)
+
+
+def test_extra_engagement_logs_join_the_sessions(tmp_path: Path) -> None:
+    rows = [(0, "u1", "a0", "click"), (10, "u1", "b0", "click")]  # two tokens: too short alone
+    rows += [(10_000 * (i + 1), "u9", "n0", "click") for i in range(20)]  # one-token sessions; the windows' tail
+    data = _write_dataset(tmp_path / "d", rows, PRODUCTS, train_end=10**6)
+    dataset = load_dataset(data, progress=False)
+    config = ItemInteractionConfig(dim=4, epochs=1, progress=False, num_threads=1, word_buckets=64, bigram_buckets=64,
+                                   trigram_buckets=32)
+    with pytest.raises(ValueError, match="no session has >= 3"):
+        train_interactions(dataset, None, config)
+    cart = pa.table({"timestamp": pa.array([20], pa.int64()), "user_id": ["u1"], "product_id": ["b0"],
+                     "interaction": ["add_to_cart"]})
+    metrics = train_interactions(dataset, None, config, extra_logs=(cart,))
+    assert metrics["sessions"] == 1 and metrics["tokens_per_type"]["add_to_cart"] == 1
+    with pytest.raises(ValueError, match=r"extra log 0 lacks the columns \['interaction'\]"):
+        train_interactions(dataset, None, config, extra_logs=(cart.drop(["interaction"]),))
+    late = cart.set_column(0, "timestamp", pa.array([10**7], pa.int64()))  # after train_end: not trained on
+    with pytest.raises(ValueError, match="no session has >= 3"):
+        train_interactions(dataset, None, config, extra_logs=(late,))
+
+
+def test_damaged_bundles_fail_cleanly(planted: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(planted["bundle"], tmp_path / name))
+
+    truncated = copy("truncated")
+    path = truncated / "view.upf"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(FormatError, match="view.upf has .* bytes, the manifest says"):
+        Recommender.load(truncated)
+    missing = copy("missing")
+    (missing / "subwords.npy").unlink()
+    with pytest.raises(FormatError, match="subwords.npy is missing"):
+        Recommender.load(missing)
+    manifest = copy("manifest")
+    (manifest / "manifest.json").write_text("{not json")
+    with pytest.raises(FormatError, match="not valid JSON"):
+        Recommender.load(manifest)
+    newer = copy("newer")
+    m = json.loads((newer / "manifest.json").read_text())
+    (newer / "manifest.json").write_text(json.dumps({**m, "format_version": 99}))
+    with pytest.raises(FormatError, match="format version 99"):
+        Recommender.load(newer)
+
+
+def test_recommendations_inside_a_search_bundle(planted: dict[str, Path], tmp_path: Path) -> None:
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "manifest.json").write_text(json.dumps({"format": "upper_fast.bundle"}))
+    with pytest.raises(FileNotFoundError, match="search bundle without recommendations"):
+        Recommender.load(search)
+    export_interactions(planted["run"], search, M=8, ef_construction=32, ef_search=32)
+    assert (search / "recommendations" / "manifest.json").is_file()
+    assert json.loads((search / "manifest.json").read_text()) == {"format": "upper_fast.bundle"}  # untouched
+    rec = Recommender.load(search)
+    assert rec.recommend("a0", k=3).product_ids == Recommender.load(search / "recommendations").recommend("a0", k=3).product_ids
+    assert rec.manifest["training"]["windows"]["train_end"] == load_dataset(planted["data"], progress=False).windows.train_end
+
+
+def test_cli_recommend_for_recent_actions(planted: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recommend", str(planted["bundle"]), "--recent", "a0:click", "--recent", "a1:view", "-k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "because you viewed a0" in out and "b1" in out
+    assert main(["recommend", str(planted["bundle"]), "--recent", "a0"]) == 2
+    assert "PRODUCT_ID:INTERACTION" in capsys.readouterr().err
+    assert main(["recommend", str(planted["bundle"])]) == 2
+    assert main(["recommend", str(planted["bundle"]), "--recent", "a0:liked"]) == 2
+    assert "expected one of" in capsys.readouterr().err

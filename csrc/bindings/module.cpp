@@ -36,4 +36,5 @@ PYBIND11_MODULE(_core, m) {
   upper_fast::bindings::register_kernels(m);
   upper_fast::bindings::register_index(m);
   upper_fast::bindings::register_featurizer(m);
+  upper_fast::bindings::register_skipgram(m);
 }

@@ -19,6 +19,9 @@ Bundle layout (format "upper_fast.recommendations", written by `write_recommenda
 
 for <type> in TOKEN_TYPES. A product the bundle has no `from_` vector for gets the normalised mean of
 its title's subword rows (from `titles.txt`, or the title the caller passes).
+
+A recommendations bundle stands alone or lives in the `recommendations/` folder of a search bundle
+(`upper-fast export-interactions RUN SEARCH_BUNDLE`); `Recommender.load` takes either path.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ from upper_fast.featurizer import Featurizer, FeaturizerConfig, StringIdMap
 from upper_fast.index import Index
 from upper_fast.interactions import ENGAGEMENTS, INTERACTION_CODES
 
-__all__ = ["RECOMMENDATIONS_FORMAT", "TOKEN_TYPES", "Recommendation", "Recommendations", "Recommender",
-           "token_type", "write_recommendations_bundle"]
+__all__ = ["RECOMMENDATIONS_DIR", "RECOMMENDATIONS_FORMAT", "TOKEN_TYPES", "Recommendation", "Recommendations",
+           "Recommender", "recommendations_dir", "token_type", "write_recommendations_bundle"]
 
 RECOMMENDATIONS_FORMAT = "upper_fast.recommendations"
 # Bumped on any incompatible layout change; readers accept exactly the versions they know.
@@ -59,6 +62,20 @@ DEFAULT_LAST_CARTS = 4
 _VERBS = {"view": "viewed", "favorite": "favorited", "add_to_cart": "added to cart", "purchase": "purchased"}
 _MANIFEST = "manifest.json"
 _FIXED_FILES = ("featurizer.json", "product_ids.txt", "titles.txt", "subwords.npy")
+#: Where a search bundle keeps its recommendations bundle.
+RECOMMENDATIONS_DIR = "recommendations"
+_SEARCH_FORMAT = "upper_fast.bundle"
+
+
+def recommendations_dir(bundle_dir: str | os.PathLike[str]) -> Path:
+    """The recommendations bundle of `bundle_dir`: its `recommendations/` folder when `bundle_dir` is a
+    search bundle (manifest format "upper_fast.bundle"), else `bundle_dir` itself."""
+    root = Path(bundle_dir)
+    try:
+        manifest = json.loads((root / _MANIFEST).read_text())
+    except (OSError, ValueError):
+        return root
+    return root / RECOMMENDATIONS_DIR if isinstance(manifest, dict) and manifest.get("format") == _SEARCH_FORMAT else root
 
 
 def token_type(name: str) -> int:
@@ -186,12 +203,14 @@ def write_recommendations_bundle(bundle_dir: str | os.PathLike[str], *, product_
 def read_recommendations_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check manifest.json alone. FileNotFoundError when absent; FormatError when it is not a
     recommendations manifest of a version this package reads."""
-    root = Path(bundle_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"bundle directory {root} does not exist")
+    given = Path(bundle_dir)
+    if not given.is_dir():
+        raise FileNotFoundError(f"bundle directory {given} does not exist")
+    root = recommendations_dir(given)
     path = root / _MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {root} is not a recommendations bundle "
+        what = "a search bundle without recommendations" if root != given else "not a recommendations bundle"
+        raise FileNotFoundError(f"{path} is missing: {given} is {what} "
                                 "(create one with `upper-fast export-interactions RUN BUNDLE`)")
     try:
         manifest = json.loads(path.read_text())
@@ -218,8 +237,8 @@ def read_recommendations_manifest(bundle_dir: str | os.PathLike[str]) -> dict[st
 
 def verify_recommendations_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Read the manifest and re-hash every file; FormatError naming the first damaged or missing file."""
-    root = Path(bundle_dir)
-    manifest = read_recommendations_manifest(root)
+    manifest = read_recommendations_manifest(bundle_dir)
+    root = recommendations_dir(bundle_dir)
     for name, entry in manifest["files"].items():
         path = root / name
         if not path.is_file():
@@ -252,8 +271,8 @@ class _State:
 
 
 def _load_state(bundle_dir: str | os.PathLike[str]) -> _State:
-    root = Path(bundle_dir)
-    manifest = verify_recommendations_bundle(root)
+    manifest = verify_recommendations_bundle(bundle_dir)
+    root = recommendations_dir(bundle_dir)
     dims = manifest["dims"]
     product_ids = (root / "product_ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
     titles = (root / "titles.txt").read_text(encoding="utf-8").split("\n")[:-1]

@@ -5,9 +5,11 @@ one vector per (product, interaction type); for a context token (p, i) the stron
 the session lacks for p are negatives, a product that was only viewed gets two view negatives from
 its own category, plus unigram^0.75 random negatives. Title subwords (the project's featurizer:
 words, bigrams, character trigrams hashed into buckets) are averaged and added to every input
-vector, fastText-style, so a new listing gets a vector from its title. Pairs and negatives are built
-with numpy per batch; the embedding tables are PyTorch tensors updated by SGD with the gradients
-written out (word2vec's update and linear learning-rate decay; `forward` is the autograd reference).
+vector, fastText-style, so a new listing gets a vector from its title.
+
+Pairs and negatives are drawn with numpy, a batch of pairs at a time; the SGD itself (word2vec's
+update with a linear learning-rate decay) is one native pass per batch, `upper_fast._core.skipgram_sgd`,
+run with the GIL released over `num_threads` threads (hogwild, as word2vec and fastText do).
 """
 
 from __future__ import annotations
@@ -20,19 +22,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
-import torch.nn.functional as F
 
+from upper_fast import _core
 from upper_fast.data import Dataset
 from upper_fast.featurizer import Featurizer, FeaturizerConfig, StringIdMap
-from upper_fast.recommender import TOKEN_TYPES, write_recommendations_bundle
+from upper_fast.recommender import TOKEN_TYPES, recommendations_dir, write_recommendations_bundle
 from upper_fast.searches import SEARCH_GAP_S
 
 from upper_fast_train.item_sessions import (N_TYPES, SessionTokens, ViewsByGroup, build_sessions, category_negatives,
                                             describe, negative_distribution, only_viewed, random_negatives,
                                             skipgram_pairs, typed_negatives)
 
-__all__ = ["ItemInteractionConfig", "ItemInteractionModel", "export_interactions", "load_run", "train_interactions"]
+__all__ = ["ItemInteractionConfig", "ItemInteractionTables", "export_interactions", "load_run", "train_interactions"]
 
 SCHEMA_VERSION = 1
 
@@ -44,7 +45,7 @@ class ItemInteractionConfig:
     dim: int = 100
     window: int = 5
     epochs: int = 5
-    batch_size: int = 4096
+    batch_size: int = 65536             # pairs per native SGD pass (negatives are drawn per batch)
     lr: float = 0.025                   # word2vec's start value, decayed linearly to lr * 1e-4
     random_negatives: int = 5
     typed_negatives: bool = True        # False: plain skip-gram (random negatives only), the ablation
@@ -58,7 +59,7 @@ class ItemInteractionConfig:
     gap_s: int = SEARCH_GAP_S
     group_columns: tuple[str, ...] = ("category", "shop_id")  # the first non-null one is a product's category
     seed: int = 0
-    num_threads: int = 0                # torch threads; 0 = leave torch's default
+    num_threads: int = 0                # SGD threads; 0 = all cores
     progress: bool = True
     schema_version: int = SCHEMA_VERSION
 
@@ -68,6 +69,11 @@ class ItemInteractionConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.random_negatives < 1:
             raise ValueError(f"random_negatives must be >= 1, got {self.random_negatives}")
+        if self.category_negatives < 0 or self.num_threads < 0:
+            raise ValueError("category_negatives and num_threads must be >= 0, got "
+                             f"{self.category_negatives} and {self.num_threads}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
         object.__setattr__(self, "group_columns", tuple(self.group_columns))
 
     def featurizer_config(self) -> FeaturizerConfig:
@@ -90,81 +96,60 @@ class ItemInteractionConfig:
         return cls(**data)
 
 
-class ItemInteractionModel(torch.nn.Module):
-    """Input vectors (token table + mean of the product title's subword rows) and output vectors."""
+@dataclasses.dataclass
+class ItemInteractionTables:
+    """The trained tables (numpy, updated in place by `upper_fast._core.skipgram_sgd`).
 
-    def __init__(self, n_tokens: int, n_buckets: int, dim: int, title_terms: torch.Tensor | None) -> None:
-        super().__init__()
-        self.tokens = torch.nn.Embedding(n_tokens, dim)
-        self.context = torch.nn.Embedding(n_tokens, dim)
-        torch.nn.init.uniform_(self.tokens.weight, -0.5 / dim, 0.5 / dim)
-        torch.nn.init.zeros_(self.context.weight)
-        self.subwords = None
+    input (V, dim) float32 token input vectors; output (V, dim) float32 output (context) vectors;
+    subwords (n_buckets, dim) float32 title subword rows or None (row 0 = padding, never trained);
+    title_terms (n_products, max_terms) int64 subword buckets of each product's title, 0 = padding."""
+
+    input: np.ndarray
+    output: np.ndarray
+    subwords: np.ndarray | None
+    title_terms: np.ndarray
+
+    @classmethod
+    def initial(cls, n_tokens: int, n_buckets: int, dim: int, title_terms: np.ndarray | None,
+                rng: np.random.Generator) -> ItemInteractionTables:
+        """word2vec's start: input rows uniform in +-0.5/dim, output rows zero; subword rows like input."""
+        def uniform(rows: int) -> np.ndarray:
+            return ((rng.random((rows, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
+
+        subwords = None
+        terms = np.zeros((0, 1), np.int64) if title_terms is None else np.ascontiguousarray(title_terms, dtype=np.int64)
         if title_terms is not None:
-            self.subwords = torch.nn.EmbeddingBag(n_buckets, dim, mode="mean", padding_idx=0)
-            torch.nn.init.uniform_(self.subwords.weight, -0.5 / dim, 0.5 / dim)
-            with torch.no_grad():
-                self.subwords.weight[0].zero_()
-        self.register_buffer("title_terms", title_terms if title_terms is not None else torch.zeros(0, 1, dtype=torch.long))
+            subwords = uniform(n_buckets)
+            subwords[0] = 0.0
+        return cls(uniform(n_tokens), np.zeros((n_tokens, dim), np.float32), subwords, terms)
 
-    def input_vectors(self, token_ids: torch.Tensor, token_rows: torch.Tensor) -> torch.Tensor:
-        """(B,) token ids and their product rows -> (B, dim)."""
-        v = self.tokens(token_ids)
+    def input_vectors(self, token_ids: np.ndarray, token_rows: np.ndarray) -> np.ndarray:
+        """(m,) token ids and their product rows -> (m, dim) float32: the token row plus the mean of its
+        title's subword rows (what the SGD pass uses as the center's vector)."""
+        v = self.input[token_ids].copy()
         if self.subwords is not None:
-            v = v + self.subwords(self.title_terms[token_rows])
-        return v
-
-    def forward(self, centers: torch.Tensor, center_rows: torch.Tensor, which: torch.Tensor, contexts: torch.Tensor,
-                negatives: torch.Tensor) -> torch.Tensor:
-        """Summed negative-sampling loss of B pairs over U distinct centers.
-
-        centers/center_rows (U,) token ids and product rows; which (B,) index into them; contexts (B,);
-        negatives (B, K) token ids, -1 = none."""
-        u = self.input_vectors(centers, center_rows)[which]             # (B, d)
-        pos = (u * self.context(contexts)).sum(-1)                      # (B,)
-        mask = negatives >= 0
-        neg = torch.einsum("bd,bkd->bk", u, self.context(negatives.clamp(min=0)))  # (B, K)
-        return skipgram_loss(pos, neg, mask)
-
-    @torch.no_grad()
-    def sgd_step(self, centers: torch.Tensor, center_rows: torch.Tensor, which: torch.Tensor, contexts: torch.Tensor,
-                 negatives: torch.Tensor, lr: float) -> float:
-        """One SGD step on `forward`'s summed loss with the gradients written out (word2vec's update);
-        returns the loss. Same arguments as `forward`. Autograd's sparse backward of these gathers cost
-        over half the step; rows are added without coalescing."""
-        u = self.input_vectors(centers, center_rows)                    # (U, d)
-        ub = u[which]                                                   # (B, d)
-        mask = negatives >= 0
-        neg_ids = negatives.clamp(min=0)
-        v = self.context.weight[contexts]                               # (B, d)
-        vn = self.context.weight[neg_ids]                               # (B, K, d)
-        pos = (ub * v).sum(-1)                                          # (B,)
-        neg = torch.einsum("bd,bkd->bk", ub, vn)                        # (B, K)
-        loss = float(skipgram_loss(pos, neg, mask))
-        g_pos = torch.sigmoid(pos) - 1.0                                # d loss / d pos, (B,)
-        g_neg = torch.sigmoid(neg) * mask                               # d loss / d neg, (B, K)
-        grad_ub = g_pos[:, None] * v + torch.einsum("bk,bkd->bd", g_neg, vn)    # (B, d)
-        grad_u = torch.zeros_like(u).index_add_(0, which, grad_ub)      # (U, d)
-        self.context.weight.index_add_(0, contexts, g_pos[:, None] * ub, alpha=-lr)
-        self.context.weight.index_add_(0, neg_ids.reshape(-1), (g_neg[..., None] * ub[:, None, :]).reshape(-1, ub.shape[1]),
-                                       alpha=-lr)
-        self.tokens.weight.index_add_(0, centers, grad_u, alpha=-lr)
-        if self.subwords is not None:
-            terms = self.title_terms[center_rows]                       # (U, L), 0 = padding
+            terms = self.title_terms[token_rows]                                 # (m, L)
             present = terms > 0
-            share = grad_u / present.sum(1, keepdim=True).clamp(min=1)  # mean pooling: each term gets 1/n
-            flat = present.reshape(-1)
-            rows = share[:, None, :].expand(-1, terms.shape[1], -1).reshape(-1, share.shape[1])[flat]
-            self.subwords.weight.index_add_(0, terms.reshape(-1)[flat], rows, alpha=-lr)
-        return loss
+            sums = (self.subwords[terms] * present[..., None]).sum(1)            # (m, dim)
+            v += sums / np.maximum(present.sum(1, keepdims=True), 1)
+        return v.astype(np.float32)
+
+    def sgd_pass(self, centers: np.ndarray, center_rows: np.ndarray, group_offsets: np.ndarray, targets: np.ndarray,
+                 negatives: np.ndarray, lr_start: float, lr_end: float, num_threads: int = 0) -> float:
+        """One native SGD pass over pairs grouped by center (GIL released); returns the summed loss.
+
+        centers, center_rows (G,) int64; group_offsets (G + 1,) int64; targets (P,) int64;
+        negatives (P, K) int64, -1 = none. See `upper_fast._core.skipgram_sgd`."""
+        return float(_core.skipgram_sgd(self.input, self.output, self.subwords, self.title_terms, centers,
+                                        center_rows, group_offsets, targets, negatives, lr_start, lr_end, num_threads))
 
 
-def skipgram_loss(pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """-log sigma(pos) - sum over real negatives of log sigma(-neg), summed over the batch (word2vec's
-    per-pair SGD step, so the learning rate does not depend on the batch size).
-
-    pos (B,), neg (B, K), mask (B, K) bool."""
-    return (-F.logsigmoid(pos) - (F.logsigmoid(-neg) * mask).sum(-1)).sum()
+def skipgram_loss(h: np.ndarray, output: np.ndarray, targets: np.ndarray, negatives: np.ndarray) -> float:
+    """-log sigma(<h, out[target]>) - sum over real negatives of log sigma(-<h, out[neg]>), summed over
+    pairs: the loss `sgd_pass` descends. h (P, dim) center vectors; targets (P,); negatives (P, K), -1 = none."""
+    pos = np.einsum("pd,pd->p", h, output[targets]).astype(np.float64)
+    neg = np.einsum("pd,pkd->pk", h, output[np.maximum(negatives, 0)]).astype(np.float64)
+    return float(np.logaddexp(0, -pos).sum() + (np.logaddexp(0, neg) * (negatives >= 0)).sum())
 
 
 def _product_groups(catalog: pa.Table, columns: tuple[str, ...]) -> np.ndarray:
@@ -193,38 +178,50 @@ def _titles(catalog: pa.Table) -> list[str | None]:
     return catalog.column("title").to_pylist() if "title" in catalog.column_names else [None] * catalog.num_rows
 
 
-def train_interactions(dataset: Dataset, run_dir: str | Path | None = None,
-                       config: ItemInteractionConfig | None = None) -> dict[str, Any]:
-    """Train on the events before meta["train_end"] (all events without it); returns the metrics.
+def train_interactions(dataset: Dataset, run_dir: str | Path | None = None, config: ItemInteractionConfig | None = None,
+                       extra_logs: tuple[pa.Table, ...] = ()) -> dict[str, Any]:
+    """Train on the dataset's train window (every event when it has no windows); returns the metrics.
 
-    With run_dir, writes config.json, vectors.npz and metrics.json there (after training succeeded)."""
+    extra_logs: other engagement logs in the search log's schema (timestamp, user_id, product_id,
+    interaction), cut to the same window and merged into the sessions. With run_dir, writes
+    config.json, vectors.npz and metrics.json there (only after training succeeded)."""
     config = config or ItemInteractionConfig()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    log = dataset.log
-    train_end = dataset.meta.get("train_end")
-    if train_end is not None:
-        import pyarrow.compute as pc
-
-        log = log.filter(pc.less(log.column("timestamp"), int(train_end)))
+    columns = ["timestamp", "user_id", "product_id", "interaction"]
+    logs = [dataset.log.select(columns)]
+    for i, extra in enumerate(extra_logs):
+        missing = [c for c in columns if c not in extra.column_names]
+        if missing:
+            raise ValueError(f"extra log {i} lacks the columns {missing}: engagement logs need {columns} "
+                             "(the search log's schema, docs/data.md)")
+        logs.append(extra.select(columns).cast(logs[0].schema))
+    log = pa.concat_tables(logs) if len(logs) > 1 else logs[0]
+    if dataset.windows is not None:
+        log = dataset.window("train", log.sort_by("timestamp")) if len(logs) > 1 else dataset.window("train", log)
     catalog = dataset.catalog
     product_ids = catalog.column("product_id").to_pylist()
     index = StringIdMap(product_ids)
     sessions = build_sessions(log, index, config.min_session_length, config.gap_s)
     vocab = Vocabulary(product_ids, _titles(catalog), np.unique(sessions.keys))
-    model, stats = _fit(sessions, vocab, _product_groups(catalog, config.group_columns), config, rng)
-    metrics = {"config": config.to_dict(), **describe(sessions), "vocabulary": int(len(vocab.keys)), **stats}
+    tables, stats = _fit(sessions, vocab, _product_groups(catalog, config.group_columns), config, rng)
+    metrics = {"config": config.to_dict(), "windows": dataset.windows.to_dict() if dataset.windows else None,
+               **describe(sessions), "vocabulary": int(len(vocab.keys)), **stats}
     if run_dir is not None:
-        save_run(run_dir, config, vocab, model, metrics)
-    metrics["model"] = model
+        save_run(run_dir, config, vocab, tables, metrics)
+    metrics["tables"] = tables
     metrics["vocab"] = vocab
     return metrics
 
 
+def _batches(group_starts: np.ndarray, n_pairs: int, batch_size: int) -> list[tuple[int, int]]:
+    """[lo, hi) pair ranges of about batch_size pairs that never split a center's group."""
+    cuts = np.unique(group_starts[np.searchsorted(group_starts, np.arange(0, n_pairs, batch_size))])
+    edges = np.r_[cuts, n_pairs]
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
 def _fit(sessions: SessionTokens, vocab: Vocabulary, groups: np.ndarray, config: ItemInteractionConfig,
-         rng: np.random.Generator) -> tuple[ItemInteractionModel, dict[str, Any]]:
+         rng: np.random.Generator) -> tuple[ItemInteractionTables, dict[str, Any]]:
     from tqdm.auto import tqdm
 
     centers, contexts = skipgram_pairs(sessions.offsets, config.window)
@@ -232,6 +229,7 @@ def _fit(sessions: SessionTokens, vocab: Vocabulary, groups: np.ndarray, config:
         raise ValueError("the sessions yield no skip-gram pairs: every session is one token; the log needs shoppers "
                          "with several distinct (product, interaction) events in a session")
     token_ids = np.searchsorted(vocab.keys, sessions.keys)          # (n_tokens,)
+    center_ids, center_rows = token_ids[centers], sessions.keys[centers] // N_TYPES
     context_ids = token_ids[contexts]
     typed = typed_negatives(sessions.keys, sessions.offsets, contexts, vocab.keys) if config.typed_negatives else None
     views = ViewsByGroup.build(groups, vocab.keys)
@@ -241,73 +239,72 @@ def _fit(sessions: SessionTokens, vocab: Vocabulary, groups: np.ndarray, config:
     fz = config.featurizer_config()
     terms = None
     if config.subwords:
-        titles = [t or "" for t in vocab.titles]
-        terms = torch.from_numpy(Featurizer(fz).featurize(titles, config.max_title_terms))
-    model = ItemInteractionModel(len(vocab.keys), fz.vocab_size, config.dim, terms)
+        terms = Featurizer(fz).featurize([t or "" for t in vocab.titles], config.max_title_terms)
+    tables = ItemInteractionTables.initial(len(vocab.keys), fz.vocab_size, config.dim, terms, rng)
     n_pairs = len(centers)
-    total_steps = config.epochs * (-(-n_pairs // config.batch_size))
-    step = 0
-    epoch_times, losses = [], []
+    total_pairs = config.epochs * n_pairs
+    done = 0
+    epoch_times, sgd_times, losses = [], [], []
     for epoch in range(config.epochs):
         start = time.perf_counter()
-        # A center's pairs stay together (its title subwords are pooled once per batch); centers shuffled.
+        sgd = 0.0
+        # The pairs of one center occurrence stay together (its input vector and title subwords are
+        # read and written once); the centers are shuffled.
         order = np.argsort(rng.permutation(len(sessions.keys))[centers], kind="stable")
-        total, batches = 0.0, 0
-        bar = tqdm(range(0, n_pairs, config.batch_size), desc=f"item-interactions epoch {epoch + 1}/{config.epochs}",
-                   unit="batch", disable=not config.progress, leave=False)
-        for lo in bar:
-            b = order[lo: lo + config.batch_size]
+        sorted_centers = centers[order]
+        group_starts = np.flatnonzero(np.r_[True, sorted_centers[1:] != sorted_centers[:-1]])
+        total = 0.0
+        batches = _batches(group_starts, n_pairs, config.batch_size)
+        for lo, hi in tqdm(batches, desc=f"item-interactions epoch {epoch + 1}/{config.epochs}", unit="batch",
+                           disable=not config.progress, leave=False):
+            b = order[lo:hi]
             parts = [random_negatives(rng, cumulative, (len(b), config.random_negatives))]
             if typed is not None:
                 parts.append(typed[b])
                 parts.append(category_negatives(rng, context_keys[b], context_only_viewed[b], views,
-                                                config.category_negatives))
-            negatives = torch.from_numpy(np.concatenate(parts, axis=1))
-            unique, which = np.unique(centers[b], return_inverse=True)
-            loss = model.sgd_step(torch.from_numpy(token_ids[unique]), torch.from_numpy(sessions.keys[unique] // N_TYPES),
-                                  torch.from_numpy(which.astype(np.int64)), torch.from_numpy(context_ids[b]), negatives,
-                                  config.lr * max(1e-4, 1.0 - step / total_steps))
-            step += 1
-            total += loss / len(b)
-            batches += 1
+                                                config.category_negatives, context_ids=context_ids[b]))
+            negatives = np.ascontiguousarray(np.concatenate(parts, axis=1))
+            g = group_starts[(group_starts >= lo) & (group_starts < hi)]
+            first = b[g - lo]
+            lr_start = config.lr * max(1e-4, 1.0 - done / total_pairs)
+            lr_end = config.lr * max(1e-4, 1.0 - (done + hi - lo) / total_pairs)
+            t0 = time.perf_counter()
+            total += tables.sgd_pass(center_ids[first], center_rows[first], np.r_[g - lo, hi - lo].astype(np.int64),
+                                     np.ascontiguousarray(context_ids[b]), negatives, lr_start, lr_end,
+                                     config.num_threads)
+            sgd += time.perf_counter() - t0
+            done += hi - lo
         epoch_times.append(time.perf_counter() - start)
-        losses.append(total / max(batches, 1))
+        sgd_times.append(sgd)
+        losses.append(total / n_pairs)
     n_tokens = len(sessions.keys)
-    return model, {"pairs_per_epoch": int(n_pairs), "epoch_seconds": epoch_times, "loss": losses,
-                   "tokens_per_second": n_tokens * config.epochs / max(sum(epoch_times), 1e-9),
-                   "pairs_per_second": n_pairs * config.epochs / max(sum(epoch_times), 1e-9)}
+    seconds = max(sum(epoch_times), 1e-9)
+    return tables, {"pairs_per_epoch": int(n_pairs), "epoch_seconds": epoch_times, "sgd_seconds": sgd_times,
+                    "loss_per_pair": losses, "tokens_per_second": n_tokens * config.epochs / seconds,
+                    "pairs_per_second": n_pairs * config.epochs / seconds}
 
 
-def token_vectors(model: ItemInteractionModel, vocab_keys: np.ndarray, batch: int = 65536) -> np.ndarray:
-    """(V, dim) float32 input vectors (token + title subwords) of every vocabulary token."""
-    out = []
-    with torch.no_grad():
-        for lo in range(0, len(vocab_keys), batch):
-            k = torch.from_numpy(vocab_keys[lo: lo + batch])
-            out.append(model.input_vectors(torch.arange(lo, lo + len(k)), k // N_TYPES).numpy())
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.tokens.embedding_dim), np.float32)
+def token_vectors(tables: ItemInteractionTables, vocab_keys: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """(V, dim) float32 input vectors (token + mean title subwords) of every vocabulary token."""
+    dim = tables.input.shape[1]
+    out = [tables.input_vectors(np.arange(lo, min(lo + batch, len(vocab_keys))), vocab_keys[lo: lo + batch] // N_TYPES)
+           for lo in range(0, len(vocab_keys), batch)]
+    return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
 
-def subword_table(model: ItemInteractionModel, n_buckets: int) -> np.ndarray:
-    """(n_buckets, dim) float32 subword rows (zeros without subwords)."""
-    if model.subwords is None:
-        return np.zeros((n_buckets, model.tokens.embedding_dim), np.float32)
-    return model.subwords.weight.detach().numpy().astype(np.float32)
-
-
-def save_run(run_dir: str | Path, config: ItemInteractionConfig, vocab: Vocabulary, model: ItemInteractionModel,
+def save_run(run_dir: str | Path, config: ItemInteractionConfig, vocab: Vocabulary, tables: ItemInteractionTables,
              metrics: dict[str, Any]) -> None:
     """RUN/config.json, RUN/vectors.npz (keys, vectors, context, subwords, product_ids, titles), RUN/metrics.json."""
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     fz = config.featurizer_config()
-    np.savez(run / "vectors.npz.tmp.npz", keys=vocab.keys, vectors=token_vectors(model, vocab.keys),
-             context=model.context.weight.detach().numpy().astype(np.float32),
-             subwords=subword_table(model, fz.vocab_size), product_ids=np.array(vocab.product_ids, dtype=object).astype(str),
+    subwords = tables.subwords if tables.subwords is not None else np.zeros((fz.vocab_size, config.dim), np.float32)
+    np.savez(run / "vectors.npz.tmp.npz", keys=vocab.keys, vectors=token_vectors(tables, vocab.keys),
+             context=tables.output, subwords=subwords, product_ids=np.array(vocab.product_ids, dtype=object).astype(str),
              titles=np.array([t or "" for t in vocab.titles], dtype=object).astype(str))
     (run / "vectors.npz.tmp.npz").replace(run / "vectors.npz")
     (run / "config.json").write_text(json.dumps({"kind": "item_interactions", **config.to_dict()}, indent=2) + "\n")
-    (run / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k not in ("model", "vocab")},
+    (run / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k not in ("tables", "vocab")},
                                                  indent=2) + "\n")
 
 
@@ -327,16 +324,22 @@ def load_run(run_dir: str | Path) -> tuple[ItemInteractionConfig, dict[str, np.n
 
 
 def export_interactions(run_dir: str | Path, bundle_dir: str | Path, overwrite: bool = False, **index: Any) -> dict[str, Any]:
-    """Write the recommendations bundle of a run (one index per interaction type); returns the manifest."""
+    """Write the recommendations bundle of a run (one index per interaction type); returns the manifest.
+
+    bundle_dir: a new directory, or a search bundle (`upper-fast export`), which then holds the
+    recommendations in its `recommendations/` folder. index: M, ef_construction, ef_search, seed."""
     config, a = load_run(run_dir)
     keys, vectors = a["keys"], a["vectors"]
     rows, vecs = {}, {}
     for t, name in enumerate(TOKEN_TYPES):
         sel = keys % N_TYPES == t
         rows[name], vecs[name] = keys[sel] // N_TYPES, vectors[sel]
+    metrics_path = Path(run_dir) / "metrics.json"
+    windows = json.loads(metrics_path.read_text()).get("windows") if metrics_path.is_file() else None
     return write_recommendations_bundle(
-        bundle_dir, product_ids=a["product_ids"].tolist(), titles=a["titles"].tolist(),
+        recommendations_dir(bundle_dir), product_ids=a["product_ids"].tolist(), titles=a["titles"].tolist(),
         featurizer_config=config.featurizer_config().to_dict(), subwords=a["subwords"], rows=rows, vectors=vecs,
         model_version=f"item_interactions-{Path(run_dir).resolve().name}", overwrite=overwrite,
         extra={"training": {"dim": config.dim, "window": config.window, "epochs": config.epochs,
-                            "typed_negatives": config.typed_negatives, "subwords": config.subwords}}, **index)
+                            "typed_negatives": config.typed_negatives, "subwords": config.subwords,
+                            "windows": windows}}, **index)

@@ -1,9 +1,11 @@
-"""Next-action evaluation of item-interaction vectors on the later window, with co-occurrence baselines.
+"""Next-action evaluation of item-interaction vectors on the test window, with co-occurrence baselines.
 
-A request is one add_to_cart (or purchase) token of a later-window session that has an earlier view
-of another product: the source is the most recent such view, the target the carted product. A method
+A request is one add_to_cart (or purchase) token of a test-window session that has an earlier view
+of another product: the source is the most recent such view, the target that product. A method
 answers with the k products it ranks for the source (the source itself excluded); recall@k is the
 share of requests whose target is among them, coverage the share of requests that get any candidate.
+Sessions are built as for training (`item_sessions.build_sessions`) but keep every session of >= 2
+tokens, so a short session's first view and cart still count.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from upper_fast.data import Dataset
@@ -22,19 +23,18 @@ from upper_fast.recommender import token_type
 
 from upper_fast_train.item_sessions import N_TYPES, SessionTokens, build_sessions, skipgram_pairs
 
-__all__ = ["CooccurrenceRanker", "EmbeddingRanker", "evaluate_next_action", "next_action_requests"]
+__all__ = ["CooccurrenceRanker", "EmbeddingRanker", "evaluate_next_action", "next_action_requests", "window_sessions"]
 
 VIEW = 0
 Ranker = Callable[[np.ndarray, int], list[np.ndarray]]
 
 
-def later_sessions(dataset: Dataset, product_index: StringIdMap, gap_s: int) -> SessionTokens:
-    """Token sessions (>= 2 tokens) of the events at or after meta["train_end"]."""
-    train_end = dataset.meta.get("train_end")
-    if train_end is None:
-        raise ValueError("the dataset has no meta['train_end'] (dataset.json): nothing marks the later window")
-    log = dataset.log.filter(pc.greater_equal(dataset.log.column("timestamp"), int(train_end)))
-    return build_sessions(log, product_index, min_length=2, gap_s=gap_s)
+def window_sessions(dataset: Dataset, product_index: StringIdMap, gap_s: int, window: str = "test") -> SessionTokens:
+    """Token sessions (>= 2 tokens) of one window of the dataset ("train", "validation" or "test")."""
+    if dataset.windows is None:
+        raise ValueError("the dataset has no windows (no train_end in dataset.json): nothing marks the test window; "
+                         "add train_end (and valid_end) to dataset.json")
+    return build_sessions(dataset.window(window), product_index, min_length=2, gap_s=gap_s)
 
 
 def next_action_requests(sessions: SessionTokens, target: str) -> tuple[np.ndarray, np.ndarray]:
@@ -53,16 +53,16 @@ def next_action_requests(sessions: SessionTokens, target: str) -> tuple[np.ndarr
 
 
 class EmbeddingRanker:
-    """Nearest `to` vectors of a source's view vector (exact inner product on normalised vectors).
+    """Nearest `to` vectors of a source's `from_` vector (exact inner product on normalised vectors).
 
-    A source without a trained view vector uses the normalised mean of its title's subword rows."""
+    A source without a trained `from_` vector uses the normalised mean of its title's subword rows."""
 
     def __init__(self, arrays: dict[str, np.ndarray], featurizer_config: dict[str, Any], to: str,
-                 candidates: str = "input") -> None:
+                 candidates: str = "input", from_: str = "view") -> None:
         keys, vectors = arrays["keys"], arrays["vectors"]
         n = len(arrays["product_ids"])
         self.view_pos = np.full(n, -1, dtype=np.int64)
-        view = np.flatnonzero(keys % N_TYPES == VIEW)
+        view = np.flatnonzero(keys % N_TYPES == token_type(from_))
         self.view_pos[keys[view] // N_TYPES] = view
         self.vectors = _normalised(vectors)
         cand = np.flatnonzero(keys % N_TYPES == token_type(to))
@@ -106,13 +106,15 @@ class EmbeddingRanker:
 
 
 class CooccurrenceRanker:
-    """Products ranked by how often their `to` token shares a training session with the source's view
-    (at most `window` tokens apart): co-viewed for to="view", co-carted for to="add_to_cart"."""
+    """Products ranked by how often their `to` token shares a training session with the source's
+    `from_` token (at most `window` tokens apart, either order; ties by row): from_="view", to="view"
+    is co-viewed; "add_to_cart" -> "add_to_cart" co-carted; "view" -> "add_to_cart" viewed-with-carted,
+    the count a "viewed this, carted that" list is built from."""
 
-    def __init__(self, sessions: SessionTokens, n_products: int, to: str, window: int = 50) -> None:
+    def __init__(self, sessions: SessionTokens, n_products: int, to: str, window: int = 50, from_: str = "view") -> None:
         centers, contexts = skipgram_pairs(sessions.offsets, window)
         a, b = sessions.keys[centers], sessions.keys[contexts]
-        keep = (a % N_TYPES == VIEW) & (b % N_TYPES == token_type(to)) & (a // N_TYPES != b // N_TYPES)
+        keep = (a % N_TYPES == token_type(from_)) & (b % N_TYPES == token_type(to)) & (a // N_TYPES != b // N_TYPES)
         src, dst = a[keep] // N_TYPES, b[keep] // N_TYPES
         self.counts = sp.csr_matrix((np.ones(len(src), np.float32), (src, dst)), shape=(n_products, n_products))
         self.counts.sum_duplicates()

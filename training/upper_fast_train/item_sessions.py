@@ -142,13 +142,16 @@ def typed_negatives(keys: np.ndarray, offsets: np.ndarray, contexts: np.ndarray,
 class ViewsByGroup:
     """The view tokens of each product group (category), for the category negatives.
 
-    group_of_row (n_products,) int64 (-1 = no group); members (m,) int64 view token ids sorted by group;
-    starts/sizes (n_groups,) int64 into members."""
+    group_of_row (n_products,) int64 (-1 = no group); members (m,) int64 view token ids sorted by
+    group, then id; starts/sizes (n_groups,) int64 into members; keys (m,) int64 = group * stride +
+    member, sorted (for finding a token's slot in its group)."""
 
     group_of_row: np.ndarray
     members: np.ndarray
     starts: np.ndarray
     sizes: np.ndarray
+    keys: np.ndarray
+    stride: int
 
     @classmethod
     def build(cls, group_of_row: np.ndarray, vocab_keys: np.ndarray) -> ViewsByGroup:
@@ -159,7 +162,10 @@ class ViewsByGroup:
         order = np.argsort(groups, kind="stable")
         n_groups = int(group_of_row.max()) + 1 if len(group_of_row) else 0
         sizes = np.bincount(groups, minlength=n_groups).astype(np.int64)
-        return cls(group_of_row, view_ids[order], np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64), sizes)
+        stride = int(len(vocab_keys)) + 1
+        members = view_ids[order].astype(np.int64)
+        return cls(group_of_row, members, np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64), sizes,
+                   groups[order].astype(np.int64) * stride + members, stride)
 
 
 def only_viewed(keys: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -168,18 +174,29 @@ def only_viewed(keys: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def category_negatives(rng: np.random.Generator, context_keys: np.ndarray, context_only_viewed: np.ndarray,
-                       views: ViewsByGroup, count: int = 2) -> np.ndarray:
-    """`count` view tokens drawn from the own category of each context product that the session only
-    viewed (`only_viewed` at the context positions): (n_pairs, count) int64 vocabulary ids, -1 for
-    other pairs and products without a category (or alone in it)."""
+                       views: ViewsByGroup, count: int = 2, context_ids: np.ndarray | None = None) -> np.ndarray:
+    """`count` view tokens drawn uniformly from the own category of each context product that the
+    session only viewed (`only_viewed` at the context positions): (n_pairs, count) int64 vocabulary
+    ids, -1 for other pairs and products without a category (or alone in it).
+
+    context_ids (n_pairs,): the contexts' own vocabulary ids; given, a context's own view token (the
+    positive) is never drawn: the draws are uniform over the other members of its category."""
     out = np.full((len(context_keys), count), -1, dtype=np.int64)
     if count == 0 or len(views.members) == 0:
         return out
     group = views.group_of_row[context_keys // N_TYPES]
     size = np.where(group >= 0, views.sizes[np.maximum(group, 0)], 0)
     pick = np.flatnonzero(context_only_viewed & (size > 1))
-    draw = (rng.random((len(pick), count)) * size[pick, None]).astype(np.int64)
-    out[pick] = views.members[views.starts[group[pick], None] + draw]
+    start = views.starts[group[pick], None]
+    if context_ids is None:
+        out[pick] = views.members[start + (rng.random((len(pick), count)) * size[pick, None]).astype(np.int64)]
+        return out
+    # (group, member) keys are sorted, so the context's slot in its group is one binary search.
+    own = np.asarray(context_ids, dtype=np.int64)[pick]
+    slot = (np.searchsorted(views.keys, group[pick] * views.stride + own) - start[:, 0])[:, None]
+    draw = (rng.random((len(pick), count)) * (size[pick, None] - 1)).astype(np.int64)
+    draw += draw >= slot
+    out[pick] = views.members[start + draw]
     return out
 
 
