@@ -202,6 +202,12 @@ class Featurizer:
         """``[query_key(t) for t in texts]`` in one native call."""
         return list(self._impl.normalize_many(texts, num_threads))
 
+    def query_terms_and_key(self, query: str, max_terms: int) -> tuple[np.ndarray, str]:
+        """One query's term ids, int64 (max_terms,) zero-padded, and its `query_key`: the two native
+        calls of a search's hot path, without `featurize`'s argument checks (a bad max_terms still
+        raises in the core)."""
+        return self._impl.featurize([query], max_terms, 1)[0], self._impl.normalize(query)
+
     def term_ids(self, text: str | bytes) -> np.ndarray:
         """All term ids of ``text``, untruncated: int64 (n_terms,), words then bigrams then
         trigrams."""

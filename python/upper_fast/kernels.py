@@ -238,6 +238,18 @@ class HingeThresholds:
         """
         return self._core.prune(scores, _tier_code(min_tier))
 
+    def finish_hits(self, ids: np.ndarray, scores: np.ndarray, boost: np.ndarray, k: int, min_tier: int | str = 0,
+                    prune: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One ANN result row -> the hits a search returns, in one native pass: skip the -1 padding,
+        cosine = score - boost[id], with prune drop hits whose cosine misses ``threshold(min_tier)``,
+        keep the first k, and give each kept hit its tier.
+
+        ids int64 (m,) and scores float32 (m,) in rank order (ids index into boost); boost float32
+        (n,). Returns (ids int64, scores float32, cosines float32, tiers int8), each of the kept
+        length. An id outside 0..n-1 raises IndexError; wrong dtypes or shapes raise ValueError.
+        """
+        return self._core.finish_hits(ids, scores, boost, k, _tier_code(min_tier), prune)  # type: ignore[no-any-return]
+
     def tier(self, scores: np.ndarray) -> np.ndarray:
         """int8 codes, same shape as ``scores``: the highest t in 1 (click) .. 4 (purchase) with
         ``score >= threshold(t)``, 0 when below the click threshold."""

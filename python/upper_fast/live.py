@@ -96,7 +96,7 @@ class ProductIds:
         return self.n_base + len(self.extra_ids)
 
     def get(self, key: str) -> int:
-        row = self.base._impl.get(key)
+        row = self.base.get(key)
         return row if row >= 0 or not self.extra else self.extra.get(key, -1)
 
     def lookup(self, keys: Sequence[str]) -> np.ndarray:
@@ -108,11 +108,11 @@ class ProductIds:
 
     def keys_at(self, rows: np.ndarray) -> list[str]:
         if not self.extra_ids or rows.size == 0 or int(rows.max()) < self.n_base:
-            return self.base._impl.keys_at(rows)  # type: ignore[no-any-return]
+            return self.base.keys_at(rows)
         base = rows < self.n_base
         out = [""] * rows.shape[0]
         if base.any():
-            for i, key in zip(np.flatnonzero(base), self.base._impl.keys_at(np.ascontiguousarray(rows[base]))):
+            for i, key in zip(np.flatnonzero(base), self.base.keys_at(np.ascontiguousarray(rows[base]))):
                 out[i] = key
         for i in np.flatnonzero(~base):
             out[i] = self.extra_ids[int(rows[i]) - self.n_base]
@@ -309,7 +309,7 @@ class LiveCatalogue:
         if state.backend is not None:  # an external store: deleting rows it never got is a no-op
             added = new_rows
         else:
-            added = np.asarray([r for r in new_rows.tolist() if r in state.index._impl], np.int64)
+            added = np.asarray([r for r in new_rows.tolist() if r in state.index], np.int64)
         if added.size:
             _store_remove(state, added)
         if old_rows.size:  # the replaced rows' previous vectors back into the index
@@ -442,7 +442,7 @@ class LiveCatalogue:
         changed = np.asarray(sorted({*self.replaced_vectors, *range(self.n_base, n)}), np.int64)
         if changed.size:
             index.add(changed, self.hydrated_rows(state, changed), num_threads=1, replace=True)
-        gone = np.asarray([r for r in np.flatnonzero(state.removed[:n]).tolist() if r in index._impl], np.int64)
+        gone = np.asarray([r for r in np.flatnonzero(state.removed[:n]).tolist() if r in index], np.int64)
         if gone.size:
             index.mark_deleted(gone)
         return index
@@ -564,7 +564,7 @@ def observe_events(state: Any, events: Any) -> dict[str, int]:
         checked.sort()  # time order within the batch (stable by position)
     N, M = state.dims["hist_items"], state.dims["hist_queries"]
     counts = {"applied": 0, "unknown_user": 0, "unknown_product": 0}
-    user_map, histories, cache = state.user_map._impl, state.live_histories, state.user_cache
+    user_map, histories, cache = state.user_map, state.live_histories, state.user_cache
     for _, _, uid, pid, code, query in checked:
         u = user_map.get(uid)
         if u < 0:
@@ -588,7 +588,7 @@ def observe_events(state: Any, events: Any) -> dict[str, int]:
             new_types[1:] = types[:-1]
             rows, types = new_rows, new_types
         if query:
-            key = state.featurizer._impl.normalize(query)
+            key = state.featurizer.query_key(query)
             if key:
                 queries = [key, *(q for q in queries if q != key)][:M]
         histories[u] = (rows, types, queries, country, gen + 1)  # one atomic publish

@@ -339,7 +339,7 @@ def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_
     state.removed = np.zeros(n, np.bool_)
     if (manifest.get("live") or {}).get("products_removed"):  # a saved live catalogue: rows the index deleted
         deleted_from = index if index is not None else Index.load(str(path / "index.upf"))
-        state.removed[:] = [row not in deleted_from._impl for row in range(n)]
+        state.removed[:] = [row not in deleted_from for row in range(n)]
     if user_session is not None:
         state.signed_out = _Pipeline(state).compute_user_vector(None)
     state.backend = bound
@@ -475,9 +475,8 @@ class _Pipeline:
         """Write the query inputs (terms, graph vector and mask) of row b. Native calls go straight to
         the core objects (arguments are already checked): this is the hot path of every search."""
         s = self.s
-        feat = s.featurizer._impl
-        buf["query_terms"][b] = feat.featurize([query], s.dims["query_terms"], 1)[0]
-        node = s.query_map._impl.get(feat.normalize(query))
+        buf["query_terms"][b], key = s.featurizer.query_terms_and_key(query, s.dims["query_terms"])
+        node = s.query_map.get(key)
         if node >= 0:
             buf["query_graph"][b] = s.query_graph[node]
             buf["query_graph_mask"][b] = 1.0
@@ -512,7 +511,7 @@ class _Pipeline:
         hq = buf["hist_query_terms"][b]
         hq[:] = 0
         if queries:
-            hq[: len(queries)] = s.featurizer._impl.featurize(queries, s.dims["query_terms"], 1)
+            hq[: len(queries)] = s.featurizer.featurize(queries, s.dims["query_terms"], 1)
         buf["user_country"][b] = country
 
     def fill_inputs(self, buf: dict[str, Any], b: int, query: str, user: Any) -> None:
@@ -614,7 +613,7 @@ class _Pipeline:
         s = self.s
         # One native pass (HingeThresholds.finish_hits): skip padding, cosine = score - boost, the
         # prune cut, the first k and their tiers, instead of ~10 numpy calls on 100-150 hits.
-        ids, scores, cos, tier = s.thresholds._core.finish_hits(ids, scores, s.boost, k, min_tier, prune)
+        ids, scores, cos, tier = s.thresholds.finish_hits(ids, scores, s.boost, k, min_tier, prune)
         # Product ids straight from the map's contiguous key buffer: indexing the list of 1M str
         # objects touched two cold cache lines per hit (~46 us per 100 hits at 1M products).
         return SearchResult(s.product_map.keys_at(ids), ids, scores, cos, tier, s.model_version)

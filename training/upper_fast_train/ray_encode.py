@@ -6,7 +6,7 @@ writes the product-vector shards that `export.merge_product_shards` reads (`uppe
 
 The catalogue is cut into the chunks the single-process export encodes (`export.encode_chunk_rows`),
 one Ray block per chunk, and each actor encodes whole chunks: the vectors are the same bits as the
-export's own encoding. Needs the [train] and [scale] extras (torch and ray[data]); on a cluster, every
+export's own encoding. Needs upper-fast-train with its [scale] extra (torch and ray[data]); on a cluster, every
 node needs them too.
 """
 
