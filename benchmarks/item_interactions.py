@@ -11,10 +11,12 @@ Word2Vec (skip-gram, negative 5, window 5 without shrinking, dim 100, no subsamp
 threads) on the same sessions untyped (product ids, same token order); co-occurrence counts from the
 same training sessions. Every method answers the test window's next-action requests
 (`upper_fast_train.item_interactions_eval`): the most recent earlier view of another product ->
-the next add_to_cart (purchase) of the session. A dataset whose dataset.json says simulated is
-labelled SIMULATED, or "semi-real (real titles and queries, SIMULATED shoppers)" for the Home Depot
-benchmark. The machine, SIMD level, threads and load average are printed: on a shared machine the
-throughput figures move with the load, so compare ours and gensim's from the same run.
+the next add_to_cart (purchase) of the session. Coverage is reported per request, per distinct
+source product of those requests, and over the catalogue (every product asked as a source). A
+dataset whose dataset.json says simulated is labelled SIMULATED, or "semi-real (real titles and
+queries, SIMULATED shoppers)" for the Home Depot benchmark. The machine, SIMD level, threads and
+load average are printed: on a shared machine the throughput figures move with the load, so compare
+ours and gensim's from the same run.
 """
 
 from __future__ import annotations
@@ -64,6 +66,18 @@ def gensim_throughput(sessions: Any, dim: int, window: int, epochs: int, threads
             "version": gensim.__version__}
 
 
+def item_coverage(ranker: Any, sources: np.ndarray, n_products: int) -> dict[str, float]:
+    """Coverage per product rather than per request: the share of the distinct test-window source
+    products, and of every catalogue product, that get any candidate (`coverage` counts requests, so
+    a popular source counts once per request)."""
+    def covered(rows: np.ndarray) -> float:
+        return float(np.mean([len(c) > 0 for c in ranker(rows, 1)])) if len(rows) else float("nan")
+
+    distinct = np.unique(sources)
+    return {"source_items": int(len(distinct)), "source_item_coverage": covered(distinct),
+            "catalogue_coverage": covered(np.arange(n_products, dtype=np.int64))}
+
+
 def run_dataset(path: str, epochs: int, threads: int, work: Path) -> dict[str, Any]:
     from upper_fast.data import load_dataset
     from upper_fast.featurizer import StringIdMap
@@ -105,15 +119,16 @@ def run_dataset(path: str, epochs: int, threads: int, work: Path) -> dict[str, A
     names = {"add_to_cart": "co-carted counts (viewed A, carted B)", "purchase": "co-purchased counts (viewed A, bought B)"}
     for target in ("add_to_cart", "purchase"):
         sources, targets = next_action_requests(test, target)
-        rows: dict[str, dict[str, float]] = {}
+        rankers: dict[str, Any] = {}
         for name, t in trained.items():
-            rows[name] = evaluate_next_action(EmbeddingRanker(t["arrays"], t["fz"], target), sources, targets)
-            rows[name + " [output vectors]"] = evaluate_next_action(
-                EmbeddingRanker(t["arrays"], t["fz"], target, "context"), sources, targets)
-        rows[names[target]] = evaluate_next_action(CooccurrenceRanker(train_sessions, len(product_ids), target),
-                                                   sources, targets)
-        rows["co-viewed counts (viewed A, viewed B)"] = evaluate_next_action(
-            CooccurrenceRanker(train_sessions, len(product_ids), "view"), sources, targets)
+            rankers[name] = EmbeddingRanker(t["arrays"], t["fz"], target)
+            rankers[name + " [output vectors]"] = EmbeddingRanker(t["arrays"], t["fz"], target, "context")
+        rankers[names[target]] = CooccurrenceRanker(train_sessions, len(product_ids), target)
+        rankers["co-viewed counts (viewed A, viewed B)"] = CooccurrenceRanker(train_sessions, len(product_ids), "view")
+        rows: dict[str, dict[str, float]] = {}
+        for name, ranker in rankers.items():
+            rows[name] = {**evaluate_next_action(ranker, sources, targets),
+                          **item_coverage(ranker, sources, len(product_ids))}
         ours, cooc = rows["typed (default)"], rows[names[target]]
         best = max((rows[names[target]], rows["co-viewed counts (viewed A, viewed B)"]), key=lambda m: m["recall@100"])
         rows["_targets"] = {
@@ -123,6 +138,10 @@ def run_dataset(path: str, epochs: int, threads: int, work: Path) -> dict[str, A
             if cooc["recall@100"] > 0 else float("inf"),
             "coverage_ratio_vs_cooccurrence_same_type": ours["coverage"] / cooc["coverage"] if cooc["coverage"] > 0
             else float("inf"),
+            "source_item_coverage_ratio_vs_cooccurrence_same_type": ours["source_item_coverage"]
+            / cooc["source_item_coverage"] if cooc["source_item_coverage"] > 0 else float("inf"),
+            "catalogue_coverage_ratio_vs_cooccurrence_same_type": ours["catalogue_coverage"]
+            / cooc["catalogue_coverage"] if cooc["catalogue_coverage"] > 0 else float("inf"),
             "recall@100_minus_plain": ours["recall@100"] - rows["plain skip-gram"]["recall@100"],
             "recall@10_minus_plain": ours["recall@10"] - rows["plain skip-gram"]["recall@10"],
         }
@@ -160,10 +179,13 @@ def main(argv: list[str] | None = None) -> int:
               f"({r['trained']['typed (default)']['tokens']} tokens); {r['test_sessions']} test-window sessions")
         for target, rows in r["next_action"].items():
             n = rows["typed (default)"]["requests"]
-            print(f"  [{r['label']}] next {target} after a view ({n} requests)      recall@10  recall@100  coverage")
+            print(f"  [{r['label']}] next {target} after a view ({n} requests, "
+                  f"{rows['typed (default)']['source_items']} source items)")
+            print(f"    {'':<44} recall@10  recall@100  coverage (requests / source items / catalogue)")
             for name, m in rows.items():
                 if not name.startswith("_"):
-                    print(f"    {name:<44} {m['recall@10']:9.3f} {m['recall@100']:11.3f} {m['coverage']:9.3f}")
+                    print(f"    {name:<44} {m['recall@10']:9.3f} {m['recall@100']:11.3f} {m['coverage']:9.3f} "
+                          f"{m['source_item_coverage']:6.3f} {m['catalogue_coverage']:6.3f}")
             print(f"    targets: {json.dumps({k: round(v, 3) for k, v in rows['_targets'].items()})}")
         tp = r["throughput"]
         ours = ", ".join(f"{k.removeprefix('ours ').removesuffix(' tokens/s')} {v:.0f}" for k, v in tp.items()
