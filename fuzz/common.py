@@ -195,7 +195,7 @@ def mutate(seed: bytes, fdp: "object") -> bytes:
     return bytes(buf)
 
 
-# --- adapters over the public API, shared by the fuzz targets and tests/test_reliability_*.py ---
+# --- adapters over the public API, shared by the fuzz targets and tests/serving/test_reliability_*.py ---
 
 
 def make_index(n: int = 64, dim: int = 12, dtype: str = "f32", seed: int = 0) -> "tuple[object, object]":

@@ -3,7 +3,7 @@
     python fuzz/replay.py TARGET FILE...
 
 Prints one line per input, `PASS name` or `FAIL name: <exception>`; exit status 1 if any failed.
-Used by tests/test_reliability_fuzz.py for the crash inputs kept under tests/regressions/.
+Used by tests/serving/test_reliability_fuzz.py for the crash inputs kept under tests/regressions/.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def run_target(
     """Runs one target for `runs` inputs (or until `timeout_s`), returns what it executed.
 
     snapshot: the child imports a private copy of the package it would otherwise import (see the
-    module docstring); False runs it on the live package directory (tests/test_reliability_fuzz.py
+    module docstring); False runs it on the live package directory (tests/serving/test_reliability_fuzz.py
     uses that to show what the snapshot protects against)."""
     script = FUZZ_DIR / f"fuzz_{target}.py"
     if not script.exists():

@@ -83,9 +83,8 @@ if [ "${SANITIZE_SKIP_PYTHON:-0}" != "1" ]; then
   # + torch under ASan is slow and torch is not ours to check.
   if [ -z "${SANITIZE_PYTESTS:-}" ]; then
     SANITIZE_PYTESTS=""
-    for t in tests/test_package.py tests/test_reliability_*.py tests/test_public_surface.py \
-             tests/test_kernels*.py tests/test_topk*.py tests/test_hydrat*.py tests/test_threshold*.py \
-             tests/test_index*.py tests/test_featurizer*.py tests/test_histor*.py; do
+    for t in tests/serving/test_package.py tests/serving/test_reliability_*.py tests/serving/test_public_surface.py \
+             tests/native/test_kernels*.py tests/serving/test_index*.py tests/native/test_featurizer*.py; do
       [ -f "$t" ] && SANITIZE_PYTESTS="$SANITIZE_PYTESTS $t"
     done
   fi

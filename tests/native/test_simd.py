@@ -39,7 +39,7 @@ LEVELS = [level_param(lv) for lv in ORDER]
 
 
 def run_forced(level: str, *args: str, code: str | None = None) -> subprocess.CompletedProcess:
-    """Runs tests/simd_check.py (or `code`) in a fresh interpreter with UPPER_FAST_SIMD=level."""
+    """Runs tests/native/simd_check.py (or `code`) in a fresh interpreter with UPPER_FAST_SIMD=level."""
     env = child_env(UPPER_FAST_SIMD=level)
     cmd = [sys.executable, "-c", code] if code is not None else [sys.executable, str(HERE / "simd_check.py"), *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)

@@ -31,7 +31,7 @@ import pytest
 import upper_fast
 from _paths import child_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLEAN = (TypeError, ValueError, IndexError, KeyError, OSError)
 HUGE_K = 2**62
 
@@ -666,7 +666,7 @@ def _resolve(name: str) -> object | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Running the table (in a child process: `python tests/test_public_surface.py --run OUT.json`)
+# Running the table (in a child process: `python tests/serving/test_public_surface.py --run OUT.json`)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -708,6 +708,7 @@ def _child_main(out: Path) -> int:
 def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
     out = tmp_path_factory.mktemp("surface") / "verdicts.json"
     env = child_env()
+    env["PYTHONPATH"] += os.pathsep + str(ROOT / "tests")  # this file, run as a script, imports _paths from there
     bundle = _tiny_bundle(tmp_path_factory)
     if bundle is not None:
         env["UPPER_FAST_SURFACE_BUNDLE"] = str(bundle)
@@ -741,7 +742,7 @@ def _tiny_bundle(tmp_path_factory: pytest.TempPathFactory | None) -> Path | None
 def test_every_public_name_has_an_entry() -> None:
     missing = [n for n in public_names() if n not in SURFACE and n not in PLAIN]
     assert not missing, (
-        f"public names without a bad-input table in tests/test_public_surface.py: {missing}. "
+        f"public names without a bad-input table in tests/serving/test_public_surface.py: {missing}. "
         "Add cases_<name> to SURFACE (or a PLAIN entry with the reason for a constant/container)."
     )
 

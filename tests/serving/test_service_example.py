@@ -12,7 +12,7 @@ import uvicorn
 from upper_fast import Retriever
 from serve_tiny import tiny_bundle
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fastapi_service.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_service.py"
 
 
 def load_example():

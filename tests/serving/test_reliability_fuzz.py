@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "fuzz"))
 import common  # noqa: E402  (fuzz/common.py)
 import run as fuzz_run  # noqa: E402  (fuzz/run.py)

@@ -8,7 +8,7 @@ def test_version_matches_pyproject():
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert upper_fast.__version__ == re.search(r'\nversion = "([^"]+)"', text).group(1)
 
 
@@ -74,6 +74,6 @@ def test_training_package_version_matches():
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "training" / "pyproject.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "training" / "pyproject.toml").read_text()
     assert re.search(r'\nversion = "([^"]+)"', text).group(1) == upper_fast.__version__
     assert f'"upper_fast=={upper_fast.__version__}"' in text

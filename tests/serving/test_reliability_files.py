@@ -17,7 +17,7 @@ import pytest
 
 import upper_fast
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fuzz"))
 import common  # noqa: E402  (fuzz/common.py: shared adapters)
 from _paths import child_env  # noqa: E402  (tests/_paths.py: children import the package under test)
 

@@ -240,7 +240,7 @@ def test_ddp_two_gloo_processes_keep_replicas_identical(tmp_path, grads):
     script = tmp_path / "ddp.py"
     script.write_text(_DDP_SCRIPT)
     out = tmp_path / "out.json"
-    tests = Path(__file__).resolve().parent
+    tests = Path(__file__).resolve().parents[1]
     env = child_env(OMP_NUM_THREADS="1")
     env["PYTHONPATH"] += os.pathsep + str(tests)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out), grads]

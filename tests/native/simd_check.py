@@ -1,6 +1,6 @@
-"""Checks run in a subprocess under a forced UPPER_FAST_SIMD level (see tests/test_simd.py).
+"""Checks run in a subprocess under a forced UPPER_FAST_SIMD level (see tests/native/test_simd.py).
 
-Usage: UPPER_FAST_SIMD=<level> python tests/simd_check.py <level>
+Usage: UPPER_FAST_SIMD=<level> python tests/native/simd_check.py <level>
 Exits nonzero (assertion) when a kernel of the active table disagrees with the numpy oracle.
 """
 

@@ -4,7 +4,7 @@ objective the presets turn on, its per-step values and the final weights.
 The numbers in tests/regressions/train_objective.json were recorded from the loop before it was
 split into composed loss terms; a change to the objective, the step's columns, the optimizer or its
 schedule that moves them fails here. Regenerate (after a deliberate change only) with
-UPPER_FAST_RECORD=1 python -m pytest tests/test_train_objective_regression.py.
+UPPER_FAST_RECORD=1 python -m pytest tests/training/test_train_objective_regression.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from _train_synthetic import N_PRODUCTS, single_thread, tiny_config, tiny_encode
 
 from upper_fast_train.loop import build_model, train_model  # noqa: E402
 
-RECORD = Path(__file__).resolve().parent / "regressions" / "train_objective.json"
+RECORD = Path(__file__).resolve().parents[1] / "regressions" / "train_objective.json"
 STEPS_RECORDED = 4
 
 # The `logs` preset's objective (hinge, softmax contrast, distillation, shown negatives, the three

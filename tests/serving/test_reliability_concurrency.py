@@ -15,7 +15,7 @@ import pytest
 
 import upper_fast
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fuzz"))
 import common  # noqa: E402
 
 needs_index = pytest.mark.skipif(not hasattr(upper_fast, "Index"), reason="upper_fast.Index is not merged yet")

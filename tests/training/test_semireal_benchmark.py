@@ -13,7 +13,7 @@ import pytest
 
 from upper_fast.data import load_dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from semireal_homedepot import GENERIC, Params, brands_from_titles, generate, main  # noqa: E402
 
