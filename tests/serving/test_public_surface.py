@@ -522,6 +522,19 @@ def cases_validate_dataset() -> Iterator[Case]:
     yield Case("quarantine under a file", lambda: f(NOT_A_DIR, quarantine_dir=NOT_A_DIR), raises=(OSError,))
 
 
+def cases_validate_catalog_rows() -> Iterator[Case]:
+    from upper_fast import data
+
+    f = data.validate_catalog_rows
+    ok = {"product_id": "p1", "title": "oak table", "price": 12.5}
+    yield Case("not rows", lambda: f("p1", []), raises=(TypeError,))
+    yield Case("a row that is not a dict", lambda: f([ok, 5], []), raises=(TypeError,))
+    yield Case("unknown column", lambda: f([{**ok, "colour": "red"}], []), raises=(data.CatalogRowsError,))
+    yield Case("missing title", lambda: f([{"product_id": "p2", "price": 3.0}], []), raises=(data.CatalogRowsError,))
+    yield Case("price not a number", lambda: f([{**ok, "price": "cheap"}], []), raises=(data.CatalogRowsError,))
+    yield Case("repeated id", lambda: f([ok, ok], []), raises=(data.CatalogRowsError,))
+
+
 def cases_generate() -> Iterator[Case]:
     from upper_fast_train import simulate
 
@@ -593,6 +606,7 @@ SURFACE: dict[str, Callable[[], Iterator[Case]]] = {
     "Retriever": cases_Retriever,
     "data.load_dataset": cases_load_dataset,
     "data.validate_dataset": cases_validate_dataset,
+    "data.validate_catalog_rows": cases_validate_catalog_rows,
     "upper_fast_train.simulate.generate": cases_generate,
     "upper_fast_train.simulate.measure_world": cases_measure_world,
     "upper_fast_train.realdata.load_homedepot": cases_load_homedepot,
@@ -623,6 +637,7 @@ PLAIN: dict[str, tuple[str, Callable[[], None]]] = {
     "INTERACTION_CODES": ("constant", _check_constants),
     "data.Dataset": ("result container returned by load_dataset", lambda: None),
     "data.FileReport": ("result container inside ValidationReport", lambda: None),
+    "data.CatalogRowsError": ("exception type raised by validate_catalog_rows and Retriever.upsert_products", lambda: None),
     "data.ValidationReport": ("result container returned by load_dataset / validate_dataset", lambda: None),
     "upper_fast_train.realdata.JudgedSet": ("result container returned by load_homedepot / load_crowdflower", lambda: None),
     "upper_fast_train.simulate.WorldParams": ("input container: its bad values are covered through generate", lambda: None),

@@ -9,9 +9,10 @@ The simulated marketplace (`upper_fast_train.simulate.generate`) and the loaders
 
 from upper_fast.data.dataset import Dataset, load_dataset
 from upper_fast.data.schema import INTERACTION_CODES, INTERACTIONS, REASONS, DataConfig
-from upper_fast.data.validate import FileReport, ValidationReport, validate_dataset
+from upper_fast.data.validate import CatalogRowsError, FileReport, ValidationReport, validate_catalog_rows, validate_dataset
 
 __all__ = [
+    "CatalogRowsError",
     "DataConfig",
     "Dataset",
     "FileReport",
@@ -20,5 +21,6 @@ __all__ = [
     "REASONS",
     "ValidationReport",
     "load_dataset",
+    "validate_catalog_rows",
     "validate_dataset",
 ]
