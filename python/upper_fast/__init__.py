@@ -10,6 +10,7 @@ from upper_fast import index as _index
 from upper_fast import kernels as _kernels
 from upper_fast import retriever as _retriever
 from upper_fast._core import FormatError, __version__, cpu_simd_level, simd_level
+from upper_fast.recommender import Recommender
 from upper_fast.types import TopK
 
 from upper_fast.kernels import *  # noqa: E402,F401,F403
@@ -21,7 +22,7 @@ from upper_fast.featurizer import *  # noqa: E402,F401,F403
 from upper_fast.retriever import *  # noqa: E402,F401,F403
 
 __all__ = sorted(
-    ["FormatError", "TopK", "__version__", "cpu_simd_level", "simd_level"]
+    ["FormatError", "Recommender", "TopK", "__version__", "cpu_simd_level", "simd_level"]
     + _kernels.__all__
     + _index.__all__
     + _featurizer.__all__

@@ -445,6 +445,14 @@ def cases_Index() -> Iterator[Case]:
     yield Case("contains str", lambda: "a" in idx, must_raise=False, check=unchanged)
 
 
+def cases_Recommender() -> Iterator[Case]:
+    R = upper_fast.Recommender
+    yield Case("load missing", lambda: R.load("/nonexistent/bundle"), raises=(OSError,))
+    yield Case("load a file", lambda: R.load(__file__), raises=(OSError,))
+    yield Case("load a folder that is no bundle", lambda: R.load(str(ROOT / "csrc" / "simd")), raises=(OSError,))
+    yield Case("load None", lambda: R.load(None), raises=(TypeError,))
+
+
 def cases_Retriever() -> Iterator[Case]:
     R = upper_fast.Retriever
     yield Case("load missing", lambda: R.load("/nonexistent/bundle"), raises=(OSError,))
@@ -603,6 +611,7 @@ SURFACE: dict[str, Callable[[], Iterator[Case]]] = {
     "StringIdMap": cases_StringIdMap,
     "build_histories": cases_build_histories,
     "Index": cases_Index,
+    "Recommender": cases_Recommender,
     "Retriever": cases_Retriever,
     "data.load_dataset": cases_load_dataset,
     "data.validate_dataset": cases_validate_dataset,
