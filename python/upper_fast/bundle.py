@@ -51,6 +51,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,9 @@ import numpy as np
 
 from upper_fast._core import FormatError, __version__
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "BUNDLE_FILES", "PRODUCT_TOWER_FILES", "SPLIT_TOWER_FILES", "hydrated_product_matrix", "read_manifest",
-           "verify_bundle", "write_bundle"]
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "BUNDLE_FILES", "ONNX_INPUTS", "PRODUCT_TOWER_FILES",
+           "QUERY_PART_INPUTS", "SPLIT_TOWER_FILES", "USER_INPUTS", "Bundle", "Hydration", "UserHistories",
+           "hydrated_product_matrix", "read_manifest", "verify_bundle", "write_bundle"]
 
 BUNDLE_FORMAT = "upper_fast.bundle"
 # Bumped on any incompatible change of the layout; readers accept exactly the versions they know.
@@ -89,6 +91,12 @@ PRODUCT_TOWER_FILES = ("product_tower.onnx", "tokenizer.json", "product_features
 # files live under LEXICAL_DIR/ and are listed one by one in the manifest.
 LEXICAL_FILES = ("lexical.json", "fusion.json")
 LEXICAL_DIR = "lexical"
+# The inputs of query_tower.onnx, in order (the export writes them, the Retriever binds them), and of
+# the split tower's two graphs.
+ONNX_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "hist_item_graph", "hist_item_type",
+               "hist_query_terms", "user_country")
+USER_INPUTS = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_country")
+QUERY_PART_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "user_vector")
 # bf16/i8 indexes: the walk returns this many percent of k candidates, re-ranked in float32 (the
 # Retriever's default; `hydrated_ann_recall` measures the same thing at export).
 RERANK_FACTOR_PCT = 150
@@ -278,6 +286,182 @@ def verify_bundle(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
         if sha256_file(path) != entry.get("sha256"):
             raise FormatError(f"bundle file {path} fails its sha256 check (damaged or replaced)")
     return manifest
+
+
+@dataclass(frozen=True)
+class UserHistories:
+    """The per-user rows of users.parquet as arrays: ids (n_users,) list of str; rows (n_users, N)
+    int64 product rows, -1 = none; types (n_users, N) int64 interaction codes; queries: per user the
+    recent normalised queries (at most M); country (n_users,) int64 country ids. Most recent first."""
+
+    ids: list[str]
+    rows: np.ndarray
+    types: np.ndarray
+    queries: list[list[str]]
+    country: np.ndarray
+
+
+@dataclass(frozen=True)
+class Hydration:
+    """hydration.json: boosting weights (F,) float32 over the quality features, their scale, whether
+    the index vectors carry the MIPS column, and the rest of the file (tuning report, quantile edges)."""
+
+    weights: np.ndarray
+    scale: float
+    mips_augmented: bool
+    raw: dict[str, Any]
+
+    def boost(self, quality: np.ndarray) -> np.ndarray:
+        """(n,) float32 boost of each product: scale * <w, f>, what the index adds to the cosine."""
+        return (self.scale * (quality @ self.weights)).astype(np.float32)
+
+    def query_tail(self) -> np.ndarray:
+        """The columns a query vector gets after its own: [w (, 0)], so <[q ; tail], hydrated> =
+        cosine + boost."""
+        tail = [self.weights] + ([np.zeros(1, np.float32)] if self.mips_augmented else [])
+        return np.ascontiguousarray(np.concatenate(tail).astype(np.float32))
+
+
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    """An opened bundle directory: the one reader of its files (names, manifest, parsing, shapes).
+
+    `Bundle.open(path)` checks the manifest (and with verify every file's sha256); the methods read a
+    file when asked, so opening is cheap and a reader pays only for what it uses. `Retriever.load`
+    accepts a `Bundle` or a path.
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, bundle_dir: str | os.PathLike[str] | Bundle, verify: bool = True) -> Bundle:
+        """FileNotFoundError for a missing bundle, upper_fast.FormatError for a damaged, foreign or
+        future-version one (with verify: any file whose size or sha256 differs from the manifest)."""
+        if isinstance(bundle_dir, Bundle):
+            return bundle_dir
+        if not isinstance(bundle_dir, (str, os.PathLike)):
+            raise TypeError(f"bundle must be a path or a Bundle, got {type(bundle_dir).__name__}")
+        path = Path(bundle_dir)
+        return cls(path, verify_bundle(path) if verify else read_manifest(path))
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def has(self, name: str) -> bool:
+        """Whether the manifest lists `name` (the optional parts: e.g. "user_tower.onnx")."""
+        return name in self.manifest["files"]
+
+    @property
+    def has_split_tower(self) -> bool:
+        return self.has(SPLIT_TOWER_FILES[0])
+
+    @property
+    def has_product_tower(self) -> bool:
+        return self.has(PRODUCT_TOWER_FILES[0])
+
+    @property
+    def has_lexical(self) -> bool:
+        return self.has(LEXICAL_FILES[0])
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.manifest["dims"].items()}
+
+    @property
+    def model_version(self) -> str:
+        return str(self.manifest["model_version"])
+
+    @property
+    def live(self) -> dict[str, Any]:
+        """The manifest's live section (a bundle written by `Retriever.save`), else {}."""
+        return self.manifest.get("live") or {}
+
+    def _lines(self, name: str) -> list[str]:
+        return self.file(name).read_text(encoding="utf-8").split("\n")[:-1]
+
+    def _json(self, name: str) -> Any:
+        return json.loads(self.file(name).read_text())
+
+    def featurizer_config(self) -> Any:
+        """The `FeaturizerConfig` the model was trained with."""
+        from upper_fast.featurizer import FeaturizerConfig
+
+        return FeaturizerConfig.from_dict(self._json("featurizer.json"))
+
+    def query_keys(self) -> list[str]:
+        """Normalised queries with a graph node; row i of `query_graph()`."""
+        return self._lines("query_nodes.txt")
+
+    def product_ids(self) -> list[str]:
+        return self._lines("product_ids.txt")
+
+    def query_graph(self) -> np.ndarray:
+        return self._checked("query_graph.npy", (len(self.query_keys()), self.dims["graph_dim"]))
+
+    def product_graph(self, n: int | None = None) -> np.ndarray:
+        return self._checked("product_graph.npy", (self._n(n), self.dims["graph_dim"]))
+
+    def product_vectors(self, n: int | None = None, mmap: bool = True) -> np.ndarray:
+        """(n, D) float32 product-tower vectors; memory-mapped by default (paged in where read)."""
+        return self._checked("product_vectors.npy", (self._n(n), self.dims["query_dim"]), "r" if mmap else None)
+
+    def quality(self, n: int | None = None) -> np.ndarray:
+        q = np.load(self.file("quality.npy"))
+        if q.ndim != 2 or q.shape[0] != self._n(n):
+            raise FormatError(f"bundle {self.path}: quality.npy has shape {q.shape}, expected ({self._n(n)}, F)")
+        return q
+
+    def hydration(self) -> Hydration:
+        raw = self._json("hydration.json")
+        return Hydration(np.asarray(raw["weights"], dtype=np.float32), float(raw["scale"]),
+                         bool(raw.get("mips_augmented", False)), raw)
+
+    def hydrated_products(self) -> np.ndarray:
+        """(n, index_dim) float32: what the index holds (`hydrated_product_matrix`)."""
+        hyd = self.hydration()
+        out = hydrated_product_matrix(np.load(self.file("product_vectors.npy")), self.quality(), hyd.scale,
+                                      hyd.mips_augmented)
+        if out.shape != (len(self.product_ids()), self.dims.get("index_dim", out.shape[1])):
+            raise FormatError(f"bundle {self.path}: hydrated vectors {out.shape} disagree with the manifest dims")
+        return out
+
+    def thresholds(self) -> Any:
+        """The `HingeThresholds` (calibrated at export where the manifest says so)."""
+        from upper_fast.kernels import HingeThresholds
+
+        return HingeThresholds.from_dict(self._json("thresholds.json"))
+
+    def countries(self) -> list[str]:
+        """Country names; the model's country id of countries()[i] is i + 1 (0 = unknown)."""
+        return list(self._json("countries.json"))
+
+    def user_histories(self) -> UserHistories:
+        """users.parquet, cut to the model's N products and M queries."""
+        import pyarrow.parquet as pq
+
+        users = pq.read_table(self.file("users.parquet"))
+        dims = self.dims
+        N, M = dims["hist_items"], dims["hist_queries"]
+        n_users = users.num_rows
+        rows = np.full((n_users, N), -1, dtype=np.int64)
+        types = np.zeros((n_users, N), dtype=np.int64)
+        for u, (r, t) in enumerate(zip(users.column("hist_rows").to_pylist(), users.column("hist_types").to_pylist())):
+            r, t = r[:N], t[:N]
+            rows[u, : len(r)] = r
+            types[u, : len(t)] = t
+        return UserHistories(users.column("user_id").to_pylist(), rows, types,
+                             [q[:M] for q in users.column("hist_queries").to_pylist()],
+                             np.asarray(users.column("country").to_numpy(zero_copy_only=False), dtype=np.int64))
+
+    def _n(self, n: int | None) -> int:
+        return len(self.product_ids()) if n is None else n
+
+    def _checked(self, name: str, shape: tuple[int, int], mmap_mode: str | None = None) -> np.ndarray:
+        a = np.load(self.file(name), mmap_mode=mmap_mode)
+        if a.shape != shape:
+            raise FormatError(f"bundle {self.path}: {name} has shape {a.shape}, the manifest dims say {shape}")
+        return a
 
 
 def staging_dir(bundle_dir: str | os.PathLike[str]) -> Path:

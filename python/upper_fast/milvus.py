@@ -72,20 +72,10 @@ def _connect(uri: str, token: str, timeout_s: float) -> Any:
 def _bundle_arrays(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Product ids, hydrated vectors (n, index_dim) f32 and boost (n,) f32 of a bundle, as its index
     and the Retriever compute them."""
-    from upper_fast.bundle import hydrated_product_matrix
+    from upper_fast.bundle import Bundle
 
-    product_ids = (bundle / "product_ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
-    vectors = np.load(bundle / "product_vectors.npy")
-    quality = np.load(bundle / "quality.npy")
-    hyd = json.loads((bundle / "hydration.json").read_text())
-    weights = np.asarray(hyd["weights"], dtype=np.float32)
-    hydrated = hydrated_product_matrix(vectors, quality, float(hyd["scale"]), bool(hyd.get("mips_augmented", False)))
-    boost = (float(hyd["scale"]) * (quality @ weights)).astype(np.float32)
-    if hydrated.shape != (len(product_ids), int(manifest["dims"]["index_dim"])):
-        from upper_fast._core import FormatError
-
-        raise FormatError(f"bundle {bundle}: hydrated vectors {hydrated.shape} disagree with the manifest dims")
-    return {"product_ids": product_ids, "hydrated": hydrated, "boost": boost}
+    b = Bundle(bundle, manifest)
+    return {"product_ids": b.product_ids(), "hydrated": b.hydrated_products(), "boost": b.hydration().boost(b.quality())}
 
 
 def _field_columns(bundle: Path, product_ids: list[str], fields: Any) -> dict[str, tuple[str, list[Any]]]:

@@ -34,7 +34,7 @@ from typing import Any, Union
 import numpy as np
 
 from upper_fast import _core
-from upper_fast.bundle import read_manifest, rerank_candidates, verify_bundle
+from upper_fast.bundle import ONNX_INPUTS, QUERY_PART_INPUTS, USER_INPUTS, Bundle, rerank_candidates
 from upper_fast.live import ReadWriteLock
 
 __all__ = ["Hit", "INTERACTION_CODES", "Retriever", "SearchResult", "UserContext"]
@@ -43,10 +43,6 @@ __all__ = ["Hit", "INTERACTION_CODES", "Retriever", "SearchResult", "UserContext
 # whose threshold its raw cosine clears (0 = above the negative threshold only).
 INTERACTION_CODES: dict[str, int] = {"click": 1, "favorite": 2, "add_to_cart": 3, "purchase": 4}
 _TIER_NAMES = ("below_click", "click", "favorite", "add_to_cart", "purchase")
-ONNX_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "hist_item_graph", "hist_item_type",
-               "hist_query_terms", "user_country")
-USER_INPUTS = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_country")
-QUERY_PART_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "user_vector")
 DEFAULT_USER_CACHE = 65536  # user vectors kept per loaded bundle: 96 MiB full at user_dim 384 (4 bytes each)
 
 
@@ -258,51 +254,36 @@ def _bind(session: Any, arrays: dict[str, np.ndarray], inputs: Sequence[str], ou
     return io
 
 
-def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_USER_CACHE,
+def _load(bundle: Any, num_threads: int, verify: bool, user_cache: int = DEFAULT_USER_CACHE,
           rerank: bool | None = None, backend: Any = None) -> _Loaded:
-    import pyarrow.parquet as pq
-
-    from upper_fast.featurizer import Featurizer, FeaturizerConfig, StringIdMap
+    from upper_fast.bundle import Bundle
+    from upper_fast.featurizer import Featurizer, StringIdMap
     from upper_fast.index import Index
-    from upper_fast.kernels import HingeThresholds
     from upper_fast.live import ProductIds
 
-    manifest = verify_bundle(path) if verify else read_manifest(path)
-    dims = {k: int(v) for k, v in manifest["dims"].items()}
-    featurizer = Featurizer(FeaturizerConfig.from_dict(json.loads((path / "featurizer.json").read_text())))
-    query_keys = (path / "query_nodes.txt").read_text(encoding="utf-8").split("\n")[:-1]
-    product_ids = (path / "product_ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
-    query_graph = np.load(path / "query_graph.npy")
-    product_graph = np.load(path / "product_graph.npy")
-    product_vectors = np.load(path / "product_vectors.npy", mmap_mode="r")
-    quality = np.load(path / "quality.npy")
-    hyd = json.loads((path / "hydration.json").read_text())
-    weights = np.asarray(hyd["weights"], dtype=np.float32)
-    scale = float(hyd["scale"])
+    b = Bundle.open(bundle, verify)
+    path, manifest, dims = b.path, b.manifest, b.dims
+    featurizer = Featurizer(b.featurizer_config())
+    query_keys = b.query_keys()
+    product_ids = b.product_ids()
     n = len(product_ids)
-    if (query_graph.shape != (len(query_keys), dims["graph_dim"]) or product_graph.shape != (n, dims["graph_dim"])
-            or product_vectors.shape != (n, dims["query_dim"]) or quality.shape != (n, weights.shape[0])):
+    query_graph = b.query_graph()
+    product_graph = b.product_graph(n)
+    product_vectors = b.product_vectors(n)
+    quality = b.quality(n)
+    hydration = b.hydration()
+    if quality.shape[1] != hydration.weights.shape[0]:
         from upper_fast._core import FormatError
 
-        raise FormatError(f"bundle {path}: array shapes disagree with the manifest dims {dims}")
-    boost = (scale * (quality @ weights)).astype(np.float32)
-    tail = [weights] + ([np.zeros(1, np.float32)] if hyd.get("mips_augmented") else [])
-    query_tail = np.ascontiguousarray(np.concatenate(tail).astype(np.float32))
-    thresholds = HingeThresholds.from_dict(json.loads((path / "thresholds.json").read_text()))
-    countries = {c: i + 1 for i, c in enumerate(json.loads((path / "countries.json").read_text()))}
-
-    users = pq.read_table(path / "users.parquet")
-    N, M = dims["hist_items"], dims["hist_queries"]
-    n_users = users.num_rows
-    user_ids = users.column("user_id").to_pylist()
-    user_rows = np.full((n_users, N), -1, dtype=np.int64)
-    user_types = np.zeros((n_users, N), dtype=np.int64)
-    for u, (rows, types) in enumerate(zip(users.column("hist_rows").to_pylist(), users.column("hist_types").to_pylist())):
-        rows, types = rows[:N], types[:N]
-        user_rows[u, : len(rows)] = rows
-        user_types[u, : len(types)] = types
-    user_queries = [q[:M] for q in users.column("hist_queries").to_pylist()]
-    user_country = np.asarray(users.column("country").to_numpy(zero_copy_only=False), dtype=np.int64)
+        raise FormatError(f"bundle {path}: quality.npy has {quality.shape[1]} features, hydration.json "
+                          f"{hydration.weights.shape[0]} weights")
+    boost = hydration.boost(quality)
+    query_tail = hydration.query_tail()
+    thresholds = b.thresholds()
+    countries = {c: i + 1 for i, c in enumerate(b.countries())}
+    users = b.user_histories()
+    user_ids, user_rows, user_types = users.ids, users.rows, users.types
+    user_queries, user_country = users.queries, users.country
 
     # With a backend the ANN step runs there: bind it now (it checks the store holds this bundle).
     bound = None if backend is None else backend.bind(path, manifest, n)
@@ -310,7 +291,7 @@ def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_
     session = _ort_session(path / "query_tower.onnx", num_threads)
     _check_tower_inputs(session, dims, path)
     user_session = query_session = None
-    if user_cache > 0 and "user_tower.onnx" in manifest["files"]:
+    if user_cache > 0 and b.has_split_tower:
         user_session = _ort_session(path / "user_tower.onnx", num_threads)
         query_session = _ort_session(path / "query_part.onnx", num_threads)
         shapes = {i.name: i.shape for i in query_session.get_inputs()}
@@ -337,7 +318,7 @@ def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_
         user_cache=_UserCache(user_cache) if user_session is not None else None,
     )
     state.removed = np.zeros(n, np.bool_)
-    if (manifest.get("live") or {}).get("products_removed"):  # a saved live catalogue: rows the index deleted
+    if b.live.get("products_removed"):  # a saved live catalogue: rows the index deleted
         deleted_from = index if index is not None else Index.load(str(path / "index.upf"))
         state.removed[:] = [row not in deleted_from for row in range(n)]
     if user_session is not None:
@@ -349,11 +330,11 @@ def _load(path: Path, num_threads: int, verify: bool, user_cache: int = DEFAULT_
         rerank = index.dtype != "f32"
     if rerank:  # the walk runs on the compact storage; its candidates are ranked on these
         state.rerank_vectors = np.array(product_vectors, dtype=np.float32, order="C", copy=True)  # off the mmap
-    if "lexical.json" in manifest["files"]:
+    if b.has_lexical:
         from upper_fast.lexical import FusionModel, LexicalIndex
 
         # products upserted live after export are not in the lexical index (rows past its own count)
-        state.lexical = LexicalIndex.load(path, int((manifest.get("live") or {}).get("lexical_rows", n)))
+        state.lexical = LexicalIndex.load(path, int(b.live.get("lexical_rows", n)))
         state.fusion = FusionModel.load(path)
         # Lexical-only hits get their exact dense score from these (a few rows per search; the f32
         # bundle's memory map is only paged in where read).
@@ -796,9 +777,10 @@ class Retriever:
         self._rw = ReadWriteLock()
 
     @classmethod
-    def load(cls, bundle: str | os.PathLike[str], num_threads: int = 1, verify: bool = True,
+    def load(cls, bundle: str | os.PathLike[str] | Bundle, num_threads: int = 1, verify: bool = True,
              user_cache: int = DEFAULT_USER_CACHE, rerank: bool | None = None, backend: Any = None) -> Retriever:
-        """Load a bundle directory (validating the manifest and, with verify, every file's sha256).
+        """Load a bundle directory (validating the manifest and, with verify, every file's sha256), or
+        a `upper_fast.bundle.Bundle` already opened (checked when it was opened).
 
         user_cache: how many user vectors to keep (an LRU keyed by the user id, or by the resolved
             history for a UserContext; user_dim * 4 bytes each). Used when the bundle has the split
@@ -822,7 +804,7 @@ class Retriever:
             raise ValueError(f"user_cache must be an int >= 0 (0 = off), got {user_cache!r}")
         if rerank is not None and not isinstance(rerank, bool):
             raise TypeError(f"rerank must be True, False or None (auto), got {rerank!r}")
-        return cls(_load(Path(bundle), num_threads, verify, user_cache, rerank, backend), verify, user_cache, rerank,
+        return cls(_load(bundle, num_threads, verify, user_cache, rerank, backend), verify, user_cache, rerank,
                    backend)
 
     def user_cache_info(self) -> dict[str, int] | None:
@@ -937,7 +919,7 @@ class Retriever:
         dense = p.prune(ids[0], scores[0], kk, 0, True)
         return p.fusion_candidates(query, q[0], dense, lk or self._state.fusion.lexical_k, None)
 
-    def swap(self, bundle: str | os.PathLike[str]) -> dict[str, Any]:
+    def swap(self, bundle: str | os.PathLike[str] | Bundle) -> dict[str, Any]:
         """Load another bundle and switch to it atomically; searches in flight finish on the old one.
 
         The new bundle is fully loaded, verified and warmed before the switch, so a damaged bundle
@@ -946,7 +928,7 @@ class Retriever:
         them first to keep them.
         """
         with self._swap_lock, self._write_mutex:
-            state = _load(Path(bundle), self._state.num_threads, self._verify, self._user_cache, self._rerank,
+            state = _load(bundle, self._state.num_threads, self._verify, self._user_cache, self._rerank,
                           self._backend)
             self._state = state
         return state.manifest

@@ -37,6 +37,37 @@ def test_round_trip_arrays(bundle):
     assert json.loads((path / "thresholds.json").read_text())["purchase"] == pytest.approx(0.4)
 
 
+def test_bundle_type_reads_what_was_written_and_the_retriever_takes_it(bundle, tmp_path):
+    import shutil
+
+    from upper_fast.bundle import Bundle
+
+    path, world = bundle
+    b = Bundle.open(path)
+    assert Bundle.open(b) is b
+    assert b.product_ids() == world["product_ids"] and b.dims["n_products"] == len(world["product_ids"])
+    np.testing.assert_array_equal(b.product_vectors(), world["product_vectors"])
+    np.testing.assert_array_equal(b.quality(), world["quality"])
+    hyd = b.hydration()
+    np.testing.assert_array_equal(b.hydrated_products()[:, : b.dims["query_dim"]], world["product_vectors"])
+    np.testing.assert_allclose(b.hydrated_products() @ np.r_[np.zeros(b.dims["query_dim"], np.float32), hyd.query_tail()],
+                               hyd.boost(b.quality()), rtol=1e-5, atol=1e-6)
+    assert b.thresholds().thresholds["purchase"] == pytest.approx(0.4)
+    assert not b.has_lexical and not b.has_product_tower
+    histories = b.user_histories()
+    assert histories.rows.shape == (len(histories.ids), b.dims["hist_items"])
+    by_path, by_bundle = upper_fast.Retriever.load(path), upper_fast.Retriever.load(b)
+    for q in ("red mug", "wool socks"):
+        assert by_path.search(q, k=10).product_ids == by_bundle.search(q, k=10).product_ids
+    with pytest.raises(TypeError, match="path or a Bundle"):
+        Bundle.open(5)
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    np.save(copy / "product_graph.npy", np.zeros((3, 2), np.float32))
+    with pytest.raises(upper_fast.FormatError, match="product_graph.npy has shape"):
+        Bundle.open(copy, verify=False).product_graph()
+
+
 @pytest.mark.parametrize("victim", ["product_vectors.npy", "index.upf", "query_tower.onnx", "users.parquet"])
 def test_damaged_file_is_format_error(bundle, tmp_path, victim):
     import shutil

@@ -26,14 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
+# The ONNX input names belong to the bundle format (upper_fast.bundle). The split serving form
+# (optional bundle files): user_tower.onnx maps the user inputs to a user vector once per user;
+# query_part.onnx maps the query inputs and that vector to the query vector.
+from upper_fast.bundle import ONNX_INPUTS, QUERY_PART_INPUTS, USER_INPUTS
 from upper_fast.interactions import ENGAGEMENTS, INTERACTION_CODES
 
-ONNX_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "hist_item_graph", "hist_item_type",
-               "hist_query_terms", "user_country")
-# The split serving form (optional bundle files): user_tower.onnx maps the user inputs to a user vector
-# once per user; query_part.onnx maps the query inputs and that vector to the query vector.
-USER_INPUTS = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_country")
-QUERY_PART_INPUTS = ("query_terms", "query_graph", "query_graph_mask", "user_vector")
 THRESHOLD_NAMES = ("negative", "click", "favorite", "add_to_cart", "purchase")
 
 __all__ = ["check_onnx_parity", "check_split_parity", "encode_chunk_rows", "encode_product_shard", "export_bundle",
