@@ -11,13 +11,9 @@
 namespace upper_fast {
 namespace {
 
-// log(1 + exp(-x)) without overflow: -log sigmoid(x).
-inline double softplus_neg(float x) {
-  return x > 0 ? std::log1p(std::exp(-static_cast<double>(x))) : -static_cast<double>(x) + std::log1p(std::exp(static_cast<double>(x)));
-}
-
-inline void axpy(float a, const float* x, float* y, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) y[i] += a * x[i];
+// log(1 + exp(-x)) without overflow: -log sigmoid(x) (float: the loss is a report, summed in double).
+inline float softplus_neg(float x) {
+  return x > 0 ? std::log1p(std::exp(-x)) : -x + std::log1p(std::exp(x));
 }
 
 }  // namespace
@@ -45,7 +41,7 @@ double skipgram_sgd(const SkipgramPairs& pairs, const SkipgramTables& t, float l
         for (std::size_t j = 0; j < t.max_terms; ++j)
           if (tt[j] > 0) terms.push_back(tt[j]);
         const float share = terms.empty() ? 0.f : 1.f / static_cast<float>(terms.size());
-        for (std::int64_t b : terms) axpy(share, t.subwords + static_cast<std::size_t>(b) * d, h.data(), d);
+        for (std::int64_t b : terms) k.axpy_f32(share, t.subwords + static_cast<std::size_t>(b) * d, h.data(), d);
       }
       std::fill(grad.begin(), grad.end(), 0.f);
       for (std::int64_t p = pairs.group_offsets[g]; p < pairs.group_offsets[g + 1]; ++p) {
@@ -59,14 +55,14 @@ double skipgram_sgd(const SkipgramPairs& pairs, const SkipgramTables& t, float l
           const float s = 1.f / (1.f + std::exp(-f));
           loss += j == 0 ? softplus_neg(f) : softplus_neg(-f);
           const float g_lr = lr * (label - s);
-          axpy(g_lr, out, grad.data(), d);
-          axpy(g_lr, h.data(), out, d);
+          k.axpy_f32(g_lr, out, grad.data(), d);
+          k.axpy_f32(g_lr, h.data(), out, d);
         }
       }
-      axpy(1.f, grad.data(), t.input + static_cast<std::size_t>(pairs.centers[g]) * d, d);
+      k.axpy_f32(1.f, grad.data(), t.input + static_cast<std::size_t>(pairs.centers[g]) * d, d);
       if (!terms.empty()) {
         const float share = 1.f / static_cast<float>(terms.size());
-        for (std::int64_t b : terms) axpy(share, grad.data(), t.subwords + static_cast<std::size_t>(b) * d, d);
+        for (std::int64_t b : terms) k.axpy_f32(share, grad.data(), t.subwords + static_cast<std::size_t>(b) * d, d);
       }
     }
     losses[tid] += loss;

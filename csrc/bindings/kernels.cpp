@@ -135,6 +135,22 @@ py::object simd_dot(const py::object& a_obj, const py::object& b_obj, const py::
                        "): use (float32, float32), (float32, uint16 bf16), (uint16, uint16) or (int8, int8)");
 }
 
+// y + a * x as a new float32 array (the SIMD axpy kernel at `level`; for kernel tests).
+py::array_t<float> simd_axpy(double a, const py::object& x_obj, const py::object& y_obj, const py::object& level) {
+  py::array x = as_ndarray(x_obj, "x"), y = as_ndarray(y_obj, "y");
+  check_array(x, "x", {Dt::f32}, 1);
+  check_array(y, "y", {Dt::f32}, 1);
+  if (x.shape(0) != y.shape(0))
+    throw py::value_error("x and y differ in length (" + std::to_string(x.shape(0)) + " vs " +
+                          std::to_string(y.shape(0)) + ")");
+  const simd::Kernels& k = table_for(level);
+  const std::size_t n = dim(x, 0);
+  py::array_t<float> out(static_cast<py::ssize_t>(n));
+  std::copy_n(static_cast<const float*>(y.data()), n, out.mutable_data());
+  k.axpy_f32(static_cast<float>(a), static_cast<const float*>(x.data()), out.mutable_data(), n);
+  return out;
+}
+
 py::array_t<float> hydrate_products(const py::object& emb_obj, const py::object& feat_obj, double scale,
                                     const py::object& out_obj, std::size_t num_threads) {
   py::array emb = as_ndarray(emb_obj, "emb"), feat = as_ndarray(feat_obj, "features");
@@ -425,6 +441,8 @@ void register_kernels(py::module_& m) {
   m.def("simd_dot", &simd_dot, py::arg("a"), py::arg("b"), py::arg("level") = py::none(),
         "Inner product of two 1-D arrays with the SIMD kernel for their dtypes (float32, uint16 = bf16, "
         "int8) at `level` (None = the active level).");
+  m.def("simd_axpy", &simd_axpy, py::arg("a"), py::arg("x"), py::arg("y"), py::arg("level") = py::none(),
+        "y + a * x for two float32 1-D arrays with the SIMD axpy kernel at `level` (None = the active level).");
   m.def("hydrate_products", &hydrate_products, py::arg("emb"), py::arg("features"), py::arg("scale") = 1.0,
         py::arg("out") = py::none(), py::arg("num_threads") = 0);
   m.def("hydrate_queries", &hydrate_queries, py::arg("q"), py::arg("weights"), py::arg("out") = py::none(),

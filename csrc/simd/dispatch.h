@@ -44,6 +44,8 @@ struct Kernels {
   float (*dist_f32)(const void* a, const void* b, const void* param);
   float (*dist_bf16)(const void* a, const void* b, const void* param);
   float (*dist_i8)(const void* a, const void* b, const void* param);
+  // y[i] += a * x[i] for n floats (the SGD update of the item-interaction trainer).
+  void (*axpy_f32)(float a, const float* x, float* y, std::size_t n);
 };
 
 // Largest `panel` of any table; mask bits are uint32_t.

@@ -58,6 +58,17 @@ float dot_f32(const float* a, const float* b, std::size_t n) {
   return hsum(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
+// Masked tail, so no scalar epilogue (see the AVX2 version on rounding).
+void axpy_f32(float a, const float* x, float* y, std::size_t n) {
+  const __m512 va = _mm512_set1_ps(a);
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    const __mmask16 m = tail16(n - i);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
 float dot_f32_bf16(const float* a, const std::uint16_t* b, std::size_t n) {
   __m512 s0 = _mm512_setzero_ps();
   std::size_t i = 0;
@@ -185,7 +196,7 @@ void bf16_to_f32(const std::uint16_t* in, float* out, std::size_t n) {
 
 const Kernels& avx512_kernels() {
   static const Kernels table{Level::avx512, "avx512", dot_f32, dot_f32_bf16, dot_bf16, dot_i8,
-                             kPanel, score_panel_f32, bf16_to_f32, dist_f32, dist_bf16, dist_i8};
+                             kPanel, score_panel_f32, bf16_to_f32, dist_f32, dist_bf16, dist_i8, axpy_f32};
   return table;
 }
 

@@ -28,6 +28,10 @@ float dot_f32(const float* a, const float* b, std::size_t n) {
   return s;
 }
 
+void axpy_f32(float a, const float* x, float* y, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
 float dot_f32_bf16(const float* a, const std::uint16_t* b, std::size_t n) {
   float s = 0.f;
   for (std::size_t i = 0; i < n; ++i) s += a[i] * bf16_to_float(b[i]);
@@ -74,7 +78,7 @@ void bf16_to_f32(const std::uint16_t* in, float* out, std::size_t n) {
 #include "simd/dist_impl.h"
 
 const Kernels kTable{Level::scalar, "scalar", dot_f32, dot_f32_bf16, dot_bf16, dot_i8,
-                     kPanel, score_panel_f32, bf16_to_f32, dist_f32, dist_bf16, dist_i8};
+                     kPanel, score_panel_f32, bf16_to_f32, dist_f32, dist_bf16, dist_i8, axpy_f32};
 
 }  // namespace
 

@@ -45,6 +45,18 @@ def check_dots(rng: np.random.Generator) -> None:
         assert _core.simd_dot(ext, ext) == 16384 * d, d
 
 
+def check_axpy(rng: np.random.Generator) -> None:
+    for d in DIMS:
+        x = rng.standard_normal(d).astype(np.float32)
+        y = rng.standard_normal(d).astype(np.float32)
+        a = np.float32(rng.standard_normal())
+        ref = y.astype(np.float64) + np.float64(a) * x
+        got = _core.simd_axpy(float(a), x, y)
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(got, _core.simd_axpy(float(a), x, y, "scalar"), rtol=1e-6, atol=1e-6)
+        assert np.array_equal(y, _core.simd_axpy(0.0, x, y)), d  # inputs untouched, a = 0 is exact
+
+
 def check_topk(rng: np.random.Generator) -> None:
     for m, n, d, k in ((1, 1, 1, 1), (5, 50, 3, 7), (37, 301, 17, 10), (20, 1000, 97, 5), (33, 700, 128, 32), (3, 40, 768, 4)):
         q = rng.standard_normal((m, d)).astype(np.float32)
@@ -64,5 +76,6 @@ if __name__ == "__main__":
     assert upper_fast.simd_level() == level, (upper_fast.simd_level(), level)
     generator = np.random.default_rng(7)
     check_dots(generator)
+    check_axpy(generator)
     check_topk(generator)
     print(f"ok {level}")
