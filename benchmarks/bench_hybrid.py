@@ -160,15 +160,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for q, u in cases:  # the users' vectors cached, as for a service's returning users
         r.search(q, user=u, k=args.k, lexical=False)
     learned = FusionModel(method="learned", weights=tuple(float(w) for w in np.linspace(1.0, 0.1, len(FUSION_FEATURES))))
-    state = r._state
-    rrf = state.fusion
+    rrf = r.fusion
+    lexical = r.stages().lexical
 
     def fused_learned(c: Any) -> Any:
-        state.fusion = learned
+        r.fusion = learned
         try:
             return r.search(c[0], user=c[1], k=args.k, lexical_k=args.lexical_k)
         finally:
-            state.fusion = rrf
+            r.fusion = rrf
 
     half = len(cases) // 2
     runs: dict[str, list[Any]] = {"dense": [], "fused_rrf": [], "fused_learned": []}
@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs["fused_rrf"].append(time_calls(lambda c: r.search(c[0], user=c[1], k=args.k, lexical_k=args.lexical_k), part))
         runs["fused_learned"].append(time_calls(fused_learned, part))
     result["e2e"] = {name: merge_percentiles(*parts) for name, parts in runs.items()}
-    result["lexical_in_bundle"] = time_calls(lambda q: state.lexical.search(q, args.lexical_k), queries)
-    result["lexical_file_bytes_per_product"] = state.lexical.memory_bytes() / args.n
+    result["lexical_in_bundle"] = time_calls(lambda q: lexical.search(q, args.lexical_k), queries)
+    result["lexical_file_bytes_per_product"] = lexical.memory_bytes() / args.n
     result["index_recall_at_100"] = r.manifest["index"]["recall_at_100"]
     result = bench_serving._without_samples(result)
     e, eng = result["e2e"], result["engines"]

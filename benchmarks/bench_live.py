@@ -144,7 +144,7 @@ def bench_churn(bundle: Path, catalog: Any, threads: int, n: int) -> dict[str, A
         expect = 0 if pid in gone else 1
         lost += len(hits) < expect
         extra += len(hits) > expect
-    pids = r._state.product_ids
+    pids = r.stages().product_ids
     return {"threads": threads, "upserts": n, "removals": n, "seconds": churn_s, "errors": len(errors),
             "error_examples": errors[:3], "lost": int(lost), "duplicated_or_resurrected": int(extra),
             "distinct_ids": len(set(pids)) == len(pids), "rows": [n_before, r.num_products],
@@ -156,7 +156,6 @@ def bench_observe(bundle: Path, catalog: Any, n: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from upper_fast import Retriever
-    from upper_fast.retriever import _Pipeline
 
     r = Retriever.load(bundle)
     users = pq.read_table(bundle / "users.parquet").column("user_id").to_pylist()
@@ -176,10 +175,10 @@ def bench_observe(bundle: Path, catalog: Any, n: int) -> dict[str, Any]:
     r.observe(events)
     batch_us = (time.perf_counter() - t0) / len(events) * 1e6
     user = users[0]
-    before = _Pipeline(r._state).user_vector(user).copy()
+    before = r.stages().user_vector(user).copy()
     r.search("gift", user=user, k=10)
     r.observe([(user, pids[0], "purchase", 1_900_000_000, "gift")])
-    after = _Pipeline(r._state).user_vector(user)
+    after = r.stages().user_vector(user)
     return {"observe_us_single_event_call": pct(per_call), "observe_us_per_event_in_batch_of_n": batch_us,
             "next_search_reflects_it": bool(not np.array_equal(before, after))}
 

@@ -80,12 +80,10 @@ def window_requests(data: Path, n: int, known_users: set[str], seed: int = 0) ->
 
 def hydrated_queries(retriever: Any, requests: list[tuple[str, str | None]]) -> np.ndarray:
     """The hydrated query vectors [q ; w (; 0)] (m, index_dim) float32 the ANN step receives."""
-    from upper_fast.retriever import _Pipeline
-
-    pipe = _Pipeline(retriever._state)
+    pipe = retriever.stages()
     out = []
     for q, u in requests:
-        buf = pipe._buffers(1)
+        buf = pipe.buffers(1)
         out.append(pipe.hydrate(buf, pipe.encode(buf, (q,), (u,)))[0].copy())
     return np.stack(out)
 
@@ -177,7 +175,7 @@ def lite_split_ms(backend: Any, hydrated: np.ndarray, ef: int, db: Path) -> dict
     """Where a Milvus search's time goes (p50 ms over 300 calls): a gRPC round trip that does no
     work (has_collection), a search for 1 and for K hits straight through the client, and, for an
     HNSW collection, the FAISS index Lite wrote searched alone in this process."""
-    client, col = backend._bound(), backend.collection
+    client, col = backend.client, backend.collection
     params = {"metric_type": "IP", "params": {"ef": ef}}
     q = hydrated[0]
 
@@ -210,15 +208,14 @@ def bench_index(bundle: Path, index_type: str, local: Any, requests: list[tuple[
                 hydrated: np.ndarray, exact: list[set[int]], work: Path) -> dict[str, Any]:
     from upper_fast import Retriever
     from upper_fast.milvus import MilvusBackend, push_to_milvus
-    from upper_fast.retriever import _Pipeline
 
     uri = str(work / f"{index_type.lower()}.db")
     t0 = time.perf_counter()
     summary = push_to_milvus(bundle, uri, index_type=index_type)
     push_s = time.perf_counter() - t0
-    remote = Retriever.load(bundle, num_threads=1, backend=MilvusBackend(uri))
-    backend = remote._state.backend
-    client = backend._bound()
+    backend = MilvusBackend(uri)
+    remote = Retriever.load(bundle, num_threads=1, backend=backend)
+    client = backend.client
     described = client.describe_index(backend.collection, client.list_indexes(backend.collection)[0])
     report: dict[str, Any] = {"index": index_type, "uri": "Milvus Lite file (local .db)", "push_s": push_s,
                               "push_summary": {k: v for k, v in summary.items() if k not in ("collection", "uri")},
@@ -230,7 +227,7 @@ def bench_index(bundle: Path, index_type: str, local: Any, requests: list[tuple[
     if local.has_lexical:
         report["overlap_at_100"]["default_channels_pruned"] = overlaps(local, remote, requests, prune=True)
 
-    here, there = _Pipeline(local._state), _Pipeline(remote._state)
+    here, there = local.stages(), remote.stages()
     rows_milvus = [there.ann(h, K)[0][0] for h in hydrated[:, None, :]]
     report["ann_recall_at_100_vs_exact"] = ann_recall(rows_milvus, exact)
 
@@ -242,7 +239,7 @@ def bench_index(bundle: Path, index_type: str, local: Any, requests: list[tuple[
         lat[f"search_ms_{mode}"] = compare_ms(a, b)
     queries = [np.ascontiguousarray(h[None, :]) for h in hydrated]
     lat["ann_only_ms"] = compare_ms(*paired_latency(lambda h: here.ann(h, K), lambda h: there.ann(h, K), queries))
-    lat["milvus_lite_split_p50_ms"] = lite_split_ms(backend, hydrated, max(local._state.ef, K), Path(uri))
+    lat["milvus_lite_split_p50_ms"] = lite_split_ms(backend, hydrated, max(local.ef, K), Path(uri))
     report["latency"] = lat
     report["load_avg_after"] = os.getloadavg()[0]
     return report
@@ -250,16 +247,15 @@ def bench_index(bundle: Path, index_type: str, local: Any, requests: list[tuple[
 
 def run(bundle: Path, requests: list[tuple[str, str | None]], index_types: list[str], work: Path) -> dict[str, Any]:
     from upper_fast import Retriever
-    from upper_fast.milvus import _bundle_arrays
-    from upper_fast.retriever import _Pipeline
+    from upper_fast.bundle import Bundle
 
     local = Retriever.load(bundle, num_threads=1)
     manifest = local.manifest
     hydrated = hydrated_queries(local, requests)
-    products = _bundle_arrays(bundle, manifest)["hydrated"]
+    products = Bundle.open(bundle, verify=False).hydrated_products()
     exact = exact_top(products, hydrated, K)
-    ef = max(local._state.ef, K)
-    here = _Pipeline(local._state)
+    ef = max(local.ef, K)
+    here = local.stages()
     rows_local = [here.ann(h, K)[0][0] for h in hydrated[:, None, :]]
     idx = manifest.get("index", {})
     report: dict[str, Any] = {

@@ -240,18 +240,16 @@ class ObviousPipeline:
         import torch
 
         from upper_fast.bundle import hydrated_product_matrix
-        from upper_fast.retriever import _Pipeline
-
         torch.set_num_threads(1)
         self.torch = torch
         self.tower = tower
-        self.pipeline = _Pipeline(retriever._state)
+        self.pipeline = retriever.stages()
         manifest = retriever.manifest
         hyd = json.loads((bundle / "hydration.json").read_text())
         self.weights = np.array(hyd["weights"] + [0.0], np.float32)
         hydrated = hydrated_product_matrix(np.load(bundle / "product_vectors.npy"), np.load(bundle / "quality.npy"),
                                            hyd["scale"], True)
-        self.boost = retriever._state.boost
+        self.boost = self.pipeline.boost
         self.index = hnswlib.Index("ip", hydrated.shape[1])
         if cache is not None and cache.exists():  # --workdir: the peer's index from an earlier run
             self.index.load_index(str(cache), max_elements=hydrated.shape[0])
@@ -266,10 +264,10 @@ class ObviousPipeline:
         self.index.set_ef(manifest["index"]["ef_search"])
         self.index.set_num_threads(1)
         self.theta = np.array([THRESHOLDS[t] for t in ("click", "favorite", "add_to_cart", "purchase")], np.float32)
-        self.ids = retriever._state.product_ids
+        self.ids = self.pipeline.product_ids
 
     def search(self, case: tuple[str, str | None], k: int = 100) -> list[str]:
-        buf = self.pipeline._buffers(1)
+        buf = self.pipeline.buffers(1)
         self.pipeline.fill_inputs(buf, 0, case[0], case[1])
         with self.torch.inference_mode():
             q = self.tower(**{name: self.torch.from_numpy(buf[name]) for name in
@@ -288,28 +286,25 @@ def onnx_alone(retriever: Any, cases: list[Any]) -> dict[str, dict[str, float]]:
     """The ONNX graphs alone on one filled input (the Retriever's bound buffers, batch 1): the whole
     tower, and for split bundles the query part (what a search with a cached user vector runs) and
     the user tower (once per new user)."""
-    from upper_fast.retriever import _Pipeline
-
-    p = _Pipeline(retriever._state)
-    buf = p._buffers(1)
+    p = retriever.stages()
+    buf = p.buffers(1)
     p.fill_inputs(buf, 0, cases[1][0], cases[1][1])
     out = {"whole": time_calls(lambda _: p.run_full(buf), cases)}
-    if retriever._state.query_session is not None:
+    if p.has_split_tower:
         p.fill(buf, (cases[1][0],), (cases[1][1],))
         out["query_part"] = time_calls(lambda _: p.run_tower(buf), cases)
-        s = retriever._state
-        out["user_tower"] = time_calls(lambda _: s.user_session.run_with_iobinding(buf["io_user"]), cases)
+        out["user_tower"] = time_calls(lambda _: p.run_user_tower(buf), cases)
     return out
 
 
 def torch_alone(tower: Any, retriever: Any, cases: list[Any]) -> dict[str, float]:
     import torch
 
-    from upper_fast.retriever import ONNX_INPUTS, _Pipeline
+    from upper_fast.bundle import ONNX_INPUTS
 
     torch.set_num_threads(1)
-    p = _Pipeline(retriever._state)
-    buf = p._buffers(1)
+    p = retriever.stages()
+    buf = p.buffers(1)
     p.fill_inputs(buf, 0, cases[0][0], cases[0][1])
     inputs = {n: torch.from_numpy(buf[n]) for n in ONNX_INPUTS}
 
@@ -326,16 +321,16 @@ def pipeline_ann_recall(retriever: Any, bundle: Path, tower: Any, queries: int =
     the random-centre catalogue, the tower's own query vectors for "tq"."""
     from upper_fast import hydrate_queries, topk_inner_product
     from upper_fast.bundle import hydrated_product_matrix
-    from upper_fast.retriever import _Pipeline
 
     hyd = json.loads((bundle / "hydration.json").read_text())
     hydrated = hydrated_product_matrix(np.load(bundle / "product_vectors.npy"), np.load(bundle / "quality.npy"),
                                        hyd["scale"], True)
     raw = clustered(queries, D, 9) if CATALOGUE == "random" else tower_directions(tower, queries, seed=9)
-    hq = hydrate_queries(raw, retriever._state.query_tail)
+    stages = retriever.stages()
+    hq = hydrate_queries(raw, stages.query_tail)
     exact = topk_inner_product(hq, hydrated, 100, num_threads=0)
     del hydrated
-    ids, _ = _Pipeline(retriever._state).ann(hq, 100, None, raw)
+    ids, _ = stages.ann(hq, 100, None, raw)
     return float(np.mean([len(set(a[a >= 0]) & set(e)) / 100.0 for a, e in zip(ids, exact.ids)]))
 
 
@@ -455,7 +450,7 @@ def run_size(n: int, queries: int, tmp: Path, reuse: bool = False, index_dtype: 
     retriever = Retriever.load(bundle, num_threads=1)
     whole = Retriever.load(bundle, num_threads=1, user_cache=0, verify=False)
     if ef is not None:  # --ef: both Retrievers and (below) the obvious pipeline's hnswlib index
-        retriever._state.ef = whole._state.ef = ef
+        retriever.ef = whole.ef = ef
     cases = workload(queries)
     # User vectors cached: the workload's 1,000 users are seen once before the timed pass (a service
     # sees a user's later queries with the vector cached); then the same with no cache (every search
@@ -477,7 +472,7 @@ def run_size(n: int, queries: int, tmp: Path, reuse: bool = False, index_dtype: 
     agree = np.mean([len(set(retriever.search(q, user=u, k=100).product_ids) & set(obvious.search((q, u)))) /
                      max(1, retriever.search(q, user=u, k=100).count) for q, u in cases[:50]])
     result = {
-        "n_products": n, "catalogue": CATALOGUE, "ef_search": retriever._state.ef, "index_dtype": index_dtype, "ef_construction": ef_construction, "queries": queries, "bundle_build_s": build_s, "hnswlib_build_s": obvious.build_s,
+        "n_products": n, "catalogue": CATALOGUE, "ef_search": retriever.ef, "index_dtype": index_dtype, "ef_construction": ef_construction, "queries": queries, "bundle_build_s": build_s, "hnswlib_build_s": obvious.build_s,
         "ours_e2e": ours, "ours_e2e_whole_tower": ours_whole, "obvious_e2e": theirs,
         "ratio_p50": theirs["p50_us"] / ours["p50_us"], "ratio_p99": theirs["p99_us"] / ours["p99_us"],
         "ratio_whole_p50": theirs["p50_us"] / ours_whole["p50_us"], "ratio_whole_p99": theirs["p99_us"] / ours_whole["p99_us"],
@@ -486,7 +481,7 @@ def run_size(n: int, queries: int, tmp: Path, reuse: bool = False, index_dtype: 
         "result_overlap_ours_vs_obvious": float(agree),
         "index_recall_at_100": retriever.manifest["index"]["recall_at_100"],
         "pipeline_ann_recall_at_100": pipeline_ann_recall(retriever, bundle, tower),
-        "rerank": retriever._state.rerank_vectors is not None,
+        "rerank": retriever.reranks,
     }
     return result, bundle
 
@@ -610,18 +605,14 @@ try:
         assert benchmark(obvious.search, ("red wool scarf", "u7"))
 
     def test_onnx_tower_alone(benchmark: Any, small: Any) -> None:
-        from upper_fast.retriever import _Pipeline
-
-        p = _Pipeline(small[0]._state)
-        buf = p._buffers(1)
+        p = small[0].stages()
+        buf = p.buffers(1)
         p.fill_inputs(buf, 0, "red wool scarf", "u7")
         assert benchmark(p.run_full, buf).shape == (1, D)
 
     def test_onnx_query_part_alone(benchmark: Any, small: Any) -> None:
-        from upper_fast.retriever import _Pipeline
-
-        p = _Pipeline(small[0]._state)
-        buf = p._buffers(1)
+        p = small[0].stages()
+        buf = p.buffers(1)
         p.fill(buf, ("red wool scarf",), ("u7",))
         assert benchmark(p.run_tower, buf).shape == (1, D)
 except ImportError:  # pragma: no cover - pytest is only needed for the pytest-benchmark entry points

@@ -297,6 +297,12 @@ class MilvusBackend:
             self._client = _connect(self.uri, self.token, self.timeout_s)
         return self._client
 
+    @property
+    def client(self) -> Any:
+        """The pymilvus `MilvusClient` of the bound collection (after `Retriever.load`), for queries of
+        your own; ValueError before a Retriever bound this backend."""
+        return self._bound()
+
     def search(self, hydrated: np.ndarray, k: int, allowed: np.ndarray | str | None = None, ef: int = 128,
                n_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows by inner product for each hydrated query (m, index_dim) float32: (ids (m, k) int64,

@@ -21,7 +21,6 @@ replaces the bundle without stopping searches and each search sees one bundle.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -37,7 +36,7 @@ from upper_fast import _core
 from upper_fast.bundle import ONNX_INPUTS, QUERY_PART_INPUTS, USER_INPUTS, Bundle, rerank_candidates
 from upper_fast.live import ReadWriteLock
 
-__all__ = ["Hit", "INTERACTION_CODES", "Retriever", "SearchResult", "UserContext"]
+__all__ = ["Hit", "INTERACTION_CODES", "Retriever", "SearchResult", "SearchStages", "UserContext"]
 
 # Interaction codes shared with training (docs/design.md); tier t of a hit = the highest of these
 # whose threshold its raw cosine clears (0 = above the negative threshold only).
@@ -322,7 +321,7 @@ def _load(bundle: Any, num_threads: int, verify: bool, user_cache: int = DEFAULT
         deleted_from = index if index is not None else Index.load(str(path / "index.upf"))
         state.removed[:] = [row not in deleted_from for row in range(n)]
     if user_session is not None:
-        state.signed_out = _Pipeline(state).compute_user_vector(None)
+        state.signed_out = SearchStages(state).compute_user_vector(None)
     state.backend = bound
     if bound is not None:
         rerank = False  # the store ranks the float32 hydrated vectors itself
@@ -350,8 +349,8 @@ def _load(bundle: Any, num_threads: int, verify: bool, user_cache: int = DEFAULT
         if table.flags.c_contiguous:
             advise_huge_pages(table)
     # Warm-up: the first run of an onnxruntime session and the first index search allocate.
-    _Pipeline(state).search_one("warm up", None, 10, None, 0, True, state.lexical is not None)
-    _Pipeline(state).search_many(["warm up", "second"], [None, None], 10, 0, True)
+    SearchStages(state).search_one("warm up", None, 10, None, 0, True, state.lexical is not None)
+    SearchStages(state).search_many(["warm up", "second"], [None, None], 10, 0, True)
     return state
 
 
@@ -366,13 +365,59 @@ def _interaction_code(value: int | str) -> int:
     return code
 
 
-class _Pipeline:
-    """The stages of one search over one loaded bundle (split so they can be timed one by one)."""
+class SearchStages:
+    """The stages of one search over one loaded bundle, one call each (`Retriever.stages()`): for
+    profiling a stage, or for serving code that runs one elsewhere (its own ONNX runtime, an external
+    vector store). `Retriever.search` runs exactly these.
+
+        st = retriever.stages()
+        buf = st.buffers(1)                      # this thread's input/output buffers for batch 1
+        st.fill_inputs(buf, 0, "red mug", "u1")  # the seven inputs of query_tower.onnx, row 0
+        q = st.run_full(buf)                     # (1, D) query vector (whole tower)
+        st.fill(buf, ["red mug"], ["u1"])        # split bundles: query inputs + the user's vector
+        q = st.run_tower(buf)                    # query part (or whole tower without the split)
+        ids, scores = st.ann(st.hydrate(buf, q), k=100)
+        hits = st.prune(ids[0], scores[0], k=100, min_tier=0, prune=True)
+
+    The buffers are per thread and reused by later calls on that thread: copy what you keep.
+    """
 
     def __init__(self, state: _Loaded) -> None:
         self.s = state
 
-    def _buffers(self, batch: int) -> dict[str, Any]:
+    @property
+    def product_ids(self) -> list[str]:
+        """Product id of each bundle row (live upserts appended)."""
+        return self.s.product_ids  # type: ignore[no-any-return]
+
+    @property
+    def boost(self) -> np.ndarray:
+        """(n,) float32 boost of each row (scale * <w, f>): score = cosine + boost."""
+        return self.s.boost  # type: ignore[no-any-return]
+
+    @property
+    def query_tail(self) -> np.ndarray:
+        """The columns appended to a query vector before the ANN step ([w (; 0)])."""
+        return self.s.query_tail  # type: ignore[no-any-return]
+
+    @property
+    def lexical(self) -> Any:
+        """The bundle's `upper_fast.lexical.LexicalIndex`, or None without a lexical channel."""
+        return self.s.lexical
+
+    @property
+    def has_split_tower(self) -> bool:
+        """Whether searches run the query part on cached user vectors (user_tower + query_part)."""
+        return self.s.query_session is not None
+
+    def run_user_tower(self, buf: dict[str, Any]) -> np.ndarray:
+        """user_tower.onnx on the user inputs filled by `fill_inputs` (split bundles); buf["user_vector"]."""
+        if self.s.user_session is None:
+            raise ValueError("this bundle has no split tower (user_tower.onnx + query_part.onnx), or user_cache=0")
+        self.s.user_session.run_with_iobinding(buf["io_user"])
+        return buf["user_vector"]  # type: ignore[no-any-return]
+
+    def buffers(self, batch: int) -> dict[str, Any]:
         """Per-thread, per-batch-size ONNX input/output buffers and their onnxruntime bindings,
         allocated once and then refilled in place."""
         cache = getattr(self.s.local, "buffers", None)
@@ -502,7 +547,7 @@ class _Pipeline:
 
     def compute_user_vector(self, history: tuple[np.ndarray, np.ndarray, list[str], int] | None) -> np.ndarray:
         """(user_dim,) f32: the user tower on one history (split bundles)."""
-        buf = self._buffers(1)
+        buf = self.buffers(1)
         self.fill_user(buf, 0, history)
         self.s.user_session.run_with_iobinding(buf["io_user"])
         return buf["user_vector"][0].copy()
@@ -621,7 +666,7 @@ class _Pipeline:
 
     def search_one(self, query: str, user: Any, k: int, filter: Any, min_tier: int, prune: bool,
                    lexical: bool = False, lexical_k: int = 0) -> SearchResult:
-        buf = self._buffers(1)
+        buf = self.buffers(1)
         q = self.encode(buf, (query,), (user,))
         h = self.hydrate(buf, q)
         kk = min(k, len(self.s.product_ids))
@@ -645,7 +690,7 @@ class _Pipeline:
     def search_many(self, queries: Sequence[str], users: Sequence[Any], k: int, min_tier: int, prune: bool,
                     lexical: bool = False, lexical_k: int = 0) -> list[SearchResult]:
         b = len(queries)
-        buf = self._buffers(b)
+        buf = self.buffers(b)
         q = self.encode(buf, queries, users)
         h = self.hydrate(buf, q)
         kk = min(k, len(self.s.product_ids))
@@ -830,6 +875,43 @@ class Retriever:
         """Whether the loaded bundle has a lexical index (hybrid search available)."""
         return self._state.lexical is not None
 
+    @property
+    def reranks(self) -> bool:
+        """Whether the ANN candidates are re-ranked on float32 vectors (bf16/i8 indexes; `rerank`)."""
+        return self._state.rerank_vectors is not None
+
+    def stages(self) -> SearchStages:
+        """The stages of a search on the loaded bundle, one call each (`SearchStages`)."""
+        return SearchStages(self._state)
+
+    @property
+    def ef(self) -> int:
+        """The ANN beam width searches use (the export's choice, `manifest["index"]["ef_search"]`).
+        Settable; a swapped-in bundle brings its own."""
+        return int(self._state.ef)
+
+    @ef.setter
+    def ef(self, value: int) -> None:
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= 1 << 24:
+            raise ValueError(f"ef must be an int in [1, 2^24], got {value!r}")
+        self._state.ef = int(value)
+
+    @property
+    def fusion(self) -> Any:
+        """The fusion of the lexical and dense channels (`upper_fast.lexical.FusionModel`), None without
+        a lexical index. Settable, e.g. to serve RRF where the bundle chose learned weights."""
+        return self._state.fusion
+
+    @fusion.setter
+    def fusion(self, model: Any) -> None:
+        from upper_fast.lexical import FusionModel
+
+        if self._state.lexical is None:
+            raise ValueError("this bundle has no lexical index: export it with --lexical to fuse channels")
+        if not isinstance(model, FusionModel):
+            raise TypeError(f"fusion must be an upper_fast.lexical.FusionModel, got {type(model).__name__}")
+        self._state.fusion = model
+
     def _channels(self, lexical: bool | None, lexical_k: int | None) -> tuple[bool, int]:
         state = self._state
         if lexical is not None and not isinstance(lexical, bool):
@@ -870,7 +952,7 @@ class Retriever:
         use, lk = self._channels(lexical, lexical_k)
         self._rw.acquire_read()
         try:
-            return _Pipeline(self._state).search_one(query, user, int(k), filter, min_tier, prune, use, lk)
+            return SearchStages(self._state).search_one(query, user, int(k), filter, min_tier, prune, use, lk)
         finally:
             self._rw.release_read()
 
@@ -893,7 +975,7 @@ class Retriever:
             return []
         self._rw.acquire_read()
         try:
-            return _Pipeline(self._state).search_many(list(queries), users, int(k), min_tier, prune, use, lk)
+            return SearchStages(self._state).search_many(list(queries), users, int(k), min_tier, prune, use, lk)
         finally:
             self._rw.release_read()
 
@@ -911,8 +993,8 @@ class Retriever:
             self._rw.release_read()
 
     def _fusion_candidates(self, query: str, user: Any, k: int, lk: int) -> tuple[np.ndarray, np.ndarray]:
-        p = _Pipeline(self._state)
-        buf = p._buffers(1)
+        p = SearchStages(self._state)
+        buf = p.buffers(1)
         q = p.encode(buf, (query,), (user,))
         kk = min(int(k), self.num_products)
         ids, scores = p.ann(p.hydrate(buf, q), kk, None, q)
@@ -936,8 +1018,8 @@ class Retriever:
     def stage_timings(self, query: str, user: Any = None, k: int = 100, repeats: int = 200) -> dict[str, float]:
         """Median microseconds per stage of one single-query search (featurize + inputs or user vector,
         onnx, hydrate, ann, prune) and the end-to-end median, measured on this bundle."""
-        p = _Pipeline(self._state)
-        buf = p._buffers(1)
+        p = SearchStages(self._state)
+        buf = p.buffers(1)
         kk = min(k, self.num_products)
         t = {name: [] for name in ("inputs", "onnx", "hydrate", "ann", "prune", "total")}
         for _ in range(repeats):

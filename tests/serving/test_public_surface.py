@@ -496,6 +496,13 @@ def cases_Retriever() -> Iterator[Case]:
     yield Case("search filter int", lambda: r.search("mug", k=3, filter=5), raises=(TypeError, ValueError),
                check=unchanged)
     yield Case("batch str not list", lambda: r.search_batch("mug"), raises=(TypeError,), check=unchanged)
+
+    def set_attr(name: str, value: object) -> None:
+        setattr(r, name, value)
+
+    for bad in (0, -3, 1.5, "64", None, True):
+        yield Case(f"ef = {bad!r}", lambda bad=bad: set_attr("ef", bad), raises=(ValueError,), check=unchanged)
+    yield Case("fusion = 5", lambda: set_attr("fusion", 5), raises=(ValueError, TypeError), check=unchanged)
     yield Case("batch users mismatch", lambda: r.search_batch(["a", "b"], users=[None]), check=unchanged)
     yield Case("batch None item", lambda: r.search_batch(["a", None]), raises=(TypeError,), check=unchanged)
     yield Case("batch k=0", lambda: r.search_batch(["a"], k=0), check=unchanged)
@@ -641,6 +648,8 @@ PLAIN: dict[str, tuple[str, Callable[[], None]]] = {
     "TopK": ("result container (NamedTuple) returned by the core", lambda: None),
     "Hit": ("result container (frozen dataclass) returned by Retriever.search", lambda: None),
     "SearchResult": ("result container returned by Retriever.search", lambda: None),
+    "SearchStages": ("returned by Retriever.stages(); its bad inputs are those of Retriever.search, covered there",
+                     lambda: None),
     "UserContext": ("input container: its bad values are covered through Retriever.search", lambda: None),
     "INTERACTION_TYPES": ("constant", _check_constants),
     "INTERACTION_CODES": ("constant", _check_constants),

@@ -168,6 +168,33 @@ def test_stage_timings_are_reported(retriever):
     assert t["total"] >= t["onnx"] > 0
 
 
+def test_stages_one_by_one_give_the_search(world, retriever):
+    st = retriever.stages()
+    user = next(u["user_id"] for u in world[2]["users"].to_pylist() if len(u["hist_rows"]) >= 2)
+    for query, who in (("red mug", None), ("wool scarf", user)):
+        buf = st.buffers(1)
+        st.fill(buf, [query], [who])
+        q = st.run_tower(buf).copy()
+        ids, scores = st.ann(st.hydrate(buf, q), 10)
+        staged = st.prune(ids[0], scores[0], 10, 0, True)
+        direct = retriever.search(query, user=who, k=10, lexical=False)
+        assert staged.product_ids == direct.product_ids
+        np.testing.assert_allclose(staged.scores, direct.scores, rtol=1e-6, atol=1e-7)
+    assert len(st.product_ids) == retriever.num_products and st.boost.shape == (retriever.num_products,)
+    if st.has_split_tower:
+        st.fill_inputs(buf, 0, "red mug", None)
+        assert st.run_user_tower(buf).shape[0] == 1
+    else:
+        with pytest.raises(ValueError, match="split tower"):
+            st.run_user_tower(buf)
+    ef = retriever.ef
+    retriever.ef = 64
+    assert retriever.ef == 64
+    with pytest.raises(ValueError, match="ef must be"):
+        retriever.ef = 0
+    retriever.ef = ef
+
+
 def test_missing_bundle(tmp_path):
     with pytest.raises(FileNotFoundError):
         Retriever.load(tmp_path / "absent")
