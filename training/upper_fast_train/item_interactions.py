@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,21 @@ def _batches(group_starts: np.ndarray, n_pairs: int, batch_size: int) -> list[tu
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
+def _one_ahead(items: Iterator[Any]) -> Iterator[Any]:
+    """The items of an iterator, each computed on a worker thread while the caller uses the previous one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    end = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="item-interactions-batches") as pool:
+        ahead = pool.submit(next, items, end)
+        while True:
+            item = ahead.result()
+            if item is end:
+                return
+            ahead = pool.submit(next, items, end)
+            yield item
+
+
 def _fit(sessions: SessionTokens, vocab: Vocabulary, groups: np.ndarray, config: ItemInteractionConfig,
          rng: np.random.Generator) -> tuple[ItemInteractionTables, dict[str, Any]]:
     from tqdm.auto import tqdm
@@ -255,25 +271,33 @@ def _fit(sessions: SessionTokens, vocab: Vocabulary, groups: np.ndarray, config:
         group_starts = np.flatnonzero(np.r_[True, sorted_centers[1:] != sorted_centers[:-1]])
         total = 0.0
         batches = _batches(group_starts, n_pairs, config.batch_size)
-        for lo, hi in tqdm(batches, desc=f"item-interactions epoch {epoch + 1}/{config.epochs}", unit="batch",
-                           disable=not config.progress, leave=False):
-            b = order[lo:hi]
-            parts = [random_negatives(rng, cumulative, (len(b), config.random_negatives))]
-            if typed is not None:
-                parts.append(typed[b])
-                parts.append(category_negatives(rng, context_keys[b], context_only_viewed[b], views,
-                                                config.category_negatives, context_ids=context_ids[b]))
-            negatives = np.ascontiguousarray(np.concatenate(parts, axis=1))
-            g = group_starts[(group_starts >= lo) & (group_starts < hi)]
-            first = b[g - lo]
-            lr_start = config.lr * max(1e-4, 1.0 - done / total_pairs)
-            lr_end = config.lr * max(1e-4, 1.0 - (done + hi - lo) / total_pairs)
+
+        def prepared(batches: list[tuple[int, int]] = batches, order: np.ndarray = order,
+                     group_starts: np.ndarray = group_starts, done: int = done) -> Iterator[tuple[Any, ...]]:
+            """The native pass's arguments for each batch, in order (the rng is drawn in this order)."""
+            for lo, hi in batches:
+                b = order[lo:hi]
+                parts = [random_negatives(rng, cumulative, (len(b), config.random_negatives))]
+                if typed is not None:
+                    parts.append(typed[b])
+                    parts.append(category_negatives(rng, context_keys[b], context_only_viewed[b], views,
+                                                    config.category_negatives, context_ids=context_ids[b]))
+                negatives = np.ascontiguousarray(np.concatenate(parts, axis=1))
+                g = group_starts[(group_starts >= lo) & (group_starts < hi)]
+                first = b[g - lo]
+                lr_start = config.lr * max(1e-4, 1.0 - done / total_pairs)
+                lr_end = config.lr * max(1e-4, 1.0 - (done + hi - lo) / total_pairs)
+                done += hi - lo
+                yield (center_ids[first], center_rows[first], np.r_[g - lo, hi - lo].astype(np.int64),
+                       np.ascontiguousarray(context_ids[b]), negatives, lr_start, lr_end)
+
+        # Batch i + 1 is drawn (numpy) while the native pass of batch i runs with the GIL released.
+        for args in tqdm(_one_ahead(prepared()), total=len(batches), disable=not config.progress, leave=False,
+                         desc=f"item-interactions epoch {epoch + 1}/{config.epochs}", unit="batch"):
             t0 = time.perf_counter()
-            total += tables.sgd_pass(center_ids[first], center_rows[first], np.r_[g - lo, hi - lo].astype(np.int64),
-                                     np.ascontiguousarray(context_ids[b]), negatives, lr_start, lr_end,
-                                     config.num_threads)
+            total += tables.sgd_pass(*args, config.num_threads)
             sgd += time.perf_counter() - t0
-            done += hi - lo
+        done += n_pairs
         epoch_times.append(time.perf_counter() - start)
         sgd_times.append(sgd)
         losses.append(total / n_pairs)
