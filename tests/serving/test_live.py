@@ -83,10 +83,8 @@ def test_a_new_product_is_searchable_through_the_cold_path(bundle):
     hit = retriever.search(rows[0]["title"], k=5, filter=[rows[0]["product_id"]], prune=False, lexical=False)
     assert hit.product_ids == [rows[0]["product_id"]] and hit.rows[0] == 200
     # the hit's score is the exact hydrated score: <q, v_cold> + boost
-    from upper_fast.retriever import _Pipeline
-
-    p = _Pipeline(retriever._state)
-    q = p.encode(p._buffers(1), (rows[0]["title"],), (None,))[0].copy()
+    p = retriever.stages()
+    q = p.encode(p.buffers(1), (rows[0]["title"],), (None,))[0].copy()
     assert hit.cosines[0] == pytest.approx(float(q @ cold[0]), abs=1e-5)
     assert hit.scores[0] == pytest.approx(float(q @ cold[0] + boost[0]), abs=1e-5)
     everything = retriever.search(rows[1]["title"], k=202, prune=False)
@@ -192,17 +190,15 @@ def test_an_observed_purchase_gives_exactly_the_tower_on_the_updated_history(bun
                                                            recent_queries=[query])), k=50, prune=False)
     assert after.product_ids == expected.product_ids and np.array_equal(after.scores, expected.scores)
     assert (after.product_ids, after.scores.tolist()) != (before.product_ids, before.scores.tolist())
-    from upper_fast.retriever import _Pipeline
-
     state = retriever._state
-    live_vec = _Pipeline(state).user_vector(user)
-    p = _Pipeline(fresh._state)
+    live_vec = retriever.stages().user_vector(user)
+    p = fresh.stages()
     u = fresh._state.user_map.get(user)
     rows, types, queries, country = p.known_history(u, None)
     rows = np.concatenate([[42], rows[:-1]])
     types = np.concatenate([[4], types[:-1]])
     queries = [state.featurizer.query_key(query), *[q for q in queries if q != state.featurizer.query_key(query)]][:3]
-    assert np.array_equal(live_vec, _Pipeline(retriever._state).compute_user_vector((rows, types, queries, country)))
+    assert np.array_equal(live_vec, retriever.stages().compute_user_vector((rows, types, queries, country)))
 
 
 def test_observe_bounds_histories_skips_unknowns_and_refuses_bad_events(bundle):

@@ -58,7 +58,6 @@ def test_users_history_matches_training_inputs(demo):
     import pyarrow as pa
 
     from upper_fast.data import load_dataset
-    from upper_fast.retriever import _Pipeline
     from upper_fast_train import load_run
 
     out, _ = demo
@@ -71,8 +70,8 @@ def test_users_history_matches_training_inputs(demo):
     events = pa.table({"timestamp": pa.array([last] * len(users), pa.int64()), "user_id": users,
                        "query": ["gift"] * len(users)})
     expect = run.event_query_inputs(events, dataset)
-    p = _Pipeline(r._state)
-    buf = p._buffers(len(users))
+    p = r.stages()
+    buf = p.buffers(len(users))
     for i, u in enumerate(users):
         p.fill_inputs(buf, i, "gift", u)
     for name in ("hist_item_type", "hist_query_terms", "user_country", "query_terms"):
