@@ -464,6 +464,29 @@ class Bundle:
         return a
 
 
+def rebuild_index(bundle_dir: str | os.PathLike[str], M: int, ef_construction: int, seed: int = 0) -> dict[str, Any]:
+    """Rebuild a bundle's index.upf over its hydrated vectors with another graph degree M and
+    ef_construction, in place (for a bundle that is still being written: the export's staged
+    directory), updating the manifest's index section and the file's size and sha256. The index keeps
+    the manifest's ef_search. Returns the manifest."""
+    from upper_fast.index import Index
+
+    root = Path(bundle_dir)
+    b = Bundle.open(root, verify=False)
+    manifest = b.manifest
+    hydrated = b.hydrated_products()
+    index = Index(hydrated.shape[1], dtype=manifest["index"].get("dtype", "f32"), M=int(M),
+                  ef_construction=int(ef_construction), seed=seed)
+    index.add(np.arange(hydrated.shape[0], dtype=np.int64), hydrated, num_threads=0)
+    index.ef = int(manifest["index"].get("ef_search", 128))
+    path = root / "index.upf"
+    index.save(str(path))
+    manifest["index"].update({"M": int(M), "ef_construction": int(ef_construction)})
+    manifest["files"]["index.upf"] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
 def staging_dir(bundle_dir: str | os.PathLike[str]) -> Path:
     """A fresh temp directory beside `bundle_dir` (same filesystem, so the final rename is atomic)."""
     target = Path(bundle_dir).resolve()

@@ -31,6 +31,11 @@ def print_info(manifest: dict[str, Any], bundle: str | Path) -> None:
               f"{sel['tolerance']}); one-thread search p50 {sel['latency_ms_p50']:.2f} ms / p99 "
               f"{sel['latency_ms_p99']:.2f} ms (at ef {sel['reference_ef']}: {sel['reference_latency_ms_p50']:.2f} / "
               f"{sel['reference_latency_ms_p99']:.2f} ms)")
+        for g in sel.get("graphs", []):
+            print(f"    graph M {g['M']} / ef_construction {g['ef_construction']}: ef {g['ef']}, recall {g['recall']:.4f}, "
+                  f"p99 {g['latency_ms_p99']:.2f} ms")
+        if sel.get("graph"):
+            print(f"    kept: {sel['graph']}")
     elif sel:
         print(f"  ef: {sel['by']}" + (f" ({sel['why']})" if sel.get("why") else ""))
     calib = manifest.get("thresholds_calibration") or {}

@@ -149,3 +149,36 @@ def test_eval_scores_the_bundle_as_served(demo, tmp_path, capsys):
     rc = cli_main(["eval", str(out / "run"), "--data", str(out / "data"), "--train-end", str(windows["valid_end"]),
                    "--valid-end", str(windows["valid_end"] + 86400), "--no-progress"])
     assert rc == 2 and "was trained on the window before" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("denser_wins", [True, False])
+def test_a_denser_graph_is_tried_where_the_default_needs_a_large_ef(demo, tmp_path, monkeypatch, denser_wins):
+    """Forced here (the tiny world serves near-exact recall at the smallest ef): the export rebuilds the
+    index with the denser graph, chooses ef again and keeps the faster graph, with a bundle whose
+    checksums hold either way."""
+    from upper_fast.data import load_dataset
+    from upper_fast_train import export, served
+
+    out, _ = demo
+    dataset = load_dataset(out / "data", progress=False)
+    monkeypatch.setattr(export, "DENSER_GRAPH_ABOVE_EF", -1)
+    real = served.choose_served_ef
+    calls = []
+
+    def timed(*args, **kwargs):  # the second call (the denser graph) is made slower or faster
+        report = real(*args, **kwargs)
+        calls.append(report)
+        if len(calls) == 2:
+            report = {**report, "latency_ms_p99": calls[0]["latency_ms_p99"] * (0.5 if denser_wins else 2.0)}
+        return report
+
+    monkeypatch.setattr(served, "choose_served_ef", timed)
+    m = export.export_bundle(out / "run", tmp_path / "b", dataset, progress=False, boost_trials=3)
+    sel = m["index"]["ef_selection"]
+    assert len(calls) == 2 and [g["M"] for g in sel["graphs"]] == [16, export.DENSER_GRAPH[0]]
+    assert m["index"]["M"] == (export.DENSER_GRAPH[0] if denser_wins else 16)
+    assert sel["graph"].startswith("denser" if denser_wins else "default")
+    on_disk = verify_bundle(tmp_path / "b")  # every sha256 holds, the index's included
+    assert on_disk["index"]["M"] == m["index"]["M"] and on_disk["index"]["ef_search"] == sel["ef"]
+    assert upper_fast.Index.load(str(tmp_path / "b" / "index.upf")).M == m["index"]["M"]
+    assert upper_fast.Retriever.load(tmp_path / "b").search("gift", k=5).count > 0
