@@ -182,3 +182,32 @@ def test_a_denser_graph_is_tried_where_the_default_needs_a_large_ef(demo, tmp_pa
     assert on_disk["index"]["M"] == m["index"]["M"] and on_disk["index"]["ef_search"] == sel["ef"]
     assert upper_fast.Index.load(str(tmp_path / "b" / "index.upf")).M == m["index"]["M"]
     assert upper_fast.Retriever.load(tmp_path / "b").search("gift", k=5).count > 0
+
+
+def test_served_ef_needs_every_large_segment_within_the_tolerance(demo, tmp_path, monkeypatch):
+    """Overall recall within the tolerance is not enough: a segment with enough purchase requests that
+    loses more than the tolerance keeps ef climbing."""
+    import shutil
+
+    from upper_fast.data import load_dataset
+    from upper_fast_train import served
+
+    out, _ = demo
+    bundle = tmp_path / "b"
+    shutil.copytree(out / "bundle", bundle)
+    dataset = load_dataset(out / "data", progress=False)
+    monkeypatch.setattr(served, "EF_SEGMENT_MIN_REQUESTS", 0)  # the tiny world has few validation purchases
+    monkeypatch.setattr(served, "EF_PURCHASE_MIN_REQUESTS", 0)
+    monkeypatch.setattr(served, "query_segments", lambda dataset, keys: ["tail"] * len(keys))
+    # the reference (largest ef) is measured first, then the ladder from the smallest ef up
+    figures = iter([(0.90, 0.80), (0.899, 0.70), (0.899, 0.799)])
+
+    def fake_metrics(retrieved, requests, segments, ks):
+        overall, tail = next(figures)
+        return {"purchase_recall@100": overall, **{f"purchase_recall@100/{s}": tail for s in served.SEGMENTS}}
+
+    monkeypatch.setattr(served, "request_metrics", fake_metrics)
+    report = served.choose_served_ef(bundle, dataset, ladder=(100, 200, 400), tolerance=0.005, progress=False,
+                                     latency_sample=5)
+    assert report["metric"] == "purchase_recall@100" and "tail" in report["segments_guarded"] and report["ef"] == 200
+    assert report["segment_curves"]["tail"] == [[100, 0.70], [200, 0.799], [400, 0.80]]
