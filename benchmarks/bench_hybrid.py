@@ -117,15 +117,14 @@ def engines_alone(titles: list[str], queries: list[str], root: Path, k: int, bm2
 
 def hybrid_bundle(root: Path, n: int, titles: list[str]) -> Path:
     """bench_serving's 1M bundle (random catalogue, i8 + f32 re-rank) with a lexical channel over `titles`."""
-    from upper_fast.bundle import _write_lexical, read_manifest
+    from upper_fast.bundle import add_lexical_channel, read_manifest
 
     bench_serving.CATALOGUE = "random"
     path = root / bench_serving.bundle_name(n, "i8")
     if not (path / "manifest.json").exists():
         bench_serving.build_bundle(root, n, bench_serving.bench_tower(), index_dtype="i8")
-    manifest = read_manifest(path)
-    if "lexical" not in manifest:
-        _write_lexical(path, manifest, titles, True, None, n)
+    if "lexical" not in read_manifest(path):
+        add_lexical_channel(path, titles)
     return path
 
 

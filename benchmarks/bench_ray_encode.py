@@ -10,7 +10,7 @@ so most products are unknown to the run and go through the cold path (no graph n
 catalogue. The frozen-text-encoder cache of the run is turned off everywhere, so every path encodes.
 
 Paths, each over the whole catalogue, each timed end to end:
-- torch, one process: `export._encode_products` (what export does without --workers/--ray), with 1
+- torch, one process: `export.encode_products` (what export does without --workers/--ray), with 1
   torch thread and with 2;
 - Ray, 1 and 2 actors of 1 torch thread (`ray_encode.encode_catalogue_ray` on `ray.init(num_cpus=2)`),
   actor start and model load included; "steady" = rows after the first shard over the time from the
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from upper_fast.data import load_dataset
     from upper_fast_train import load_run
-    from upper_fast_train.export import _encode_products, merge_product_shards
+    from upper_fast_train.export import encode_products, merge_product_shards
     from upper_fast_train.ray_encode import connect_ray, encode_catalogue_ray
     from upper_fast_train.simulate import generate
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             torch.set_num_threads(threads)
             load = _load()
             t0 = time.perf_counter()
-            vectors[threads] = _encode_products(run, catalog, args.batch_size, progress=False)
+            vectors[threads] = encode_products(run, catalog, args.batch_size, progress=False)
             s = time.perf_counter() - t0
             rows.append({"path": f"torch, one process, {threads} thread{'s' if threads > 1 else ''}", "workers": 1,
                          "threads": threads, "seconds": s, "products_per_s": n / s, "load_avg": load})

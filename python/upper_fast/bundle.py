@@ -61,6 +61,7 @@ from upper_fast._core import FormatError, __version__
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "BUNDLE_FILES", "ONNX_INPUTS", "PRODUCT_TOWER_FILES",
            "QUERY_PART_INPUTS", "SPLIT_TOWER_FILES", "USER_INPUTS", "Bundle", "Hydration", "UserHistories",
+           "add_lexical_channel",
            "hydrated_product_matrix", "read_manifest", "verify_bundle", "write_bundle"]
 
 BUNDLE_FORMAT = "upper_fast.bundle"
@@ -572,6 +573,19 @@ def hydrated_ann_recall(index: Any, hydrated: np.ndarray, queries: np.ndarray, w
         approx_ids = rerank_exact(queries, rerank[0], rerank[1], candidates, k).ids
     hits = sum(len(set(a[a >= 0].tolist()) & set(e[e >= 0].tolist())) for a, e in zip(approx_ids, exact.ids))
     return hits / float(exact.counts.sum())
+
+
+def add_lexical_channel(bundle_dir: str | os.PathLike[str], texts: Sequence[str], stem: bool = True,
+                        fusion: Any = None) -> dict[str, Any]:
+    """Add the lexical channel (a tantivy BM25 index over `texts`, one per product row, and its fusion:
+    `fusion` an `upper_fast.lexical.FusionModel`, default RRF) to a bundle directory in place,
+    rewriting its manifest; returns the manifest. For a bundle no Retriever is serving (export writes
+    the channel itself with `lexical=True`)."""
+    root = Path(bundle_dir)
+    manifest = read_manifest(root)
+    if LEXICAL_FILES[0] in manifest["files"]:
+        raise FileExistsError(f"{root} already has a lexical channel")
+    return _write_lexical(root, manifest, texts, stem, fusion, int(manifest["dims"]["n_products"]))
 
 
 def _write_lexical(staged: Path, manifest: dict[str, Any], texts: Sequence[str], stem: bool, fusion: Any,

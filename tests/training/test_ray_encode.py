@@ -14,7 +14,7 @@ ray = pytest.importorskip("ray", reason="catalogue encoding on Ray needs the [sc
 pytest.importorskip("ray.data", reason="catalogue encoding on Ray needs ray[data]")
 
 from upper_fast_train import TrainConfig, load_run, train  # noqa: E402
-from upper_fast_train.export import _encode_products, encode_chunk_rows, merge_product_shards  # noqa: E402
+from upper_fast_train.export import encode_products, encode_chunk_rows, merge_product_shards  # noqa: E402
 from upper_fast_train.ray_encode import ProductEncoder, connect_ray, encode_catalogue_ray  # noqa: E402
 
 N_PRODUCTS = 4500  # > one export chunk (4096 rows), so both Ray actors get work
@@ -65,7 +65,7 @@ def local_ray():
 @pytest.mark.slow
 def test_ray_vectors_are_the_single_process_bits(world, run_dir, local_ray, tmp_path):
     catalog = world.catalog
-    reference = _encode_products(load_run(run_dir), catalog, batch_size=512, progress=False)
+    reference = encode_products(load_run(run_dir), catalog, batch_size=512, progress=False)
     report = encode_catalogue_ray(run_dir, catalog, tmp_path, workers=2)
     assert len(report["shards"]) == -(-N_PRODUCTS // encode_chunk_rows(512)) == 2
     merged = merge_product_shards(tmp_path, catalog.num_rows)
@@ -83,7 +83,7 @@ def test_encoder_is_a_map_batches_class(world, run_dir, local_ray):
     import pyarrow as pa
 
     catalog = world.catalog.slice(0, 700)
-    reference = _encode_products(load_run(run_dir), catalog, batch_size=512, progress=False)
+    reference = encode_products(load_run(run_dir), catalog, batch_size=512, progress=False)
     table = catalog.append_column("row", pa.array(np.arange(700, dtype=np.int64)))
     ds = ray.data.from_arrow(table).map_batches(ProductEncoder, fn_constructor_kwargs={"run_dir": str(run_dir)},
                                                 batch_size=256, batch_format="pyarrow", concurrency=2, num_cpus=1)

@@ -36,7 +36,8 @@ from upper_fast_train.onnx_export import (check_onnx_parity, check_split_parity,
 
 THRESHOLD_NAMES = ("negative", "click", "favorite", "add_to_cart", "purchase")
 
-__all__ = ["check_onnx_parity", "check_split_parity", "encode_chunk_rows", "encode_product_shard", "export_bundle",
+__all__ = ["check_onnx_parity", "check_split_parity", "encode_chunk_rows", "encode_product_shard", "encode_products",
+           "export_bundle",
            "export_query_tower", "export_split_towers", "merge_product_shards", "normalise_quality", "parity_inputs",
            "user_histories", "write_product_shard"]
 
@@ -172,7 +173,9 @@ def encode_chunk_rows(batch_size: int) -> int:
     return max(batch_size, 4096)
 
 
-def _encode_products(run: Any, catalog: Any, batch_size: int, progress: bool) -> np.ndarray:
+def encode_products(run: Any, catalog: Any, batch_size: int = 512, progress: bool = True) -> np.ndarray:
+    """(n, D) float32 product vectors of every catalogue row, in the export's chunks
+    (`encode_chunk_rows`), with a progress bar: what `upper-fast export` encodes in one process."""
     from tqdm.auto import tqdm
 
     n = catalog.num_rows
@@ -361,7 +364,7 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
     probe = run.event_query_inputs(dataset.log.slice(0, min(4, dataset.log.num_rows)), dataset, personalized=True)
 
     if product_vectors is None:
-        product_vectors = _encode_products(run, catalog, batch_size, progress)
+        product_vectors = encode_products(run, catalog, batch_size, progress)
     if product_vectors.shape[0] != len(product_ids):
         raise ValueError(f"product_vectors has {product_vectors.shape[0]} rows for {len(product_ids)} products")
 
