@@ -200,3 +200,21 @@ def test_catalogue_texts_and_empty_texts(tmp_path):
     assert rows.size == 0 and scores.dtype == np.float32
     with pytest.raises(upper_fast.FormatError, match="products"):
         LexicalIndex.load(tmp_path, 4)
+
+
+def test_a_lexical_channel_added_to_an_existing_bundle(tmp_path):
+    from upper_fast.bundle import add_lexical_channel
+
+    path, _, world = tiny_bundle(tmp_path)
+    assert not Retriever.load(path).has_lexical
+    texts = [f"{t} {p}" for t, p in zip(titles(len(world["product_ids"])), world["product_ids"])]
+    m = add_lexical_channel(path, texts)
+    assert verify_bundle(path)["files"].keys() == m["files"].keys() and "lexical.json" in m["files"]
+    r = Retriever.load(path)
+    res = r.search(texts[3].split()[0], k=10)
+    assert r.has_lexical and res.fusion == "rrf" and res.count > 0
+    with pytest.raises(FileExistsError, match="already has a lexical channel"):
+        add_lexical_channel(path, texts)
+    with pytest.raises(ValueError, match="entries for"):
+        (tmp_path / "other").mkdir()
+        add_lexical_channel(tiny_bundle(tmp_path / "other")[0], texts[:5])
