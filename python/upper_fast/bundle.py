@@ -421,9 +421,11 @@ class Bundle:
     def hydrated_products(self) -> np.ndarray:
         """(n, index_dim) float32: what the index holds (`hydrated_product_matrix`)."""
         hyd = self.hydration()
+        # a bundle saved from a live Retriever keeps the MIPS radius its index was built with
+        radius = self.live.get("mips_radius_sq") if hyd.mips_augmented else None
         out = hydrated_product_matrix(np.load(self.file("product_vectors.npy")), self.quality(), hyd.scale,
-                                      hyd.mips_augmented)
-        if out.shape != (len(self.product_ids()), self.dims.get("index_dim", out.shape[1])):
+                                      hyd.mips_augmented, radius)
+        if out.shape != (self._n(None), self.dims.get("index_dim", out.shape[1])):
             raise FormatError(f"bundle {self.path}: hydrated vectors {out.shape} disagree with the manifest dims")
         return out
 
@@ -456,7 +458,9 @@ class Bundle:
                              np.asarray(users.column("country").to_numpy(zero_copy_only=False), dtype=np.int64))
 
     def _n(self, n: int | None) -> int:
-        return len(self.product_ids()) if n is None else n
+        if n is not None:
+            return n
+        return int(self.dims["n_products"]) if "n_products" in self.dims else len(self.product_ids())
 
     def _checked(self, name: str, shape: tuple[int, int], mmap_mode: str | None = None) -> np.ndarray:
         a = np.load(self.file(name), mmap_mode=mmap_mode)

@@ -27,7 +27,6 @@ the old generation's cache slot.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
@@ -154,10 +153,11 @@ class LiveCatalogue:
     def __init__(self, state: Any) -> None:
         self.n_base = len(state.product_ids)
         self.encoder: Any = None
-        self.hydration = json.loads((state.path / "hydration.json").read_text())
-        self.weights = np.asarray(self.hydration["weights"], dtype=np.float32)
-        self.scale = float(self.hydration["scale"])
-        self.mips = bool(self.hydration.get("mips_augmented", False))
+        from upper_fast.bundle import Bundle
+
+        self.hyd = Bundle(state.path, state.manifest).hydration()
+        self.hydration = self.hyd.raw
+        self.weights, self.scale, self.mips = self.hyd.weights, self.hyd.scale, self.hyd.mips_augmented
         self.radius_sq: float | None = (state.manifest.get("live") or {}).get("mips_radius_sq")
         self.buffers: dict[str, np.ndarray] = {}
         # bf16/i8 hybrid bundles: the lexical channel's exact dense scores read the re-rank vectors
@@ -227,7 +227,7 @@ class LiveCatalogue:
         vectors = encoder.encode(table, graph)
         t2 = time.perf_counter()
         quality = quality_features(quality_columns_of(table, self.quality_names), self.hydration["quality_normalisation"])
-        boost = (self.scale * (quality @ self.weights)).astype(np.float32)  # as the loader computes it
+        boost = self.hyd.boost(quality)  # as the loader computes it
         hydrated = hydrated_product_matrix(vectors, quality, self.scale, self.mips,
                                            self.mips_radius(state) if self.mips else None)
         if not np.isfinite(hydrated).all():
