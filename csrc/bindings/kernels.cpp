@@ -13,6 +13,7 @@
 #include <string>
 
 #include "bindings/bindings.h"
+#include "fusion.h"
 #include "hydration.h"
 #include "rerank.h"
 #include "simd/dispatch.h"
@@ -435,6 +436,103 @@ void register_thresholds(py::module_& m) {
       }, py::arg("scores"), py::arg("labels"));
 }
 
+// One hybrid query's union and fusion (csrc/fusion.h). Returns (rows int64, scores f32, cosines f32,
+// tiers int8, channels uint8), each of the kept length.
+py::tuple fuse_hybrid(const py::object& dr_obj, const py::object& ds_obj, const py::object& dc_obj,
+                      const py::object& dt_obj, const py::object& lr_obj, const py::object& bm_obj,
+                      const py::object& q_obj, const py::object& v_obj, const py::object& b_obj,
+                      const py::object& rm_obj, const HingeThresholds& thresholds, const std::string& method,
+                      const py::object& weights, long long rrf_k, long long n_words, long long k, int min_tier) {
+  py::array dr = as_ndarray(dr_obj, "dense_rows"), ds = as_ndarray(ds_obj, "dense_scores");
+  py::array dc = as_ndarray(dc_obj, "dense_cosines"), dt = as_ndarray(dt_obj, "dense_tiers");
+  py::array lr = as_ndarray(lr_obj, "lexical_rows"), bm = as_ndarray(bm_obj, "bm25");
+  py::array q = as_ndarray(q_obj, "query"), v = as_ndarray(v_obj, "vectors");
+  py::array b = as_ndarray(b_obj, "boost"), rm = as_ndarray(rm_obj, "removed");
+  check_array(dr, "dense_rows", {Dt::i64}, 1);
+  check_array(ds, "dense_scores", {Dt::f32}, 1);
+  check_array(dc, "dense_cosines", {Dt::f32}, 1);
+  check_array(dt, "dense_tiers", {Dt::i8}, 1);
+  check_array(lr, "lexical_rows", {Dt::i64}, 1);
+  check_array(bm, "bm25", {Dt::f32}, 1);
+  check_array(q, "query", {Dt::f32}, 1);
+  check_array(v, "vectors", {Dt::f32}, 2);
+  check_array(b, "boost", {Dt::f32}, 1);
+  if (!rm.dtype().is(py::dtype::of<bool>()) || rm.ndim() != 1 || !(rm.flags() & py::array::c_style))
+    throw py::type_error("removed must be a C-contiguous 1-D bool array (got dtype " + std::string(py::str(rm.dtype())) + ")");
+  // n catalogue rows (boost, removed); the vectors may hold fewer (a live catalogue's upserted rows
+  // past them are never lexical hits, whose index predates them).
+  const std::size_t nd = dim(dr, 0), nl = dim(lr, 0), n = dim(b, 0), nv = dim(v, 0), d = dim(v, 1);
+  if (dim(ds, 0) != nd || dim(dc, 0) != nd || dim(dt, 0) != nd)
+    throw py::value_error("dense_rows, dense_scores, dense_cosines and dense_tiers must have the same length");
+  if (dim(bm, 0) != nl) throw py::value_error("lexical_rows and bm25 must have the same length");
+  if (dim(q, 0) != d)
+    throw py::value_error("query has dimension " + std::to_string(q.shape(0)) + " but vectors have " + std::to_string(d));
+  if (dim(rm, 0) != n)
+    throw py::value_error("boost and removed must have the same length (got " + std::to_string(n) + " and " +
+                          std::to_string(rm.shape(0)) + ")");
+  if (method != "rrf" && method != "learned")
+    throw py::value_error("method must be 'rrf' or 'learned' (got '" + method + "')");
+  if (rrf_k < 0) throw py::value_error("rrf_k must be >= 0 (got " + std::to_string(rrf_k) + ")");
+  if (k < 0 || n_words < 0) throw py::value_error("k and n_words must be >= 0");
+  if (min_tier < 0 || min_tier > kNumTypes) throw py::value_error("min_tier must be 0 (negative cut) .. 4 (purchase)");
+  FusionParams params;
+  params.method = method == "rrf" ? FusionMethod::rrf : FusionMethod::learned;
+  params.rrf_k = rrf_k;
+  params.n_words = static_cast<std::size_t>(n_words);
+  params.min_tier = min_tier;
+  params.k = static_cast<std::size_t>(k);
+  if (params.method == FusionMethod::learned) {
+    const auto w = weights.cast<std::vector<double>>();
+    if (w.size() != kFusionFeatures)
+      throw py::value_error("a learned fusion needs " + std::to_string(kFusionFeatures) + " weights (got " +
+                            std::to_string(w.size()) + ")");
+    std::copy(w.begin(), w.end(), params.weights.begin());
+  }
+  const auto* drp = static_cast<const std::int64_t*>(dr.data());
+  const auto* lrp = static_cast<const std::int64_t*>(lr.data());
+  for (std::size_t i = 0; i < nd; ++i)
+    if (drp[i] < 0 || drp[i] >= static_cast<std::int64_t>(n))
+      throw py::value_error("dense_rows[" + std::to_string(i) + "] = " + std::to_string(drp[i]) +
+                            " is out of range for " + std::to_string(n) + " boost entries");
+  const auto nl_max = static_cast<std::int64_t>(std::min(n, nv));
+  for (std::size_t i = 0; i < nl; ++i)
+    if (lrp[i] < 0 || lrp[i] >= nl_max)
+      throw py::value_error("lexical_rows[" + std::to_string(i) + "] = " + std::to_string(lrp[i]) +
+                            " is out of range for " + std::to_string(nv) + " vectors and " + std::to_string(n) +
+                            " boost entries");
+  const DenseHits dense{drp, static_cast<const float*>(ds.data()), static_cast<const float*>(dc.data()),
+                        static_cast<const std::int8_t*>(dt.data()), nd};
+  const LexicalHits lexical{lrp, static_cast<const float*>(bm.data()), nl};
+  const FusionCatalogue catalogue{static_cast<const float*>(v.data()), static_cast<const float*>(b.data()),
+                                  static_cast<const std::uint8_t*>(rm.data()), d};
+  thread_local FusionScratch scratch;  // per serving thread, grown once
+  thread_local std::vector<std::int64_t> o_rows;
+  thread_local std::vector<float> o_scores, o_cos;
+  thread_local std::vector<std::int8_t> o_tiers;
+  thread_local std::vector<std::uint8_t> o_channels;
+  const std::size_t room = nd + nl;
+  if (o_rows.size() < room) {
+    o_rows.resize(room); o_scores.resize(room); o_cos.resize(room); o_tiers.resize(room); o_channels.resize(room);
+  }
+  std::size_t got = 0;
+  {
+    py::gil_scoped_release release;
+    got = fuse_channels(dense, lexical, catalogue, static_cast<const float*>(q.data()), thresholds, params, scratch,
+                        o_rows.data(), o_scores.data(), o_cos.data(), o_tiers.data(), o_channels.data());
+  }
+  const auto len = static_cast<py::ssize_t>(got);
+  py::array_t<std::int64_t> r_rows(len);
+  py::array_t<float> r_scores(len), r_cos(len);
+  py::array_t<std::int8_t> r_tiers(len);
+  py::array_t<std::uint8_t> r_channels(len);
+  std::copy_n(o_rows.data(), got, r_rows.mutable_data());
+  std::copy_n(o_scores.data(), got, r_scores.mutable_data());
+  std::copy_n(o_cos.data(), got, r_cos.mutable_data());
+  std::copy_n(o_tiers.data(), got, r_tiers.mutable_data());
+  std::copy_n(o_channels.data(), got, r_channels.mutable_data());
+  return py::make_tuple(r_rows, r_scores, r_cos, r_tiers, r_channels);
+}
+
 }  // namespace
 
 void register_kernels(py::module_& m) {
@@ -452,6 +550,13 @@ void register_kernels(py::module_& m) {
   m.def("topk_inner_product", &topk_inner_product, py::arg("queries"), py::arg("candidates"), py::arg("k"),
         py::arg("exclude_indptr") = py::none(), py::arg("exclude_indices") = py::none(),
         py::arg("num_threads") = 0);
+  m.def("fuse_hybrid", &fuse_hybrid, py::arg("dense_rows"), py::arg("dense_scores"), py::arg("dense_cosines"),
+        py::arg("dense_tiers"), py::arg("lexical_rows"), py::arg("bm25"), py::arg("query"), py::arg("vectors"),
+        py::arg("boost"), py::arg("removed"), py::arg("thresholds"), py::arg("method"), py::arg("weights"),
+        py::arg("rrf_k"), py::arg("n_words"), py::arg("k"), py::arg("min_tier"),
+        "One hybrid query's union of the dense and lexical hits and their fusion ('rrf' or 'learned' over "
+        "upper_fast.lexical.FUSION_FEATURES), the best k: (rows int64, scores f32, cosines f32, tiers int8, "
+        "channels uint8: 1 = dense, 2 = lexical), each of the kept length.");
   register_thresholds(m);
 }
 

@@ -3,6 +3,7 @@
 Each area appends the stubs of what it registers (csrc/bindings/<area>.cpp).
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,9 @@ def simd_level() -> str:
     the CPU lacks or an unknown name raises ValueError)."""
 
 def cpu_simd_level() -> str:
-def advise_huge_pages(array: np.ndarray) -> bool: ...
     """The best SIMD level this CPU supports, ignoring UPPER_FAST_SIMD."""
+
+def advise_huge_pages(array: np.ndarray) -> bool: ...
 
 # ---- kernels (csrc/bindings/kernels.cpp)
 
@@ -37,6 +39,26 @@ def hydrate_queries(
     out: npt.NDArray[np.float32] | None = None,
     num_threads: int = 0,
 ) -> npt.NDArray[np.float32]: ...
+def fuse_hybrid(
+    dense_rows: npt.NDArray[np.int64],
+    dense_scores: npt.NDArray[np.float32],
+    dense_cosines: npt.NDArray[np.float32],
+    dense_tiers: npt.NDArray[np.int8],
+    lexical_rows: npt.NDArray[np.int64],
+    bm25: npt.NDArray[np.float32],
+    query: npt.NDArray[np.float32],
+    vectors: npt.NDArray[np.float32],
+    boost: npt.NDArray[np.float32],
+    removed: npt.NDArray[np.bool_],
+    thresholds: HingeThresholds,
+    method: str,
+    weights: Sequence[float],
+    rrf_k: int,
+    n_words: int,
+    k: int,
+    min_tier: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int8],
+           npt.NDArray[np.uint8]]: ...
 def rerank_exact(
     queries: npt.NDArray[np.float32],
     vectors: npt.NDArray[np.float32],

@@ -758,7 +758,21 @@ class SearchStages:
              allowed: np.ndarray | None) -> SearchResult:
         """Dense hits (already pruned) and lexical hits, ranked by the bundle's fusion; the best k.
         Lexical hits are not cut by the negative threshold (the text match is their evidence), but
-        min_tier >= 1 applies to every hit."""
+        min_tier >= 1 applies to every hit. The union, the fusion and the top k are one native call
+        (`upper_fast._core.fuse_hybrid`, GIL released); `fuse_numpy` states the same in numpy."""
+        s = self.s
+        fusion = s.fusion
+        lex_rows, bm25 = s.lexical.search(query, lexical_k, allowed)
+        rows, fused, cos, tiers, channels = _core.fuse_hybrid(
+            dense.rows, dense.scores, dense.cosines, dense.tiers, lex_rows, bm25, qvec, s.fusion_vectors, s.boost,
+            s.removed, s.thresholds._core, fusion.method, fusion.weights, fusion.rrf_k, len(query.split()), k, min_tier)
+        return SearchResult(s.product_map.keys_at(rows), rows, fused, cos, tiers, s.model_version, channels,
+                            fusion.method)
+
+    def fuse_numpy(self, query: str, qvec: np.ndarray, dense: SearchResult, k: int, min_tier: int, lexical_k: int,
+                   allowed: np.ndarray | None) -> SearchResult:
+        """`fuse` in numpy over `union` (its reference: the same hits; scores and cosines of lexical-only
+        hits equal to float32 rounding, as numpy's matrix product sums in another order)."""
         from upper_fast.lexical import fusion_features
 
         s = self.s

@@ -218,3 +218,67 @@ def test_a_lexical_channel_added_to_an_existing_bundle(tmp_path):
     with pytest.raises(ValueError, match="entries for"):
         (tmp_path / "other").mkdir()
         add_lexical_channel(tiny_bundle(tmp_path / "other")[0], texts[:5])
+
+
+@pytest.mark.parametrize("method", ["rrf", "learned"])
+@pytest.mark.parametrize("min_tier", [0, 1])
+def test_native_fusion_matches_numpy(hybrid, retriever, method, min_tier):
+    """fuse (one native call) against fuse_numpy (the union and fusion in numpy): the same hits in the
+    same order, the same channels and tiers; scores and cosines equal to float32 rounding."""
+    ids = hybrid[1]["product_ids"]
+    stages = retriever.stages()
+    saved = retriever.fusion
+    if method == "learned":
+        retriever.fusion = FusionModel(method="learned", weights=(1.0, 0.7, 30.0, 25.0, 0.2, 0.3, -0.4))
+    try:
+        removed = stages.s.removed
+        removed[[EXACT_ROW + 1, 3]] = True  # removed rows leave the lexical channel too
+        for query, user, k, lk, allowed in [("wool lamp", "u3", 10, 100, None), (MODEL_NUMBER, None, 5, 100, None),
+                                            ("oak chair table lamp wool", "u1", 40, 7, None),
+                                            ("lamp", "u2", 300, 300, None), ("the of", None, 8, 100, None),
+                                            ("wool lamp", None, 3, 50, np.array([1, 2, EXACT_ROW, 40], np.int64))]:
+            buf = stages.buffers(1)
+            q = stages.encode(buf, (query,), (user,))
+            h = stages.hydrate(buf, q)
+            kk = k if allowed is None else min(k, allowed.size)
+            dense = stages.prune(*(a[0] for a in stages.ann(h, kk, allowed, q)), kk, min_tier, True)
+            got = stages.fuse(query, q[0], dense, kk, min_tier, lk, allowed)
+            want = stages.fuse_numpy(query, q[0], dense, kk, min_tier, lk, allowed)
+            assert got.product_ids == want.product_ids and got.count == want.count
+            np.testing.assert_array_equal(got.rows, want.rows)
+            np.testing.assert_array_equal(got.channels, want.channels)
+            np.testing.assert_array_equal(got.tiers, want.tiers)
+            np.testing.assert_allclose(got.cosines, want.cosines, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6, atol=1e-7)
+            assert got.scores.dtype == np.float32 and got.fusion == method
+            assert not (got.channels[np.isin(got.rows, [EXACT_ROW + 1, 3])] & 2).any()
+    finally:
+        removed[[EXACT_ROW + 1, 3]] = False
+        retriever.fusion = saved
+
+
+def test_native_fusion_rejects_bad_arrays(retriever):
+    s = retriever.stages().s
+    dense = retriever.search("oak chair", k=5, lexical=False)
+    q = np.zeros(s.fusion_vectors.shape[1], np.float32)
+    args = [dense.rows, dense.scores, dense.cosines, dense.tiers, np.array([0, 1], np.int64),
+            np.array([2.0, 1.0], np.float32), q, s.fusion_vectors, s.boost, s.removed, s.thresholds._core, "rrf", (), 60, 2,
+            5, 0]
+    rows, scores, cos, tiers, channels = upper_fast._core.fuse_hybrid(*args)
+    assert rows.size == 5 and channels.dtype == np.uint8
+    bad = list(args)
+    bad[4] = np.array([0, s.fusion_vectors.shape[0]], np.int64)
+    with pytest.raises(ValueError, match="lexical_rows\\[1\\]"):
+        upper_fast._core.fuse_hybrid(*bad)
+    bad = list(args)
+    bad[5] = np.array([2.0, 1.0])
+    with pytest.raises(TypeError, match="bm25 must have dtype float32"):
+        upper_fast._core.fuse_hybrid(*bad)
+    bad = list(args)
+    bad[11:13] = ["learned", (1.0, 2.0)]
+    with pytest.raises(ValueError, match="7 weights"):
+        upper_fast._core.fuse_hybrid(*bad)
+    bad = list(args)
+    bad[11] = "max"
+    with pytest.raises(ValueError, match="'rrf' or 'learned'"):
+        upper_fast._core.fuse_hybrid(*bad)
