@@ -135,6 +135,9 @@ class TermBag(nn.Module):
         return w * (torch.arange(vocab, device=w.device) > 0).to(w.dtype)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.row_scale is None and self.type_log_scale is None and self.weight_logit is None and ids.numel() \
+                and not _exporting():
+            return self._plain_bag(ids)
         mask = (ids > 0).to(self.embedding.weight.dtype).unsqueeze(-1)  # (..., L, 1)
         emb = self.embedding(ids)
         if self.row_scale is not None:
@@ -144,6 +147,21 @@ class TermBag(nn.Module):
         if self.weight_logit is not None:
             mask = mask * self.weight_logit(ids).clamp(-TERM_LOGIT_BOUND, TERM_LOGIT_BOUND).exp()
         return bag_mean((emb * mask).sum(dim=-2), mask.sum(dim=-2))  # (..., E)
+
+    def _plain_bag(self, ids: torch.Tensor) -> torch.Tensor:
+        """The unweighted bag mean through one `F.embedding_bag` sum: the same sums as the masked mean
+        in `forward` (padding id 0 is left out of both) without the (..., L, E) gathered rows and their
+        mask product, forward and backward, and with the sparse gradient of `nn.Embedding`. Training
+        only: the ONNX export traces the masked mean."""
+        flat = ids.reshape(-1, ids.shape[-1])  # (N, L)
+        summed = F.embedding_bag(flat, self.embedding.weight, mode="sum", padding_idx=0, sparse=self.embedding.sparse)  # (N, E)
+        total = (flat > 0).sum(-1, keepdim=True).to(summed.dtype)  # (N, 1)
+        return bag_mean(summed, total).reshape(*ids.shape[:-1], summed.shape[-1])  # (..., E)
+
+
+def _exporting() -> bool:
+    """True while torch.onnx or torch.export / dynamo traces the model (they take the masked-mean bag)."""
+    return bool(torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling())
 
 
 def bag_mean(summed: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
