@@ -11,6 +11,12 @@ are the distinct Home Depot dev queries (REAL; without ../shared/data both fall 
 vocabulary and queries drawn from it). Product vectors, users and the query tower are those of
 benchmarks/bench_serving.py (random catalogue, i8 index + f32 re-rank, ef 128, a random tower, 1,000
 users with cached vectors): this measures latency and memory, not quality. One thread.
+
+Variants, each over the same queries in alternating halves: dense only; fused with RRF and with a
+learned fusion (the native fusion, the lexical channel's default posting budget); fused RRF with no
+posting budget; and the peer, fused RRF with no posting budget and the union and fusion in numpy
+(`SearchStages.fuse_numpy`, the path before the native fusion). The lexical channel alone is timed
+with and without the budget.
 """
 
 from __future__ import annotations
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from upper_fast import Retriever
     from upper_fast.lexical import FUSION_FEATURES, FusionModel
+    from upper_fast.retriever import SearchStages
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     words, p, lengths, queries, source = vocabulary(args.data)
@@ -169,14 +176,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             r.fusion = rrf
 
+    budget = lexical.posting_budget
+
+    def fused_rrf(c: Any) -> Any:
+        return r.search(c[0], user=c[1], k=args.k, lexical_k=args.lexical_k)
+
+    def unbounded(fn: Any) -> Any:
+        def run(c: Any) -> Any:
+            lexical.posting_budget = None
+            try:
+                return fn(c)
+            finally:
+                lexical.posting_budget = budget
+        return run
+
+    def numpy_fusion(fn: Any) -> Any:  # the peer: union and fusion in numpy (SearchStages.fuse_numpy)
+        def run(c: Any) -> Any:
+            native = SearchStages.fuse
+            SearchStages.fuse = SearchStages.fuse_numpy  # type: ignore[method-assign]
+            try:
+                return fn(c)
+            finally:
+                SearchStages.fuse = native  # type: ignore[method-assign]
+        return run
+
+    variants = {"dense": lambda c: r.search(c[0], user=c[1], k=args.k, lexical=False), "fused_rrf": fused_rrf,
+                "fused_learned": fused_learned, "fused_rrf_unbounded": unbounded(fused_rrf),
+                "fused_rrf_numpy_unbounded": numpy_fusion(unbounded(fused_rrf))}
     half = len(cases) // 2
-    runs: dict[str, list[Any]] = {"dense": [], "fused_rrf": [], "fused_learned": []}
+    runs: dict[str, list[Any]] = {name: [] for name in variants}
     for part in (cases[:half], cases[half:]):  # alternating halves, so VM drift hits every variant
-        runs["dense"].append(time_calls(lambda c: r.search(c[0], user=c[1], k=args.k, lexical=False), part))
-        runs["fused_rrf"].append(time_calls(lambda c: r.search(c[0], user=c[1], k=args.k, lexical_k=args.lexical_k), part))
-        runs["fused_learned"].append(time_calls(fused_learned, part))
+        for name, fn in variants.items():
+            runs[name].append(time_calls(fn, part))
     result["e2e"] = {name: merge_percentiles(*parts) for name, parts in runs.items()}
+    result["posting_budget"] = budget
     result["lexical_in_bundle"] = time_calls(lambda q: lexical.search(q, args.lexical_k), queries)
+    lexical.posting_budget = None
+    result["lexical_in_bundle_unbounded"] = time_calls(lambda q: lexical.search(q, args.lexical_k), queries)
+    lexical.posting_budget = budget
+    result["machine_after"] = machine()
     result["lexical_file_bytes_per_product"] = lexical.memory_bytes() / args.n
     result["index_recall_at_100"] = r.manifest["index"]["recall_at_100"]
     result = bench_serving._without_samples(result)
@@ -187,10 +225,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "bm25s" in eng:
         print(f"  bm25s (tokenize + retrieve, {eng['bm25s_queries']} queries) p50 {eng['bm25s']['p50_us']:.0f} / "
               f"p99 {eng['bm25s']['p99_us']:.0f} us, index {eng['bm25s_index_bytes_per_product']:.1f} B/product")
+    print(f"posting budget {budget} (the _unbounded variants: None); fusion native, the _numpy variant: numpy")
     for name, v in e.items():
         print(f"Retriever.search {name}: p50 {v['p50_us']:.0f} / p99 {v['p99_us']:.0f} us")
-    print(f"lexical channel inside the bundle: p50 {result['lexical_in_bundle']['p50_us']:.0f} / "
-          f"p99 {result['lexical_in_bundle']['p99_us']:.0f} us; {result['lexical_file_bytes_per_product']:.1f} B/product")
+    for name in ("lexical_in_bundle", "lexical_in_bundle_unbounded"):
+        print(f"{name.replace('_', ' ')}: p50 {result[name]['p50_us']:.0f} / p99 {result[name]['p99_us']:.0f} us")
+    print(f"lexical index {result['lexical_file_bytes_per_product']:.1f} B/product; {result['machine_after']}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
     return result

@@ -11,7 +11,7 @@ import pytest
 import upper_fast
 from upper_fast import Retriever
 from upper_fast.bundle import read_manifest, verify_bundle
-from upper_fast.lexical import (FUSION_FEATURES, FusionModel, LexicalIndex, build_lexical_index, catalogue_texts,
+from upper_fast.lexical import (DEFAULT_POSTING_BUDGET, FUSION_FEATURES, FusionModel, LexicalIndex, build_lexical_index, catalogue_texts,
                                 fit_logistic, fusion_features, lexical_query_text)
 from serve_tiny import tiny_bundle, tiny_world
 
@@ -282,3 +282,43 @@ def test_native_fusion_rejects_bad_arrays(retriever):
     bad[11] = "max"
     with pytest.raises(ValueError, match="'rrf' or 'learned'"):
         upper_fast._core.fuse_hybrid(*bad)
+
+
+def test_posting_budget_drops_the_commonest_terms(tmp_path):
+    texts = [f"brass lamp {w}" for w in ("oak", "pine", "teak", "elm", "ash", "fir", "yew", "box")] + ["copper pipes"] * 2
+    build_lexical_index(texts, tmp_path)
+    index = LexicalIndex.load(tmp_path, len(texts))
+    assert index.posting_budget == DEFAULT_POSTING_BUDGET
+    assert index.query_terms("Copper lamps, teak!") == [("copper", 2), ("lamp", 8), ("teak", 1)]
+    index.posting_budget = None
+    full_rows, full_scores = index.search("copper lamps teak", 20)
+    assert full_rows.size == 10
+    index.posting_budget = 1.0  # 2 + 8 of 10 postings: everything fits, the query as parsed
+    index_rows, index_scores = index.search("copper lamps", 20)
+    index.posting_budget = None
+    np.testing.assert_array_equal(index_rows, index.search("copper lamps", 20)[0])
+    np.testing.assert_array_equal(index_scores, index.search("copper lamps", 20)[1])
+    index.posting_budget = 0.3  # 3 postings of 10 fit: "teak" (1) and "copper" (2); "lamp" (8) is dropped
+    rows, scores = index.search("copper lamps teak", 20)
+    assert sorted(rows.tolist()) == [2, 8, 9]
+    by_row = dict(zip(full_rows.tolist(), full_scores.tolist()))
+    np.testing.assert_allclose(scores[rows >= 8], [by_row[r] for r in rows[rows >= 8].tolist()], rtol=1e-6)
+    index.posting_budget = 0.01  # below the rarest term's frequency: that term alone
+    assert index.search("copper lamps teak", 20)[0].tolist() == [2]
+    assert index.search("the of", 5)[0].size == 0
+    for bad in (0, 1.5, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match="posting_budget"):
+            index.posting_budget = bad
+
+
+def test_hit_rows_from_doc_ids_match_the_row_field(tmp_path):
+    texts = titles(200)
+    build_lexical_index(texts, tmp_path)
+    index = LexicalIndex.load(tmp_path, len(texts))
+    assert index._doc_is_row  # one segment in row order, as build_lexical_index writes it
+    for query in ("wool lamp", "oak chair table", MODEL_NUMBER):
+        rows, scores = index.search(query, 50)
+        index._doc_is_row = False  # the row fast field instead
+        np.testing.assert_array_equal(index.search(query, 50)[0], rows)
+        index._doc_is_row = True
+        assert all(query.split()[0].lower() in texts[r].lower() or len(query.split()) > 1 for r in rows.tolist())
