@@ -62,7 +62,7 @@ from upper_fast._core import FormatError, __version__
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "BUNDLE_FILES", "ONNX_INPUTS", "PRODUCT_TOWER_FILES",
            "QUERY_PART_INPUTS", "SPLIT_TOWER_FILES", "USER_INPUTS", "Bundle", "Hydration", "UserHistories",
            "add_lexical_channel",
-           "hydrated_product_matrix", "read_manifest", "verify_bundle", "write_bundle"]
+           "hydrated_product_matrix", "read_manifest", "verify_bundle", "without_query_nodes", "write_bundle"]
 
 BUNDLE_FORMAT = "upper_fast.bundle"
 # Bumped on any incompatible change of the layout; readers accept exactly the versions they know.
@@ -490,6 +490,28 @@ def rebuild_index(bundle_dir: str | os.PathLike[str], M: int, ef_construction: i
     manifest["files"]["index.upf"] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def without_query_nodes(bundle_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """A view of a bundle in the empty or new directory `dest` that serves every query as one the model
+    has no graph node for: empty query_nodes.txt and query_graph.npy, every other file a symbolic link
+    to the bundle's (the manifest too, so an ef_search set in the bundle applies to the view).
+
+    An evaluation aid: a search for a known query through this view is what the same search would be
+    if the query were new (terms only), which is how the export checks its ef on new-query traffic.
+    Load it with `verify=False` (its two query files are not the manifest's)."""
+    root = Path(bundle_dir).resolve()
+    b = Bundle.open(root, verify=False)
+    out = Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.iterdir()):
+        raise ValueError(f"{out} is not empty: pass a new or empty directory for the view")
+    for entry in root.iterdir():
+        if entry.name not in ("query_nodes.txt", "query_graph.npy"):
+            (out / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    (out / "query_nodes.txt").write_text("", encoding="utf-8")
+    np.save(out / "query_graph.npy", np.zeros((0, b.dims["graph_dim"]), np.float32))
+    return out
 
 
 def staging_dir(bundle_dir: str | os.PathLike[str]) -> Path:

@@ -31,6 +31,13 @@ def print_info(manifest: dict[str, Any], bundle: str | Path) -> None:
               f"{sel['tolerance']}); one-thread search p50 {sel['latency_ms_p50']:.2f} ms / p99 "
               f"{sel['latency_ms_p99']:.2f} ms (at ef {sel['reference_ef']}: {sel['reference_latency_ms_p50']:.2f} / "
               f"{sel['reference_latency_ms_p99']:.2f} ms)")
+        curves = sel.get("segment_curves") or {}
+        held = [f"{s} {dict(map(tuple, c))[sel['ef']]:.4f} vs {dict(map(tuple, c))[sel['reference_ef']]:.4f}"
+                for s, c in curves.items() if sel["ef"] in dict(map(tuple, c))]
+        if held:
+            new = sel.get("as_new_queries_requests")
+            print(f"    also within the tolerance: {', '.join(held)}"
+                  + (f" (as_new_queries: {new:,} known-query requests searched without their graph node)" if new else ""))
         for g in sel.get("graphs", []):
             print(f"    graph M {g['M']} / ef_construction {g['ef_construction']}: ef {g['ef']}, recall {g['recall']:.4f}, "
                   f"p99 {g['latency_ms_p99']:.2f} ms")

@@ -181,3 +181,25 @@ def test_compact_bundle_records_the_served_recall(tmp_path):
     assert served >= own
     f32 = read_manifest(tiny_bundle(tmp_path, "f32", n_products=400, recall_queries=probes)[0])
     assert f32["index"]["recall_mode"] == "index"
+
+
+def test_a_view_without_query_nodes_serves_known_queries_as_new_ones(bundle, tmp_path):
+    """`without_query_nodes`: a known query searched through the view gets what the same terms get
+    with no graph node; the bundle itself is untouched and still verifies; a non-empty target is refused."""
+    from upper_fast.bundle import Bundle, without_query_nodes
+
+    path, world = bundle
+    known = world["query_keys"][0]
+    view = without_query_nodes(path, tmp_path / "view")
+    assert Bundle.open(view, verify=False).query_keys() == [] and known in Bundle.open(path).query_keys()
+    verify_bundle(path)
+    original, as_new = upper_fast.Retriever.load(path), upper_fast.Retriever.load(view, verify=False)
+    stages_o, stages_n = original.stages(), as_new.stages()
+    buf_o, buf_n = stages_o.buffers(1), stages_n.buffers(1)
+    stages_o.fill_query(buf_o, 0, known)
+    stages_n.fill_query(buf_n, 0, known)
+    assert buf_o["query_graph_mask"][0] == 1.0 and buf_n["query_graph_mask"][0] == 0.0
+    np.testing.assert_array_equal(buf_o["query_terms"][0], buf_n["query_terms"][0])
+    assert as_new.search(known, k=10).count == 10
+    with pytest.raises(ValueError, match="not empty"):
+        without_query_nodes(path, tmp_path / "view")

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,8 +202,11 @@ def test_served_ef_needs_every_large_segment_within_the_tolerance(demo, tmp_path
     monkeypatch.setattr(served, "query_segments", lambda dataset, keys: ["tail"] * len(keys))
     # the reference (largest ef) is measured first, then the ladder from the smallest ef up
     figures = iter([(0.90, 0.80), (0.899, 0.70), (0.899, 0.799)])
+    as_new = iter([0.5, 0.5, 0.5])  # the same known queries searched as new ones: no loss
 
     def fake_metrics(retrieved, requests, segments, ks):
+        if set(segments) == {"unseen"}:
+            return {"purchase_recall@100": next(as_new)}
         overall, tail = next(figures)
         return {"purchase_recall@100": overall, **{f"purchase_recall@100/{s}": tail for s in served.SEGMENTS}}
 
@@ -211,3 +215,42 @@ def test_served_ef_needs_every_large_segment_within_the_tolerance(demo, tmp_path
                                      latency_sample=5)
     assert report["metric"] == "purchase_recall@100" and "tail" in report["segments_guarded"] and report["ef"] == 200
     assert report["segment_curves"]["tail"] == [[100, 0.70], [200, 0.799], [400, 0.80]]
+    assert report["as_new_queries_requests"] > 0 and report["segment_curves"]["as_new_queries"] == [[100, 0.5], [200, 0.5], [400, 0.5]]
+
+
+def test_served_ef_also_holds_for_known_queries_searched_as_new_ones(demo, tmp_path, monkeypatch):
+    """Where the validation window's queries are all known, the same requests searched without their
+    graph node (as the later traffic's new queries are) must be within the tolerance too: here they
+    lose at ef 100 and 200, so ef climbs to 400 although every segment held at 100. The view that
+    serves them is a real bundle view (terms only) and is removed afterwards."""
+    import shutil
+    import tempfile
+
+    from upper_fast.data import load_dataset
+    from upper_fast_train import served
+
+    out, _ = demo
+    bundle = tmp_path / "b"
+    shutil.copytree(out / "bundle", bundle)
+    dataset = load_dataset(out / "data", progress=False)
+    monkeypatch.setattr(served, "EF_SEGMENT_MIN_REQUESTS", 0)
+    monkeypatch.setattr(served, "EF_PURCHASE_MIN_REQUESTS", 0)
+    monkeypatch.setattr(served, "query_segments", lambda dataset, keys: ["head"] * len(keys))
+    as_new = iter([0.60, 0.50, 0.58, 0.598])
+    seen = []
+
+    def fake_metrics(retrieved, requests, segments, ks):
+        if set(segments) == {"unseen"}:
+            seen.append(len(segments))
+            return {"purchase_recall@100": next(as_new)}
+        return {"purchase_recall@100": 0.9, **{f"purchase_recall@100/{s}": 0.9 for s in served.SEGMENTS}}
+
+    monkeypatch.setattr(served, "request_metrics", fake_metrics)
+    before = set(Path(tempfile.gettempdir()).glob("upper-fast-new-queries-*"))
+    report = served.choose_served_ef(bundle, dataset, ladder=(100, 200, 400, 800), tolerance=0.005, progress=False,
+                                     latency_sample=5)
+    assert report["ef"] == 400 and report["segments_guarded"][-1] == "as_new_queries"
+    assert report["segment_curves"]["as_new_queries"] == [[100, 0.50], [200, 0.58], [400, 0.598], [800, 0.60]]
+    assert seen and len(set(seen)) == 1 and seen[0] == report["as_new_queries_requests"]
+    assert set(Path(tempfile.gettempdir()).glob("upper-fast-new-queries-*")) == before
+    assert upper_fast.bundle.read_manifest(bundle)["index"]["ef_search"] == 400

@@ -10,6 +10,7 @@ service does differently from the exact evaluation (ANN, boosting, pruning, the 
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from upper_fast.bundle import without_query_nodes
 from upper_fast_train.evaluate import build_requests, query_segments, request_metrics
 
 __all__ = ["EF_LADDER", "check_bundle_of_run", "check_run_windows", "choose_served_ef", "evaluate_served", "served_table"]
@@ -153,8 +155,10 @@ def choose_served_ef(bundle: str | Path, dataset: Any, *, window: str = "validat
                      latency_sample: int = 200, progress: bool = True, seed: int = 0) -> dict[str, Any]:
     """The smallest ef whose served recall@k on `window` is within `tolerance` (absolute) of the
     served recall at the largest ef of `ladder` (a near-exact reference), overall and in every query
-    segment with at least EF_SEGMENT_MIN_REQUESTS purchase requests; returns the report, with the
-    recall curves and the single-thread latency at the chosen and the reference ef.
+    segment with at least EF_SEGMENT_MIN_REQUESTS purchase requests, and on the requests for known
+    queries searched again as new ones (no graph node, `upper_fast.bundle.without_query_nodes`) when
+    there are that many of them; returns the report, with the recall curves and the single-thread
+    latency at the chosen and the reference ef.
 
     Recall: purchase recall@k when the window has >= EF_PURCHASE_MIN_REQUESTS purchase requests, else
     click recall@k;
@@ -173,9 +177,7 @@ def choose_served_ef(bundle: str | Path, dataset: Any, *, window: str = "validat
     queries = [str(requests.events.column("query")[int(i)].as_py()) for i in take]
     users = [u if u in known else None for u in (requests.events.column("user_id")[int(i)].as_py() for i in take)]
     catalog_rows = {str(p): i for i, p in enumerate(dataset.catalog.column("product_id").to_pylist())}
-    sub = type(requests)(events=requests.events.take(take), query_keys=[requests.query_keys[i] for i in take],
-                         signed_in=requests.signed_in[take],
-                         relevant={t: [v[i] for i in take] for t, v in requests.relevant.items()})
+    sub = _take(requests, take)
     n_purchase = sum(len(r) > 0 for r in sub.relevant["purchase"])
     metric = f"purchase_recall@{k}" if n_purchase >= EF_PURCHASE_MIN_REQUESTS else f"recall@{k}/click"
     segments = query_segments(dataset, sub.query_keys)
@@ -184,18 +186,36 @@ def choose_served_ef(bundle: str | Path, dataset: Any, *, window: str = "validat
         s for s in SEGMENTS
         if int((has_purchase & (np.asarray(segments) == s)).sum()) >= EF_SEGMENT_MIN_REQUESTS]
     ladder = sorted({max(int(e), k) for e in ladder})
+    # The validation requests whose query has a graph node, searched again as if the query were new
+    # (terms only, `without_query_nodes`): the later traffic brings queries the model has never seen,
+    # and the validation window, drawn from the training period, rarely has enough of them.
+    known_query = np.asarray(segments) != "unseen"
+    as_new = (np.flatnonzero(known_query) if metric == f"purchase_recall@{k}"
+              and int((has_purchase & known_query).sum()) >= EF_SEGMENT_MIN_REQUESTS else np.zeros(0, np.int64))
+    probe_dir = tempfile.TemporaryDirectory(prefix="upper-fast-new-queries-") if len(as_new) else None
+    view = without_query_nodes(bundle, Path(probe_dir.name) / "view") if probe_dir is not None else None
+    as_new_sub = _take(sub, as_new) if len(as_new) else None
+
+    def served_rows(retriever: Any, take: np.ndarray) -> np.ndarray:
+        retrieved = np.full((len(take), k), -1, dtype=np.int64)
+        for start in range(0, len(take), 256):
+            part = take[start : start + 256]
+            for i, res in enumerate(retriever.search_batch([queries[j] for j in part], [users[j] for j in part],
+                                                           k=k, prune=False), start):
+                rows = [catalog_rows.get(str(p), -1) for p in res.product_ids[: res.count]]
+                retrieved[i, : len(rows)] = rows
+        return retrieved
 
     def recall_at(ef: int) -> tuple[dict[str, float], Any]:
         _set_manifest_ef(bundle, ef)
         retriever = Retriever.load(bundle, num_threads=1, verify=False)
-        retrieved = np.full((len(sub), k), -1, dtype=np.int64)
-        for start in range(0, len(sub), 256):
-            for i, res in enumerate(retriever.search_batch(queries[start : start + 256], users[start : start + 256],
-                                                           k=k, prune=False), start):
-                rows = [catalog_rows.get(str(p), -1) for p in res.product_ids[: res.count]]
-                retrieved[i, : len(rows)] = rows
-        metrics = request_metrics(retrieved, sub, segments, (k,))
-        return {"all": float(metrics[metric]), **{s: float(metrics[f"{metric}/{s}"]) for s in guarded}}, retriever
+        metrics = request_metrics(served_rows(retriever, np.arange(len(sub))), sub, segments, (k,))
+        values = {"all": float(metrics[metric]), **{s: float(metrics[f"{metric}/{s}"]) for s in guarded}}
+        if view is not None:
+            new_metrics = request_metrics(served_rows(Retriever.load(view, num_threads=1, verify=False), as_new),
+                                          as_new_sub, ["unseen"] * len(as_new), (k,))
+            values["as_new_queries"] = float(new_metrics[metric])
+        return values, retriever
 
     from tqdm.auto import tqdm
 
@@ -204,18 +224,21 @@ def choose_served_ef(bundle: str | Path, dataset: Any, *, window: str = "validat
     reference = ref["all"]
     bar.update(1)
     curve = [[ladder[-1], reference]]
-    segment_curves = {s: [[ladder[-1], ref[s]]] for s in guarded}
+    checked = [s for s in ref if s != "all"]
+    segment_curves = {s: [[ladder[-1], ref[s]]] for s in checked}
     chosen, chosen_retriever = ladder[-1], ref_retriever
     for ef in ladder[:-1]:
         values, retriever = recall_at(ef)
         bar.update(1)
         curve.append([ef, values["all"]])
-        for s in guarded:
+        for s in checked:
             segment_curves[s].append([ef, values[s]])
         if all(values[s] >= ref[s] - tolerance for s in values):
             chosen, chosen_retriever = ef, retriever
             break
     bar.close()
+    if probe_dir is not None:
+        probe_dir.cleanup()
     _set_manifest_ef(bundle, chosen)
     rng = np.random.default_rng(seed)
     sample = rng.choice(len(sub), min(latency_sample, len(sub)), replace=False)
@@ -225,10 +248,17 @@ def choose_served_ef(bundle: str | Path, dataset: Any, *, window: str = "validat
     return {"by": "served recall", "window": window, "metric": metric, "requests": len(sub), "k": k,
             "tolerance": tolerance, "reference_ef": ladder[-1], "reference_recall": reference, "ef": chosen,
             "recall": dict((e, r) for e, r in curve)[chosen], "curve": sorted(curve),
-            "segments_guarded": guarded, "segment_curves": {s: sorted(c) for s, c in segment_curves.items()},
+            "segments_guarded": checked, "as_new_queries_requests": int(len(as_new)), "segment_curves": {s: sorted(c) for s, c in segment_curves.items()},
             "latency_ms_p50": float(np.percentile(chosen_ms, 50)), "latency_ms_p99": float(np.percentile(chosen_ms, 99)),
             "reference_latency_ms_p50": float(np.percentile(ref_ms, 50)),
             "reference_latency_ms_p99": float(np.percentile(ref_ms, 99))}
+
+
+def _take(requests: Any, take: np.ndarray) -> Any:
+    """The requests at positions `take`, in that order."""
+    return type(requests)(events=requests.events.take(take), query_keys=[requests.query_keys[i] for i in take],
+                          signed_in=requests.signed_in[take],
+                          relevant={t: [v[i] for i in take] for t, v in requests.relevant.items()})
 
 
 def _fmt(value: float | None) -> str:
