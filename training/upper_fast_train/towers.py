@@ -154,9 +154,13 @@ class TermBag(nn.Module):
         mask product, forward and backward, and with the sparse gradient of `nn.Embedding`. Training
         only: the ONNX export traces the masked mean."""
         flat = ids.reshape(-1, ids.shape[-1])  # (N, L)
-        summed = F.embedding_bag(flat, self.embedding.weight, mode="sum", padding_idx=0, sparse=self.embedding.sparse)  # (N, E)
-        total = (flat > 0).sum(-1, keepdim=True).to(summed.dtype)  # (N, 1)
-        return bag_mean(summed, total).reshape(*ids.shape[:-1], summed.shape[-1])  # (..., E)
+        real = flat > 0
+        counts = real.sum(-1)  # (N,)
+        # Only the real ids go in, as one 1-D list with bag offsets: history query bags are mostly
+        # padding, and the backward would otherwise expand the gradient to every padded slot first.
+        offsets = torch.cumsum(counts, 0) - counts  # (N,) start of each bag
+        summed = F.embedding_bag(flat[real], self.embedding.weight, offsets, mode="sum", sparse=self.embedding.sparse)  # (N, E)
+        return bag_mean(summed, counts.unsqueeze(-1).to(summed.dtype)).reshape(*ids.shape[:-1], summed.shape[-1])  # (..., E)
 
 
 def _exporting() -> bool:
