@@ -303,7 +303,7 @@ def _fusion_fitter(later: Any, targets: np.ndarray, target_kind: str, k: int, le
 
 
 def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike[str], dataset: Any, *,
-                  index_dtype: str = "f32", scale: float = 0.1, boost_trials: int = 40, boost_k: int = 100,
+                  index_dtype: str = "i8", scale: float = 0.1, boost_trials: int = 40, boost_k: int = 100,
                   max_boost_events: int = 4000, mips_augment: bool = True, ef_search: int = 128,
                   batch_size: int = 512, product_vectors: np.ndarray | None = None, overwrite: bool = False,
                   progress: bool = True, seed: int = 0, target_recall: float | None = 0.99,
@@ -324,6 +324,9 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
       target_recall; with ef_by="fixed", ef_search as given.
     Users' histories are taken as of the start of the test window (what a service exported then
     would hold), so served figures on the test window see no test event in a history snapshot.
+    index_dtype: how the index stores vectors for its graph walk: "i8" (default; the Retriever re-ranks
+    the walk's candidates on the float32 hydrated vectors, so scores are exact), "bf16", or "f32"
+    (walked and scored in float32, no re-rank).
     product_vectors: optional precomputed (n_products, D) float32 (e.g. `merge_product_shards`).
     lexical: also build the lexical channel (BM25 over title, tags and category) and fit its fusion
     with the dense channel on the boosting events (`upper_fast_train.fusion.export_fusion`);
@@ -478,8 +481,7 @@ def _choose_ef(staged: Path, dataset: Any, manifest: dict[str, Any], ef_by: str,
         except ValueError as exc:  # e.g. a validation window without engagements
             selection = {"by": "fixed", "why": str(exc)}
         index = manifest["index"]
-        if (selection.get("ef", 0) > DENSER_GRAPH_ABOVE_EF and index.get("dtype") == "f32"
-                and int(index["M"]) < DENSER_GRAPH[0]):
+        if selection.get("ef", 0) > DENSER_GRAPH_ABOVE_EF and int(index["M"]) < DENSER_GRAPH[0]:
             selection = _try_denser_graph(staged, dataset, manifest, selection, tolerance, progress, seed)
         manifest["index"]["ef_selection"] = selection
         fresh = read_manifest(staged)

@@ -18,7 +18,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("run", help="training run directory (from `upper-fast train`)")
     p.add_argument("bundle", help="bundle directory to create")
     p.add_argument("--data", required=True, help="the dataset the run was trained on (dir or files)")
-    p.add_argument("--index-dtype", choices=("f32", "bf16", "i8"), default="f32")
+    p.add_argument("--index-dtype", choices=("f32", "bf16", "i8"), default="i8",
+                   help="how the index stores vectors for the graph walk: i8 (default; the walk's candidates are "
+                   "re-ranked on the float32 hydrated vectors, so scores are exact), bf16, or f32 (no re-rank)")
     p.add_argument("--scale", type=float, default=0.1, help="quality feature scale in the hydrated vectors")
     p.add_argument("--boost-trials", type=int, default=40, help="Optuna TPE trials for the boosting weights")
     p.add_argument("--no-mips", action="store_true", help="index [v; scale*f] without the MIPS-to-cosine column")
