@@ -132,3 +132,67 @@ class _Index:
     def load(path: str | Any) -> _Index: ...
     @staticmethod
     def read_header(path: str | Any) -> dict[str, Any]: ...
+
+def skipgram_sgd(
+    input: npt.NDArray[np.float32],
+    output: npt.NDArray[np.float32],
+    subwords: npt.NDArray[np.float32] | None,
+    title_terms: npt.NDArray[np.int64],
+    centers: npt.NDArray[np.int64],
+    center_rows: npt.NDArray[np.int64],
+    group_offsets: npt.NDArray[np.int64],
+    targets: npt.NDArray[np.int64],
+    negatives: npt.NDArray[np.int64],
+    lr_start: float,
+    lr_end: float,
+    num_threads: int = 0,
+) -> float: ...
+
+class SkipgramCorpus:
+    def __init__(
+        self,
+        tokens: npt.NDArray[np.int64],
+        session_offsets: npt.NDArray[np.int64],
+        token_rows: npt.NDArray[np.int64],
+        title_terms: npt.NDArray[np.int64],
+        typed: npt.NDArray[np.int64],
+        only_viewed: npt.NDArray[np.int64],
+        category_start: npt.NDArray[np.int64],
+        category_size: npt.NDArray[np.int64],
+        category_slot: npt.NDArray[np.int64],
+        category_members: npt.NDArray[np.int64],
+    ) -> None: ...
+    @property
+    def n_positions(self) -> int: ...
+    @property
+    def n_vocab(self) -> int: ...
+    @property
+    def n_typed(self) -> int: ...
+    def n_pairs(self, window: int) -> int: ...
+    def epoch_order(self, seed: int, epoch: int) -> npt.NDArray[np.int64]: ...
+    def sgd(
+        self,
+        input: npt.NDArray[np.float32],
+        output: npt.NDArray[np.float32],
+        subwords: npt.NDArray[np.float32] | None,
+        order: npt.NDArray[np.int64],
+        lr_start: float,
+        lr_end: float,
+        seed: int,
+        epoch: int,
+        window: int,
+        random_negatives: int,
+        typed: bool,
+        category_negatives: int,
+        num_threads: int = 0,
+    ) -> tuple[float, int]: ...
+    def draws(
+        self,
+        order: npt.NDArray[np.int64],
+        seed: int,
+        epoch: int,
+        window: int,
+        random_negatives: int,
+        typed: bool,
+        category_negatives: int,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...

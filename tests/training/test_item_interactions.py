@@ -275,7 +275,7 @@ def test_native_sgd_pass_rejects_bad_arrays() -> None:
 def test_training_draws_the_typed_negatives_as_specified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every SGD pair gets: its context's stronger missing types (when in the vocabulary), two view
     tokens of the context's own category when the session only viewed it (never the context itself),
-    and `random_negatives` unigram draws."""
+    and `random_negatives` unigram draws. The draws are read back from the corpus the training built."""
     from upper_fast_train import item_interactions as ii
 
     rows = []
@@ -287,42 +287,221 @@ def test_training_draws_the_typed_negatives_as_specified(tmp_path: Path, monkeyp
         if s % 2:
             rows.append((t + 4, u, b, "purchase"))
     data = _write_dataset(tmp_path / "d", rows, PRODUCTS, train_end=10**9)
-    seen: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    real = ii.ItemInteractionTables.sgd_pass
+    built: list[tuple[object, np.ndarray, np.ndarray]] = []
+    real = ii.session_corpus
 
-    def spy(self, centers, center_rows, group_offsets, targets, negatives, lr_start, lr_end, num_threads=0):  # type: ignore[no-untyped-def]
-        seen.append((centers.copy(), group_offsets.copy(), targets.copy(), negatives.copy()))
-        return real(self, centers, center_rows, group_offsets, targets, negatives, lr_start, lr_end, num_threads)
+    def spy(sessions, vocab_keys, *args, **kwargs):  # type: ignore[no-untyped-def]
+        corpus = real(sessions, vocab_keys, *args, **kwargs)
+        built.append((corpus, np.searchsorted(vocab_keys, sessions.keys), sessions.offsets))
+        return corpus
 
-    monkeypatch.setattr(ii.ItemInteractionTables, "sgd_pass", spy)
+    monkeypatch.setattr(ii, "session_corpus", spy)
     config = ItemInteractionConfig(dim=8, epochs=1, random_negatives=3, progress=False, num_threads=1,
                                    word_buckets=64, bigram_buckets=64, trigram_buckets=32)
     metrics = train_interactions(load_dataset(data, progress=False), None, config)
     vocab = metrics["vocab"].keys
+    (corpus, token_ids, offsets), = built
+    order = corpus.epoch_order(config.seed, 0)
+    group_offsets, contexts, negatives = corpus.draws(order, config.seed, 0, config.window, 3, True, 2)
+    assert negatives.shape == (metrics["pairs_per_epoch"], 3 + (N_TYPES - 1) + 2)
+    assert len(group_offsets) == len(order) + 1 and group_offsets[-1] == len(contexts)
+    targets = token_ids[contexts]
     category = {p: ("rings" if p.startswith("a") else "necklaces") for p in PRODUCTS}
-    n_pairs = 0
-    for _, offsets, targets, negatives in seen:
-        assert negatives.shape[1] == 3 + (N_TYPES - 1) + 2
-        n_pairs += len(targets)
-        for target, row in zip(targets, negatives):
-            key = int(vocab[target])
-            product, typ = PRODUCTS[key // N_TYPES], key % N_TYPES
-            typed = row[3:3 + N_TYPES - 1]
-            # column c is type c + 1: present only for stronger types, and then it is that token.
-            for c, tok in enumerate(typed):
-                if tok >= 0:
-                    assert c + 1 > typ and int(vocab[tok]) == (key // N_TYPES) * N_TYPES + c + 1
-            views = row[3 + N_TYPES - 1:]
-            if product.startswith("b"):  # b_i is always carted: never only viewed
-                assert (views == -1).all()
-                if typ == V:  # viewed and carted: favorite never (not in the vocabulary); purchase when missing
-                    assert typed[C - 1] == -1
-            if product.startswith("a"):  # only viewed: two view tokens of its own category, not itself
-                assert (views >= 0).all() and (views != target).all()
-                assert all(int(vocab[v]) % N_TYPES == V and category[PRODUCTS[int(vocab[v]) // N_TYPES]] == "rings"
-                           for v in views)
-                assert (typed == -1).all() or all(int(vocab[t]) // N_TYPES == key // N_TYPES for t in typed[typed >= 0])
-    assert n_pairs == metrics["pairs_per_epoch"]
+    for target, row in zip(targets, negatives):
+        key = int(vocab[target])
+        product, typ = PRODUCTS[key // N_TYPES], key % N_TYPES
+        typed = row[3:3 + N_TYPES - 1]
+        # column c is type c + 1: present only for stronger types, and then it is that token.
+        for c, tok in enumerate(typed):
+            if tok >= 0:
+                assert c + 1 > typ and int(vocab[tok]) == (key // N_TYPES) * N_TYPES + c + 1
+        views = row[3 + N_TYPES - 1:]
+        if product.startswith("b"):  # b_i is always carted: never only viewed
+            assert (views == -1).all()
+            if typ == V:  # viewed and carted: favorite never (not in the vocabulary); purchase when missing
+                assert typed[C - 1] == -1
+        if product.startswith("a"):  # only viewed: two view tokens of its own category, not itself
+            assert (views >= 0).all() and (views != target).all()
+            assert all(int(vocab[v]) % N_TYPES == V and category[PRODUCTS[int(vocab[v]) // N_TYPES]] == "rings"
+                       for v in views)
+            assert (typed == -1).all() or all(int(vocab[t]) // N_TYPES == key // N_TYPES for t in typed[typed >= 0])
+
+
+def _small_corpus(typed: bool = True, terms: np.ndarray | None = None) -> tuple[object, dict[str, np.ndarray]]:
+    """Two sessions over products 0..5 (categories 0, 0, 1, 0, 1, 1) and their native corpus."""
+    from upper_fast_train.item_interactions import session_corpus
+    from upper_fast_train.item_sessions import SessionTokens
+
+    tok = lambda row, typ: row * N_TYPES + typ  # noqa: E731
+    # Session 0: product 0 viewed then carted; 1 only viewed; 2 favorited; 3 only viewed.
+    # Session 1: 1 viewed and purchased; 0 viewed; 3 viewed; 4 and 5 viewed.
+    keys = np.array([tok(0, V), tok(1, V), tok(0, C), tok(2, F), tok(3, V),
+                     tok(1, V), tok(0, V), tok(1, P), tok(3, V), tok(4, V), tok(5, V)], np.int64)
+    offsets = np.array([0, 5, 11], np.int64)
+    vocab = np.unique(np.r_[keys, tok(1, C), tok(0, P), tok(2, P), tok(3, F)])
+    groups = np.array([0, 0, 1, 0, 1, 1], np.int64)
+    sessions = SessionTokens(keys, offsets, np.arange(len(keys), dtype=np.int64))
+    corpus = session_corpus(sessions, vocab, groups, terms, typed)
+    return corpus, {"keys": keys, "offsets": offsets, "vocab": vocab, "groups": groups,
+                    "ids": np.searchsorted(vocab, keys)}
+
+
+def test_native_draws_follow_the_definitions() -> None:
+    from upper_fast_train.item_sessions import negative_distribution
+
+    corpus, c = _small_corpus()
+    keys, offsets, vocab, groups, ids = c["keys"], c["offsets"], c["vocab"], c["groups"], c["ids"]
+    K, window = 4, 2
+    order = corpus.epoch_order(7, 0)
+    assert sorted(order.tolist()) == list(range(len(keys)))
+    group_offsets, contexts, negatives = corpus.draws(order, 7, 0, window, K, True, 2)
+    assert negatives.shape == (len(contexts), K + N_TYPES - 1 + 2) and corpus.n_pairs(window) == len(contexts)
+    # The pairs: every center position's window contexts in its session, both directions.
+    centers = np.repeat(order, np.diff(group_offsets))
+    want_c, want_q = skipgram_pairs(offsets, window)
+    assert sorted(zip(centers.tolist(), contexts.tolist())) == sorted(zip(want_c.tolist(), want_q.tolist()))
+    # Typed negatives: exactly the oracle's set, in typed_negatives' columns.
+    typed = negatives[:, K:K + N_TYPES - 1]
+    assert [set(r[r >= 0].tolist()) for r in typed] == _oracle_typed(keys, offsets, contexts, vocab)
+    np.testing.assert_array_equal(typed, typed_negatives(keys, offsets, contexts, vocab))
+    # Category negatives: for contexts the session only viewed, uniform over the other view tokens of
+    # their category (many epochs); -1 for the others.
+    viewed_only = only_viewed(keys, offsets)
+    draws: dict[int, list[int]] = {}
+    randoms = []
+    for epoch in range(400):
+        o = corpus.epoch_order(7, epoch)
+        _, q, neg = corpus.draws(o, 7, epoch, window, K, True, 2)
+        randoms.append(neg[:, :K].ravel())
+        for pos, row in zip(q, neg[:, K + N_TYPES - 1:]):
+            if not viewed_only[pos]:
+                assert (row == -1).all()
+            else:
+                draws.setdefault(int(pos), []).extend(row.tolist())
+    view_ids = [i for i, k in enumerate(vocab) if k % N_TYPES == V]
+    for pos, got in draws.items():
+        row = int(keys[pos]) // N_TYPES
+        others = [i for i in view_ids if groups[int(vocab[i]) // N_TYPES] == groups[row] and i != ids[pos]]
+        assert set(got) == set(others), (pos, got[:10], others)
+        for o in others:
+            assert abs(np.mean(np.array(got) == o) - 1 / len(others)) < 0.04
+    # Random negatives: unigram^0.75 over the session tokens (4 standard errors per token).
+    drawn = np.concatenate(randoms)
+    cumulative = negative_distribution(keys, vocab)
+    p = np.diff(np.r_[0.0, cumulative]) / cumulative[-1]
+    freq = np.bincount(drawn, minlength=len(vocab)) / len(drawn)
+    assert (np.abs(freq - p) <= 4 * np.sqrt(p * (1 - p) / len(drawn)) + 1e-12).all(), (freq, p)
+    assert freq[p == 0].sum() == 0  # vocabulary tokens never in a session are never drawn
+
+
+def test_native_draws_are_deterministic_and_independent_of_slicing() -> None:
+    corpus, c = _small_corpus()
+    a, b = corpus.epoch_order(3, 1), corpus.epoch_order(3, 1)
+    np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(corpus.epoch_order(3, e), a) for e in range(2, 6))
+    whole = corpus.draws(a, 3, 1, 3, 5, True, 2)
+    halves = [corpus.draws(part, 3, 1, 3, 5, True, 2) for part in (a[:4], a[4:])]
+    np.testing.assert_array_equal(whole[1], np.r_[halves[0][1], halves[1][1]])
+    np.testing.assert_array_equal(whole[2], np.r_[halves[0][2], halves[1][2]])
+    again = corpus.draws(a, 3, 1, 3, 5, True, 2)
+    for x, y in zip(whole, again):
+        np.testing.assert_array_equal(x, y)
+    other = corpus.draws(a, 4, 1, 3, 5, True, 2)
+    assert not np.array_equal(other[2], whole[2])
+    # Without typed negatives: random and category columns only.
+    assert corpus.draws(a, 3, 1, 3, 5, False, 0)[2].shape[1] == 5
+
+
+@pytest.mark.parametrize("subwords", [True, False])
+def test_native_epoch_equals_the_pass_over_its_draws(subwords: bool) -> None:
+    """One thread: the pass that draws for itself updates the tables exactly as skipgram_sgd does over
+    the same draws, grouped by center in the same order."""
+    from upper_fast import _core
+
+    rng = np.random.default_rng(5)
+    terms = rng.integers(0, 9, (6, 3)).astype(np.int64) if subwords else None
+    corpus, c = _small_corpus(terms=terms)
+    n_vocab, d = len(c["vocab"]), 8
+    tables = {"input": rng.normal(0, 0.3, (n_vocab, d)).astype(np.float32),
+              "output": rng.normal(0, 0.3, (n_vocab, d)).astype(np.float32),
+              "subwords": rng.normal(0, 0.3, (9, d)).astype(np.float32) if subwords else None}
+    copy = {k: None if v is None else v.copy() for k, v in tables.items()}
+    order = corpus.epoch_order(11, 2)
+    loss, pairs = corpus.sgd(tables["input"], tables["output"], tables["subwords"], order, 0.2, 0.05, 11, 2, 2, 3,
+                             True, 2, 1)
+    offsets, contexts, negatives = corpus.draws(order, 11, 2, 2, 3, True, 2)
+    assert pairs == len(contexts)
+    centers = c["ids"][order]
+    rows = c["vocab"][centers] // N_TYPES if subwords else np.full(len(order), -1, np.int64)
+    want = _core.skipgram_sgd(copy["input"], copy["output"], copy["subwords"],
+                              terms if subwords else np.zeros((0, 1), np.int64), centers, rows, offsets,
+                              c["ids"][contexts], negatives, 0.2, 0.05, 1)
+    assert loss == pytest.approx(want, rel=1e-6)
+    for k in ("input", "output", "subwords"):
+        if tables[k] is not None:
+            np.testing.assert_allclose(tables[k], copy[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_training_is_deterministic_on_one_thread(planted: dict[str, Path]) -> None:
+    dataset = load_dataset(planted["data"], progress=False)
+    config = ItemInteractionConfig(dim=8, epochs=2, progress=False, num_threads=1, word_buckets=64, bigram_buckets=64,
+                                   trigram_buckets=32)
+    a = train_interactions(dataset, None, config)["tables"]
+    b = train_interactions(dataset, None, config)["tables"]
+    for k in ("input", "output", "subwords"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+    other = train_interactions(dataset, None, ItemInteractionConfig(**{**config.to_dict(), "seed": 1}))["tables"]
+    assert not np.array_equal(other.output, a.output)
+
+
+def test_native_corpus_rejects_bad_input() -> None:
+    from upper_fast import _core
+
+    corpus, c = _small_corpus()
+    n, n_vocab = len(c["keys"]), len(c["vocab"])
+    good = {"tokens": c["ids"].astype(np.int64), "session_offsets": c["offsets"],
+            "token_rows": (c["vocab"] // N_TYPES).astype(np.int64), "title_terms": np.zeros((0, 1), np.int64),
+            "typed": np.full((n, 3), -1, np.int64), "only_viewed": np.zeros(n, np.int64),
+            "category_start": np.zeros(n_vocab, np.int64), "category_size": np.zeros(n_vocab, np.int64),
+            "category_slot": np.full(n_vocab, -1, np.int64), "category_members": np.zeros(0, np.int64)}
+    _core.SkipgramCorpus(**good)
+
+    def build(**changed: np.ndarray) -> None:
+        _core.SkipgramCorpus(**{**good, **changed})
+
+    with pytest.raises(ValueError, match="tokens holds 99"):
+        build(tokens=np.full(n, 99, np.int64))
+    with pytest.raises(ValueError, match="session_offsets must start at 0 and end"):
+        build(session_offsets=np.array([0, 5], np.int64))
+    with pytest.raises(ValueError, match="typed must have 11 rows"):
+        build(typed=np.full((3, 3), -1, np.int64))
+    with pytest.raises(ValueError, match="only_viewed holds 2"):
+        build(only_viewed=np.full(n, 2, np.int64))
+    with pytest.raises(ValueError, match="fall outside category_members"):
+        build(category_size=np.ones(n_vocab, np.int64))
+    with pytest.raises(TypeError, match="tokens must have dtype int64"):
+        build(tokens=c["ids"].astype(np.int32))
+    with pytest.raises(ValueError, match="at least one token"):
+        build(tokens=np.zeros(0, np.int64), session_offsets=np.zeros(1, np.int64), typed=np.zeros((0, 3), np.int64),
+              only_viewed=np.zeros(0, np.int64))
+    inp, out = np.zeros((n_vocab, 4), np.float32), np.zeros((n_vocab, 4), np.float32)
+    order = corpus.epoch_order(0, 0)
+    args = (0.1, 0.1, 0, 0, 2, 3, True, 2, 1)
+    with pytest.raises(ValueError, match="order holds"):
+        corpus.sgd(inp, out, None, order + 100, *args)
+    with pytest.raises(ValueError, match="one row per vocabulary entry"):
+        corpus.sgd(inp[:3], out[:3], None, order, *args)
+    with pytest.raises(ValueError, match="title_terms row"):  # this corpus has no titles
+        corpus.sgd(inp, out, np.zeros((9, 4), np.float32), order, *args)
+    with pytest.raises(ValueError, match="must not share memory"):
+        corpus.sgd(inp, inp, None, order, *args)
+    with pytest.raises(ValueError, match="window must be"):
+        corpus.sgd(inp, out, None, order, 0.1, 0.1, 0, 0, 0, 3, True, 2, 1)
+    with pytest.raises(ValueError, match="lr_start and lr_end"):
+        corpus.sgd(inp, out, None, order, float("nan"), 0.1, 0, 0, 2, 3, True, 2, 1)
+    titled, _ = _small_corpus(terms=np.full((6, 2), 8, np.int64))
+    with pytest.raises(ValueError, match="reach bucket 8"):
+        titled.sgd(inp, out, np.zeros((8, 4), np.float32), order, *args)
 
 
 def test_training_learns_the_planted_pattern(planted: dict[str, Path]) -> None:

@@ -7,9 +7,11 @@ its own category, plus unigram^0.75 random negatives. Title subwords (the projec
 words, bigrams, character trigrams hashed into buckets) are averaged and added to every input
 vector, fastText-style, so a new listing gets a vector from its title.
 
-Pairs and negatives are drawn with numpy, a batch of pairs at a time; the SGD itself (word2vec's
-update with a linear learning-rate decay) is one native pass per batch, `upper_fast._core.skipgram_sgd`,
-run with the GIL released over `num_threads` threads (hogwild, as word2vec and fastText do).
+The sessions, their typed negatives and the categories' view tokens are handed once to the native
+core (`upper_fast._core.SkipgramCorpus`); each epoch's center order, window pairs, unigram^0.75 and
+category draws and the SGD itself (word2vec's update with a linear learning-rate decay) run natively
+with the GIL released over `num_threads` threads (hogwild, as word2vec and fastText do), each center
+drawing from its own generator seeded from (seed, epoch, position).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,11 @@ from upper_fast.featurizer import Featurizer, FeaturizerConfig, StringIdMap
 from upper_fast.recommender import TOKEN_TYPES, recommendations_dir, write_recommendations_bundle
 from upper_fast.searches import SEARCH_GAP_S
 
-from upper_fast_train.item_sessions import (N_TYPES, SessionTokens, ViewsByGroup, build_sessions, category_negatives,
-                                            describe, negative_distribution, only_viewed, random_negatives,
-                                            skipgram_pairs, typed_negatives)
+from upper_fast_train.item_sessions import (N_TYPES, SessionTokens, ViewsByGroup, build_sessions, describe, only_viewed,
+                                            typed_negatives)
 
-__all__ = ["ItemInteractionConfig", "ItemInteractionTables", "export_interactions", "load_run", "train_interactions"]
+__all__ = ["ItemInteractionConfig", "ItemInteractionTables", "export_interactions", "load_run", "session_corpus",
+           "train_interactions"]
 
 SCHEMA_VERSION = 1
 
@@ -46,7 +47,7 @@ class ItemInteractionConfig:
     dim: int = 100
     window: int = 5
     epochs: int = 5
-    batch_size: int = 65536             # pairs per native SGD pass (negatives are drawn per batch)
+    batch_size: int = 65536             # about this many pairs per native call (progress and Ctrl-C between calls)
     lr: float = 0.025                   # word2vec's start value, decayed linearly to lr * 1e-4
     random_negatives: int = 5
     typed_negatives: bool = True        # False: plain skip-gram (random negatives only), the ablation
@@ -99,7 +100,7 @@ class ItemInteractionConfig:
 
 @dataclasses.dataclass
 class ItemInteractionTables:
-    """The trained tables (numpy, updated in place by `upper_fast._core.skipgram_sgd`).
+    """The trained tables (numpy, updated in place by `upper_fast._core.SkipgramCorpus.sgd`).
 
     input (V, dim) float32 token input vectors; output (V, dim) float32 output (context) vectors;
     subwords (n_buckets, dim) float32 title subword rows or None (row 0 = padding, never trained);
@@ -214,96 +215,80 @@ def train_interactions(dataset: Dataset, run_dir: str | Path | None = None, conf
     return metrics
 
 
-def _batches(group_starts: np.ndarray, n_pairs: int, batch_size: int) -> list[tuple[int, int]]:
-    """[lo, hi) pair ranges of about batch_size pairs that never split a center's group."""
-    cuts = np.unique(group_starts[np.searchsorted(group_starts, np.arange(0, n_pairs, batch_size))])
-    edges = np.r_[cuts, n_pairs]
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+def _category_slots(views: ViewsByGroup, n_vocab: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per vocabulary id (n_vocab,) int64: the first slot of its category in views.members, the
+    category's size (0 = not a view token with a category) and its own slot there (-1 = none)."""
+    start, size, slot = np.zeros(n_vocab, np.int64), np.zeros(n_vocab, np.int64), np.full(n_vocab, -1, np.int64)
+    group = views.keys // views.stride                      # (m,) category of each member
+    start[views.members] = views.starts[group]
+    size[views.members] = views.sizes[group]
+    slot[views.members] = np.arange(len(views.members), dtype=np.int64) - views.starts[group]
+    return start, size, slot
 
 
-def _one_ahead(items: Iterator[Any]) -> Iterator[Any]:
-    """The items of an iterator, each computed on a worker thread while the caller uses the previous one."""
-    from concurrent.futures import ThreadPoolExecutor
+def session_corpus(sessions: SessionTokens, vocab_keys: np.ndarray, groups: np.ndarray, title_terms: np.ndarray | None,
+                   typed: bool = True) -> _core.SkipgramCorpus:
+    """The native corpus (`upper_fast._core.SkipgramCorpus`) that every epoch draws from.
 
-    end = object()
-    with ThreadPoolExecutor(1, thread_name_prefix="item-interactions-batches") as pool:
-        ahead = pool.submit(next, items, end)
-        while True:
-            item = ahead.result()
-            if item is end:
-                return
-            ahead = pool.submit(next, items, end)
-            yield item
+    sessions: the training sessions; vocab_keys (V,) sorted token keys; groups (n_products,) int64
+    category code per product (-1 = none); title_terms (n_products, max_terms) int64 or None (no
+    subwords); typed: hand over the typed negatives of every position (`typed_negatives`, the stronger
+    types its product lacks in the session), else none."""
+    n = len(sessions.keys)
+    token_ids = np.searchsorted(vocab_keys, sessions.keys).astype(np.int64)            # (n,)
+    typed_ids = (typed_negatives(sessions.keys, sessions.offsets, np.arange(n, dtype=np.int64), vocab_keys) if typed
+                 else np.zeros((n, 0), np.int64))
+    views = ViewsByGroup.build(groups, vocab_keys)
+    start, size, slot = _category_slots(views, len(vocab_keys))
+    terms = np.zeros((0, 1), np.int64) if title_terms is None else np.ascontiguousarray(title_terms, dtype=np.int64)
+    return _core.SkipgramCorpus(token_ids, np.ascontiguousarray(sessions.offsets, dtype=np.int64),
+                                (vocab_keys // N_TYPES).astype(np.int64), terms, np.ascontiguousarray(typed_ids),
+                                only_viewed(sessions.keys, sessions.offsets).astype(np.int64), start, size, slot,
+                                np.ascontiguousarray(views.members, dtype=np.int64))
 
 
 def _fit(sessions: SessionTokens, vocab: Vocabulary, groups: np.ndarray, config: ItemInteractionConfig,
          rng: np.random.Generator) -> tuple[ItemInteractionTables, dict[str, Any]]:
     from tqdm.auto import tqdm
 
-    centers, contexts = skipgram_pairs(sessions.offsets, config.window)
-    if len(centers) == 0:
-        raise ValueError("the sessions yield no skip-gram pairs: every session is one token; the log needs shoppers "
-                         "with several distinct (product, interaction) events in a session")
-    token_ids = np.searchsorted(vocab.keys, sessions.keys)          # (n_tokens,)
-    center_ids, center_rows = token_ids[centers], sessions.keys[centers] // N_TYPES
-    context_ids = token_ids[contexts]
-    typed = typed_negatives(sessions.keys, sessions.offsets, contexts, vocab.keys) if config.typed_negatives else None
-    views = ViewsByGroup.build(groups, vocab.keys)
-    context_keys = sessions.keys[contexts]
-    context_only_viewed = only_viewed(sessions.keys, sessions.offsets)[contexts]
-    cumulative = negative_distribution(sessions.keys, vocab.keys)
     fz = config.featurizer_config()
     terms = None
     if config.subwords:
         terms = Featurizer(fz).featurize([t or "" for t in vocab.titles], config.max_title_terms)
+    corpus = session_corpus(sessions, vocab.keys, groups, terms, config.typed_negatives)
+    n_pairs = int(corpus.n_pairs(config.window))
+    if n_pairs == 0:
+        raise ValueError("the sessions yield no skip-gram pairs: every session is one token; the log needs shoppers "
+                         "with several distinct (product, interaction) events in a session")
     tables = ItemInteractionTables.initial(len(vocab.keys), fz.vocab_size, config.dim, terms, rng)
-    n_pairs = len(centers)
-    total_pairs = config.epochs * n_pairs
-    done = 0
+    n = corpus.n_positions
+    per_call = max(1, round(config.batch_size * n / n_pairs))     # centers per native call
+    category = config.category_negatives if config.typed_negatives else 0
+    seed = config.seed & (2**64 - 1)
     epoch_times, sgd_times, losses = [], [], []
     for epoch in range(config.epochs):
         start = time.perf_counter()
-        sgd = 0.0
-        # The pairs of one center occurrence stay together (its input vector and title subwords are
-        # read and written once); the centers are shuffled.
-        order = np.argsort(rng.permutation(len(sessions.keys))[centers], kind="stable")
-        sorted_centers = centers[order]
-        group_starts = np.flatnonzero(np.r_[True, sorted_centers[1:] != sorted_centers[:-1]])
-        total = 0.0
-        batches = _batches(group_starts, n_pairs, config.batch_size)
-
-        def prepared(batches: list[tuple[int, int]] = batches, order: np.ndarray = order,
-                     group_starts: np.ndarray = group_starts, done: int = done) -> Iterator[tuple[Any, ...]]:
-            """The native pass's arguments for each batch, in order (the rng is drawn in this order)."""
-            for lo, hi in batches:
-                b = order[lo:hi]
-                parts = [random_negatives(rng, cumulative, (len(b), config.random_negatives))]
-                if typed is not None:
-                    parts.append(typed[b])
-                    parts.append(category_negatives(rng, context_keys[b], context_only_viewed[b], views,
-                                                    config.category_negatives, context_ids=context_ids[b]))
-                negatives = np.ascontiguousarray(np.concatenate(parts, axis=1))
-                g = group_starts[(group_starts >= lo) & (group_starts < hi)]
-                first = b[g - lo]
-                lr_start = config.lr * max(1e-4, 1.0 - done / total_pairs)
-                lr_end = config.lr * max(1e-4, 1.0 - (done + hi - lo) / total_pairs)
-                done += hi - lo
-                yield (center_ids[first], center_rows[first], np.r_[g - lo, hi - lo].astype(np.int64),
-                       np.ascontiguousarray(context_ids[b]), negatives, lr_start, lr_end)
-
-        # Batch i + 1 is drawn (numpy) while the native pass of batch i runs with the GIL released.
-        for args in tqdm(_one_ahead(prepared()), total=len(batches), disable=not config.progress, leave=False,
-                         desc=f"item-interactions epoch {epoch + 1}/{config.epochs}", unit="batch"):
+        sgd, total, pairs = 0.0, 0.0, 0
+        order = corpus.epoch_order(seed, epoch)                    # (n,) centers, shuffled natively
+        for lo in tqdm(range(0, n, per_call), disable=not config.progress, leave=False,
+                       desc=f"item-interactions epoch {epoch + 1}/{config.epochs}", unit="call"):
+            hi = min(n, lo + per_call)
+            # word2vec's schedule over the centers of all epochs, linear from lr to lr * 1e-4.
+            lr_start = config.lr * max(1e-4, 1.0 - (epoch * n + lo) / (config.epochs * n))
+            lr_end = config.lr * max(1e-4, 1.0 - (epoch * n + hi) / (config.epochs * n))
             t0 = time.perf_counter()
-            total += tables.sgd_pass(*args, config.num_threads)
+            loss, done = corpus.sgd(tables.input, tables.output, tables.subwords, order[lo:hi], lr_start, lr_end, seed,
+                                    epoch, config.window, config.random_negatives, config.typed_negatives, category,
+                                    config.num_threads)
             sgd += time.perf_counter() - t0
-        done += n_pairs
+            total += loss
+            pairs += done
         epoch_times.append(time.perf_counter() - start)
         sgd_times.append(sgd)
-        losses.append(total / n_pairs)
+        losses.append(total / max(pairs, 1))
     n_tokens = len(sessions.keys)
     seconds = max(sum(epoch_times), 1e-9)
-    return tables, {"pairs_per_epoch": int(n_pairs), "epoch_seconds": epoch_times, "sgd_seconds": sgd_times,
+    return tables, {"pairs_per_epoch": n_pairs, "epoch_seconds": epoch_times, "sgd_seconds": sgd_times,
                     "loss_per_pair": losses, "tokens_per_second": n_tokens * config.epochs / seconds,
                     "pairs_per_second": n_pairs * config.epochs / seconds}
 

@@ -21,7 +21,7 @@ from upper_fast.interactions import INTERACTION_CODES
 from upper_fast.recommender import TOKEN_TYPES
 from upper_fast.searches import SEARCH_GAP_S, chain_ids, searcher_codes
 
-__all__ = ["N_TYPES", "SessionTokens", "build_sessions", "category_negatives", "only_viewed", "random_negatives", "session_type_masks",
+__all__ = ["N_TYPES", "SessionTokens", "build_sessions", "category_negatives", "only_viewed", "session_type_masks",
            "skipgram_pairs", "typed_negatives"]
 
 N_TYPES = len(TOKEN_TYPES)
@@ -198,11 +198,6 @@ def category_negatives(rng: np.random.Generator, context_keys: np.ndarray, conte
     draw += draw >= slot
     out[pick] = views.members[start + draw]
     return out
-
-
-def random_negatives(rng: np.random.Generator, cumulative: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Vocabulary ids drawn from a cumulative distribution (counts^0.75, word2vec's): int64 `shape`."""
-    return np.searchsorted(cumulative, rng.random(shape) * cumulative[-1], side="right").astype(np.int64)
 
 
 def negative_distribution(keys: np.ndarray, vocab_keys: np.ndarray, power: float = 0.75) -> np.ndarray:

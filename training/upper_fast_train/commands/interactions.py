@@ -25,7 +25,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--dim", type=int)
     p.add_argument("--epochs", type=int)
     p.add_argument("--window", type=int)
-    p.add_argument("--batch-size", type=int, help="pairs per native SGD pass (negatives are drawn per batch)")
+    p.add_argument("--batch-size", type=int, help="about this many pairs per native call (progress and Ctrl-C between calls)")
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="SGD threads (default: all cores)")
