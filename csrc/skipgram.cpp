@@ -20,21 +20,21 @@ double skipgram_sgd(const SkipgramPairs& pairs, const SkipgramTables& t, float l
   parallel_for(n, threads, 256, [&](std::size_t begin, std::size_t end, std::size_t tid) {
     std::vector<float> h(d), grad(d);
     std::vector<std::int64_t> terms(std::max<std::size_t>(t.max_terms, 1));
-    double loss = 0.0;
+    skipgram_step::LossSum loss;
     for (std::size_t g = begin; g < end; ++g) {
       const float lr = static_cast<float>(lr_start + step * static_cast<double>(g));
       const std::size_t n_terms =
           skipgram_step::center_vector(k, t, pairs.centers[g], pairs.center_rows[g], h.data(), terms.data());
       std::fill(grad.begin(), grad.end(), 0.f);
       for (std::int64_t p = pairs.group_offsets[g]; p < pairs.group_offsets[g + 1]; ++p) {
-        loss += skipgram_step::target_step(k, t, h.data(), grad.data(), pairs.targets[p], true, lr);
+        skipgram_step::target_step(k, t, h.data(), grad.data(), pairs.targets[p], true, lr, loss);
         const std::int64_t* neg = pairs.negatives + static_cast<std::size_t>(p) * kn;
         for (std::size_t j = 0; j < kn; ++j)
-          if (neg[j] >= 0) loss += skipgram_step::target_step(k, t, h.data(), grad.data(), neg[j], false, lr);
+          if (neg[j] >= 0) skipgram_step::target_step(k, t, h.data(), grad.data(), neg[j], false, lr, loss);
       }
       skipgram_step::apply_group(k, t, pairs.centers[g], grad.data(), terms.data(), n_terms);
     }
-    losses[tid] += loss;
+    losses[tid] += loss.total();
   });
   double total = 0.0;
   for (double l : losses) total += l;

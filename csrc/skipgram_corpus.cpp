@@ -164,7 +164,7 @@ SkipgramPassResult skipgram_corpus_sgd(const SkipgramCorpus& c, const SkipgramSa
     float* grad = h + d;
     std::int64_t* terms = scratch_i.data() + tid * (n_terms_max + kn + 1);
     std::int64_t* neg = terms + n_terms_max;
-    double loss = 0.0;
+    skipgram_step::LossSum loss;
     std::uint64_t done = 0;
     for (std::size_t g = begin; g < end; ++g) {
       const float lr = static_cast<float>(lr_start + step * static_cast<double>(g));
@@ -177,14 +177,14 @@ SkipgramPassResult skipgram_corpus_sgd(const SkipgramCorpus& c, const SkipgramSa
         // The negatives are random rows: ask for them while the positive is scored.
         for (std::size_t j = 0; j < kn; ++j)
           if (neg[j] >= 0) prefetch_row(t.output + static_cast<std::size_t>(neg[j]) * d, d);
-        loss += skipgram_step::target_step(k, t, h, grad, c.tokens[static_cast<std::size_t>(q)], true, lr);
+        skipgram_step::target_step(k, t, h, grad, c.tokens[static_cast<std::size_t>(q)], true, lr, loss);
         for (std::size_t j = 0; j < kn; ++j)
-          if (neg[j] >= 0) loss += skipgram_step::target_step(k, t, h, grad, neg[j], false, lr);
+          if (neg[j] >= 0) skipgram_step::target_step(k, t, h, grad, neg[j], false, lr, loss);
         ++done;
       });
       skipgram_step::apply_group(k, t, center, grad, terms, n_terms);
     }
-    losses[tid] += loss;
+    losses[tid] += loss.total();
     pairs[tid] += done;
   });
   SkipgramPassResult result{0.0, 0};

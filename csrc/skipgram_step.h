@@ -30,13 +30,32 @@ inline std::size_t center_vector(const simd::Kernels& k, const SkipgramTables& t
   return n;
 }
 
+// The summed loss: each target adds softplus(+-f) = max(+-f, 0) + log1p(exp(-|f|)); the second parts
+// are kept as a product of (1 + exp(-|f|)) in (1, 2], whose log is taken when it grows large and at
+// the end: one log per several hundred targets instead of one log1p per target.
+struct LossSum {
+  double linear = 0.0, product = 1.0;
+  void add(float lin, float a) {
+    linear += lin;
+    product *= 1.0 + static_cast<double>(a);
+    if (product > 0x1p900) flush();
+  }
+  void flush() {
+    linear += std::log(product);
+    product = 1.0;
+  }
+  double total() {
+    flush();
+    return linear;
+  }
+};
+
 // One target (label 1 for the positive, 0 for a negative): output[target] moves by lr (label - s) h,
-// grad gathers lr (label - s) output[target], s = sigmoid(f), f = <h, output[target]>; returns the
-// loss term -log s (positive) or -log(1 - s) (negative). One exp and one log1p of -|f| give both
-// without overflow: softplus(+-f) = max(+-f, 0) + log1p(exp(-|f|)) (float: the loss is a report,
-// summed in double).
-inline float target_step(const simd::Kernels& k, const SkipgramTables& t, const float* h, float* grad,
-                         std::int64_t target, bool positive, float lr) {
+// grad gathers lr (label - s) output[target], s = sigmoid(f), f = <h, output[target]>; adds the loss
+// term -log s (positive) or -log(1 - s) (negative). One exp of -|f| gives s and the loss without
+// overflow.
+inline void target_step(const simd::Kernels& k, const SkipgramTables& t, const float* h, float* grad,
+                        std::int64_t target, bool positive, float lr, LossSum& loss) {
   const std::size_t d = t.dim;
   float* out = t.output + static_cast<std::size_t>(target) * d;
   const float f = k.dot_f32(h, out, d);
@@ -45,7 +64,7 @@ inline float target_step(const simd::Kernels& k, const SkipgramTables& t, const 
   const float g_lr = lr * ((positive ? 1.f : 0.f) - s);
   k.axpy_f32(g_lr, out, grad, d);
   k.axpy_f32(g_lr, h, out, d);
-  return (positive ? std::max(-f, 0.f) : std::max(f, 0.f)) + std::log1p(a);
+  loss.add(positive ? std::max(-f, 0.f) : std::max(f, 0.f), a);
 }
 
 // The group's input gradient goes to input[center] and, shared equally, to its title's subword rows.

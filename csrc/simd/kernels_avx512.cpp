@@ -58,15 +58,23 @@ float dot_f32(const float* a, const float* b, std::size_t n) {
   return hsum(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
-// Masked tail, so no scalar epilogue (see the AVX2 version on rounding).
+// The tail takes 8- and 4-wide steps and a scalar epilogue, not a masked store: the trainer calls
+// this on the same y many times in a row, and a masked store's data is not forwarded to the next
+// call's load (measured on the item-interaction trainer, docs/experiments/
+// 2026-12-07-item-interactions-native-sampling.md). Rounding as in the AVX2 version.
 void axpy_f32(float a, const float* x, float* y, std::size_t n) {
   const __m512 va = _mm512_set1_ps(a);
   std::size_t i = 0;
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-  if (i < n) {
-    const __mmask16 m = tail16(n - i);
-    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+  if (i + 8 <= n) {
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(_mm512_castps512_ps256(va), _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    i += 8;
   }
+  if (i + 4 <= n) {
+    _mm_storeu_ps(y + i, _mm_fmadd_ps(_mm512_castps512_ps128(va), _mm_loadu_ps(x + i), _mm_loadu_ps(y + i)));
+    i += 4;
+  }
+  for (; i < n; ++i) y[i] += a * x[i];
 }
 
 float dot_f32_bf16(const float* a, const std::uint16_t* b, std::size_t n) {
