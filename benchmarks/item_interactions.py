@@ -1,7 +1,7 @@
 """Item-interaction vectors: next add_to_cart / purchase recall on the test window, beside co-occurrence
 counts and plain skip-gram, and training throughput beside gensim Word2Vec on the same sessions.
 
-    python benchmarks/item_interactions.py --data DIR [DIR ...] [--epochs 5] [--threads 2] [--out result.json]
+    python benchmarks/item_interactions.py --data DIR [DIR ...] [--epochs 5] [--threads 2] [--repeats 1] [--out result.json]
 
 For each dataset (train < train_end <= validation < valid_end <= test, `upper_fast.data.windows`):
 train on the train window the typed model (typed negatives + title subwords, the defaults), the plain
@@ -16,7 +16,9 @@ source product of those requests, and over the catalogue (every product asked as
 dataset whose dataset.json says simulated is labelled SIMULATED, or "semi-real (real titles and
 queries, SIMULATED shoppers)" for the Home Depot benchmark. The machine, SIMD level, threads and
 load average are printed: on a shared machine the throughput figures move with the load, so compare
-ours and gensim's from the same run.
+ours and gensim's from the same run. --repeats R trains every variant and gensim R times, in
+interleaved rounds (the first round's vectors are the ones scored), and reports each one's median
+and best tokens/s and the median of the per-round ratios to gensim.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def item_coverage(ranker: Any, sources: np.ndarray, n_products: int) -> dict[str
             "catalogue_coverage": covered(np.arange(n_products, dtype=np.int64))}
 
 
-def run_dataset(path: str, epochs: int, threads: int, work: Path) -> dict[str, Any]:
+def run_dataset(path: str, epochs: int, threads: int, work: Path, repeats: int = 1) -> dict[str, Any]:
     from upper_fast.data import load_dataset
     from upper_fast.featurizer import StringIdMap
     from upper_fast_train.item_interactions import ItemInteractionConfig, load_run, train_interactions
@@ -115,6 +117,19 @@ def run_dataset(path: str, epochs: int, threads: int, work: Path) -> dict[str, A
               f"load {load_average()}", flush=True)
     peer = gensim_throughput(train_sessions, base.dim, base.window, epochs, threads)
     print(f"  gensim {peer['version']}: {peer['tokens_per_second']:.0f} tokens/s, load {load_average()}", flush=True)
+    rounds = {name: [t["tokens_per_second"]] for name, t in trained.items()}
+    rounds["gensim_word2vec"] = [peer["tokens_per_second"]]
+    for r in range(1, repeats):
+        for name, cfg in variants.items():
+            rounds[name].append(train_interactions(dataset, None, cfg)["tokens_per_second"])
+        rounds["gensim_word2vec"].append(
+            gensim_throughput(train_sessions, base.dim, base.window, epochs, threads)["tokens_per_second"])
+        print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rounds.items()) + f" tokens/s, load "
+              f"{load_average()}", flush=True)
+    gensim_rounds = np.array(rounds["gensim_word2vec"])
+    repeated = {name: {"tokens_per_second": v, "median": float(np.median(v)), "best": float(np.max(v)),
+                       "median_ratio_to_gensim": float(np.median(np.array(v) / gensim_rounds))}
+                for name, v in rounds.items()}
     results: dict[str, Any] = {}
     names = {"add_to_cart": "co-carted counts (viewed A, carted B)", "purchase": "co-purchased counts (viewed A, bought B)"}
     for target in ("add_to_cart", "purchase"):
@@ -152,7 +167,7 @@ def run_dataset(path: str, epochs: int, threads: int, work: Path) -> dict[str, A
             "catalog_products": len(product_ids), "train_sessions": train_sessions.n_sessions,
             "test_sessions": test.n_sessions, "trained": trained, "next_action": results,
             "throughput": {**{f"ours {name} tokens/s": t["tokens_per_second"] for name, t in trained.items()},
-                           "gensim_word2vec": peer}}
+                           "gensim_word2vec": peer, "rounds": repeated}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,9 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", nargs="+", required=True, help="dataset directories with dataset.json (train_end)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="throughput rounds: every variant and gensim trained this many times, interleaved")
     parser.add_argument("--work", type=Path, default=Path("item_interactions_runs"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     import upper_fast
 
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
@@ -173,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                               "machine": machine, "epochs": args.epochs, "datasets": []}
     for path in args.data:
         print(f"{path}:", flush=True)
-        r = run_dataset(path, args.epochs, args.threads, args.work)
+        r = run_dataset(path, args.epochs, args.threads, args.work, args.repeats)
         report["datasets"].append(r)
         print(f"[{r['label']}] {path}: {r['train_sessions']} training sessions "
               f"({r['trained']['typed (default)']['tokens']} tokens); {r['test_sessions']} test-window sessions")
@@ -192,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
                          if k.startswith("ours"))
         print(f"  throughput, tokens/s ({args.threads} threads): {ours}; gensim Word2Vec "
               f"{tp['gensim_word2vec']['tokens_per_second']:.0f} (untyped, same sessions)")
+        if args.repeats > 1:
+            for name, m in tp["rounds"].items():
+                print(f"    {name:<20} over {args.repeats} rounds: median {m['median']:.0f}, best {m['best']:.0f} tokens/s, "
+                      f"median ratio to gensim {m['median_ratio_to_gensim']:.2f}")
     report["machine"]["load_average_end"] = load_average()
     print(f"load average at the end {report['machine']['load_average_end']}")
     if args.out:
