@@ -54,6 +54,17 @@ bool overlaps(const py::array& a, const py::array& b) {
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
+// The optional subword table: float32 (n_buckets, d), writeable, apart from the input and output tables.
+py::array checked_subwords(const py::object& obj, std::size_t d, const py::array& input, const py::array& output) {
+  py::array subwords = checked(obj, "subwords", true, 2, true);
+  if (static_cast<std::size_t>(subwords.shape(1)) != d)
+    throw py::value_error("subwords has dimension " + std::to_string(subwords.shape(1)) + ", input has " +
+                          std::to_string(d));
+  if (overlaps(subwords, input) || overlaps(subwords, output))
+    throw py::value_error("subwords must not share memory with input or output");
+  return subwords;
+}
+
 double skipgram_sgd(const py::object& input_obj, const py::object& output_obj, const py::object& subwords_obj,
                     const py::object& terms_obj, const py::object& centers_obj, const py::object& rows_obj,
                     const py::object& offsets_obj, const py::object& targets_obj, const py::object& negatives_obj,
@@ -74,12 +85,7 @@ double skipgram_sgd(const py::object& input_obj, const py::object& output_obj, c
   float* sub = nullptr;
   std::size_t n_buckets = 0;
   if (!subwords_obj.is_none()) {
-    py::array subwords = checked(subwords_obj, "subwords", true, 2, true);
-    if (static_cast<std::size_t>(subwords.shape(1)) != d)
-      throw py::value_error("subwords has dimension " + std::to_string(subwords.shape(1)) + ", input has " +
-                            std::to_string(d));
-    if (overlaps(subwords, input) || overlaps(subwords, output))
-      throw py::value_error("subwords must not share memory with input or output");
+    py::array subwords = checked_subwords(subwords_obj, d, input, output);
     n_buckets = static_cast<std::size_t>(subwords.shape(0));
     check_range(terms, "title_terms", 0, static_cast<std::int64_t>(n_buckets));
     sub = static_cast<float*>(subwords.mutable_data());
@@ -229,12 +235,7 @@ py::tuple corpus_sgd(const SkipgramCorpus& c, const py::object& input_obj, const
   float* sub = nullptr;
   std::size_t n_buckets = 0;
   if (!subwords_obj.is_none()) {
-    py::array subwords = checked(subwords_obj, "subwords", true, 2, true);
-    if (static_cast<std::size_t>(subwords.shape(1)) != d)
-      throw py::value_error("subwords has dimension " + std::to_string(subwords.shape(1)) + ", input has " +
-                            std::to_string(d));
-    if (overlaps(subwords, input) || overlaps(subwords, output))
-      throw py::value_error("subwords must not share memory with input or output");
+    py::array subwords = checked_subwords(subwords_obj, d, input, output);
     n_buckets = static_cast<std::size_t>(subwords.shape(0));
     if (c.max_token_row >= static_cast<std::int64_t>(c.n_rows))
       throw py::value_error("subwords need a title_terms row for every token_rows entry: the corpus has " +

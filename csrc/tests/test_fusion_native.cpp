@@ -10,20 +10,9 @@
 
 #include "fusion.h"
 #include "thresholds.h"
+#include "tests/check.h"
 
 namespace {
-
-int g_failures = 0;
-
-#define CHECK(cond, ...)                                                   \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      ++g_failures;                                                        \
-      std::fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      std::fprintf(stderr, __VA_ARGS__);                                   \
-      std::fprintf(stderr, "\n");                                          \
-    }                                                                      \
-  } while (0)
 
 using namespace upper_fast;
 
