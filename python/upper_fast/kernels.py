@@ -238,6 +238,11 @@ class HingeThresholds:
         """
         return self._core.prune(scores, _tier_code(min_tier))
 
+    @property
+    def native(self) -> _core.HingeThresholds:
+        """The core's thresholds object, for the native calls that take one (`_core.fuse_hybrid`)."""
+        return self._core
+
     def finish_hits(self, ids: np.ndarray, scores: np.ndarray, boost: np.ndarray, k: int, min_tier: int | str = 0,
                     prune: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One ANN result row -> the hits a search returns, in one native pass: skip the -1 padding,

@@ -765,7 +765,7 @@ class SearchStages:
         lex_rows, bm25 = s.lexical.search(query, lexical_k, allowed)
         rows, fused, cos, tiers, channels = _core.fuse_hybrid(
             dense.rows, dense.scores, dense.cosines, dense.tiers, lex_rows, bm25, qvec, s.fusion_vectors, s.boost,
-            s.removed, s.thresholds._core, fusion.method, fusion.weights, fusion.rrf_k, len(query.split()), k, min_tier)
+            s.removed, s.thresholds.native, fusion.method, fusion.weights, fusion.rrf_k, len(query.split()), k, min_tier)
         return SearchResult(s.product_map.keys_at(rows), rows, fused, cos, tiers, s.model_version, channels,
                             fusion.method)
 

@@ -262,7 +262,7 @@ def test_native_fusion_rejects_bad_arrays(retriever):
     dense = retriever.search("oak chair", k=5, lexical=False)
     q = np.zeros(s.fusion_vectors.shape[1], np.float32)
     args = [dense.rows, dense.scores, dense.cosines, dense.tiers, np.array([0, 1], np.int64),
-            np.array([2.0, 1.0], np.float32), q, s.fusion_vectors, s.boost, s.removed, s.thresholds._core, "rrf", (), 60, 2,
+            np.array([2.0, 1.0], np.float32), q, s.fusion_vectors, s.boost, s.removed, s.thresholds.native, "rrf", (), 60, 2,
             5, 0]
     rows, scores, cos, tiers, channels = upper_fast._core.fuse_hybrid(*args)
     assert rows.size == 5 and channels.dtype == np.uint8
