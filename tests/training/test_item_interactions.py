@@ -24,7 +24,7 @@ from upper_fast_train.item_interactions import (ItemInteractionConfig, export_in
                                                 train_interactions)
 from upper_fast_train.item_interactions_eval import (CooccurrenceRanker, EmbeddingRanker,  # noqa: E402
                                                      evaluate_next_action, next_action_requests)
-from upper_fast_train.item_sessions import (N_TYPES, ViewsByGroup, build_sessions, category_negatives,  # noqa: E402
+from upper_fast_train.item_sessions import (N_TYPES, build_sessions,  # noqa: E402
                                             only_viewed, skipgram_pairs, typed_negatives)
 
 V, F, C, P = (TOKEN_TYPES.index(t) for t in ("view", "favorite", "add_to_cart", "purchase"))
@@ -132,33 +132,6 @@ def test_typed_negatives_match_a_brute_force_oracle() -> None:
     for q, types in ((1, (C, P)), (4, (C,))):
         row = got[int(np.flatnonzero(contexts == q)[0])]
         assert set(row[row >= 0].tolist()) == {int(np.searchsorted(vocab, tok(1, t))) for t in types}
-
-
-def test_category_negatives_only_for_products_only_viewed() -> None:
-    tok = lambda row, typ: row * N_TYPES + typ  # noqa: E731
-    keys = np.array([tok(0, V), tok(1, V), tok(1, C), tok(2, V)], np.int64)
-    offsets = np.array([0, 4], np.int64)
-    vocab = np.unique(np.r_[keys, tok(3, V), tok(4, V)])
-    groups = np.array([0, 0, 1, 0, 1])  # products 0, 1, 3 in category 0; 2, 4 in category 1
-    views = ViewsByGroup.build(groups, vocab)
-    contexts = np.arange(4)
-    got = category_negatives(np.random.default_rng(0), keys[contexts], only_viewed(keys, offsets)[contexts], views, 2)
-    assert (got[2] == -1).all() and (got[1] == -1).all()  # product 1 was carted in the session
-    for q in (0, 3):
-        assert (got[q] >= 0).all()
-        assert all(vocab[g] % N_TYPES == V and groups[vocab[g] // N_TYPES] == groups[keys[q] // N_TYPES] for g in got[q])
-    # With the contexts' own ids: uniform over the other view tokens of the category, never itself.
-    own = np.searchsorted(vocab, keys)
-    many = np.repeat(contexts, 3000)
-    draws = category_negatives(np.random.default_rng(1), keys[many], only_viewed(keys, offsets)[many], views, 2,
-                               context_ids=own[many])
-    for q in (0, 3):
-        d = draws[many == q].ravel()
-        row = int(keys[q]) // N_TYPES
-        others = [int(np.searchsorted(vocab, tok(r, V))) for r in range(5) if groups[r] == groups[row] and r != row]
-        assert set(d.tolist()) == set(others)
-        for o in others:
-            assert abs(np.mean(d == o) - 1 / len(others)) < 0.03
 
 
 def _sgd_oracle(inp: np.ndarray, out: np.ndarray, sub: np.ndarray | None, terms: np.ndarray, centers: np.ndarray,

@@ -21,7 +21,7 @@ from upper_fast.interactions import INTERACTION_CODES
 from upper_fast.recommender import TOKEN_TYPES
 from upper_fast.searches import SEARCH_GAP_S, chain_ids, searcher_codes
 
-__all__ = ["N_TYPES", "SessionTokens", "build_sessions", "category_negatives", "only_viewed", "session_type_masks",
+__all__ = ["N_TYPES", "SessionTokens", "build_sessions", "only_viewed", "session_type_masks",
            "skipgram_pairs", "typed_negatives"]
 
 N_TYPES = len(TOKEN_TYPES)
@@ -171,33 +171,6 @@ class ViewsByGroup:
 def only_viewed(keys: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """(n_tokens,) bool: the token's product has no other type than view in its session."""
     return session_type_masks(keys, offsets) == (1 << VIEW)
-
-
-def category_negatives(rng: np.random.Generator, context_keys: np.ndarray, context_only_viewed: np.ndarray,
-                       views: ViewsByGroup, count: int = 2, context_ids: np.ndarray | None = None) -> np.ndarray:
-    """`count` view tokens drawn uniformly from the own category of each context product that the
-    session only viewed (`only_viewed` at the context positions): (n_pairs, count) int64 vocabulary
-    ids, -1 for other pairs and products without a category (or alone in it).
-
-    context_ids (n_pairs,): the contexts' own vocabulary ids; given, a context's own view token (the
-    positive) is never drawn: the draws are uniform over the other members of its category."""
-    out = np.full((len(context_keys), count), -1, dtype=np.int64)
-    if count == 0 or len(views.members) == 0:
-        return out
-    group = views.group_of_row[context_keys // N_TYPES]
-    size = np.where(group >= 0, views.sizes[np.maximum(group, 0)], 0)
-    pick = np.flatnonzero(context_only_viewed & (size > 1))
-    start = views.starts[group[pick], None]
-    if context_ids is None:
-        out[pick] = views.members[start + (rng.random((len(pick), count)) * size[pick, None]).astype(np.int64)]
-        return out
-    # (group, member) keys are sorted, so the context's slot in its group is one binary search.
-    own = np.asarray(context_ids, dtype=np.int64)[pick]
-    slot = (np.searchsorted(views.keys, group[pick] * views.stride + own) - start[:, 0])[:, None]
-    draw = (rng.random((len(pick), count)) * (size[pick, None] - 1)).astype(np.int64)
-    draw += draw >= slot
-    out[pick] = views.members[start + draw]
-    return out
 
 
 def negative_distribution(keys: np.ndarray, vocab_keys: np.ndarray, power: float = 0.75) -> np.ndarray:
