@@ -206,35 +206,38 @@ def choose_served_ef(bundle: str | Path, dataset: Any, *, window: str = "validat
                 retrieved[i, : len(rows)] = rows
         return retrieved
 
-    def recall_at(ef: int) -> tuple[dict[str, float], Any]:
-        _set_manifest_ef(bundle, ef)
-        retriever = Retriever.load(bundle, num_threads=1, verify=False)
+    # One Retriever per bundle (and one for the view), with ef set for each rung of the ladder.
+    retriever = Retriever.load(bundle, num_threads=1, verify=False)
+    view_retriever = Retriever.load(view, num_threads=1, verify=False) if view is not None else None
+
+    def recall_at(ef: int) -> dict[str, float]:
+        retriever.ef = ef
         metrics = request_metrics(served_rows(retriever, np.arange(len(sub))), sub, segments, (k,))
         values = {"all": float(metrics[metric]), **{s: float(metrics[f"{metric}/{s}"]) for s in guarded}}
-        if view is not None:
-            new_metrics = request_metrics(served_rows(Retriever.load(view, num_threads=1, verify=False), as_new),
-                                          as_new_sub, ["unseen"] * len(as_new), (k,))
+        if view_retriever is not None:
+            view_retriever.ef = ef
+            new_metrics = request_metrics(served_rows(view_retriever, as_new), as_new_sub, ["unseen"] * len(as_new), (k,))
             values["as_new_queries"] = float(new_metrics[metric])
-        return values, retriever
+        return values
 
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(ladder), desc="choose ef (served recall)", disable=not progress, leave=False)
-    ref, ref_retriever = recall_at(ladder[-1])
+    ref = recall_at(ladder[-1])
     reference = ref["all"]
     bar.update(1)
     curve = [[ladder[-1], reference]]
     checked = [s for s in ref if s != "all"]
     segment_curves = {s: [[ladder[-1], ref[s]]] for s in checked}
-    chosen, chosen_retriever = ladder[-1], ref_retriever
+    chosen = ladder[-1]
     for ef in ladder[:-1]:
-        values, retriever = recall_at(ef)
+        values = recall_at(ef)
         bar.update(1)
         curve.append([ef, values["all"]])
         for s in checked:
             segment_curves[s].append([ef, values[s]])
         if all(values[s] >= ref[s] - tolerance for s in values):
-            chosen, chosen_retriever = ef, retriever
+            chosen = ef
             break
     bar.close()
     if probe_dir is not None:
@@ -243,8 +246,10 @@ def choose_served_ef(bundle: str | Path, dataset: Any, *, window: str = "validat
     rng = np.random.default_rng(seed)
     sample = rng.choice(len(sub), min(latency_sample, len(sub)), replace=False)
     lat_q, lat_u = [queries[i] for i in sample], [users[i] for i in sample]
-    chosen_ms = _latencies(chosen_retriever, lat_q, lat_u, k)
-    ref_ms = _latencies(ref_retriever, lat_q, lat_u, k) if chosen != ladder[-1] else chosen_ms
+    retriever.ef = chosen
+    chosen_ms = _latencies(retriever, lat_q, lat_u, k)
+    retriever.ef = ladder[-1]
+    ref_ms = _latencies(retriever, lat_q, lat_u, k) if chosen != ladder[-1] else chosen_ms
     return {"by": "served recall", "window": window, "metric": metric, "requests": len(sub), "k": k,
             "tolerance": tolerance, "reference_ef": ladder[-1], "reference_recall": reference, "ef": chosen,
             "recall": dict((e, r) for e, r in curve)[chosen], "curve": sorted(curve),
