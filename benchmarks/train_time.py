@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="logs")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--frozen-encode-dtype", choices=["auto", "float32", "bfloat16"],
+                        help="override the preset's text.frozen_encode_dtype")
     args = parser.parse_args(argv)
 
     import torch
@@ -37,12 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     import upper_fast
     from upper_fast.data import load_dataset
     from upper_fast_train import TrainConfig, train
+    from upper_fast_train.encode import frozen_encode_dtype
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     dataset = load_dataset(args.data, progress=False)
     load_s = time.perf_counter() - t0
-    config = TrainConfig.preset(args.preset, progress=False, graph_workers=args.threads)
+    overrides = {"frozen_encode_dtype": args.frozen_encode_dtype} if args.frozen_encode_dtype else {}
+    config = TrainConfig.preset(args.preset, progress=False, graph_workers=args.threads, **overrides)
     t0 = time.perf_counter()
     metrics = train(dataset, args.run, config, data_dir=args.data)
     wall = time.perf_counter() - t0
@@ -64,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         "train_wall_s": wall, "end_to_end_s": wall + load_s, "split": split, "steps": metrics["steps"],
         "n_examples": metrics["n_examples"], "examples_per_s": metrics["examples_per_s"],
         "step_time_s": metrics.get("step_time_s"),
+        "frozen_encode_dtype": str(frozen_encode_dtype(config.text.frozen_encode_dtype, torch.device("cpu"))).removeprefix("torch."),
     }
-    print(f"machine: {report['machine']}; SIMD {report['simd']}; torch {report['torch']} x{args.threads} threads")
+    print(f"machine: {report['machine']}; SIMD {report['simd']}; torch {report['torch']} x{args.threads} threads; "
+          f"frozen text encoder in {report['frozen_encode_dtype']}")
     print(f"{report['log_rows']:,} log rows, {report['products']:,} products, preset {args.preset}: "
           f"{report['end_to_end_s'] / 60:.1f} min end to end")
     for name, value in split.items():

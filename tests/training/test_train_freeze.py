@@ -19,7 +19,7 @@ def _fresh(cfg):
 
 
 def test_frozen_encoder_keeps_its_weights_and_trains_the_rest():
-    cfg = tiny_config(epochs=2, freeze_text_encoder=True)
+    cfg = tiny_config(epochs=2, freeze_text_encoder=True, frozen_encode_dtype="float32")
     data, products = tiny_world(cfg)
     model = _fresh(cfg)
     enc_before = {k: v.clone() for k, v in model.product_tower.text_encoder.state_dict().items()}
@@ -65,6 +65,38 @@ def test_disk_cache_is_keyed_by_encoder_weights(tmp_path):
     assert len(list(tmp_path.glob("text_pooled-*.npy"))) == 2
 
 
+def test_bfloat16_pass_is_close_to_float32_and_cached_apart(tmp_path):
+    cfg = tiny_config()
+    _, products = tiny_world(cfg)
+    model = _fresh(cfg)
+    cpu = torch.device("cpu")
+    f32 = pooled_text_vectors(model, products, cpu, cache_dir=tmp_path, batch_size=7)
+    bf16 = pooled_text_vectors(model, products, cpu, cache_dir=tmp_path, batch_size=7, dtype=torch.bfloat16)
+    assert bf16.dtype == np.float32 and bf16.shape == f32.shape
+    assert not np.array_equal(bf16, f32)  # the pass really ran in bfloat16
+    cos = (f32 * bf16).sum(1) / (np.linalg.norm(f32, axis=1) * np.linalg.norm(bf16, axis=1))
+    assert cos.min() > 0.995, cos.min()
+    assert len(list(tmp_path.glob("text_pooled-*.npy"))) == 2  # one cache file per dtype
+    np.testing.assert_array_equal(
+        pooled_text_vectors(model, products, cpu, cache_dir=tmp_path, dtype=torch.bfloat16), bf16)
+
+
+def test_frozen_encode_dtype_resolution(monkeypatch):
+    from upper_fast_train import encode
+
+    cpu = torch.device("cpu")
+    assert encode.frozen_encode_dtype("float32", cpu) == torch.float32
+    assert encode.frozen_encode_dtype("bfloat16", cpu) == torch.bfloat16
+    monkeypatch.setattr(encode, "_cpu_has_native_bf16", lambda: True)
+    assert encode.frozen_encode_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(encode, "_cpu_has_native_bf16", lambda: False)
+    assert encode.frozen_encode_dtype("auto", cpu) == torch.float32
+    with pytest.raises(ValueError, match="frozen_encode_dtype"):
+        encode.frozen_encode_dtype("float16", cpu)
+    with pytest.raises(ValueError, match="frozen_encode_dtype must be 'auto', 'float32' or 'bfloat16'"):
+        tiny_config(frozen_encode_dtype="fp16")
+
+
 def test_train_and_load_run_honour_the_option(tmp_path):
     pytest.importorskip("upper_fast_train.graph")
     from upper_fast.data import load_dataset
@@ -79,7 +111,7 @@ def test_train_and_load_run_honour_the_option(tmp_path):
         t5_d_model=16, t5_d_ff=32, t5_layers=1, t5_heads=2, tokenizer_vocab=200, pretrain=False,
         word_buckets=256, bigram_buckets=128, trigram_buckets=128, uniform_negatives=8, dynamic_pool=32,
         dynamic_negatives=2, dynamic_refresh=2, progress=False, text_max_len=12, graph_workers=1,
-        freeze_text_encoder=True, text_cache_dir=str(tmp_path / "cache"),
+        freeze_text_encoder=True, text_cache_dir=str(tmp_path / "cache"), frozen_encode_dtype="float32",
     )
     train(world, tmp_path / "run", cfg)
     assert len(list((tmp_path / "cache").glob("text_pooled-*.npy"))) == 1  # the run's encoder, cached once

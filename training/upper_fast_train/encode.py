@@ -13,7 +13,38 @@ import torch
 from upper_fast_train.features import ProductTable
 from upper_fast_train.towers import UpperModel
 
-__all__ = ["encode_product_rows", "pool_token_rows", "pooled_text_vectors", "to_device"]
+__all__ = ["encode_product_rows", "frozen_encode_dtype", "pool_token_rows", "pooled_text_vectors", "to_device"]
+
+
+def _cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 dot products in hardware (AVX512-BF16 or AMX); read from
+    /proc/cpuinfo, so False where that does not exist (the float32 path is then always taken)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def frozen_encode_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """The dtype of the frozen text-encoder passes for TextConfig.frozen_encode_dtype on `device`:
+    "float32" / "bfloat16" as named; "auto" = bfloat16 where the hardware computes it natively (CUDA
+    with bf16 support, a CPU with AVX512-BF16 or AMX), else float32."""
+    if setting == "float32":
+        return torch.float32
+    if setting == "bfloat16":
+        return torch.bfloat16
+    if setting != "auto":
+        raise ValueError(f"frozen_encode_dtype must be 'auto', 'float32' or 'bfloat16', got {setting!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
 
 
 def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
@@ -36,9 +67,12 @@ def encode_product_rows(
     return out
 
 
-def _cache_key(encoder: torch.nn.Module, text_ids: np.ndarray, text_mask: np.ndarray) -> str:
-    """sha1 of the encoder weights and the token ids / masks (the pooled vectors' inputs)."""
+def _cache_key(encoder: torch.nn.Module, text_ids: np.ndarray, text_mask: np.ndarray, dtype: torch.dtype) -> str:
+    """sha1 of the encoder weights, the token ids / masks (the pooled vectors' inputs) and the dtype of
+    the pass (float32 keeps the key it always had)."""
     h = hashlib.sha1()
+    if dtype != torch.float32:
+        h.update(str(dtype).encode())
     for name, tensor in sorted(encoder.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -50,28 +84,31 @@ def _cache_key(encoder: torch.nn.Module, text_ids: np.ndarray, text_mask: np.nda
 @torch.no_grad()
 def pooled_text_vectors(
     model: UpperModel, products: ProductTable, device: torch.device, cache_dir: str | Path | None = None, batch_size: int = 256,
-    progress: bool = False,
+    progress: bool = False, dtype: torch.dtype = torch.float32,
 ) -> np.ndarray:
     """(n, H) float32 mean-pooled text-encoder output of every product (frozen encoder, eval mode).
 
     Rows are encoded in order of length with each batch trimmed to its longest row (padding is masked,
-    so the result is the same). With cache_dir, the matrix is read from / written to
-    cache_dir/text_pooled-<sha1 of encoder weights + token ids>.npy.
+    so the result is the same). dtype bfloat16 runs the encoder under autocast (the pooled mean is
+    taken in float32). With cache_dir, the matrix is read from / written to
+    cache_dir/text_pooled-<sha1 of encoder weights + token ids (+ dtype)>.npy.
     """
-    return pool_token_rows(model, products.text_ids, products.text_mask, device, cache_dir, batch_size, progress=progress)
+    return pool_token_rows(model, products.text_ids, products.text_mask, device, cache_dir, batch_size, progress=progress,
+                           dtype=dtype)
 
 
 @torch.no_grad()
 def pool_token_rows(
     model: UpperModel, text_ids: np.ndarray, text_mask: np.ndarray, device: torch.device,
     cache_dir: str | Path | None = None, batch_size: int = 256, prefix: str = "text_pooled", progress: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> np.ndarray:
     """`pooled_text_vectors` of any token rows (n, Lt); all-padding rows give zeros."""
     tower = model.product_tower
     n = len(text_ids)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{prefix}-{_cache_key(tower.text_encoder, text_ids, text_mask)}.npy"
+        path = Path(cache_dir) / f"{prefix}-{_cache_key(tower.text_encoder, text_ids, text_mask, dtype)}.npy"
         if path.exists():
             out = np.load(path)
             if out.shape[0] == n:
@@ -91,7 +128,8 @@ def pool_token_rows(
         width = max(1, int(lengths[rows].max()))
         ids = torch.from_numpy(np.ascontiguousarray(text_ids[rows, :width])).to(device)
         mask = torch.from_numpy(np.ascontiguousarray(text_mask[rows, :width])).to(device)
-        out[rows] = tower.pool_text(ids, mask).float().cpu().numpy()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            out[rows] = tower.pool_text(ids, mask).float().cpu().numpy()
     tower.text_encoder.train(was_training)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

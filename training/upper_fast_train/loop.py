@@ -19,7 +19,7 @@ import torch
 from upper_fast_train.checkpoint import load_checkpoint, save_checkpoint, save_model
 from upper_fast_train.config import TrainConfig
 from upper_fast_train.distributed import Dist, init_distributed, resolve_device, seed_all
-from upper_fast_train.encode import encode_product_rows, pool_token_rows, pooled_text_vectors
+from upper_fast_train.encode import encode_product_rows, frozen_encode_dtype, pool_token_rows, pooled_text_vectors
 from upper_fast_train.features import ProductTable, TrainingSet
 from upper_fast_train.negatives import DynamicPool, negative_weights
 from upper_fast_train.objective import Objective, build_objective
@@ -158,8 +158,9 @@ def train_model(
     if config.text.freeze_text_encoder:
         model.product_tower.text_encoder.requires_grad_(False)
         if products.text_pooled is None:
-            products.text_pooled = pooled_text_vectors(model, products, device, config.text.text_cache_dir,
-                                                       progress=config.loop.progress)
+            products.text_pooled = pooled_text_vectors(
+                model, products, device, config.text.text_cache_dir, progress=config.loop.progress,
+                dtype=frozen_encode_dtype(config.text.frozen_encode_dtype, device))
     if config.model.term_idf_scale:  # before any checkpoint load (which restores the same values)
         model.terms.set_idf(products.product_terms)
     text_encode_s = time.perf_counter() - t_encode

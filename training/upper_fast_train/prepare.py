@@ -17,7 +17,7 @@ import torch
 
 from upper_fast_train.config import TrainConfig, resolve_text_encoder
 from upper_fast_train.distributed import resolve_device
-from upper_fast_train.encode import pool_token_rows, pooled_text_vectors
+from upper_fast_train.encode import frozen_encode_dtype, pool_token_rows, pooled_text_vectors
 from upper_fast_train.features import ProductTable, TrainingSet, Vocab, build_vocab, product_table, training_set
 from upper_fast_train.objective import DistillTeacher
 from upper_fast_train.pseudo_queries import with_pseudo_queries
@@ -217,10 +217,11 @@ def teacher_vectors(
         raise ValueError("distill_bm25 > 0 needs TrainingSet.bm25_products / bm25_queries (train() fills them)")
     if len(data.query_text_ids) != len(data.queries.query_terms):
         raise ValueError("query_text_ids must have one row per query row of data.queries")
+    dtype = frozen_encode_dtype(config.text.frozen_encode_dtype, device)
     q = pool_token_rows(model, data.query_text_ids, data.query_text_mask, device, config.text.text_cache_dir,
-                        prefix="query_pooled", progress=config.loop.progress)
+                        prefix="query_pooled", progress=config.loop.progress, dtype=dtype)
     p = products.text_pooled if products.text_pooled is not None else pooled_text_vectors(
-        model, products, device, config.text.text_cache_dir, progress=config.loop.progress)
+        model, products, device, config.text.text_cache_dir, progress=config.loop.progress, dtype=dtype)
     unit = lambda x: torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), dim=-1).to(device)  # noqa: E731
     has = torch.from_numpy(data.query_text_mask.sum(1) > 0).to(device)
     return unit(q), has, unit(p)

@@ -75,7 +75,11 @@ class TrainedRun:
         if self.train_config.text.freeze_text_encoder:
             from upper_fast_train.loop import pooled_text_vectors
 
-            table.text_pooled = pooled_text_vectors(self.model, table, self.device, self.train_config.text.text_cache_dir)
+            from upper_fast_train.encode import frozen_encode_dtype
+
+            text = self.train_config.text
+            table.text_pooled = pooled_text_vectors(self.model, table, self.device, text.text_cache_dir,
+                                                    dtype=frozen_encode_dtype(text.frozen_encode_dtype, self.device))
         return table
 
     @torch.no_grad()

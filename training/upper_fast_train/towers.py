@@ -262,8 +262,9 @@ class ProductTower(nn.Module):
         self.fuse = _mlp(fused, config.model.hidden * 2, config.model.dim, config.model.dropout)
 
     def pool_text(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """Mean of the text encoder's last hidden state over the attention mask: (B, H)."""
-        hidden = self.text_encoder(input_ids=text_ids, attention_mask=text_mask).last_hidden_state  # (B, Lt, H)
+        """Mean of the text encoder's last hidden state over the attention mask: (B, H), in float32 (also
+        when the encoder runs under bfloat16 autocast)."""
+        hidden = self.text_encoder(input_ids=text_ids, attention_mask=text_mask).last_hidden_state.float()  # (B, Lt, H)
         m = text_mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
