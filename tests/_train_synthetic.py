@@ -24,6 +24,7 @@ def tiny_config(**overrides: object) -> TrainConfig:
         t5_layers=1, t5_heads=2, text_max_len=8, max_query_terms=6, max_product_terms=8, batch_size=16,
         uniform_negatives=8, inbatch_negatives=4, dynamic_negatives=0, dynamic_pool=32, dynamic_refresh=3,
         lr=1e-2, progress=False, country_dim=4, category_dim=4, quality_dim=4, quality_buckets=4,
+        frozen_encode_dtype="float32",  # the same frozen-pass arithmetic on every machine (recorded values)
     )
     values.update(overrides)
     return TrainConfig.from_flat(**values)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ def _fresh(cfg):
 
 
 def test_frozen_encoder_keeps_its_weights_and_trains_the_rest():
-    cfg = tiny_config(epochs=2, freeze_text_encoder=True, frozen_encode_dtype="float32")
+    cfg = tiny_config(epochs=2, freeze_text_encoder=True)
     data, products = tiny_world(cfg)
     model = _fresh(cfg)
     enc_before = {k: v.clone() for k, v in model.product_tower.text_encoder.state_dict().items()}
