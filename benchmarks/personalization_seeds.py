@@ -3,13 +3,16 @@ features against the same preset trained without them (the non-personalised abla
 
     python benchmarks/personalization_seeds.py [--preset logs] [--seeds 0 1 2] [--work DIR] [--out result.json]
         [--set section.field=JSON ...] [--variant-set section.field=JSON ...] [--skip-ablation]
+        [--variant-name NAME] [--reuse]
 
 Each seed generates its own simulated marketplace (`upper_fast_train.simulate.generate`, default sizes), trains
 the preset twice (personalized true / false, same seed otherwise) and scores purchase recall@100 on
 the later window (`upper_fast_train.evaluate.evaluate_run`). Prints and writes the per-seed figures,
 the relative gain, and its mean and spread. `--set` overrides the preset for every run;
 `--variant-set` also trains a personalised variant with those overrides on top, scored beside the
-preset (its gain is over the same ablation). All figures are on SIMULATED data.
+preset (its gain is over the same ablation); "{seed}" in a string value becomes the seed (a per-seed
+path). `--reuse` scores runs already complete in WORK instead of training them again. All figures
+are on SIMULATED data.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant-set", nargs="*", default=[], metavar="KEY=JSON",
                         help="overrides of a personalised variant trained beside the preset")
     parser.add_argument("--skip-ablation", action="store_true", help="no non-personalised run (no gains)")
+    parser.add_argument("--variant-name", default="variant", help="run directory prefix of the variant (WORK/NAME<seed>)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score runs already complete in WORK (model.safetensors written) instead of training them again")
     args = parser.parse_args(argv)
     common, variant = _overrides(args.set), _overrides(args.variant_set)
 
@@ -58,14 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         row: dict[str, Any] = {"seed": seed}
         runs = [("personalized", {"personalized": True})]
         if variant:
-            runs.append(("variant", {"personalized": True, **variant}))
+            runs.append(("variant", {"personalized": True, **{k: _for_seed(v, seed) for k, v in variant.items()}}))
         if not args.skip_ablation:
             runs.append(("ablation", {"personalized": False}))
         for name, extra in runs:
-            run = args.work / f"{name}{seed}"
-            t0 = time.perf_counter()
-            train(dataset, run, TrainConfig.preset(args.preset, seed=seed, progress=False, **common, **extra))
-            row[f"{name}_train_s"] = time.perf_counter() - t0
+            run = args.work / f"{args.variant_name if name == 'variant' else name}{seed}"
+            if not (args.reuse and (run / "model.safetensors").exists()):
+                t0 = time.perf_counter()
+                train(dataset, run, TrainConfig.preset(args.preset, seed=seed, progress=False, **common, **extra))
+                row[f"{name}_train_s"] = time.perf_counter() - t0
             result = evaluate_run(load_run(run, dataset), dataset, ks=(100,), progress=False)
             row[name] = result["purchase_recall@100"]
             row[f"{name}_unseen"] = result.get("purchase_recall@100/unseen")
@@ -96,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
     return 0
+
+
+def _for_seed(value: Any, seed: int) -> Any:
+    """A string override with "{seed}" in it, formatted for this seed (a per-seed path); others as they are."""
+    return value.replace("{seed}", str(seed)) if isinstance(value, str) else value
 
 
 def _overrides(items: list[str]) -> dict[str, Any]:

@@ -661,3 +661,35 @@ def test_cli_recommend_for_recent_actions(planted: dict[str, Path], capsys: pyte
     assert main(["recommend", str(planted["bundle"])]) == 2
     assert main(["recommend", str(planted["bundle"]), "--recent", "a0:liked"]) == 2
     assert "expected one of" in capsys.readouterr().err
+
+
+def test_view_vectors_feed_the_query_tower_history_as_an_experiment(tmp_path: Path) -> None:
+    """experimental.history_item_vectors = "interactions": train() reads the run's view vectors as the
+    history items' second vectors (zeros for a product without a view token), load_run /
+    evaluation reads the same, and export refuses the model (no served input for it)."""
+    pytest.importorskip("torch")
+    from upper_fast_train import TrainConfig, load_run, train
+    from upper_fast_train.evaluate import evaluate_run
+    from upper_fast_train.export import export_bundle
+    from upper_fast_train.item_interactions import view_vectors
+    from upper_fast_train.simulate import generate
+
+    generate(tmp_path / "world", seed=3, n_products=60, n_users=20, n_queries=20, n_events=1500, progress=False)
+    dataset = load_dataset(tmp_path / "world", progress=False)
+    config = ItemInteractionConfig(dim=8, epochs=2, batch_size=512, word_buckets=64, bigram_buckets=64,
+                                   trigram_buckets=32, progress=False, num_threads=1)
+    train_interactions(dataset, tmp_path / "ii", config)
+    ids = [str(p) for p in dataset.catalog.column("product_id").to_pylist()]
+    vectors = view_vectors(tmp_path / "ii", ids + ["no-such-product"])
+    assert vectors.shape == (len(ids) + 1, 8) and not vectors[-1].any() and np.abs(vectors[:-1]).sum() > 0
+    cfg = TrainConfig.preset("tiny", max_steps=3, batch_size=16, progress=False, graph_workers=1, tokenizer_vocab=200,
+                             history_item_vectors="interactions", history_interactions_run=str(tmp_path / "ii"))
+    train(dataset, tmp_path / "run", cfg)
+    run = load_run(tmp_path / "run", dataset)
+    assert run.train_config.experimental.history_vector_dim == 8
+    assert run.model.query_tower.item_vector_proj.in_features == 8
+    result = evaluate_run(run, dataset, ks=(100,), progress=False)
+    assert 0.0 <= result["purchase_recall@100"] <= 1.0
+    with pytest.raises(ValueError, match="history_item_vectors"):
+        export_bundle(tmp_path / "run", tmp_path / "bundle", dataset)
+    assert not (tmp_path / "bundle").exists()

@@ -278,3 +278,63 @@ def test_learned_term_weights_make_the_bag_a_weighted_mean():
     sparse = TermBag(10, 4, sparse=True, weighted=True)
     sparse(ids).sum().backward()
     assert sparse.weight_logit.weight.grad.is_sparse
+
+
+def test_history_item_vectors_add_a_token_term_and_a_typed_mean_skip():
+    """experimental.history_item_vectors: the eighth input (the history items' second vectors) enters
+    the history tokens and, as a type-weighted mean through a zero-initialised matrix, the output; the
+    tower refuses to run without it and the non-personalised ablation ignores it."""
+    from upper_fast_train.towers import HIST_ITEM_VECTOR
+
+    model, cfg = _model(history_item_vectors="product")
+    tower = model.query_tower
+    assert tower.input_names == QUERY_INPUTS + (HIST_ITEM_VECTOR,)
+    data, products = tiny_world(cfg)
+    idx = np.flatnonzero((data.queries.hist_items >= 0).any(1))[:6]  # rows with a history
+    assert len(idx) == 6
+    vectors = np.random.default_rng(3).standard_normal((len(products), cfg.model.dim)).astype(np.float32)
+    q = {k: torch.from_numpy(v) for k, v in data.queries.take(idx, products.product_graph, True, vectors).items()}
+    assert tuple(q) == tower.input_names and q[HIST_ITEM_VECTOR].shape == (6, cfg.model.history_items, cfg.model.dim)
+    items = data.queries.hist_items[idx]
+    np.testing.assert_array_equal(q[HIST_ITEM_VECTOR].numpy(), vectors[np.maximum(items, 0)] * (items >= 0)[..., None])
+    with pytest.raises(ValueError, match="hist_item_vector"):
+        tower(**{k: v for k, v in q.items() if k != HIST_ITEM_VECTOR})
+    with torch.no_grad():
+        base = tower(**q)
+        moved = {k: v.clone() for k, v in q.items()}
+        moved[HIST_ITEM_VECTOR] = moved[HIST_ITEM_VECTOR] + 1.0 * (moved["hist_item_type"] > 0).unsqueeze(-1)
+        assert (tower(**moved) - base).abs().max() > 1e-4  # the token term reads the vectors
+        padded = {k: v.clone() for k, v in q.items()}
+        padded[HIST_ITEM_VECTOR] = padded[HIST_ITEM_VECTOR] + 5.0 * (padded["hist_item_type"] == 0).unsqueeze(-1)
+        torch.testing.assert_close(tower(**padded), base)  # padded slots are never read
+        tower.item_vector_proj.weight.zero_()
+        torch.testing.assert_close(tower(**moved), tower(**q))  # the skip starts at zero
+        tower.item_vector_skip.weight.normal_()
+        assert (tower(**moved) - tower(**q)).abs().max() > 1e-4
+    blank, _ = _model(history_item_vectors="product", personalized=False)
+    with torch.no_grad():
+        torch.testing.assert_close(blank.query_tower(**moved), blank.query_tower(**q))
+    with pytest.raises(ValueError, match="history_interactions_run"):
+        tiny_config(history_item_vectors="interactions")
+    with pytest.raises(ValueError, match="must be 'none', 'product' or 'interactions'"):
+        tiny_config(history_item_vectors="graph")
+    with pytest.raises(ValueError, match="history_vector_refresh"):
+        tiny_config(history_item_vectors="product", history_vector_refresh=0)
+
+
+def test_training_refreshes_the_history_vectors_from_the_product_tower():
+    from upper_fast_train.encode import encode_product_rows
+    from upper_fast_train.loop import train_model
+
+    cfg = tiny_config(history_item_vectors="product", history_vector_refresh=3, epochs=1, max_steps=4)
+    data, products = tiny_world(cfg)
+    model, _ = _model(history_item_vectors="product", history_vector_refresh=3, epochs=1, max_steps=4)
+    model.train()
+    metrics = train_model(model, data, products, cfg)
+    assert metrics["steps"] == 4
+    assert products.history_vectors is not None and products.history_vectors.shape == (len(products), cfg.model.dim)
+    assert float(model.query_tower.item_vector_skip.weight.abs().sum()) > 0  # it trained from zero
+    # the last refresh (step 3) was before the last step's update: close to, not equal to, the final vectors
+    final = encode_product_rows(model, products, np.arange(len(products)), torch.device("cpu"))
+    assert not np.array_equal(products.history_vectors, final)
+    assert "history_vectors" not in products.take(np.arange(3))

@@ -246,6 +246,16 @@ class ExperimentalConfig:
     # whose query tower sees no user history: signed-out searches, pseudo-queries, first searches),
     # so the user-agnostic teacher does not pull personalised query vectors toward one ranking for all.
     distill_rows: str = "all"
+    # A second vector per history item, beside its graph vector (towers.QueryUserTower): a token term
+    # in the history transformer and a type-weighted mean through a zero-initialised matrix added to
+    # the output. "product": the product tower's own vectors, refreshed every history_vector_refresh
+    # steps (no gradient through them); "interactions": the view vectors of an item-interaction run
+    # (`upper-fast train-interactions`, at history_interactions_run), fixed. Training and exact
+    # evaluation only: `upper-fast export` refuses such a model.
+    history_item_vectors: str = "none"
+    history_vector_refresh: int = 200
+    history_interactions_run: str | None = None
+    history_vector_dim: int = 0  # width of those vectors; set by train() (0 = model.dim)
 
 
 def _training_featurizer() -> FeaturizerConfig:
@@ -308,6 +318,7 @@ class TrainConfig:
                              f"{data.pseudo_query_min_words}, {data.pseudo_query_max_words}")
         for section, name in (("loop", "epochs"), ("loop", "batch_size"), ("model", "dim"), ("model", "term_dim"),
                               ("model", "hidden"), ("model", "history_heads"), ("model", "quality_buckets"),
+                              ("experimental", "history_vector_refresh"),
                               ("graph", "graph_walks_per_node"), ("graph", "graph_epochs")):
             if getattr(getattr(self, section), name) < 1:
                 raise ValueError(f"{section}.{name} must be >= 1, got {getattr(getattr(self, section), name)}")
@@ -346,6 +357,12 @@ class TrainConfig:
             raise ValueError(f"distill_bm25_negatives must be >= 0, got {exp.distill_bm25_negatives}")
         if exp.distill_bm25_negatives > 0 and obj.distill_weight == 0:
             raise ValueError("distill_bm25_negatives > 0 needs distill_weight > 0 (they are columns of the distillation)")
+        if exp.history_item_vectors not in ("none", "product", "interactions"):
+            raise ValueError("experimental.history_item_vectors must be 'none', 'product' or 'interactions', got "
+                             f"{exp.history_item_vectors!r}")
+        if exp.history_item_vectors == "interactions" and not exp.history_interactions_run:
+            raise ValueError("experimental.history_item_vectors 'interactions' needs experimental.history_interactions_run: "
+                             "the directory of `upper-fast train-interactions DATA RUN`")
         if self.text.frozen_encode_dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"text.frozen_encode_dtype must be 'auto', 'float32' or 'bfloat16', got {self.text.frozen_encode_dtype!r}")
         if loop.lr_schedule not in ("constant", "linear", "cosine"):

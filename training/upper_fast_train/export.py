@@ -351,6 +351,10 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
     check_run_windows(run_dir, getattr(dataset, "windows", None))
     run = load_run(run_dir, dataset)
     tc = run.train_config
+    if tc.experimental.history_item_vectors != "none":
+        raise ValueError(f"{run_dir} was trained with experimental.history_item_vectors="
+                         f"{tc.experimental.history_item_vectors!r}, a training-side experiment the served bundle has no "
+                         "input for; evaluate it with `upper-fast eval`, or train without it to export")
     catalog = dataset.catalog
     product_ids = [str(p) for p in catalog.column("product_id").to_pylist()]
     product_rows = {p: i for i, p in enumerate(product_ids)}

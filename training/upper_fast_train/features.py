@@ -101,13 +101,18 @@ class ProductTable:
     # (n, H) float32 mean-pooled text-encoder output, only with a frozen text encoder
     # (TrainConfig.text.freeze_text_encoder): the tower then skips its encoder. None otherwise.
     text_pooled: np.ndarray | None = None
+    # (n, d) float32 second vectors of the products as history items, for a model with
+    # TrainConfig.experimental.history_item_vectors (the product tower's vectors, refreshed during
+    # training, or item-interaction view vectors); not a product-tower input.
+    history_vectors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.text_ids.shape[0])
 
     def take(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Product-tower inputs of catalog rows (B,) int64, keyed by input name (text_pooled only when set)."""
-        return {name: getattr(self, name)[rows] for name in self.__dataclass_fields__ if getattr(self, name) is not None}
+        return {name: getattr(self, name)[rows] for name in self.__dataclass_fields__
+                if name != "history_vectors" and getattr(self, name) is not None}
 
 
 def product_table(catalog: Any, tokenizer: Any, featurizer: Any, vocab: Vocab, graph: Any, config: TrainConfig) -> ProductTable:
@@ -163,8 +168,11 @@ class QueryTable:
     def __len__(self) -> int:
         return int(self.event_query.shape[0])
 
-    def take(self, idx: np.ndarray, product_graph: np.ndarray, personalized: bool = True) -> dict[str, np.ndarray]:
+    def take(self, idx: np.ndarray, product_graph: np.ndarray, personalized: bool = True,
+             item_vectors: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The ONNX query-tower inputs of events `idx` (B,); product_graph (n_products, G) float32.
+        item_vectors (n_products, d) float32, when given: also "hist_item_vector", the history items'
+        second vectors (TrainConfig.experimental.history_item_vectors).
 
         With personalized=False the user inputs are blanked (no history, country 0).
         """
@@ -176,7 +184,7 @@ class QueryTable:
             queries = np.full_like(queries, -1)
         item_graph = product_graph[np.maximum(items, 0)] * (items >= 0)[..., None]
         hist_terms = self.query_terms[np.maximum(queries, 0)] * (queries >= 0)[..., None]
-        return {
+        out = {
             "query_terms": self.query_terms[q],
             "query_graph": self.query_graph[q],
             "query_graph_mask": self.query_graph_mask[q],
@@ -185,6 +193,10 @@ class QueryTable:
             "hist_query_terms": hist_terms.astype(np.int64),
             "user_country": self.user_country[idx] if personalized else np.zeros(len(idx), np.int64),
         }
+        if item_vectors is not None:
+            vectors = item_vectors[np.maximum(items, 0)] * (items >= 0)[..., None]
+            out["hist_item_vector"] = np.ascontiguousarray(vectors, dtype=np.float32)
+        return out
 
 
 def _unique_index(values: list[str]) -> tuple[list[str], np.ndarray]:

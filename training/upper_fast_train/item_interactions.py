@@ -31,7 +31,7 @@ from upper_fast.featurizer import Featurizer, FeaturizerConfig, StringIdMap
 from upper_fast.recommender import TOKEN_TYPES, recommendations_dir, write_recommendations_bundle
 from upper_fast.searches import SEARCH_GAP_S
 
-from upper_fast_train.item_sessions import (N_TYPES, SessionTokens, ViewsByGroup, build_sessions, describe, only_viewed,
+from upper_fast_train.item_sessions import (N_TYPES, VIEW, SessionTokens, ViewsByGroup, build_sessions, describe, only_viewed,
                                             typed_negatives)
 
 __all__ = ["ItemInteractionConfig", "ItemInteractionTables", "export_interactions", "load_run", "session_corpus",
@@ -330,6 +330,24 @@ def load_run(run_dir: str | Path) -> tuple[ItemInteractionConfig, dict[str, np.n
     with np.load(run / "vectors.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     return ItemInteractionConfig.from_dict(data), arrays
+
+
+def view_vectors(run_dir: str | Path, product_ids: list[str]) -> np.ndarray:
+    """(len(product_ids), dim) float32: each product's view-token vector from an item-interaction run
+    (token + title subwords, as trained), zeros for a product the run has no view token of; the
+    history-item vectors of `TrainConfig.experimental.history_item_vectors = "interactions"`."""
+    _, arrays = load_run(run_dir)
+    run_ids = arrays["product_ids"].tolist()
+    keys = arrays["keys"]
+    views = keys % N_TYPES == VIEW
+    row_of = StringIdMap([str(p) for p in run_ids]).lookup([str(p) for p in product_ids])
+    vector_of = np.full(len(run_ids), -1, np.int64)
+    vector_of[keys[views] // N_TYPES] = np.flatnonzero(views)
+    out = np.zeros((len(product_ids), arrays["vectors"].shape[1]), np.float32)
+    known = row_of >= 0
+    pick = np.where(known, vector_of[np.maximum(row_of, 0)], -1)
+    out[pick >= 0] = arrays["vectors"][pick[pick >= 0]]
+    return out
 
 
 def export_interactions(run_dir: str | Path, bundle_dir: str | Path, overwrite: bool = False, **index: Any) -> dict[str, Any]:

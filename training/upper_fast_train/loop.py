@@ -53,6 +53,12 @@ def step_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One batch `idx`: gather the columns the objective's active terms need (mining from `pool`),
     one forward, and the objective's total and per-term values. `schedule`: the negative weights."""
+    if config.experimental.history_item_vectors == "product" and (
+            products.history_vectors is None or step % config.experimental.history_vector_refresh == 0):
+        t0 = time.perf_counter()
+        core = model.module if hasattr(model, "module") else model
+        products.history_vectors = encode_product_rows(core, products, np.arange(len(products)), device)
+        timing["data"] += time.perf_counter() - t0
     sources = objective.sources(schedule)
     mine = _Miner(model, pool, products, step, config, device) if pool is not None and "dynamic" in sources else None
     teacher_rows = None
@@ -278,6 +284,12 @@ def train(
 
     arrays = training_arrays(dataset, run, config, progress=config.loop.progress and d.main)
     data, products = arrays.data, arrays.products
+    if config.experimental.history_item_vectors == "interactions":
+        from upper_fast_train.item_interactions import view_vectors
+
+        products.history_vectors = view_vectors(config.experimental.history_interactions_run,
+                                                [str(p) for p in dataset.catalog.column("product_id").to_pylist()])
+        config = config.replace(history_vector_dim=int(products.history_vectors.shape[1]))
 
     encoder = text_encoder_from_dir(run / "text_encoder")
     model = build_model(config, arrays.tokenizer.get_vocab_size(), arrays.vocab, encoder)

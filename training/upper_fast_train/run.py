@@ -12,7 +12,7 @@ import torch
 
 from upper_fast_train.config import INTERACTIONS, TrainConfig
 from upper_fast_train.features import ProductTable, QueryTable, Vocab, product_table, query_table
-from upper_fast_train.towers import QUERY_INPUTS, UpperModel, text_encoder_from_dir
+from upper_fast_train.towers import UpperModel, text_encoder_from_dir
 
 __all__ = ["TrainedRun", "load_run"]
 
@@ -54,6 +54,7 @@ class TrainedRun:
         load_model(self.model, str(self.run_dir / "model.safetensors"), device=str(self.device))
         self.model.to(self.device).eval()
         self.dataset = dataset
+        self._history_vector_cache: tuple[Any, np.ndarray] | None = None  # (catalog, its history-item vectors)
 
     # Products.
     def _graph_for(self, catalog: Any) -> Any:
@@ -128,7 +129,12 @@ class TrainedRun:
             hist_queries=hist_queries,
             user_country=self.vocab.country_index(countries),
         )
-        return table.take(np.arange(n), self.graph.product_vectors, personalized=True)
+        item_vectors = None
+        if self.train_config.experimental.history_item_vectors != "none":
+            item_vectors = (self._history_vectors(None) if (hist_items >= 0).any()
+                            else np.zeros((1, self.train_config.experimental.history_vector_dim or self.train_config.model.dim),
+                                          np.float32))
+        return table.take(np.arange(n), self.graph.product_vectors, personalized=True, item_vectors=item_vectors)
 
     def event_query_inputs(self, events: Any, dataset: Any = None, personalized: bool = True) -> dict[str, np.ndarray]:
         """ONNX inputs for logged events (timestamp, user_id, query [, country]) of `dataset`, each with
@@ -144,18 +150,44 @@ class TrainedRun:
         graph = self._graph_for(dataset.catalog)
         ids = StringIdMap([str(p) for p in dataset.catalog.column("product_id").to_pylist()])
         table = query_table(events, dataset.log, ids, users, self.featurizer, self.vocab, graph, self.train_config)
-        return table.take(np.arange(len(table)), graph.product_vectors, personalized=personalized)
+        return table.take(np.arange(len(table)), graph.product_vectors, personalized=personalized,
+                          item_vectors=self._history_vectors(dataset.catalog))
+
+    def _history_vectors(self, catalog: Any) -> np.ndarray | None:
+        """The history items' second vectors of a model with experimental.history_item_vectors (None
+        otherwise) for `catalog`'s rows (None = the training catalogue), kept per catalogue: this
+        model's product vectors ("product") or the item-interaction run's view vectors ("interactions")."""
+        exp = self.train_config.experimental
+        if exp.history_item_vectors == "none":
+            return None
+        if catalog is None:  # rows of product_ids.json: the training catalogue
+            catalog = self.dataset.catalog if self.dataset is not None else None
+            if catalog is None or [str(p) for p in catalog.column("product_id").to_pylist()] != self.product_ids:
+                raise ValueError("this model reads a second vector per history item: query_inputs with history "
+                                 "products needs the training dataset (load_run(RUN, dataset))")
+        cached = self._history_vector_cache
+        if cached is None or cached[0] is not catalog:
+            if exp.history_item_vectors == "interactions":
+                from upper_fast_train.item_interactions import view_vectors
+
+                vectors = view_vectors(exp.history_interactions_run, [str(p) for p in catalog.column("product_id").to_pylist()])
+            else:
+                vectors = self.encode_products(catalog)
+            cached = (catalog, vectors)
+            self._history_vector_cache = cached
+        return cached[1]
 
     @torch.no_grad()
     def encode_queries(self, inputs: Mapping[str, np.ndarray], batch_size: int = 1024) -> np.ndarray:
         """(n, D) float32 query vectors from ONNX-style inputs."""
-        missing = set(QUERY_INPUTS) - set(inputs)
+        names = self.model.query_tower.input_names
+        missing = set(names) - set(inputs)
         if missing:
             raise ValueError(f"query inputs missing {sorted(missing)}")
         n = len(inputs["query_terms"])
         out = np.zeros((n, self.train_config.model.dim), dtype=np.float32)
         for start in range(0, n, batch_size):
-            part = {k: torch.from_numpy(np.ascontiguousarray(inputs[k][start : start + batch_size])).to(self.device) for k in QUERY_INPUTS}
+            part = {k: torch.from_numpy(np.ascontiguousarray(inputs[k][start : start + batch_size])).to(self.device) for k in names}
             out[start : start + batch_size] = self.model.query_tower(**part).float().cpu().numpy()
         return out
 

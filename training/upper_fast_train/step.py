@@ -115,7 +115,7 @@ def gather_step(
     teacher_rows (nq,) bool, when given: add each distilled row's BM25 products (`lexical_columns`).
     Adds its seconds to timing["data"], ["mining"] and ["forward"] (what follows the mining)."""
     t0 = time.perf_counter()
-    q_np = data.queries.take(idx, products.product_graph, config.model.personalized)
+    q_np = data.queries.take(idx, products.product_graph, config.model.personalized, products.history_vectors)
     drop_rng = np.random.default_rng([config.loop.seed, step, 17])  # graph dropout draws, seeded by step
     if config.graph.query_graph_dropout > 0:
         _blank_graph(q_np, "query_graph", drop_rng.random(len(idx)) < config.graph.query_graph_dropout)

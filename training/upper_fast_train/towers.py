@@ -19,7 +19,7 @@ from torch import nn
 
 from upper_fast_train.config import TrainConfig, resolve_text_encoder
 
-__all__ = ["bag_mean", "blank_user_inputs", "query_parts", "typed_history_mean", "unit_scale", "TermBag", "UserSkip", "ProductSkip", "ProductTower", "QueryUserTower", "UpperModel", "build_text_encoder", "text_encoder_from_dir", "PRODUCT_INPUTS", "QUERY_INPUTS"]
+__all__ = ["bag_mean", "blank_user_inputs", "query_parts", "typed_history_mean", "unit_scale", "TermBag", "UserSkip", "ProductSkip", "ProductTower", "QueryUserTower", "UpperModel", "build_text_encoder", "text_encoder_from_dir", "HIST_ITEM_VECTOR", "PRODUCT_INPUTS", "QUERY_INPUTS"]
 
 QUERY_INPUTS = (
     "query_terms",
@@ -30,6 +30,9 @@ QUERY_INPUTS = (
     "hist_query_terms",
     "user_country",
 )
+# The eighth query-tower input of a model with experimental.history_item_vectors: (B, N, d) float32
+# vectors of the history items (zeros on padding).
+HIST_ITEM_VECTOR = "hist_item_vector"
 PRODUCT_INPUTS = (
     "text_ids",
     "text_mask",
@@ -371,6 +374,25 @@ class QueryUserTower(nn.Module):
         self.query_width = config.model.term_dim + config.graph.graph_dim + 1  # the `query_parts` columns of the fusion input
         user_dim = h + config.model.country_dim
         self.fuse = _mlp(self.query_width + user_dim, h * 2, config.model.dim, config.model.dropout)
+        # experimental.history_item_vectors: a second vector per history item as a token term and a
+        # typed mean added to the output (zero-initialised: the model starts as one without them).
+        self.item_vector_proj: nn.Linear | None = None
+        self.item_vector_skip: nn.Linear | None = None
+        self.item_vector_type: nn.Embedding | None = None
+        if config.experimental.history_item_vectors != "none":
+            width = config.experimental.history_vector_dim or config.model.dim
+            self.item_vector_proj = nn.Linear(width, h, bias=False)
+            self.item_vector_skip = nn.Linear(width, config.model.dim, bias=False)
+            nn.init.zeros_(self.item_vector_skip.weight)
+            self.item_vector_type = nn.Embedding(5, 1, padding_idx=0)
+            with torch.no_grad():
+                self.item_vector_type.weight.fill_(1.0)
+                self.item_vector_type.weight[0].zero_()
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The tower's inputs in ONNX order: QUERY_INPUTS, plus HIST_ITEM_VECTOR when it reads one."""
+        return QUERY_INPUTS + ((HIST_ITEM_VECTOR,) if self.item_vector_proj is not None else ())
 
     def forward(
         self,
@@ -381,14 +403,22 @@ class QueryUserTower(nn.Module):
         hist_item_type: torch.Tensor,  # (B, N) int64
         hist_query_terms: torch.Tensor,  # (B, M, Lq) int64
         user_country: torch.Tensor,  # (B,) int64
+        hist_item_vector: torch.Tensor | None = None,  # (B, N, d) float32, experimental.history_item_vectors
     ) -> torch.Tensor:
         parts = query_parts(self.terms(query_terms), query_graph, query_graph_mask)
         term_bag = parts[0]
+        if self.item_vector_proj is not None and hist_item_vector is None:
+            raise ValueError(f"this query tower reads {HIST_ITEM_VECTOR!r} (experimental.history_item_vectors): pass "
+                             "the history items' vectors")
         if not self.personalized:
             hist_item_graph, hist_item_type, hist_query_terms, user_country = blank_user_inputs(
                 hist_item_graph, hist_item_type, hist_query_terms, user_country)
+            if hist_item_vector is not None:
+                hist_item_vector = hist_item_vector * 0
         b = query_terms.shape[0]
         items = self.item_proj(hist_item_graph) + self.item_type(hist_item_type) + self.segment.weight[1]  # (B, N, h)
+        if self.item_vector_proj is not None:
+            items = items + self.item_vector_proj(hist_item_vector)
         queries = self.query_proj(self.terms(hist_query_terms)) + self.segment.weight[2]  # (B, M, h)
         summary = (self.summary + self.segment.weight[0]).expand(b, 1, -1)  # (B, 1, h)
         tokens = torch.cat([summary, items, queries], dim=1)
@@ -409,6 +439,10 @@ class QueryUserTower(nn.Module):
             out = out + self.lexical(term_bag)
         if self.user_skip is not None:
             out = out + self.user_skip(hist_item_graph, hist_item_type, user_country)
+        if self.item_vector_skip is not None and self.item_vector_type is not None:
+            w = self.item_vector_type(hist_item_type) * (hist_item_type > 0).unsqueeze(-1)  # (B, N, 1)
+            count = (hist_item_type > 0).sum(1, keepdim=True).to(w.dtype)
+            out = out + self.item_vector_skip(typed_history_mean(hist_item_vector, w, count))
         return F.normalize(out, dim=-1)
 
 
