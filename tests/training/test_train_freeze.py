@@ -113,8 +113,12 @@ def test_train_and_load_run_honour_the_option(tmp_path):
         dynamic_negatives=2, dynamic_refresh=2, progress=False, text_max_len=12, graph_workers=1,
         freeze_text_encoder=True, text_cache_dir=str(tmp_path / "cache"), frozen_encode_dtype="float32",
     )
-    train(world, tmp_path / "run", cfg)
+    metrics = train(world, tmp_path / "run", cfg)
     assert len(list((tmp_path / "cache").glob("text_pooled-*.npy"))) == 1  # the run's encoder, cached once
+    assert metrics["frozen_encode_dtype"] == "float32"
+    from upper_fast_train.commands.train import _time_split
+
+    assert _time_split(metrics).endswith("(frozen text encoder in float32)")
     run = load_run(tmp_path / "run")
     assert run.train_config.text.freeze_text_encoder
     table = run.product_table(world.catalog)

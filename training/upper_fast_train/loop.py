@@ -241,6 +241,8 @@ def train_model(
         "seconds": elapsed,
         "text_encode_s": text_encode_s,  # the frozen encoder's pooled product texts (before the loop)
         "teacher_s": teacher_s,  # the distillation teacher's query vectors (before the loop)
+        # the dtype those frozen passes ran in (TextConfig.frozen_encode_dtype resolved on this device)
+        "frozen_encode_dtype": str(frozen_encode_dtype(config.text.frozen_encode_dtype, device)).removeprefix("torch."),
         "examples_per_s": examples / elapsed if elapsed > 0 else 0.0,
         "step_time_s": {k: v / max(1, len(history)) for k, v in timing.items()},
         "world_size": d.world,

@@ -116,4 +116,7 @@ def _time_split(metrics: dict) -> str:
              ("doc2query", (metrics.get("pretrain") or {}).get("seconds")), ("featurize", metrics.get("featurize_s")),
              ("text encoding", metrics.get("text_encode_s")), ("teacher", metrics.get("teacher_s")),
              ("loop", metrics.get("seconds"))]
-    return ", ".join(f"{name} {value:.0f} s" for name, value in parts if value)
+    out = ", ".join(f"{name} {value:.0f} s" for name, value in parts if value)
+    if metrics.get("text_encode_s") or metrics.get("teacher_s"):
+        out += f" (frozen text encoder in {metrics.get('frozen_encode_dtype', 'float32')})"
+    return out
