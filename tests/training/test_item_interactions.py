@@ -690,6 +690,14 @@ def test_view_vectors_feed_the_query_tower_history_as_an_experiment(tmp_path: Pa
     assert run.model.query_tower.item_vector_proj.in_features == 8
     result = evaluate_run(run, dataset, ks=(100,), progress=False)
     assert 0.0 <= result["purchase_recall@100"] <= 1.0
+    history = [{"products": [ids[1], ids[0]], "types": ["click", "purchase"]}]
+    for _ in range(2):  # computed once, then from the cache
+        inputs = run.query_inputs(["anything"], history)
+        np.testing.assert_array_equal(inputs["hist_item_vector"][0, :2], vectors[[1, 0]])
+        assert not inputs["hist_item_vector"][0, 2:].any()
+    assert not run.query_inputs(["anything"])["hist_item_vector"].any()  # signed out: no dataset needed
+    with pytest.raises(ValueError, match="needs the training dataset"):
+        load_run(tmp_path / "run").query_inputs(["anything"], history)
     with pytest.raises(ValueError, match="history_item_vectors"):
         export_bundle(tmp_path / "run", tmp_path / "bundle", dataset)
     assert not (tmp_path / "bundle").exists()

@@ -318,6 +318,8 @@ def test_history_item_vectors_add_a_token_term_and_a_typed_mean_skip():
         tiny_config(history_item_vectors="interactions")
     with pytest.raises(ValueError, match="must be 'none', 'product' or 'interactions'"):
         tiny_config(history_item_vectors="graph")
+    with pytest.raises(ValueError, match="history_vector_dim must be 0 or model.dim"):
+        tiny_config(history_item_vectors="product", history_vector_dim=7)
     with pytest.raises(ValueError, match="history_vector_refresh"):
         tiny_config(history_item_vectors="product", history_vector_refresh=0)
 

@@ -360,6 +360,9 @@ class TrainConfig:
         if exp.history_item_vectors not in ("none", "product", "interactions"):
             raise ValueError("experimental.history_item_vectors must be 'none', 'product' or 'interactions', got "
                              f"{exp.history_item_vectors!r}")
+        if exp.history_item_vectors == "product" and exp.history_vector_dim not in (0, model.dim):
+            raise ValueError(f"experimental.history_vector_dim must be 0 or model.dim ({model.dim}) with 'product' "
+                             f"history vectors (they are the product tower's output), got {exp.history_vector_dim}")
         if exp.history_item_vectors == "interactions" and not exp.history_interactions_run:
             raise ValueError("experimental.history_item_vectors 'interactions' needs experimental.history_interactions_run: "
                              "the directory of `upper-fast train-interactions DATA RUN`")

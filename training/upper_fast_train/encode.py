@@ -3,6 +3,7 @@ disk by a hash of the encoder's weights and the token rows."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ from upper_fast_train.towers import UpperModel
 __all__ = ["encode_product_rows", "frozen_encode_dtype", "pool_token_rows", "pooled_text_vectors", "to_device"]
 
 
+@functools.cache
 def _cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 dot products in hardware (AVX512-BF16 or AMX); read from
     /proc/cpuinfo, so False where that does not exist (the float32 path is then always taken)."""

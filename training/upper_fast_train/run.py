@@ -54,7 +54,8 @@ class TrainedRun:
         load_model(self.model, str(self.run_dir / "model.safetensors"), device=str(self.device))
         self.model.to(self.device).eval()
         self.dataset = dataset
-        self._history_vector_cache: tuple[Any, np.ndarray] | None = None  # (catalog, its history-item vectors)
+        # (catalog, its history-item vectors, whether its rows were checked to be the training products')
+        self._history_vector_cache: tuple[Any, np.ndarray, bool] | None = None
 
     # Products.
     def _graph_for(self, catalog: Any) -> Any:
@@ -160,12 +161,14 @@ class TrainedRun:
         exp = self.train_config.experimental
         if exp.history_item_vectors == "none":
             return None
-        if catalog is None:  # rows of product_ids.json: the training catalogue
+        training = catalog is None  # rows of product_ids.json: the training catalogue
+        if training:
             catalog = self.dataset.catalog if self.dataset is not None else None
+        cached = self._history_vector_cache
+        if training and not (cached is not None and cached[0] is catalog and cached[2]):
             if catalog is None or [str(p) for p in catalog.column("product_id").to_pylist()] != self.product_ids:
                 raise ValueError("this model reads a second vector per history item: query_inputs with history "
                                  "products needs the training dataset (load_run(RUN, dataset))")
-        cached = self._history_vector_cache
         if cached is None or cached[0] is not catalog:
             if exp.history_item_vectors == "interactions":
                 from upper_fast_train.item_interactions import view_vectors
@@ -173,8 +176,10 @@ class TrainedRun:
                 vectors = view_vectors(exp.history_interactions_run, [str(p) for p in catalog.column("product_id").to_pylist()])
             else:
                 vectors = self.encode_products(catalog)
-            cached = (catalog, vectors)
-            self._history_vector_cache = cached
+            cached = (catalog, vectors, training)
+        elif training:
+            cached = (catalog, cached[1], True)
+        self._history_vector_cache = cached
         return cached[1]
 
     @torch.no_grad()
