@@ -1,9 +1,10 @@
 """The lexical channel of hybrid retrieval: a BM25 index over the catalogue text, and the fusion of its
 hits with the dense channel's (docs/serving.md, "Hybrid retrieval").
 
-The index is tantivy (the Rust search library, through its Python binding): an inverted index with
-block-max WAND top-k, memory-mapped from the bundle's `lexical/` directory. It was chosen over bm25s
-by query latency at 1M products (docs/serving.md has the figures and the command).
+The index is tantivy (the Rust search library, through its Python binding): an inverted index
+memory-mapped from the bundle's `lexical/` directory. It was chosen over bm25s by query latency at 1M
+products (docs/serving.md has the figures and the command). The binding scores every posting of the
+query's terms (no block-max WAND skipping), so `LexicalIndex.max_postings` bounds a query's work.
 
 Bundle files (optional, all or none; `upper_fast.bundle` checksums them like every other file):
 
@@ -33,7 +34,7 @@ import numpy as np
 
 from upper_fast._core import FormatError
 
-__all__ = ["DEFAULT_POSTING_BUDGET", "FUSION_FEATURES", "FusionModel", "LexicalIndex", "build_lexical_index", "catalogue_texts",
+__all__ = ["DEFAULT_MAX_POSTINGS", "FUSION_FEATURES", "FusionModel", "LexicalIndex", "build_lexical_index", "catalogue_texts",
            "fit_logistic", "fusion_features", "lexical_query_text", "rrf_scores"]
 
 LEXICAL_FORMAT = "upper_fast.lexical"
@@ -47,10 +48,14 @@ _ANALYZER = "upper_fast_en"
 # The standard RRF constant (Cormack et al. 2009): a hit at rank r adds 1 / (60 + r).
 RRF_K = 60
 DEFAULT_LEXICAL_K = 100
-# LexicalIndex.posting_budget's default: a query reads the postings of at most 15% of the catalogue
-# (~1 ms of tantivy at 1M products); on Home Depot dev BM25 alone loses 0.0023 nDCG@10 and 0.0025
-# R@100 with it (60 of 2,306 queries lose a term; docs/serving.md "Hybrid retrieval").
-DEFAULT_POSTING_BUDGET = 0.15
+# LexicalIndex.max_postings's default: a query reads at most 100,000 postings. tantivy's Python
+# binding scores every posting of the query's terms (its search wraps the top-k collector in a
+# MultiCollector, which turns block-max WAND off), so a query costs ~80 us + ~30 us per term + ~6.7 ns
+# per posting at 1M products on a 2-core AVX-512 VM (fit over 2,000 Home Depot dev queries, correlation
+# 0.98): 100,000 postings is ~0.8 ms, what a fused search can spend beside the dense channel within
+# 1.5 ms. An absolute bound, not a share of the catalogue: a small catalogue's queries are cheap and
+# keep every term (docs/serving.md "Hybrid retrieval").
+DEFAULT_MAX_POSTINGS = 100_000
 # Per fused candidate (docs/serving.md "Hybrid retrieval"). Ranks are 1-based; 0 = not in that channel.
 FUSION_FEATURES = (
     "dense_score",        # hydrated score (cosine + boost), exact, also for lexical-only candidates
@@ -162,28 +167,28 @@ class LexicalIndex:
         self._analyzer = analyzer
         self.meta = meta
         self.n_products = int(meta["n_products"])
-        self._posting_budget: float | None = DEFAULT_POSTING_BUDGET
+        self._max_postings: int | None = DEFAULT_MAX_POSTINGS
         # A hit's row is its document id when the index is one segment numbered in row order (how
         # build_lexical_index writes it; checked at load): the row fast field is then not read, which
         # took ~90 us of a 1M-product query for 100 hits.
         self._doc_is_row = searcher.num_segments == 1 and _doc_ids_are_rows(tantivy, searcher, self.n_products)
 
     @property
-    def posting_budget(self) -> float | None:
-        """The bound on a query's work: a fraction f in (0, 1] (default `DEFAULT_POSTING_BUDGET`,
-        0.15) keeps the query's terms from the rarest up while their document frequencies sum to at
-        most f * n_products (the rarest term always stays) and drops the rest; None searches every
-        term. The time of a BM25 top-k query grows with the postings it reads (correlation 0.97 with
-        that sum over the Home Depot dev queries at 1M products), so this bounds the slowest queries.
-        Its quality cost on Home Depot is in docs/serving.md "Hybrid retrieval". Settable."""
-        return self._posting_budget
+    def max_postings(self) -> int | None:
+        """The bound on a query's work, in postings (default `DEFAULT_MAX_POSTINGS`, 100,000): a query
+        keeps its terms from the rarest up while their document frequencies sum to at most this (the
+        rarest term always stays) and drops the rest; None searches every term. A BM25 query's time
+        grows with the postings it reads (correlation 0.98 with that sum over the Home Depot dev queries
+        at 1M products), so this bounds the slowest queries; a catalogue smaller than the bound is
+        never cut by a one-term query. Its quality cost is in docs/serving.md "Hybrid retrieval".
+        Settable: a positive int or None."""
+        return self._max_postings
 
-    @posting_budget.setter
-    def posting_budget(self, value: float | None) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0.0 < float(value) <= 1.0):
-            raise ValueError(f"posting_budget must be None or a fraction in (0, 1], got {value!r}")
-        self._posting_budget = None if value is None else float(value)
+    @max_postings.setter
+    def max_postings(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"max_postings must be None or a positive number of postings, got {value!r}")
+        self._max_postings = None if value is None else int(value)
 
     def query_terms(self, query: str) -> list[tuple[str, int]]:
         """The query's index terms as the analyzer makes them (in query order, repeats kept), each with
@@ -194,10 +199,10 @@ class LexicalIndex:
         return [(t, int(self._searcher.doc_freq(_FIELD, t))) for t in self._analyzer.analyze(text)]
 
     def _bounded_query(self, text: str) -> Any:
-        """The query over the terms `posting_budget` keeps; None when it keeps them all (parse as usual)."""
+        """The query over the terms `max_postings` keeps; None when it keeps them all (parse as usual)."""
         terms = self._analyzer.analyze(text)
         df = {t: int(self._searcher.doc_freq(_FIELD, t)) for t in terms}
-        budget = self._posting_budget * self.n_products
+        budget = self._max_postings
         kept, total = set(), 0
         for t in sorted(df, key=df.__getitem__):  # rarest first; ties in query order
             if kept and total + df[t] > budget:
@@ -245,14 +250,14 @@ class LexicalIndex:
 
         allowed: optional sorted unique int64 rows; only those can be returned (a term-set filter inside
         the index, so a narrow filter still finds its k best). A query without index terms (empty,
-        stopwords or punctuation only) returns no hits. With a `posting_budget`, the query's most
+        stopwords or punctuation only) returns no hits. With `max_postings`, the query's most
         common terms may be left out.
         """
         text = lexical_query_text(query)
         if not text or k < 1:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         tv = self._tantivy
-        q = self._bounded_query(text) if self._posting_budget is not None else None
+        q = self._bounded_query(text) if self._max_postings is not None else None
         if q is None:
             try:
                 q = self._index.parse_query(text, [_FIELD])

@@ -11,7 +11,7 @@ import pytest
 import upper_fast
 from upper_fast import Retriever
 from upper_fast.bundle import read_manifest, verify_bundle
-from upper_fast.lexical import (DEFAULT_POSTING_BUDGET, FUSION_FEATURES, FusionModel, LexicalIndex, build_lexical_index, catalogue_texts,
+from upper_fast.lexical import (DEFAULT_MAX_POSTINGS, FUSION_FEATURES, FusionModel, LexicalIndex, build_lexical_index, catalogue_texts,
                                 fit_logistic, fusion_features, lexical_query_text)
 from serve_tiny import tiny_bundle, tiny_world
 
@@ -284,31 +284,36 @@ def test_native_fusion_rejects_bad_arrays(retriever):
         upper_fast._core.fuse_hybrid(*bad)
 
 
-def test_posting_budget_drops_the_commonest_terms(tmp_path):
+def test_max_postings_drops_the_commonest_terms(tmp_path):
     texts = [f"brass lamp {w}" for w in ("oak", "pine", "teak", "elm", "ash", "fir", "yew", "box")] + ["copper pipes"] * 2
     build_lexical_index(texts, tmp_path)
     index = LexicalIndex.load(tmp_path, len(texts))
-    assert index.posting_budget == DEFAULT_POSTING_BUDGET
+    assert index.max_postings == DEFAULT_MAX_POSTINGS
     assert index.query_terms("Copper lamps, teak!") == [("copper", 2), ("lamp", 8), ("teak", 1)]
-    index.posting_budget = None
+    index.max_postings = None
     full_rows, full_scores = index.search("copper lamps teak", 20)
     assert full_rows.size == 10
-    index.posting_budget = 1.0  # 2 + 8 of 10 postings: everything fits, the query as parsed
+    index.max_postings = 10  # 2 + 8 postings: everything fits, the query as parsed
     index_rows, index_scores = index.search("copper lamps", 20)
-    index.posting_budget = None
+    index.max_postings = None
     np.testing.assert_array_equal(index_rows, index.search("copper lamps", 20)[0])
     np.testing.assert_array_equal(index_scores, index.search("copper lamps", 20)[1])
-    index.posting_budget = 0.3  # 3 postings of 10 fit: "teak" (1) and "copper" (2); "lamp" (8) is dropped
+    index.max_postings = 3  # "teak" (1) and "copper" (2) fit; "lamp" (8) is dropped
     rows, scores = index.search("copper lamps teak", 20)
     assert sorted(rows.tolist()) == [2, 8, 9]
     by_row = dict(zip(full_rows.tolist(), full_scores.tolist()))
     np.testing.assert_allclose(scores[rows >= 8], [by_row[r] for r in rows[rows >= 8].tolist()], rtol=1e-6)
-    index.posting_budget = 0.01  # below the rarest term's frequency: that term alone
+    index.max_postings = 9  # 1 + 2 fit, 1 + 2 + 8 = 11 does not
+    assert sorted(index.search("copper lamps teak", 20)[0].tolist()) == [2, 8, 9]
+    index.max_postings = 1  # the rarest term alone, whatever the bound
     assert index.search("copper lamps teak", 20)[0].tolist() == [2]
+    index.max_postings = np.int64(1)
+    assert index.max_postings == 1 and type(index.max_postings) is int
     assert index.search("the of", 5)[0].size == 0
-    for bad in (0, 1.5, -0.1, True, "0.1"):
-        with pytest.raises(ValueError, match="posting_budget"):
-            index.posting_budget = bad
+    for bad in (0, -5, 1.5, 0.15, True, "100"):
+        with pytest.raises(ValueError, match="max_postings"):
+            index.max_postings = bad
+    assert index.max_postings == 1  # a rejected value leaves the bound as it was
 
 
 def test_hit_rows_from_doc_ids_match_the_row_field(tmp_path):
