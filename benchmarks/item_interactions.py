@@ -1,7 +1,7 @@
 """Item-interaction vectors: next add_to_cart / purchase recall on the test window, beside co-occurrence
 counts and plain skip-gram, and training throughput beside gensim Word2Vec on the same sessions.
 
-    python benchmarks/item_interactions.py --data DIR [DIR ...] [--epochs 5] [--threads 2] [--repeats 1] [--out result.json]
+    python benchmarks/item_interactions.py --data DIR [DIR ...] [--epochs N] [--threads 2] [--repeats 1] [--out result.json]
 
 For each dataset (train < train_end <= validation < valid_end <= test, `upper_fast.data.windows`):
 train on the train window the typed model (typed negatives + title subwords, the defaults), the plain
@@ -80,7 +80,7 @@ def item_coverage(ranker: Any, sources: np.ndarray, n_products: int) -> dict[str
             "catalogue_coverage": covered(np.arange(n_products, dtype=np.int64))}
 
 
-def run_dataset(path: str, epochs: int, threads: int, work: Path, repeats: int = 1) -> dict[str, Any]:
+def run_dataset(path: str, epochs: int | None, threads: int, work: Path, repeats: int = 1) -> dict[str, Any]:
     from upper_fast.data import load_dataset
     from upper_fast.featurizer import StringIdMap
     from upper_fast_train.item_interactions import ItemInteractionConfig, load_run, train_interactions
@@ -92,7 +92,10 @@ def run_dataset(path: str, epochs: int, threads: int, work: Path, repeats: int =
     tag = label(dataset.meta)
     product_ids = dataset.catalog.column("product_id").to_pylist()
     index = StringIdMap(product_ids)
-    base = ItemInteractionConfig(epochs=epochs, num_threads=threads, progress=False)
+    base = ItemInteractionConfig(num_threads=threads, progress=False)
+    if epochs is not None:
+        base = ItemInteractionConfig(**{**base.to_dict(), "epochs": epochs})
+    epochs = base.epochs
     train_sessions = build_sessions(dataset.window("train"), index, base.min_session_length, base.gap_s)
     test = window_sessions(dataset, index, base.gap_s, "test")
     variants = {
@@ -163,7 +166,7 @@ def run_dataset(path: str, epochs: int, threads: int, work: Path, repeats: int =
         results[target] = rows
     for t in trained.values():
         del t["arrays"], t["fz"]
-    return {"data": path, "label": tag, "windows": dataset.windows.to_dict() if dataset.windows else None,
+    return {"data": path, "label": tag, "epochs": epochs, "windows": dataset.windows.to_dict() if dataset.windows else None,
             "catalog_products": len(product_ids), "train_sessions": train_sessions.n_sessions,
             "test_sessions": test.n_sessions, "trained": trained, "next_action": results,
             "throughput": {**{f"ours {name} tokens/s": t["tokens_per_second"] for name, t in trained.items()},
@@ -173,7 +176,7 @@ def run_dataset(path: str, epochs: int, threads: int, work: Path, repeats: int =
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", required=True, help="dataset directories with dataset.json (train_end)")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the trainer's (ItemInteractionConfig.epochs)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1,
                         help="throughput rounds: every variant and gensim trained this many times, interleaved")

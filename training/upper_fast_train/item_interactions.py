@@ -46,7 +46,7 @@ class ItemInteractionConfig:
 
     dim: int = 100
     window: int = 5
-    epochs: int = 5
+    epochs: int = 10                    # word2vec's 5 undertrains session-sized corpora (docs/recommendations.md)
     batch_size: int = 65536             # about this many pairs per native call (progress and Ctrl-C between calls)
     lr: float = 0.025                   # word2vec's start value, decayed linearly to lr * 1e-4
     random_negatives: int = 5
