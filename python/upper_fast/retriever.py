@@ -926,6 +926,22 @@ class Retriever:
             raise TypeError(f"fusion must be an upper_fast.lexical.FusionModel, got {type(model).__name__}")
         self._state.fusion = model
 
+    @property
+    def lexical_max_postings(self) -> int | None:
+        """The lexical channel's bound on a query's work, in postings (`upper_fast.lexical.LexicalIndex.
+        max_postings`; default `DEFAULT_MAX_POSTINGS`, 100,000): a query keeps its rarest terms while
+        their document frequencies sum to at most this. None searches every term. Settable (a
+        positive int or None); `swap` keeps it. Raises ValueError on a bundle without a lexical index."""
+        if self._state.lexical is None:
+            raise ValueError("this bundle has no lexical index: export it with --lexical to search lexically")
+        return self._state.lexical.max_postings
+
+    @lexical_max_postings.setter
+    def lexical_max_postings(self, value: int | None) -> None:
+        if self._state.lexical is None:
+            raise ValueError("this bundle has no lexical index: export it with --lexical to search lexically")
+        self._state.lexical.max_postings = value
+
     def _channels(self, lexical: bool | None, lexical_k: int | None) -> tuple[bool, int]:
         state = self._state
         if lexical is not None and not isinstance(lexical, bool):
@@ -1026,6 +1042,8 @@ class Retriever:
         with self._swap_lock, self._write_mutex:
             state = _load(bundle, self._state.num_threads, self._verify, self._user_cache, self._rerank,
                           self._backend)
+            if state.lexical is not None and self._state.lexical is not None:  # a runtime setting, not the bundle's
+                state.lexical.max_postings = self._state.lexical.max_postings
             self._state = state
         return state.manifest
 

@@ -128,12 +128,35 @@ def test_lexical_k_and_bad_arguments(retriever):
         retriever.search("oak", lexical="yes")
 
 
+def test_lexical_max_postings_on_the_retriever_survives_a_swap(hybrid):
+    r = Retriever.load(hybrid[0])
+    assert r.lexical_max_postings == DEFAULT_MAX_POSTINGS
+    common = max(("oak", "wool", "lamp", "table", "mug"),
+                 key=lambda w: dict(r.stages().lexical.query_terms(w)).get(w, 0))
+    full = r.search(f"{common} {MODEL_NUMBER}", k=50, lexical_k=50)
+    r.lexical_max_postings = 1  # only the rarest term: the model number
+    bounded = r.search(f"{common} {MODEL_NUMBER}", k=50, lexical_k=50)
+    lexical_rows = [row for row, ch in zip(bounded.rows.tolist(), bounded.channels.tolist()) if ch & 2]
+    assert lexical_rows == [EXACT_ROW]
+    assert sum(1 for ch in full.channels.tolist() if ch & 2) > 1
+    with pytest.raises(ValueError, match="max_postings"):
+        r.lexical_max_postings = 0
+    r.swap(hybrid[0])
+    assert r.lexical_max_postings == 1
+    r.lexical_max_postings = None
+    assert r.lexical_max_postings is None
+
+
 def test_bundle_without_lexical_index(tmp_path, capsys):
     path, _, _ = tiny_bundle(tmp_path)
     r = Retriever.load(path)
     assert not r.has_lexical and r.search("oak", k=3).channels is None
     with pytest.raises(ValueError, match="no lexical index"):
         r.search("oak", lexical=True)
+    with pytest.raises(ValueError, match="no lexical index"):
+        r.lexical_max_postings = 10
+    with pytest.raises(ValueError, match="no lexical index"):
+        r.lexical_max_postings
     from upper_fast.cli import main
 
     assert main(["info", str(path)]) == 0
