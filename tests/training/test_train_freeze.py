@@ -154,6 +154,42 @@ def test_graph_dropout_blanks_graph_inputs_seeded():
         tiny_config(query_graph_dropout=1.5)
 
 
+def test_user_dropout_blanks_user_inputs_as_the_ablation_does():
+    from upper_fast_train.loop import _step_loss
+
+    cfg = tiny_config(user_dropout=1.0)
+    data, products = tiny_world(cfg)
+    model = _fresh(cfg)
+    seen = {}
+
+    def spy(q_in, p_in):
+        seen["q"] = q_in
+        return model.query_tower(**q_in), model.product_tower(**p_in)
+
+    spy.query_tower = model.query_tower  # type: ignore[attr-defined]
+    timing = dict.fromkeys(("data", "mining", "forward", "backward", "optimizer"), 0.0)
+    weights = {"uniform": 1.0, "inbatch": 0.0, "dynamic": 0.0}
+    everything = data.queries.take(np.arange(len(data.product_rows)), products.product_graph, True)
+    rows = np.flatnonzero(everything["hist_item_type"].any(1))[:16]  # rows with a history to blank
+    full = data.queries.take(rows, products.product_graph, True)
+    blank = data.queries.take(rows, products.product_graph, False)
+    assert len(rows) == 16 and full["hist_item_type"].any(1).all()
+    _step_loss(spy, data, products, rows, 0, weights, None, cfg, torch.device("cpu"), timing)
+    for name in ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_country"):
+        np.testing.assert_array_equal(seen["q"][name].numpy(), blank[name], err_msg=name)
+    np.testing.assert_array_equal(seen["q"]["query_terms"].numpy(), full["query_terms"])  # the query stays
+    _step_loss(spy, data, products, rows, 0, weights, None, tiny_config(user_dropout=0.0), torch.device("cpu"), timing)
+    np.testing.assert_array_equal(seen["q"]["hist_item_type"].numpy(), full["hist_item_type"])
+    half = tiny_config(user_dropout=0.5)
+    many = np.flatnonzero(everything["hist_item_type"].any(1))[:64]
+    _step_loss(spy, data, products, many, 3, weights, None, half, torch.device("cpu"), timing)
+    dropped = (seen["q"]["hist_item_type"].numpy() == 0).all(1)
+    assert 0 < dropped.sum() < len(many)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="user_dropout"):
+            tiny_config(user_dropout=bad)
+
+
 def test_frozen_encoder_keeps_its_pooled_texts_in_the_run(tmp_path):
     from upper_fast.data import load_dataset
     from upper_fast_train.simulate import generate

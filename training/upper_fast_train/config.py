@@ -253,6 +253,11 @@ class ExperimentalConfig:
     # (`upper-fast train-interactions`, at history_interactions_run), fixed. Training and exact
     # evaluation only: `upper-fast export` refuses such a model.
     history_item_vectors: str = "none"
+    # User-feature dropout (training only): the share of batch rows whose user inputs (history items,
+    # their types and vectors, history queries, country) are blanked as the non-personalised ablation
+    # blanks them, seeded by the step, so the tower also learns to rank from the query alone and the
+    # user features add to that rather than replace it.
+    user_dropout: float = 0.0
     history_vector_refresh: int = 200
     history_interactions_run: str | None = None
     history_vector_dim: int = 0  # width of those vectors; set by train() (0 = model.dim)
@@ -347,6 +352,8 @@ class TrainConfig:
         if obj.distill_weight < 0 or obj.distill_temperature <= 0 or obj.distill_queries < 0:
             raise ValueError("distill_weight must be >= 0, distill_temperature > 0 and distill_queries >= 0, got "
                              f"{obj.distill_weight}, {obj.distill_temperature}, {obj.distill_queries}")
+        if not 0.0 <= exp.user_dropout <= 1.0 or isinstance(exp.user_dropout, bool):
+            raise ValueError(f"experimental.user_dropout must be a share in [0, 1], got {exp.user_dropout!r}")
         if exp.distill_rows not in ("all", "without_history"):
             raise ValueError(f'experimental.distill_rows must be "all" or "without_history", got {exp.distill_rows!r}')
         if exp.distill_bm25 < 0:

@@ -68,6 +68,18 @@ def _blank_graph(inputs: dict[str, np.ndarray], name: str, drop: np.ndarray) -> 
     inputs[name + "_mask"] = np.where(drop, np.float32(0), inputs[name + "_mask"]).astype(np.float32)
 
 
+USER_INPUTS = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_country", "hist_item_vector")
+
+
+def _blank_user(inputs: dict[str, np.ndarray], drop: np.ndarray) -> None:
+    """User-feature dropout: zero every user input on the rows where drop, as the non-personalised
+    ablation does (no history items or queries, country 0)."""
+    for name in USER_INPUTS:
+        if name in inputs:
+            x = inputs[name]
+            inputs[name] = np.where(drop.reshape((-1,) + (1,) * (x.ndim - 1)), np.zeros((), x.dtype), x).astype(x.dtype)
+
+
 @dataclass
 class StepColumns:
     """A step's rows and product columns, ready for one forward (tensors on the step's device unless
@@ -119,6 +131,8 @@ def gather_step(
     drop_rng = np.random.default_rng([config.loop.seed, step, 17])  # graph dropout draws, seeded by step
     if config.graph.query_graph_dropout > 0:
         _blank_graph(q_np, "query_graph", drop_rng.random(len(idx)) < config.graph.query_graph_dropout)
+    if config.experimental.user_dropout > 0 and config.model.personalized:
+        _blank_user(q_np, np.random.default_rng([config.loop.seed, step, 29]).random(len(idx)) < config.experimental.user_dropout)
     q_in = to_device(q_np, device)
     pos_rows = torch.from_numpy(data.product_rows[idx])
     labels = torch.from_numpy(data.labels[idx])
