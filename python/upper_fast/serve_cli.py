@@ -127,23 +127,43 @@ def _cmd_search(args: argparse.Namespace) -> int:
     elif args.filter or args.collection:
         raise ValueError("--filter and --collection are for a Milvus-served search: pass --milvus URI too")
     retriever = Retriever.load(args.bundle, num_threads=args.threads, backend=backend)
+    if args.max_postings is not None:
+        if not retriever.has_lexical:
+            raise ValueError(f"--max-postings bounds the lexical channel, and {args.bundle} has none "
+                             "(export with --lexical to add it)")
+        retriever.lexical_max_postings = None if args.max_postings.lower() == "none" else _positive_int(
+            args.max_postings, "--max-postings")
+    lexical = False if (args.filter or args.dense_only) else None
     t0 = time.perf_counter()
     res = retriever.search(args.query, user=args.user, k=args.k, min_tier=args.min_tier, prune=not args.no_prune,
-                           filter=args.filter or None, lexical=False if args.filter else None)
+                           filter=args.filter or None, lexical=lexical, lexical_k=args.lexical_k)
     ms = (time.perf_counter() - t0) * 1e3
     if args.json:
         print(json.dumps(res.to_dict()))
         return 0
-    print(f"{res.count} results for {args.query!r} (user {args.user or 'signed out'}) in {ms:.2f} ms")
+    how = f"fused by {res.fusion}" if res.fusion else "dense"
+    print(f"{res.count} results for {args.query!r} (user {args.user or 'signed out'}; {how}) in {ms:.2f} ms")
     if res.count == 0 and not args.no_prune:
         print("  every candidate's cosine is below the pruning threshold; --no-prune shows them anyway")
     shown = _display_rows(Path(args.bundle), [hit.product_id for hit in res])
+    hybrid = res.channels is not None
     for rank, hit in enumerate(res, 1):
+        found = f"  {'+'.join(sorted(hit.channels)):<13}" if hybrid else ""
         print(f"{rank:4d}  {hit.product_id:<20} score {hit.score:+.4f}  cosine {hit.cosine:+.4f}  {hit.tier_name:<12}"
-              f"  {shown.get(hit.product_id, '')}")
+              f"{found}  {shown.get(hit.product_id, '')}")
     if not shown and res.count:
         print("  (this bundle has no display.parquet: re-export it to see titles beside the hits)")
     return 0
+
+
+def _positive_int(text: str, flag: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{flag} must be a positive number of postings or 'none', got {text!r}")
+    return value
 
 
 def _display_rows(bundle: Path, product_ids: list[str]) -> dict[str, str]:
@@ -180,6 +200,11 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--no-prune", action="store_true", help="keep hits below the threshold of --min-tier")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--dense-only", action="store_true", help="on a bundle with a lexical index: the dense channel alone")
+    p.add_argument("--lexical-k", type=int, default=None,
+                   help="lexical candidates per search (default: the bundle's fusion.json, 100)")
+    p.add_argument("--max-postings", default=None, metavar="N",
+                   help="bound on the lexical query's work in postings, or 'none' (default 100,000)")
     p.add_argument("--milvus", metavar="URI", default=None,
                    help="search the bundle's vectors in Milvus (after push-milvus; needs upper_fast[scale])")
     p.add_argument("--collection", default=None, help="with --milvus: the collection (default: the bundle's)")

@@ -147,6 +147,28 @@ def test_lexical_max_postings_on_the_retriever_survives_a_swap(hybrid):
     assert r.lexical_max_postings is None
 
 
+def test_search_command_shows_channels_and_takes_the_lexical_flags(hybrid, tmp_path, capsys):
+    from upper_fast.cli import main
+
+    path = str(hybrid[0])
+    assert main(["search", path, f"wool {MODEL_NUMBER}", "--k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "fused by" in out and "lexical" in out.splitlines()[1]
+    assert main(["search", path, f"wool {MODEL_NUMBER}", "--k", "5", "--dense-only"]) == 0
+    out = capsys.readouterr().out
+    assert "; dense)" in out and "+lexical" not in out
+    assert main(["search", path, f"wool {MODEL_NUMBER}", "--k", "5", "--max-postings", "1", "--lexical-k", "3",
+                 "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert [h["product_id"] for h in hits if "lexical" in h["channels"]] == [Retriever.load(path).stages().s.product_ids[EXACT_ROW]]
+    for bad in ("0", "-3", "many"):
+        assert main(["search", path, "wool", "--max-postings", bad]) == 2
+        assert "--max-postings" in capsys.readouterr().err
+    plain, _, _ = tiny_bundle(tmp_path)
+    assert main(["search", str(plain), "wool", "--max-postings", "10"]) == 2
+    assert "has none" in capsys.readouterr().err
+
+
 def test_bundle_without_lexical_index(tmp_path, capsys):
     path, _, _ = tiny_bundle(tmp_path)
     r = Retriever.load(path)
