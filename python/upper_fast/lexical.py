@@ -50,11 +50,11 @@ RRF_K = 60
 DEFAULT_LEXICAL_K = 100
 # LexicalIndex.max_postings's default: a query reads at most 100,000 postings. tantivy's Python
 # binding scores every posting of the query's terms (its search wraps the top-k collector in a
-# MultiCollector, which turns block-max WAND off), so a query costs ~80 us + ~30 us per term + ~6.7 ns
-# per posting at 1M products on a 2-core AVX-512 VM (fit over 2,000 Home Depot dev queries, correlation
-# 0.98): 100,000 postings is ~0.8 ms, what a fused search can spend beside the dense channel within
-# 1.5 ms. An absolute bound, not a share of the catalogue: a small catalogue's queries are cheap and
-# keep every term (docs/serving.md "Hybrid retrieval").
+# MultiCollector, which turns block-max WAND off), so a query costs ~89 us + ~29 us per term + ~7.0 ns
+# per posting at 1M products on a 2-core AVX-512 VM (benchmarks/bench_lexical_budget.py, a fit over
+# 2,000 Home Depot dev queries, correlation 0.976): 100,000 postings is ~0.8 ms, what a fused search
+# can spend beside the dense channel within 1.5 ms. An absolute bound, not a share of the catalogue:
+# a small catalogue's queries are cheap and keep every term (docs/serving.md "Hybrid retrieval").
 DEFAULT_MAX_POSTINGS = 100_000
 # Per fused candidate (docs/serving.md "Hybrid retrieval"). Ranks are 1-based; 0 = not in that channel.
 FUSION_FEATURES = (
@@ -178,7 +178,7 @@ class LexicalIndex:
         """The bound on a query's work, in postings (default `DEFAULT_MAX_POSTINGS`, 100,000): a query
         keeps its terms from the rarest up while their document frequencies sum to at most this (the
         rarest term always stays) and drops the rest; None searches every term. A BM25 query's time
-        grows with the postings it reads (correlation 0.98 with that sum over the Home Depot dev queries
+        grows with the postings it reads (correlation 0.976 with that sum over the Home Depot dev queries
         at 1M products), so this bounds the slowest queries; a catalogue smaller than the bound is
         never cut by a one-term query. Its quality cost is in docs/serving.md "Hybrid retrieval".
         Settable: a positive int or None."""

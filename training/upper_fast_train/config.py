@@ -253,14 +253,14 @@ class ExperimentalConfig:
     # (`upper-fast train-interactions`, at history_interactions_run), fixed. Training and exact
     # evaluation only: `upper-fast export` refuses such a model.
     history_item_vectors: str = "none"
+    history_vector_refresh: int = 200
+    history_interactions_run: str | None = None
+    history_vector_dim: int = 0  # width of those vectors; set by train() (0 = model.dim)
     # User-feature dropout (training only): the share of batch rows whose user inputs (history items,
     # their types and vectors, history queries, country) are blanked as the non-personalised ablation
     # blanks them, seeded by the step, so the tower also learns to rank from the query alone and the
     # user features add to that rather than replace it.
     user_dropout: float = 0.0
-    history_vector_refresh: int = 200
-    history_interactions_run: str | None = None
-    history_vector_dim: int = 0  # width of those vectors; set by train() (0 = model.dim)
 
 
 def _training_featurizer() -> FeaturizerConfig:
