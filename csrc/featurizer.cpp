@@ -21,10 +21,12 @@ inline std::int64_t bucket(std::uint64_t state, std::int64_t buckets) {
 
 }  // namespace
 
-Featurizer::Featurizer(std::int64_t word_buckets, std::int64_t bigram_buckets, std::int64_t trigram_buckets)
+Featurizer::Featurizer(std::int64_t word_buckets, std::int64_t bigram_buckets, std::int64_t trigram_buckets,
+                       bool stem_plurals)
     : word_buckets_(word_buckets),
       bigram_buckets_(bigram_buckets),
       trigram_buckets_(trigram_buckets),
+      stem_plurals_(stem_plurals),
       word_state_(fnv1a64("w:")),
       bigram_state_(fnv1a64("b:")),
       trigram_state_(fnv1a64("c:")) {
@@ -41,13 +43,17 @@ void Featurizer::normalize(std::string_view text, std::string& out, FeaturizerSc
 template <class Sink>
 void Featurizer::emit_terms(std::string_view text, FeaturizerScratch& scratch, Sink&& sink) const {
   unicode::normalize_text(text, scratch.normalized, scratch.unicode);
-  const std::string& s = scratch.normalized;
+  std::string& s = scratch.normalized;
   auto& words = scratch.words;
   words.clear();
   std::size_t start = 0;
   for (std::size_t i = 0; i <= s.size(); ++i) {
     if (i == s.size() || s[i] == ' ') {
-      if (i > start) words.emplace_back(static_cast<std::uint32_t>(start), static_cast<std::uint32_t>(i - start));
+      if (i > start) {
+        // Stemming shortens a word in place (at most one byte rewritten), so the offsets stay valid.
+        const std::size_t len = stem_plurals_ ? stem_plural(s.data() + start, i - start) : i - start;
+        words.emplace_back(static_cast<std::uint32_t>(start), static_cast<std::uint32_t>(len));
+      }
       start = i + 1;
     }
   }

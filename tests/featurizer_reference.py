@@ -48,8 +48,21 @@ def normalize(text: str) -> str:
     return " ".join(t for t in mapped.split(" ") if t)
 
 
-def term_ids(text: str, word_buckets: int, bigram_buckets: int, trigram_buckets: int) -> list[int]:
+def stem_plural(word: str) -> str:
+    """Harman's "S" plural rules as docs/featurizer.md states them, on the word's UTF-8 bytes."""
+    b = word.encode("utf-8")
+    if len(b) < 4 or not b.endswith(b"s") or b[-2:-1] in (b"u", b"s"):
+        return word
+    if b.endswith(b"ies") and b[-4:-3] not in (b"a", b"e"):
+        return (b[:-3] + b"y").decode("utf-8")
+    return b[:-1].decode("utf-8")
+
+
+def term_ids(text: str, word_buckets: int, bigram_buckets: int, trigram_buckets: int,
+             stem_plurals: bool = False) -> list[int]:
     words = normalize(text).split(" ") if normalize(text) else []
+    if stem_plurals:
+        words = [stem_plural(w) for w in words]
     ids = [1 + term_hash(b"w:", w) % word_buckets for w in words]
     base = 1 + word_buckets
     ids += [base + term_hash(b"b:", a + " " + b) % bigram_buckets for a, b in zip(words, words[1:])]

@@ -153,8 +153,9 @@ py::array_t<T> checked_1d(py::handle obj, const char* name, const char* dtype_na
 
 void register_featurizer_class(py::module_& m) {
   py::class_<Featurizer>(m, "Featurizer", "Hashed word / bigram / char-trigram term ids (docs/featurizer.md).")
-      .def(py::init<std::int64_t, std::int64_t, std::int64_t>(), py::arg("word_buckets"), py::arg("bigram_buckets"),
-           py::arg("trigram_buckets"))
+      .def(py::init<std::int64_t, std::int64_t, std::int64_t, bool>(), py::arg("word_buckets"), py::arg("bigram_buckets"),
+           py::arg("trigram_buckets"), py::arg("stem_plurals") = false)
+      .def_property_readonly("stem_plurals", &Featurizer::stem_plurals)
       .def_property_readonly("word_buckets", &Featurizer::word_buckets)
       .def_property_readonly("bigram_buckets", &Featurizer::bigram_buckets)
       .def_property_readonly("trigram_buckets", &Featurizer::trigram_buckets)

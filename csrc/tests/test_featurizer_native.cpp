@@ -90,6 +90,40 @@ static void test_hash() {
   CHECK(threw);
 }
 
+static std::string stemmed(std::string w) {
+  return w.substr(0, stem_plural(w.data(), w.size()));
+}
+
+static void test_stem_plurals() {
+  CHECK(stemmed("doors") == "door");
+  CHECK(stemmed("batteries") == "battery");
+  CHECK(stemmed("shoes") == "shoe");
+  CHECK(stemmed("boxes") == "boxe");        // "es" -> "e", as the S stemmer has it
+  CHECK(stemmed("plays") == "play");
+  CHECK(stemmed("aies") == "aie");          // "ies" after "a" only drops the "s"
+  CHECK(stemmed("class") == "class");       // "ss"
+  CHECK(stemmed("cactus") == "cactus");     // "us"
+  CHECK(stemmed("gas") == "gas");           // under 4 bytes
+  CHECK(stemmed("door") == "door");
+  CHECK(stemmed("sÃ©ries") == "sÃ©ry");
+  CHECK(stemmed("cafÃ©s") == "cafÃ©");
+  CHECK(stemmed("") == "");
+  // Through the featurizer: the stemmed text's ids equal the singular's, and bigrams and trigrams
+  // follow the stem; without the flag nothing changes.
+  const Featurizer plain(4096, 4096, 4096), stem(4096, 4096, 4096, true);
+  FeaturizerScratch scratch;
+  std::vector<std::int64_t> a, b, c;
+  stem.term_ids("oak doors, 2 batteries", a, scratch);
+  plain.term_ids("oak door 2 battery", b, scratch);
+  CHECK(a == b);
+  plain.term_ids("oak doors, 2 batteries", c, scratch);
+  CHECK(c != b);
+  std::int64_t row[3];
+  CHECK(stem.term_ids("doors", row, 3, scratch) == 3);  // word + trigrams of "door", truncated to 3
+  plain.term_ids("door", b, scratch);
+  CHECK(row[0] == b[0] && row[1] == b[1] && row[2] == b[2]);
+}
+
 static void test_id_map() {
   const std::vector<std::string_view> keys = {"a", "", "b\xc3\xa4", "long key with spaces"};
   const StringIdMap m(keys);
@@ -122,6 +156,7 @@ static void test_histories() {
 int main() {
   test_unicode();
   test_hash();
+  test_stem_plurals();
   test_id_map();
   test_histories();
   if (failures) {

@@ -101,10 +101,16 @@ class FeaturizerConfig:
     trigram_buckets: int = 131072
     max_query_terms: int = 32
     max_product_terms: int = 64
+    # English plural stemming of every word before hashing (Harman's "S" stemmer: "ies" -> "y",
+    # "es" -> "e", "s" -> ""), so "doors" and "door" share their ids. Off unless a config says so;
+    # descriptions written before it existed read as off.
+    stem_plurals: bool = False
 
     def __post_init__(self) -> None:
         for name in ("word_buckets", "bigram_buckets", "trigram_buckets"):
             object.__setattr__(self, name, _check_int(name, getattr(self, name), 1, _MAX_BUCKETS))
+        if not isinstance(self.stem_plurals, bool):
+            raise TypeError(f"stem_plurals must be a bool, got {self.stem_plurals!r}")
         for name in ("max_query_terms", "max_product_terms"):
             object.__setattr__(self, name, _check_int(name, getattr(self, name), 1, _MAX_TERMS))
 
@@ -179,7 +185,8 @@ class Featurizer:
         if not isinstance(config, FeaturizerConfig):
             raise TypeError(f"config must be a FeaturizerConfig, got {type(config).__name__}")
         self.config = config
-        self._impl = _core.Featurizer(config.word_buckets, config.bigram_buckets, config.trigram_buckets)
+        self._impl = _core.Featurizer(config.word_buckets, config.bigram_buckets, config.trigram_buckets,
+                                      config.stem_plurals)
 
     @property
     def vocab_size(self) -> int:

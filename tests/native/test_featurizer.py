@@ -67,6 +67,31 @@ def test_random_texts_match_reference() -> None:
         assert batch[i].tolist() == expected + [0] * (40 - len(expected)), text
 
 
+def test_stem_plurals_match_reference() -> None:
+    rng = random.Random(11)
+    words = ["doors", "door", "batteries", "shoes", "class", "cactus", "gas", "ties", "aies", "séries", "2x4s",
+             "ß", "boxes", "ss", "ıes", "日本s"]
+    config = FeaturizerConfig(word_buckets=97, bigram_buckets=89, trigram_buckets=83, stem_plurals=True)
+    f, plain = Featurizer(config), Featurizer(SMALL)
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 6))) for _ in range(300)]
+    batch = f.featurize(texts, 60)
+    for i, text in enumerate(texts):
+        expected = ref.term_ids(text, 97, 89, 83, stem_plurals=True)[:60]
+        assert batch[i].tolist() == expected + [0] * (60 - len(expected)), text
+    assert f.term_ids("oak doors").tolist() == plain.term_ids("oak door").tolist()
+    assert plain.term_ids("oak doors").tolist() != plain.term_ids("oak door").tolist()  # off by default
+    assert f.query_key("Oak Doors") == "oak doors"  # query keys (graph nodes) are not stemmed
+
+
+def test_stem_plurals_in_the_description() -> None:
+    data = json.loads(json.dumps(FeaturizerConfig(stem_plurals=True).to_dict()))
+    assert data["stem_plurals"] is True and FeaturizerConfig.from_dict(data).stem_plurals
+    older = {k: v for k, v in FeaturizerConfig().to_dict().items() if k != "stem_plurals"}
+    assert FeaturizerConfig.from_dict(older).stem_plurals is False  # descriptions from before it read as off
+    with pytest.raises(TypeError, match="stem_plurals"):
+        FeaturizerConfig(stem_plurals="yes")
+
+
 def test_id_ranges_and_order() -> None:
     cfg = SMALL
     f = Featurizer(cfg)
