@@ -203,3 +203,27 @@ def test_frozen_encoder_keeps_its_pooled_texts_in_the_run(tmp_path):
     cached = list((tmp_path / "run" / "text_cache").glob("text_pooled-*.npy"))
     assert len(cached) == 1  # evaluation and export read it instead of encoding again
     assert load_run(tmp_path / "run").train_config.text.text_cache_dir == str((tmp_path / "run" / "text_cache").resolve())
+
+
+def test_export_encodes_frozen_texts_in_float32_whatever_training_used(tmp_path):
+    """Training may run the frozen passes in bfloat16; the vectors export writes (and evaluation
+    scores) must still be the float32 ONNX product tower's, or export's parity check fails."""
+    from upper_fast.data import load_dataset
+    from upper_fast_train.export import export_product_files
+    from upper_fast_train.simulate import generate
+    from upper_fast_train import TrainConfig, load_run, train
+
+    generate(tmp_path / "world", seed=3, n_products=40, n_users=10, n_queries=10, n_events=400, progress=False)
+    world = load_dataset(tmp_path / "world")
+    cfg = TrainConfig.preset("tiny", max_steps=1, batch_size=16, freeze_text_encoder=True, frozen_encode_dtype="bfloat16",
+                             progress=False, graph_workers=1, tokenizer_vocab=200)
+    train(world, tmp_path / "run", cfg)
+    run = load_run(tmp_path / "run")
+    table = run.product_table(world.catalog)
+    f32 = pooled_text_vectors(run.model, table, run.device, None, dtype=torch.float32)
+    np.testing.assert_array_equal(table.text_pooled, f32)
+    vectors = run.encode_products(world.catalog)
+    (tmp_path / "tower").mkdir()
+    _, worst = export_product_files(run, world.catalog, vectors, run._graph_for(world.catalog).product_vectors,
+                                    tmp_path / "tower")
+    assert worst < 1e-4

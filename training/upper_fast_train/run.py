@@ -72,16 +72,18 @@ class TrainedRun:
 
     def product_table(self, catalog: Any) -> ProductTable:
         """Product-tower inputs of every row of `catalog` (pyarrow Table); with a frozen text encoder
-        (`freeze_text_encoder`) also its pooled text vectors (from `text_cache_dir` when cached there)."""
+        (`freeze_text_encoder`) also its pooled text vectors (from `text_cache_dir` when cached there).
+
+        The frozen passes run in float32 here, whatever `text.frozen_encode_dtype` training used:
+        these are the vectors export writes and evaluation scores, and they must be what the bundle's
+        float32 ONNX product tower computes for the same rows (export checks that to 1e-4, and live
+        upserts are encoded by that tower). bfloat16 passes are a training-time speed-up only."""
         table = product_table(catalog, self.tokenizer, self.featurizer, self.vocab, self._graph_for(catalog), self.train_config)
         if self.train_config.text.freeze_text_encoder:
             from upper_fast_train.loop import pooled_text_vectors
 
-            from upper_fast_train.encode import frozen_encode_dtype
-
-            text = self.train_config.text
-            table.text_pooled = pooled_text_vectors(self.model, table, self.device, text.text_cache_dir,
-                                                    dtype=frozen_encode_dtype(text.frozen_encode_dtype, self.device))
+            table.text_pooled = pooled_text_vectors(self.model, table, self.device, self.train_config.text.text_cache_dir,
+                                                    dtype=torch.float32)
         return table
 
     @torch.no_grad()
