@@ -168,20 +168,19 @@ class QueryTable:
     def __len__(self) -> int:
         return int(self.event_query.shape[0])
 
-    def take(self, idx: np.ndarray, product_graph: np.ndarray, personalized: bool = True,
+    def take(self, idx: np.ndarray, product_graph: np.ndarray, personalized: bool | np.ndarray = True,
              item_vectors: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The ONNX query-tower inputs of events `idx` (B,); product_graph (n_products, G) float32.
         item_vectors (n_products, d) float32, when given: also "hist_item_vector", the history items'
         second vectors (TrainConfig.experimental.history_item_vectors).
 
-        With personalized=False the user inputs are blanked (no history, country 0).
+        Where personalized is False (a bool for every row, or a (B,) bool mask per row) the user inputs
+        are blanked: no history items or queries, country 0.
         """
         q = self.event_query[idx]
-        items = self.hist_items[idx]
-        queries = self.hist_queries[idx]
-        if not personalized:
-            items = np.full_like(items, -1)
-            queries = np.full_like(queries, -1)
+        keep = np.broadcast_to(np.asarray(personalized, dtype=bool), (len(q),))
+        items = np.where(keep[:, None], self.hist_items[idx], -1)
+        queries = np.where(keep[:, None], self.hist_queries[idx], -1)
         item_graph = product_graph[np.maximum(items, 0)] * (items >= 0)[..., None]
         hist_terms = self.query_terms[np.maximum(queries, 0)] * (queries >= 0)[..., None]
         out = {
@@ -191,7 +190,7 @@ class QueryTable:
             "hist_item_graph": np.ascontiguousarray(item_graph, dtype=np.float32),
             "hist_item_type": np.where(items >= 0, self.hist_types[idx], 0).astype(np.int64),
             "hist_query_terms": hist_terms.astype(np.int64),
-            "user_country": self.user_country[idx] if personalized else np.zeros(len(idx), np.int64),
+            "user_country": np.where(keep, self.user_country[idx], 0).astype(np.int64),
         }
         if item_vectors is not None:
             vectors = item_vectors[np.maximum(items, 0)] * (items >= 0)[..., None]

@@ -68,18 +68,6 @@ def _blank_graph(inputs: dict[str, np.ndarray], name: str, drop: np.ndarray) -> 
     inputs[name + "_mask"] = np.where(drop, np.float32(0), inputs[name + "_mask"]).astype(np.float32)
 
 
-USER_INPUTS = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_country", "hist_item_vector")
-
-
-def _blank_user(inputs: dict[str, np.ndarray], drop: np.ndarray) -> None:
-    """User-feature dropout: zero every user input on the rows where drop, as the non-personalised
-    ablation does (no history items or queries, country 0)."""
-    for name in USER_INPUTS:
-        if name in inputs:
-            x = inputs[name]
-            inputs[name] = np.where(drop.reshape((-1,) + (1,) * (x.ndim - 1)), np.zeros((), x.dtype), x).astype(x.dtype)
-
-
 @dataclass
 class StepColumns:
     """A step's rows and product columns, ready for one forward (tensors on the step's device unless
@@ -127,12 +115,13 @@ def gather_step(
     teacher_rows (nq,) bool, when given: add each distilled row's BM25 products (`lexical_columns`).
     Adds its seconds to timing["data"], ["mining"] and ["forward"] (what follows the mining)."""
     t0 = time.perf_counter()
-    q_np = data.queries.take(idx, products.product_graph, config.model.personalized, products.history_vectors)
+    personalized: bool | np.ndarray = config.model.personalized
+    if personalized and config.experimental.user_dropout > 0:  # user-feature dropout, seeded by step
+        personalized = np.random.default_rng([config.loop.seed, step, 29]).random(len(idx)) >= config.experimental.user_dropout
+    q_np = data.queries.take(idx, products.product_graph, personalized, products.history_vectors)
     drop_rng = np.random.default_rng([config.loop.seed, step, 17])  # graph dropout draws, seeded by step
     if config.graph.query_graph_dropout > 0:
         _blank_graph(q_np, "query_graph", drop_rng.random(len(idx)) < config.graph.query_graph_dropout)
-    if config.experimental.user_dropout > 0 and config.model.personalized:
-        _blank_user(q_np, np.random.default_rng([config.loop.seed, step, 29]).random(len(idx)) < config.experimental.user_dropout)
     q_in = to_device(q_np, device)
     pos_rows = torch.from_numpy(data.product_rows[idx])
     labels = torch.from_numpy(data.labels[idx])
