@@ -170,3 +170,60 @@ def test_distillation_rows_without_history_skip_rows_the_user_history_reaches():
         TrainConfig.preset("logs", **{"experimental.distill_rows": "signed_in"})
     config = TrainConfig.preset("logs", **{"experimental.distill_rows": "without_history"})
     assert config.experimental.distill_rows == "without_history"
+
+
+def test_distillation_of_the_blanked_query_vector_scores_the_user_free_twin():
+    """distill_rows="blanked": the teacher is matched by the query vector the same weights give with the
+    user inputs blanked (the non-personalised ablation's blanking), not by the personalised vector."""
+    from upper_fast_train.losses import softmax_distill
+    from upper_fast_train.objective import SoftmaxDistillation
+
+    cfg = tiny_config(distill_weight=1.0, distill_rows="blanked")
+    data, products = tiny_world(cfg)
+    nq = len(data.queries.query_terms)
+    teacher = DistillTeacher(torch.randn(nq, 4, generator=torch.Generator().manual_seed(1)),
+                             torch.ones(nq, dtype=torch.bool), torch.randn(N_PRODUCTS, 4, generator=torch.Generator().manual_seed(2)))
+    every = data.queries.take(np.arange(len(data)), products.product_graph)
+    idx = np.flatnonzero((every["hist_item_type"] > 0).any(1) & (data.labels > 0))[:12]
+    idx = np.concatenate([idx, np.flatnonzero((every["hist_item_type"] == 0).all(1))[:4]])
+    step, _ = _step(cfg, data_products=(data, products), objective=build_objective(cfg, teacher), idx=idx)
+    assert bool((step.columns.query_inputs["hist_item_type"] > 0).any())  # some rows have a history to blank
+    core = step.model
+    core.query_tower.personalized = False  # the twin: the same weights, user inputs blanked inside the tower
+    q_blank = core.query_tower(**step.columns.query_inputs)
+    core.query_tower.personalized = True
+    p = core.product_tower(**step.columns.product_inputs)
+    t_logits, rows = teacher.logits(step.columns.query_rows, step.columns.unique, cfg.objective.distill_temperature)
+    rows = rows & (step.labels > 0)
+    args = (t_logits, step.positive_columns, step.forbidden, cfg.objective.contrast_temperature, 1.0, rows)
+    want = softmax_distill(q_blank @ p.T, *args)
+    term = SoftmaxDistillation(teacher, cfg.objective.contrast_temperature, cfg.objective.distill_temperature, rows="blanked")
+    got = term(step)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    personalised = SoftmaxDistillation(teacher, cfg.objective.contrast_temperature, cfg.objective.distill_temperature)(step)
+    assert abs(float(personalised) - float(got)) > 1e-6  # the user inputs change the personalised vector
+    got.backward()  # the gradient reaches the shared towers through the blanked forward
+    assert core.terms.embedding.weight.grad is not None
+
+
+def test_user_fusion_off_keeps_the_users_fusion_columns_at_zero_through_training():
+    """experimental.user_fusion false: the user reaches the query vector through the additive skip only;
+    the fusion MLP's user columns start at zero and stay there under AdamW with weight decay."""
+    cfg = tiny_config(user_fusion=False, weight_decay=0.1, max_steps=4)
+    data, products = tiny_world(cfg)
+    model = _fresh(cfg)
+    tower = model.query_tower
+    first = tower.fuse[0]
+    assert bool((first.weight[:, tower.query_width:] == 0).all()) and bool((first.weight[:, :tower.query_width] != 0).any())
+    before = first.weight[:, :tower.query_width].detach().clone()
+    train_model(model, data, products, cfg)
+    assert bool((first.weight[:, tower.query_width:] == 0).all())
+    assert not torch.equal(before, first.weight[:, :tower.query_width].detach())  # the query columns did train
+    q_in = {k: torch.from_numpy(v) for k, v in data.queries.take(np.arange(len(data)), products.product_graph).items()}
+    with torch.no_grad():
+        pers = tower(**q_in)
+        tower.personalized = False
+        blank = tower(**q_in)
+    assert float((pers - blank).abs().max()) > 1e-4  # the skip still carries the user
+    with pytest.raises(ValueError, match="user_skip"):
+        tiny_config(user_fusion=False, user_skip=False)

@@ -242,9 +242,13 @@ class ExperimentalConfig:
     distill_bm25_negatives: int = 0
     # Per-row softmax contrast weights by engagement type [click, favorite, add_to_cart, purchase].
     contrast_type_weights: list[float] = field(default_factory=list)
-    # Which positive rows the teacher distillation covers: "all", or "without_history" (only rows
-    # whose query tower sees no user history: signed-out searches, pseudo-queries, first searches),
-    # so the user-agnostic teacher does not pull personalised query vectors toward one ranking for all.
+    # Which positive rows the teacher distillation covers, and which query vector it teaches: "all"
+    # (every row's personalised vector), "without_history" (only rows whose query tower sees no user
+    # history: signed-out searches, pseudo-queries, first searches), so the user-agnostic teacher
+    # does not pull personalised query vectors toward one ranking for all; or "blanked" (every row,
+    # but the vector the tower gives the row's query with its user inputs blanked as the
+    # non-personalised ablation blanks them: the teacher knows only the query text, so it teaches
+    # the query-only ranking and leaves the personalised vector to the engagement losses).
     distill_rows: str = "all"
     # A second vector per history item, beside its graph vector (towers.QueryUserTower): a token term
     # in the history transformer and a type-weighted mean through a zero-initialised matrix added to
@@ -261,6 +265,15 @@ class ExperimentalConfig:
     # blanks them, seeded by the step, so the tower also learns to rank from the query alone and the
     # user features add to that rather than replace it.
     user_dropout: float = 0.0
+    # False: the user inputs reach the query vector only through the additive user-affinity skip
+    # (model.user_skip: C[country] + H . typed history mean), not through the fusion MLP, whose user
+    # columns are held at zero. The user then shifts every query's vector by the same user vector and
+    # cannot switch how the tower treats the query (with distill_rows="blanked" a fused user input
+    # let the tower keep a teacher-like ranking for blanked inputs and a different one for real users).
+    user_fusion: bool = True
+
+
+DISTILL_ROWS = ("all", "without_history", "blanked")
 
 
 def _training_featurizer() -> FeaturizerConfig:
@@ -354,8 +367,11 @@ class TrainConfig:
                              f"{obj.distill_weight}, {obj.distill_temperature}, {obj.distill_queries}")
         if not 0.0 <= exp.user_dropout <= 1.0 or isinstance(exp.user_dropout, bool):
             raise ValueError(f"experimental.user_dropout must be a share in [0, 1], got {exp.user_dropout!r}")
-        if exp.distill_rows not in ("all", "without_history"):
-            raise ValueError(f'experimental.distill_rows must be "all" or "without_history", got {exp.distill_rows!r}')
+        if not exp.user_fusion and not model.user_skip:
+            raise ValueError("experimental.user_fusion false needs model.user_skip true (the skip is then the user's only path)")
+        if exp.distill_rows not in DISTILL_ROWS:
+            raise ValueError(f"experimental.distill_rows must be one of {', '.join(map(repr, DISTILL_ROWS))}, "
+                             f"got {exp.distill_rows!r}")
         if exp.distill_bm25 < 0:
             raise ValueError(f"distill_bm25 must be >= 0, got {exp.distill_bm25}")
         if exp.distill_bm25 > 0 and obj.distill_weight == 0:

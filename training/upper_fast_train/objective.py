@@ -25,7 +25,7 @@ from upper_fast_train.losses import (hinge_loss, negative_hinge, personal_contra
                                      softmax_distill)
 from upper_fast_train.negatives import hardest, own_positive_mask
 from upper_fast_train.step import ScoredStep
-from upper_fast_train.towers import unit_scale
+from upper_fast_train.towers import HIST_ITEM_VECTOR, blank_user_inputs, unit_scale
 
 __all__ = ["DistillTeacher", "InBatchNegatives", "LossTerm", "MultiPartHinge", "Objective", "PersonalContrast", "SampledNegatives",
            "ShownPairwiseHinge", "SoftmaxContrast", "SoftmaxDistillation", "Weighted", "build_objective"]
@@ -157,14 +157,30 @@ class SoftmaxDistillation:
         self.temperature = temperature  # the student's
         self.teacher_temperature = teacher_temperature  # divides the teacher's cosines before its softmax at T = 1
         self.source = "lexical" if mined_columns > 0 else None
-        self.rows = rows  # "all" or "without_history" (rows whose query tower sees no user history)
+        self.rows = rows  # config.experimental.distill_rows: "all", "without_history" or "blanked"
 
     def __call__(self, step: ScoredStep) -> torch.Tensor:
         t_logits, rows = self.teacher.logits(step.columns.query_rows, step.columns.unique, self.teacher_temperature)  # (B, R), (B,)
         rows = rows & (step.labels > 0)
+        scores = step.scores
         if self.rows == "without_history":
             rows = rows & without_history(step.columns.query_inputs).to(rows.device)
-        return softmax_distill(step.scores, t_logits, step.positive_columns, step.forbidden, self.temperature, 1.0, rows)
+        elif self.rows == "blanked":
+            scores = blanked_query_scores(step)
+        return softmax_distill(scores, t_logits, step.positive_columns, step.forbidden, self.temperature, 1.0, rows)
+
+
+def blanked_query_scores(step: ScoredStep) -> torch.Tensor:
+    """(B, R) scores of the step's product columns against each row's query vector with its user
+    inputs blanked (`towers.blank_user_inputs`, the non-personalised ablation's blanking): one more
+    query-tower forward, with gradient, beside the step's personalised one."""
+    if step.product_vectors is None:
+        raise ValueError("the step has no product vectors (score_step keeps them)")
+    q_in = dict(step.columns.query_inputs)
+    names = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_country") + (
+        (HIST_ITEM_VECTOR,) if HIST_ITEM_VECTOR in q_in else ())
+    q_in.update(zip(names, blank_user_inputs(*(q_in[n] for n in names))))
+    return step.model.query_tower(**q_in) @ step.product_vectors.T
 
 
 class InBatchNegatives:

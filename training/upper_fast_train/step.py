@@ -166,11 +166,13 @@ class ScoredStep:
     """A step after its forward: the (B, R) scores of every row against every product column, and
     what the loss terms read besides (`model`: the unwrapped model, for terms that score one part of it)."""
 
-    def __init__(self, columns: StepColumns, scores: torch.Tensor, model: torch.nn.Module, products: ProductTable) -> None:
+    def __init__(self, columns: StepColumns, scores: torch.Tensor, model: torch.nn.Module, products: ProductTable,
+                 product_vectors: torch.Tensor | None = None) -> None:
         self.columns = columns
         self.model = model
         self.products = products
         self.scores = scores  # (B, R)
+        self.product_vectors = product_vectors  # (R, D) the columns' vectors, for terms that score another query vector
         self.device = scores.device
         b = len(columns.labels)
         self.positive_columns = torch.from_numpy(columns.inverse[:b]).to(self.device)  # (B,)
@@ -224,4 +226,4 @@ def score_step(model: torch.nn.Module, columns: StepColumns, products: ProductTa
         q, p = columns.query_vectors, core.product_tower(**columns.product_inputs)  # (B, D), (R, D)
     else:
         q, p = model(columns.query_inputs, columns.product_inputs)  # (B, D), (R, D)
-    return ScoredStep(columns, q @ p.T, core, products)
+    return ScoredStep(columns, q @ p.T, core, products, p)

@@ -374,6 +374,17 @@ class QueryUserTower(nn.Module):
         self.query_width = config.model.term_dim + config.graph.graph_dim + 1  # the `query_parts` columns of the fusion input
         user_dim = h + config.model.country_dim
         self.fuse = _mlp(self.query_width + user_dim, h * 2, config.model.dim, config.model.dropout)
+        if not config.experimental.user_fusion:
+            # The fusion's user columns start at zero and their gradient is masked, so they stay zero
+            # (Adam and decoupled weight decay leave a zero weight with zero gradient at zero): the user
+            # reaches the output through the additive skip only, and the ONNX and lean serving towers,
+            # which read these weights, need nothing of their own.
+            first = self.fuse[0]
+            keep = torch.ones_like(first.weight)
+            keep[:, self.query_width:] = 0.0
+            with torch.no_grad():
+                first.weight.mul_(keep)
+            first.weight.register_hook(lambda grad: grad * keep)
         # experimental.history_item_vectors: a second vector per history item as a token term and a
         # typed mean added to the output (zero-initialised: the model starts as one without them).
         self.item_vector_proj: nn.Linear | None = None
