@@ -235,3 +235,23 @@ def test_split_tower_is_the_same_function(personalized, lexical, tmp_path):
     assert check_split_parity(tower, user_path, query_path, _inputs(1000, seed=3)) < 1e-4
     with pytest.raises(TypeError, match="QueryUserTower"):
         export_split_towers(torch.nn.Linear(2, 2), tmp_path, example)
+
+
+def test_lean_tower_matches_a_tower_whose_user_reaches_it_through_the_skip_only():
+    """experimental.user_fusion false (the fusion's user columns held at zero): the lean tower, which
+    reads those columns like any other, computes the same vectors."""
+    torch.manual_seed(0)
+    cfg = TrainConfig.from_flat(graph_dim=12, term_dim=16, hidden=32, history_heads=4, country_dim=8, dim=24, dropout=0.0,
+                                user_fusion=False)
+    tower = QueryUserTower(cfg, TermBag(VOCAB, cfg.model.term_dim), COUNTRIES + 1,
+                           torch.nn.Linear(cfg.model.term_dim, cfg.model.dim, bias=False))
+    assert bool((tower.fuse[0].weight[:, tower.query_width:] == 0).all())
+    with torch.no_grad():
+        for name, p in tower.named_parameters():
+            if name != "fuse.0.weight":
+                p.add_(0.3 * torch.randn_like(p))
+    tower.eval()
+    x = {k: torch.from_numpy(v) for k, v in _inputs().items()}
+    with torch.no_grad():
+        ref, got = tower(**x), LeanQueryTower.from_tower(tower)(**x)
+    assert (ref - got).abs().max().item() < 1e-5

@@ -227,3 +227,24 @@ def test_user_fusion_off_keeps_the_users_fusion_columns_at_zero_through_training
     assert float((pers - blank).abs().max()) > 1e-4  # the skip still carries the user
     with pytest.raises(ValueError, match="user_skip"):
         tiny_config(user_fusion=False, user_skip=False)
+
+
+def test_user_after_norm_adds_the_user_skip_to_the_unit_query_vector():
+    """experimental.user_after_norm: q = normalize(normalize(fusion + lexical skip) + user skip); the
+    export refuses such a model (the lean serving tower normalises once)."""
+    import torch.nn.functional as F
+
+    cfg = tiny_config(user_fusion=False, user_after_norm=True)
+    data, products = tiny_world(cfg)
+    tower = _fresh(cfg).query_tower
+    seen = {}
+    tower.fuse.register_forward_hook(lambda m, i, o: seen.__setitem__("fuse", o))
+    tower.lexical.register_forward_hook(lambda m, i, o: seen.__setitem__("lexical", o))
+    tower.user_skip.register_forward_hook(lambda m, i, o: seen.__setitem__("user", o))
+    q_in = {k: torch.from_numpy(v) for k, v in data.queries.take(np.arange(24), products.product_graph).items()}
+    with torch.no_grad():
+        got = tower(**q_in)
+    want = F.normalize(F.normalize(seen["fuse"] + seen["lexical"], dim=-1) + seen["user"], dim=-1)
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="user_fusion"):
+        tiny_config(user_after_norm=True)

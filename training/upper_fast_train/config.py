@@ -271,6 +271,13 @@ class ExperimentalConfig:
     # cannot switch how the tower treats the query (with distill_rows="blanked" a fused user input
     # let the tower keep a teacher-like ranking for blanked inputs and a different one for real users).
     user_fusion: bool = True
+    # With user_fusion false: the query's own vector (fusion MLP + lexical skip) is L2-normalised
+    # before the user skip is added, so the user turns every query's vector by the same amount; added
+    # to the raw vector, a fixed user vector turns a query vector of small norm (a query the tower
+    # knows little about) much further than a memorised head query's. Training and exact evaluation
+    # only: `upper-fast export` refuses such a model (the lean serving tower adds the user before its
+    # one normalisation).
+    user_after_norm: bool = False
 
 
 DISTILL_ROWS = ("all", "without_history", "blanked")
@@ -367,6 +374,9 @@ class TrainConfig:
                              f"{obj.distill_weight}, {obj.distill_temperature}, {obj.distill_queries}")
         if not 0.0 <= exp.user_dropout <= 1.0 or isinstance(exp.user_dropout, bool):
             raise ValueError(f"experimental.user_dropout must be a share in [0, 1], got {exp.user_dropout!r}")
+        if exp.user_after_norm and exp.user_fusion:
+            raise ValueError("experimental.user_after_norm needs experimental.user_fusion false (the user then reaches "
+                             "the vector through the skip only)")
         if not exp.user_fusion and not model.user_skip:
             raise ValueError("experimental.user_fusion false needs model.user_skip true (the skip is then the user's only path)")
         if exp.distill_rows not in DISTILL_ROWS:

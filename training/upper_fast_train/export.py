@@ -355,6 +355,10 @@ def export_bundle(run_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike
         raise ValueError(f"{run_dir} was trained with experimental.history_item_vectors="
                          f"{tc.experimental.history_item_vectors!r}, a training-side experiment the served bundle has no "
                          "input for; evaluate it with `upper-fast eval`, or train without it to export")
+    if tc.experimental.user_after_norm:
+        raise ValueError(f"{run_dir} was trained with experimental.user_after_norm, a training-side experiment the "
+                         "served query tower does not reproduce; evaluate it with `upper-fast eval`, or train without it "
+                         "to export")
     catalog = dataset.catalog
     product_ids = [str(p) for p in catalog.column("product_id").to_pylist()]
     product_rows = {p: i for i, p in enumerate(product_ids)}

@@ -374,6 +374,7 @@ class QueryUserTower(nn.Module):
         self.query_width = config.model.term_dim + config.graph.graph_dim + 1  # the `query_parts` columns of the fusion input
         user_dim = h + config.model.country_dim
         self.fuse = _mlp(self.query_width + user_dim, h * 2, config.model.dim, config.model.dropout)
+        self.user_after_norm = bool(config.experimental.user_after_norm)
         if not config.experimental.user_fusion:
             # The fusion's user columns start at zero and their gradient is masked, so they stay zero
             # (Adam and decoupled weight decay leave a zero weight with zero gradient at zero): the user
@@ -449,6 +450,8 @@ class QueryUserTower(nn.Module):
         if self.lexical is not None:
             out = out + self.lexical(term_bag)
         if self.user_skip is not None:
+            if self.user_after_norm:
+                out = F.normalize(out, dim=-1)
             out = out + self.user_skip(hist_item_graph, hist_item_type, user_country)
         if self.item_vector_skip is not None and self.item_vector_type is not None:
             w = self.item_vector_type(hist_item_type) * (hist_item_type > 0).unsqueeze(-1)  # (B, N, 1)
