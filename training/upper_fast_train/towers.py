@@ -385,7 +385,8 @@ class QueryUserTower(nn.Module):
             keep[:, self.query_width:] = 0.0
             with torch.no_grad():
                 first.weight.mul_(keep)
-            first.weight.register_hook(lambda grad: grad * keep)
+            self.register_buffer("fusion_keep", keep, persistent=False)  # moves with the tower (.to(device))
+            first.weight.register_hook(lambda grad: grad * self.fusion_keep)
         # experimental.history_item_vectors: a second vector per history item as a token term and a
         # typed mean added to the output (zero-initialised: the model starts as one without them).
         self.item_vector_proj: nn.Linear | None = None
