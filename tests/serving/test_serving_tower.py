@@ -15,10 +15,10 @@ VOCAB, N, M, L, COUNTRIES = 700, 6, 3, 16, 4
 
 
 def _tower(personalized: bool, lexical: bool, seed: int = 0, user_skip: bool = True,
-           type_bounds: tuple[int, int] | None = None) -> QueryUserTower:
+           type_bounds: tuple[int, int] | None = None, **flat: object) -> QueryUserTower:
     torch.manual_seed(seed)
     cfg = TrainConfig.from_flat(graph_dim=12, term_dim=16, hidden=32, history_heads=4, country_dim=8, dim=24, dropout=0.0,
-                      personalized=personalized, lexical_skip=lexical, user_skip=user_skip)
+                      personalized=personalized, lexical_skip=lexical, user_skip=user_skip, **flat)
     terms = TermBag(VOCAB, cfg.model.term_dim, type_bounds)
     lex = torch.nn.Linear(cfg.model.term_dim, cfg.model.dim, bias=False) if lexical else None
     tower = QueryUserTower(cfg, terms, COUNTRIES + 1, lex)
@@ -255,3 +255,31 @@ def test_lean_tower_matches_a_tower_whose_user_reaches_it_through_the_skip_only(
     with torch.no_grad():
         ref, got = tower(**x), LeanQueryTower.from_tower(tower)(**x)
     assert (ref - got).abs().max().item() < 1e-5
+
+
+def test_known_query_personalisation_blanks_the_user_of_queries_without_a_graph_node(tmp_path):
+    """experimental.personalize_known_queries: in eval mode a row whose query_graph_mask is 0 gets the
+    blanked user, a row with 1 its own; the lean tower, its split user/query form and the ONNX
+    exports compute the same."""
+    tower = _tower(True, True, personalize_known_queries=True)
+    plain = _tower(True, True)  # same seed: the same weights, no rule
+    blank = _tower(False, True)
+    x = {k: torch.from_numpy(v) for k, v in _inputs().items()}
+    known = x["query_graph_mask"] > 0
+    assert bool(known.any()) and bool((~known).any())
+    with torch.no_grad():
+        got, want_known, want_new = tower(**x), plain(**x), blank(**x)
+    torch.testing.assert_close(got[known], want_known[known])
+    torch.testing.assert_close(got[~known], want_new[~known])
+    lean = LeanQueryTower.from_tower(tower)
+    with torch.no_grad():
+        assert (lean(**x) - got).abs().max().item() < 1e-5
+        user = lean.user_vector(x["hist_item_graph"], x["hist_item_type"], x["hist_query_terms"], x["user_country"])
+        split = lean.query_from_user(x["query_terms"], x["query_graph"], x["query_graph_mask"], user)
+    assert (split - got).abs().max().item() < 1e-5
+    inputs = _inputs(300, seed=3)
+    assert check_onnx_parity(tower, export_query_tower(tower, tmp_path / "q.onnx", _inputs(4)), inputs) < 1e-4
+    assert check_split_parity(tower, *export_split_towers(tower, tmp_path, _inputs(4)), inputs) < 1e-4
+    tower.train()  # training is unchanged: every row keeps its user
+    with torch.no_grad():
+        torch.testing.assert_close(tower(**x), plain.train()(**x))

@@ -278,6 +278,12 @@ class ExperimentalConfig:
     # only: `upper-fast export` refuses such a model (the lean serving tower adds the user before its
     # one normalisation).
     user_after_norm: bool = False
+    # At inference (the tower in eval mode, the ONNX export, the served towers): a query without a
+    # graph node (query_graph_mask 0: the training log never had it) is answered with the user inputs
+    # blanked, a known query with them. Training is unchanged. Meant with distill_rows="blanked",
+    # whose blanked vectors follow the teacher on new queries while its personalised vectors serve
+    # the queries the log knows (docs/experiments/2026-12-07-known-query-personalisation.md).
+    personalize_known_queries: bool = False
 
 
 DISTILL_ROWS = ("all", "without_history", "blanked")

@@ -100,6 +100,7 @@ class LeanQueryTower(nn.Module):
 
         self = cls()
         self.personalized = bool(tower.personalized)
+        self.known_queries_only = bool(getattr(tower, "personalize_known_queries", False)) and self.personalized
         self.act_name = act_name
         h = attn.embed_dim
         heads = attn.num_heads
@@ -195,6 +196,11 @@ class LeanQueryTower(nn.Module):
         n_countries = int(tower.country.weight.shape[0])
         rows = skip.country.weight if skip is not None else torch.zeros(n_countries, int(fuse3.bias.shape[0]))
         self.tail_country = _const(rows + fuse3.bias)  # (countries, D)
+        if self.known_queries_only:  # the user vector of blanked inputs, for queries without a graph node
+            graph_dim = int(self.item_w.shape[0])
+            self.blank_user = _const(self.user_vector(torch.zeros(1, 1, graph_dim), torch.zeros(1, 1, dtype=torch.int64),
+                                                      torch.zeros(1, 1, 1, dtype=torch.int64),
+                                                      torch.zeros(1, dtype=torch.int64)))
         return self.eval()
 
     def _user_tail(self, hist_item_graph: torch.Tensor, skip_type: Sequence[torch.Tensor], user_country: torch.Tensor) -> torch.Tensor:
@@ -281,6 +287,8 @@ class LeanQueryTower(nn.Module):
     ) -> torch.Tensor:
         """(B, D) L2-normalised query vectors from the query inputs and a precomputed user vector."""
         fused, term_bag = self._query_parts(query_terms, query_graph, query_graph_mask)
+        if self.known_queries_only:  # a query without a graph node is answered as if signed out
+            user_vector = torch.where(query_graph_mask.unsqueeze(-1) > 0, user_vector, self.blank_user)
         pre, tail = user_vector.split([int(self.fuse1_w.shape[1]), int(self.fuse2_w.shape[1])], dim=-1)
         return self._output(torch.addmm(pre, fused, self.fuse1_w[: self.query_rows]), term_bag, tail)
 
@@ -296,6 +304,9 @@ class LeanQueryTower(nn.Module):
     ) -> torch.Tensor:
         # The whole tower in one piece (one fusion Gemm over both halves, no user-vector concat/split:
         # fewer nodes than composing the two parts); the same function as query_from_user(user_vector).
+        if self.known_queries_only:
+            return self.query_from_user(query_terms, query_graph, query_graph_mask,
+                                        self.user_vector(hist_item_graph, hist_item_type, hist_query_terms, user_country))
         fused, term_bag = self._query_parts(query_terms, query_graph, query_graph_mask)
         user, tail = self._user_parts(hist_item_graph, hist_item_type, hist_query_terms, user_country)
         pre = torch.addmm(self.fuse1_b, torch.cat([fused, user], dim=-1), self.fuse1_w)

@@ -375,6 +375,7 @@ class QueryUserTower(nn.Module):
         user_dim = h + config.model.country_dim
         self.fuse = _mlp(self.query_width + user_dim, h * 2, config.model.dim, config.model.dropout)
         self.user_after_norm = bool(config.experimental.user_after_norm)
+        self.personalize_known_queries = bool(config.experimental.personalize_known_queries)
         if not config.experimental.user_fusion:
             # The fusion's user columns start at zero and their gradient is masked, so they stay zero
             # (Adam and decoupled weight decay leave a zero weight with zero gradient at zero): the user
@@ -428,6 +429,16 @@ class QueryUserTower(nn.Module):
                 hist_item_graph, hist_item_type, hist_query_terms, user_country)
             if hist_item_vector is not None:
                 hist_item_vector = hist_item_vector * 0
+        elif self.personalize_known_queries and not self.training:
+            # experimental.personalize_known_queries: rows whose query has no graph node get the
+            # ablation's blanked user inputs (per row, so one batch may mix both).
+            known = (query_graph_mask > 0).to(query_terms.dtype)  # (B,) 1 / 0
+            hist_item_graph = hist_item_graph * known.to(hist_item_graph.dtype)[:, None, None]
+            hist_item_type = hist_item_type * known[:, None]
+            hist_query_terms = hist_query_terms * known[:, None, None]
+            user_country = user_country * known
+            if hist_item_vector is not None:
+                hist_item_vector = hist_item_vector * known.to(hist_item_vector.dtype)[:, None, None]
         b = query_terms.shape[0]
         items = self.item_proj(hist_item_graph) + self.item_type(hist_item_type) + self.segment.weight[1]  # (B, N, h)
         if self.item_vector_proj is not None:
