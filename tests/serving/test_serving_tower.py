@@ -283,3 +283,22 @@ def test_known_query_personalisation_blanks_the_user_of_queries_without_a_graph_
     tower.train()  # training is unchanged: every row keeps its user
     with torch.no_grad():
         torch.testing.assert_close(tower(**x), plain.train()(**x))
+
+
+@pytest.mark.parametrize("lexical,user_skip,flat", [(True, True, {}), (False, True, {}), (True, False, {}),
+                                                    (True, True, {"user_fusion": False, "user_after_norm": True})])
+def test_forward_blanked_equals_the_tower_with_blanked_user_inputs(lexical, user_skip, flat):
+    """`QueryUserTower.forward_blanked` (one history-encoder pass for all rows) gives what the tower
+    gives with its user inputs blanked, in eval and in training mode, and its gradient reaches the
+    shared term table and the history encoder."""
+    tower = _tower(True, lexical, user_skip=user_skip, **flat)
+    blank = _tower(False, lexical, user_skip=user_skip, **flat)  # same seed: the same weights, user blanked
+    x = {k: torch.from_numpy(v) for k, v in _inputs().items()}
+    q = (x["query_terms"], x["query_graph"], x["query_graph_mask"])
+    for mode in (False, True):
+        tower.train(mode), blank.train(mode)
+        with torch.no_grad():
+            torch.testing.assert_close(tower.forward_blanked(*q), blank(**x), atol=1e-5, rtol=1e-5)
+            assert (tower.forward_blanked(*q) - tower(**x)).abs().max().item() > 1e-3  # the user does change it
+    tower.forward_blanked(*q).sum().backward()
+    assert tower.terms.embedding.weight.grad is not None and tower.summary.grad is not None

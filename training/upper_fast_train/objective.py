@@ -25,7 +25,7 @@ from upper_fast_train.losses import (hinge_loss, negative_hinge, personal_contra
                                      softmax_distill)
 from upper_fast_train.negatives import hardest, own_positive_mask
 from upper_fast_train.step import ScoredStep
-from upper_fast_train.towers import HIST_ITEM_VECTOR, blank_user_inputs, unit_scale
+from upper_fast_train.towers import unit_scale
 
 __all__ = ["DistillTeacher", "InBatchNegatives", "LossTerm", "MultiPartHinge", "Objective", "PersonalContrast", "SampledNegatives",
            "ShownPairwiseHinge", "SoftmaxContrast", "SoftmaxDistillation", "Weighted", "build_objective"]
@@ -172,15 +172,14 @@ class SoftmaxDistillation:
 
 def blanked_query_scores(step: ScoredStep) -> torch.Tensor:
     """(B, R) scores of the step's product columns against each row's query vector with its user
-    inputs blanked (`towers.blank_user_inputs`, the non-personalised ablation's blanking): one more
-    query-tower forward, with gradient, beside the step's personalised one."""
+    inputs blanked (`towers.blank_user_inputs`, the non-personalised ablation's blanking), with
+    gradient, beside the step's personalised forward. `QueryUserTower.forward_blanked` computes it
+    without the per-row history encoder: blanked, every row's user part is one vector."""
     if step.product_vectors is None:
         raise ValueError("the step has no product vectors (score_step keeps them)")
-    q_in = dict(step.columns.query_inputs)
-    names = ("hist_item_graph", "hist_item_type", "hist_query_terms", "user_country") + (
-        (HIST_ITEM_VECTOR,) if HIST_ITEM_VECTOR in q_in else ())
-    q_in.update(zip(names, blank_user_inputs(*(q_in[n] for n in names))))
-    return step.model.query_tower(**q_in) @ step.product_vectors.T
+    q_in = step.columns.query_inputs
+    q_blank = step.model.query_tower.forward_blanked(q_in["query_terms"], q_in["query_graph"], q_in["query_graph_mask"])
+    return q_blank @ step.product_vectors.T
 
 
 class InBatchNegatives:

@@ -472,6 +472,32 @@ class QueryUserTower(nn.Module):
         return F.normalize(out, dim=-1)
 
 
+    def forward_blanked(self, query_terms: torch.Tensor, query_graph: torch.Tensor, query_graph_mask: torch.Tensor) -> torch.Tensor:
+        """(B, D): what `forward` gives these queries with every user input blanked
+        (`blank_user_inputs`, the non-personalised ablation), without the per-row history work.
+        Blanked, every history token is padding, so the history encoder sees the summary token alone;
+        its encoding, the country part and the user skip are then one vector each for all rows,
+        computed once here (with batch 1) and broadcast. Training reads it for the teacher distilled
+        into the blanked vector (`objective.blanked_query_scores`)."""
+        parts = query_parts(self.terms(query_terms), query_graph, query_graph_mask)
+        term_bag = parts[0]
+        b = query_terms.shape[0]
+        zero = torch.zeros(1, dtype=torch.int64, device=query_terms.device)
+        summary = self.history(self.summary + self.segment.weight[0])[:, 0]  # (1, h): attends to itself only
+        user = torch.cat([unit_scale(summary), unit_scale(self.country(zero))], dim=-1).expand(b, -1)
+        out = self.fuse(torch.cat(parts + [user], dim=-1))
+        if self.lexical is not None:
+            out = out + self.lexical(term_bag)
+        if self.user_skip is not None:
+            if self.user_after_norm:
+                out = F.normalize(out, dim=-1)
+            g = self.item_proj.in_features
+            out = out + self.user_skip(query_graph.new_zeros(1, 1, g), zero[:, None], zero)  # (1, D): country 0, no history
+        # experimental.history_item_vectors adds nothing here: the typed mean of no items is zero and
+        # its map has no bias.
+        return F.normalize(out, dim=-1)
+
+
 class UpperModel(nn.Module):
     """Both towers sharing one term table. `forward(query_inputs, product_inputs)` encodes both sides in
     one call so DistributedDataParallel sees a single forward per step."""
