@@ -111,7 +111,7 @@ def _for_seed(value: Any, seed: int) -> Any:
 
 
 def _overrides(items: list[str]) -> dict[str, Any]:
-    """["experimental.distill_rows=\"without_history\"", "loop.epochs=1"] -> {key: value}; a value that
+    """["objective.distill_rows=\"without_history\"", "loop.epochs=1"] -> {key: value}; a value that
     is not JSON is taken as a string."""
     out: dict[str, Any] = {}
     for item in items:

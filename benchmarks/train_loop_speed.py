@@ -1,7 +1,7 @@
 """Speed of the training loop alone (steps/s and the step's split), on a prepared run directory.
 
     python benchmarks/train_loop_speed.py DATA PREP [--preset logs] [--steps 60] [--warmup-fraction 0]
-        [--threads 2] [--profile 20] [--out result.json]
+        [--threads 2] [--profile 20] [--set KEY=VALUE ...] [--out result.json]
 
 PREP is a run directory that `upper-fast train DATA PREP` (or benchmarks/train_time.py) prepared:
 tokenizer.json, vocab.json, graph.npz, text_encoder/, checkpoint/encoder_init.safetensors and, for a
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-fraction", type=float, default=None, help="override negatives.warmup_fraction")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--profile", type=int, default=0, help="profile this many more steps with torch.profiler")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="a config override on top of the preset, e.g. --set objective.distill_rows=all "
+                        "(repeatable; the value is JSON, a bare word is taken as a string)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     for name in ("tokenizer.json", "vocab.json", "graph.npz", "text_encoder"):
@@ -60,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict = {"progress": False, "text_cache_dir": str((args.prep / "text_cache").resolve())}
     if args.warmup_fraction is not None:
         overrides["warmup_fraction"] = args.warmup_fraction
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
     config = TrainConfig.preset(args.preset, **overrides)
     dataset = load_dataset(args.data, progress=False)
     arrays = training_arrays(dataset, args.prep, config)
@@ -77,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     steps = metrics["steps_this_run"]
     report = {
-        "data": str(args.data), "simulated": bool(dataset.meta.get("simulated")), "preset": args.preset,
+        "data": str(args.data), "simulated": bool(dataset.meta.get("simulated")), "preset": args.preset, "set": args.set,
         "warmup_fraction": config.negatives.warmup_fraction, "threads": args.threads,
         "machine": f"{cpu_model()}, {os.cpu_count()} cpus, {platform.machine()}", "simd": upper_fast.simd_level(),
         "torch": torch.__version__, "steps": steps, "batch_size": config.loop.batch_size,

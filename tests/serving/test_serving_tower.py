@@ -302,3 +302,24 @@ def test_forward_blanked_equals_the_tower_with_blanked_user_inputs(lexical, user
             assert (tower.forward_blanked(*q) - tower(**x)).abs().max().item() > 1e-3  # the user does change it
     tower.forward_blanked(*q).sum().backward()
     assert tower.terms.embedding.weight.grad is not None and tower.summary.grad is not None
+
+
+def test_forward_blanked_reuses_the_training_forwards_query_parts():
+    """With objective.distill_rows "blanked" a training forward keeps its query parts and the next
+    forward_blanked on the same tensors uses them once: the term table is read once for the query
+    (and its history queries, in one bag call), and the result equals a fresh computation."""
+    tower = _tower(True, True, distill_rows="blanked").train()
+    x = {k: torch.from_numpy(v) for k, v in _inputs(50).items()}
+    q = (x["query_terms"], x["query_graph"], x["query_graph_mask"])
+    with torch.no_grad():
+        fresh = tower.forward_blanked(*q)
+    calls = []
+    hook = tower.terms.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    tower(**x)
+    shared = tower.forward_blanked(*q)
+    assert calls == [50 + 50 * M]  # one bag call for the queries and their history queries, none for the blanked pass
+    tower.forward_blanked(*q)  # used once: a second call computes its own parts
+    assert calls == [50 + 50 * M, 50]
+    hook.remove()
+    torch.testing.assert_close(shared.detach(), fresh, atol=1e-6, rtol=1e-6)
+    assert not _tower(True, True).train().keeps_query_parts  # other objectives keep nothing

@@ -73,6 +73,23 @@ def test_schema_versions():
     assert TrainConfig.from_dict({"term_dim": 16}).model.lexical_skip
 
 
+def test_fields_that_left_the_experimental_section_are_read_at_their_new_place():
+    """A run config saved while distill_rows and personalize_known_queries were experimental loads
+    with them at objective / model; the old dotted and section overrides still work."""
+    saved = TrainConfig.preset("logs").to_dict()
+    saved["experimental"]["distill_rows"] = saved["objective"].pop("distill_rows")
+    saved["experimental"]["personalize_known_queries"] = saved["model"].pop("personalize_known_queries")
+    config = TrainConfig.from_dict(json.loads(json.dumps(saved)))
+    assert config == TrainConfig.preset("logs")
+    assert config.objective.distill_rows == "blanked" and config.model.personalize_known_queries
+    old = TrainConfig.preset("paper", **{"experimental.distill_rows": "without_history"},
+                             experimental={"personalize_known_queries": True})
+    assert old.objective.distill_rows == "without_history" and old.model.personalize_known_queries
+    saved["objective"]["distill_rows"] = "all"  # the two places disagree: say which one counts
+    with pytest.raises(ValueError, match="lives in 'objective' now"):
+        TrainConfig.from_dict(saved)
+
+
 class _Data:
     def __init__(self, users: list[str | None], meta: dict) -> None:
         self.log = pa.table({"user_id": pa.array(users, pa.string())})

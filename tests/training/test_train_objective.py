@@ -167,9 +167,9 @@ def test_distillation_rows_without_history_skip_rows_the_user_history_reaches():
     queries[2, 1, 0] = 7  # row 2: a history query, no history item
     assert without_history({"hist_item_type": items, "hist_query_terms": queries}).tolist() == [True, False, False, True]
     with pytest.raises(ValueError, match="distill_rows"):
-        TrainConfig.preset("logs", **{"experimental.distill_rows": "signed_in"})
-    config = TrainConfig.preset("logs", **{"experimental.distill_rows": "without_history"})
-    assert config.experimental.distill_rows == "without_history"
+        TrainConfig.preset("logs", **{"objective.distill_rows": "signed_in"})
+    config = TrainConfig.preset("logs", **{"objective.distill_rows": "without_history"})
+    assert config.objective.distill_rows == "without_history"
 
 
 def test_distillation_of_the_blanked_query_vector_scores_the_user_free_twin():

@@ -102,6 +102,12 @@ class ModelConfig:
     # on its rare words as BM25 does. Set from the training catalogue at the start of training,
     # stored with the weights, folded into the served table (no ONNX change).
     term_idf_scale: bool = False
+    # At inference (the tower in eval mode, the ONNX export, the served towers): a query without a
+    # graph node (query_graph_mask 0: the training log never had it) is answered with the user inputs
+    # blanked, a known query with them. Training is unchanged. Meant with objective.distill_rows
+    # "blanked", whose blanked vectors follow the teacher on new queries while its personalised
+    # vectors serve the queries the log knows (docs/experiments/2026-12-07-known-query-personalisation.md).
+    personalize_known_queries: bool = False
 
 
 @dataclass
@@ -205,6 +211,14 @@ class ObjectiveConfig:
     distill_weight: float = 0.0
     distill_temperature: float = 0.05
     distill_queries: int = 0
+    # Which positive rows the distillation covers, and which query vector it teaches: "all" (every
+    # row's personalised vector), "without_history" (only rows whose query tower sees no user
+    # history: signed-out searches, pseudo-queries, first searches), or "blanked" (every row, but the
+    # vector the tower gives the row's query with its user inputs blanked as the non-personalised
+    # ablation blanks them: the teacher knows only the query text, so it teaches the query-only
+    # ranking and leaves the personalised vector to the engagement losses; one history-encoder pass
+    # for all rows, `QueryUserTower.forward_blanked`).
+    distill_rows: str = "all"
 
 
 @dataclass
@@ -242,14 +256,6 @@ class ExperimentalConfig:
     distill_bm25_negatives: int = 0
     # Per-row softmax contrast weights by engagement type [click, favorite, add_to_cart, purchase].
     contrast_type_weights: list[float] = field(default_factory=list)
-    # Which positive rows the teacher distillation covers, and which query vector it teaches: "all"
-    # (every row's personalised vector), "without_history" (only rows whose query tower sees no user
-    # history: signed-out searches, pseudo-queries, first searches), so the user-agnostic teacher
-    # does not pull personalised query vectors toward one ranking for all; or "blanked" (every row,
-    # but the vector the tower gives the row's query with its user inputs blanked as the
-    # non-personalised ablation blanks them: the teacher knows only the query text, so it teaches
-    # the query-only ranking and leaves the personalised vector to the engagement losses).
-    distill_rows: str = "all"
     # A second vector per history item, beside its graph vector (towers.QueryUserTower): a token term
     # in the history transformer and a type-weighted mean through a zero-initialised matrix added to
     # the output. "product": the product tower's own vectors, refreshed every history_vector_refresh
@@ -268,7 +274,7 @@ class ExperimentalConfig:
     # False: the user inputs reach the query vector only through the additive user-affinity skip
     # (model.user_skip: C[country] + H . typed history mean), not through the fusion MLP, whose user
     # columns are held at zero. The user then shifts every query's vector by the same user vector and
-    # cannot switch how the tower treats the query (with distill_rows="blanked" a fused user input
+    # cannot switch how the tower treats the query (with objective.distill_rows "blanked" a fused user input
     # let the tower keep a teacher-like ranking for blanked inputs and a different one for real users).
     user_fusion: bool = True
     # With user_fusion false: the query's own vector (fusion MLP + lexical skip) is L2-normalised
@@ -278,12 +284,6 @@ class ExperimentalConfig:
     # only: `upper-fast export` refuses such a model (the lean serving tower adds the user before its
     # one normalisation).
     user_after_norm: bool = False
-    # At inference (the tower in eval mode, the ONNX export, the served towers): a query without a
-    # graph node (query_graph_mask 0: the training log never had it) is answered with the user inputs
-    # blanked, a known query with them. Training is unchanged. Meant with distill_rows="blanked",
-    # whose blanked vectors follow the teacher on new queries while its personalised vectors serve
-    # the queries the log knows (docs/experiments/2026-12-07-known-query-personalisation.md).
-    personalize_known_queries: bool = False
 
 
 DISTILL_ROWS = ("all", "without_history", "blanked")
@@ -385,9 +385,9 @@ class TrainConfig:
                              "the vector through the skip only)")
         if not exp.user_fusion and not model.user_skip:
             raise ValueError("experimental.user_fusion false needs model.user_skip true (the skip is then the user's only path)")
-        if exp.distill_rows not in DISTILL_ROWS:
-            raise ValueError(f"experimental.distill_rows must be one of {', '.join(map(repr, DISTILL_ROWS))}, "
-                             f"got {exp.distill_rows!r}")
+        if obj.distill_rows not in DISTILL_ROWS:
+            raise ValueError(f"objective.distill_rows must be one of {', '.join(map(repr, DISTILL_ROWS))}, "
+                             f"got {obj.distill_rows!r}")
         if exp.distill_bm25 < 0:
             raise ValueError(f"distill_bm25 must be >= 0, got {exp.distill_bm25}")
         if exp.distill_bm25 > 0 and obj.distill_weight == 0:
@@ -467,6 +467,7 @@ class TrainConfig:
                              f"{SCHEMA_VERSION} and unversioned flat configs): upgrade upper_fast")
         preset = values.pop("preset", None)
         values.pop("run", None)  # what a run directory derived from its data, not settings
+        values = _moved(values)
         unknown = sorted(set(values) - set(_SECTIONS))
         if unknown:
             raise ValueError(f"unknown config sections {unknown}: expected {sorted(_SECTIONS)}")
@@ -522,6 +523,34 @@ _REPLACED_FIELDS = {
 }
 
 
+# Fields that moved out of the experimental section when a preset adopted them: (old section,
+# field) -> new section. Saved configs and "section.field" overrides that name the old place are
+# read at the new one.
+_MOVED_FIELDS = {
+    ("experimental", "distill_rows"): "objective",
+    ("experimental", "personalize_known_queries"): "model",
+}
+
+
+def _moved(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (to_dict's form) with `_MOVED_FIELDS` at their current sections; a field given at
+    both places with two values is a ValueError."""
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for (old, name), new in _MOVED_FIELDS.items():
+        section = values.get(old)
+        if not isinstance(section, dict) or name not in section:
+            continue
+        value = section.pop(name)
+        target = values.setdefault(new, {})
+        if not isinstance(target, dict):
+            continue  # the section's own error follows
+        if name in target and target[name] != value:
+            raise ValueError(f"config field {name!r} is given as {old}.{name} = {value!r} and as {new}.{name} = "
+                             f"{target[name]!r}: it lives in {new!r} now, keep that one")
+        target[name] = value
+    return values
+
+
 def _nest(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{"epochs": 3, "model": {"dim": 8}, "loop.lr": 1e-3} -> {"loop": {...}, "model": {...}}."""
     nested: dict[str, dict[str, Any]] = {}
@@ -530,9 +559,10 @@ def _nest(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if not isinstance(value, dict):
                 raise ValueError(f"config section {key!r} must be a dict of its fields, got {type(value).__name__}")
             for name, v in value.items():
-                nested.setdefault(key, {})[name] = v
+                nested.setdefault(_MOVED_FIELDS.get((key, name), key), {})[name] = v
             continue
         section, _, name = key.rpartition(".")
+        section = _MOVED_FIELDS.get((section, name), section)
         if not section:
             section = _FIELD_SECTION.get(name, "")
         if name in _REPLACED_FIELDS:

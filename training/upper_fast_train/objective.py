@@ -157,7 +157,7 @@ class SoftmaxDistillation:
         self.temperature = temperature  # the student's
         self.teacher_temperature = teacher_temperature  # divides the teacher's cosines before its softmax at T = 1
         self.source = "lexical" if mined_columns > 0 else None
-        self.rows = rows  # config.experimental.distill_rows: "all", "without_history" or "blanked"
+        self.rows = rows  # config.objective.distill_rows: "all", "without_history" or "blanked"
 
     def __call__(self, step: ScoredStep) -> torch.Tensor:
         t_logits, rows = self.teacher.logits(step.columns.query_rows, step.columns.unique, self.teacher_temperature)  # (B, R), (B,)
@@ -288,7 +288,7 @@ def build_objective(config: TrainConfig, teacher: DistillTeacher | None = None) 
         terms.append(Weighted(SoftmaxContrast(obj.contrast_temperature, exp.contrast_type_weights), obj.contrast_weight))
     if teacher is not None and obj.distill_weight > 0:
         distill = SoftmaxDistillation(teacher, obj.contrast_temperature, obj.distill_temperature, exp.distill_bm25_negatives,
-                                      exp.distill_rows)
+                                      obj.distill_rows)
         terms.append(Weighted(distill, obj.distill_weight))
     if neg.inbatch_negatives > 0:
         terms.append(Weighted(InBatchNegatives(neg.inbatch_negatives, theta_neg), "inbatch"))

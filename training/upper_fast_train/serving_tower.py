@@ -100,7 +100,7 @@ class LeanQueryTower(nn.Module):
 
         self = cls()
         self.personalized = bool(tower.personalized)
-        self.known_queries_only = bool(getattr(tower, "personalize_known_queries", False)) and self.personalized
+        self.known_queries_only = tower.personalize_known_queries and self.personalized
         self.act_name = act_name
         h = attn.embed_dim
         heads = attn.num_heads
