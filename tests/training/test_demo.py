@@ -152,6 +152,22 @@ def test_eval_scores_the_bundle_as_served(demo, tmp_path, capsys):
     assert rc == 2 and "was trained on the window before" in capsys.readouterr().err
 
 
+
+def test_eval_scores_the_validation_window_when_asked(demo, capsys):
+    out, _ = demo
+    args = ["eval", str(out / "run"), "--data", str(out / "data"), "--ks", "100", "--json", "--no-progress"]
+    assert cli_main(args + ["--window", "validation"]) == 0
+    valid = json.loads(capsys.readouterr().out)
+    assert cli_main(args) == 0
+    test = json.loads(capsys.readouterr().out)
+    assert (valid["window"], test["window"]) == ("validation", "test")
+    counts = [r["systems"]["model"]["requests"] for r in (valid, test)]
+    assert min(counts) > 0 and counts[0] != counts[1]  # two different sets of requests
+    # The bundle's histories run to valid_end: its served figures exist for the test window only.
+    rc = cli_main(args + ["--window", "validation", "--bundle", str(out / "bundle")])
+    assert rc == 2 and "test window only" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("denser_wins", [True, False])
 def test_a_denser_graph_is_tried_where_the_default_needs_a_large_ef(demo, tmp_path, monkeypatch, denser_wins):
     """Forced here (the tiny world serves near-exact recall at the smallest ef): the export rebuilds the

@@ -21,8 +21,9 @@ def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "eval",
         help="evaluate a training run: purchase recall on the test window, personalisation, baselines",
-        description="Evaluate RUN on the dataset's test window (events from valid_end on; see --valid-end) "
-        "(purchase recall@k over the "
+        description="Evaluate RUN on the dataset's test window (events from valid_end on; see --valid-end), "
+        "or with --window validation on the validation window (from train_end to valid_end), the one to "
+        "tune on (purchase recall@k over the "
         "whole catalogue, per interaction type, head/torso/tail, signed-in/out, Kendall-tau "
         "personalisation), beside the same model with user features blanked and a BM25 baseline.",
     )
@@ -44,6 +45,8 @@ def add_commands(subparsers: Any) -> None:
                    help="with --bundle (one with a lexical index): purchase recall of dense only, lexical only, RRF "
                    "and the bundle's fusion, per segment and per query length (upper_fast_train.fusion)")
     p.add_argument("--ks", type=int, nargs="+", default=[100, 1000], help="recall cut-offs (default 100 1000)")
+    p.add_argument("--window", choices=("test", "validation"), default="test",
+                   help="the log window to score (default test; tune choices on validation, report test)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_window_arguments(p)
@@ -61,6 +64,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     if args.channels and args.bundle is None:
         raise ValueError("--channels scores a bundle's channels: pass --bundle BUNDLE too")
+    if args.bundle is not None and args.window != "test":
+        raise ValueError("--bundle scores the served pipeline on the test window only: a bundle holds user "
+                         "histories as of valid_end and was calibrated on the validation window, so its "
+                         f"{args.window} figures would see the answers; drop --bundle to score the run on "
+                         f"the {args.window} window")
     if args.bundle is not None:  # a wrong bundle fails before any work
         from upper_fast_train.served import check_bundle_of_run
 
@@ -85,14 +93,16 @@ def _run_eval(args: argparse.Namespace) -> int:
     simulated = bool((dataset.meta or {}).get("simulated"))
     label = "simulated" if simulated else "real"
     ks = tuple(args.ks)
+    name = args.window
 
     systems = {
-        "model": evaluate_run(run, dataset, ks=ks, progress=progress),
-        "model, user features blanked": evaluate_run(run, dataset, ks=ks, progress=progress, personalized=False),
-        "BM25 (title + tags)": bm25_baseline(dataset, ks=ks, progress=progress),
+        "model": evaluate_run(run, dataset, window=name, ks=ks, progress=progress),
+        "model, user features blanked": evaluate_run(run, dataset, window=name, ks=ks, progress=progress,
+                                                     personalized=False),
+        "BM25 (title + tags)": bm25_baseline(dataset, window=name, ks=ks, progress=progress),
     }
-    window = f"test window ({dataset.windows.describe()})"
-    report: dict[str, Any] = {"data": label, "dataset": str(data_dir), "run": str(args.run), "window": "test",
+    window = f"{name} window ({dataset.windows.describe()})"
+    report: dict[str, Any] = {"data": label, "dataset": str(data_dir), "run": str(args.run), "window": name,
                               "windows": dataset.windows.to_dict()}
     report["systems"] = systems
     if args.homedepot is not None:
@@ -100,11 +110,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.bundle is not None:
         from upper_fast_train.served import evaluate_served
 
-        report["served"] = evaluate_served(args.bundle, dataset, k=min(ks), progress=progress)
+        report["served"] = evaluate_served(args.bundle, dataset, window=name, k=min(ks), progress=progress)
     if args.channels:
         from upper_fast_train.fusion import hybrid_eval_bundle
 
-        report["channels"] = hybrid_eval_bundle(args.bundle, dataset, k=min(ks), progress=progress)
+        report["channels"] = hybrid_eval_bundle(args.bundle, dataset, window=name, k=min(ks), progress=progress)
 
     if args.json:
         print(json.dumps(_json_safe(report), indent=2, allow_nan=False))
