@@ -270,3 +270,16 @@ def test_served_ef_also_holds_for_known_queries_searched_as_new_ones(demo, tmp_p
     assert seen and len(set(seen)) == 1 and seen[0] == report["as_new_queries_requests"]
     assert set(Path(tempfile.gettempdir()).glob("upper-fast-new-queries-*")) == before
     assert upper_fast.bundle.read_manifest(bundle)["index"]["ef_search"] == 400
+
+
+def test_served_users_pass_the_country_a_service_knows():
+    """A signed-out request (or a user the bundle does not know) is searched with the shopper's
+    country, as the exact evaluation scores it; without a country it is anonymous."""
+    import pyarrow as pa
+
+    from upper_fast import UserContext
+    from upper_fast_train.served import served_users
+
+    events = pa.table({"user_id": ["u1", None, "u9", None], "country": ["DE", "FR", "US", None]})
+    assert served_users(events, {"u1"}) == ["u1", UserContext(country="FR"), UserContext(country="US"), None]
+    assert served_users(events.drop(["country"]), {"u1"}) == ["u1", None, None, None]

@@ -92,9 +92,8 @@ def evaluate_served(
     if len(requests) == 0:
         raise ValueError(f"the {window!r} window has no engagement events to evaluate")
     retriever = Retriever.load(bundle, num_threads=1)
-    known = set(_bundle_users(bundle))
     queries = [str(q) for q in requests.events.column("query").to_pylist()]
-    users = [u if u in known else None for u in requests.events.column("user_id").to_pylist()]
+    users = served_users(requests.events, set(_bundle_users(bundle)))
     catalog_rows = {str(p): i for i, p in enumerate(dataset.catalog.column("product_id").to_pylist())}
 
     out: dict[str, float] = {}
@@ -132,6 +131,19 @@ def _latencies(retriever: Any, queries: Sequence[str], users: Sequence[Any], k: 
         retriever.search(q, user=u, k=k)
         times[i] = (time.perf_counter() - t0) * 1e3
     return times
+
+
+def served_users(events: Any, known: set[str]) -> list[Any]:
+    """What a service passes as `user` for each request row (pyarrow table with user_id and, where
+    the log has it, country): the user id when the bundle knows the user, else the shopper's country
+    as a `UserContext` (a service knows a signed-out shopper's country as the log did), else None.
+    The exact evaluation gives the model the same country, so served and exact figures compare."""
+    from upper_fast import UserContext
+
+    ids = events.column("user_id").to_pylist()
+    countries = events.column("country").to_pylist() if "country" in events.column_names else [None] * len(ids)
+    return [str(u) if u is not None and str(u) in known else (UserContext(country=str(c)) if c else None)
+            for u, c in zip(ids, countries)]
 
 
 def _bundle_users(bundle: str | Path) -> list[str]:
@@ -173,9 +185,8 @@ def choose_served_ef(bundle: str | Path, dataset: Any, *, window: str = "validat
     take = np.arange(len(requests))
     if len(take) > max_requests:
         take = np.sort(np.random.default_rng(seed).choice(len(take), max_requests, replace=False))
-    known = set(_bundle_users(bundle))
     queries = [str(requests.events.column("query")[int(i)].as_py()) for i in take]
-    users = [u if u in known else None for u in (requests.events.column("user_id")[int(i)].as_py() for i in take)]
+    users = served_users(requests.events.take(take), set(_bundle_users(bundle)))
     catalog_rows = {str(p): i for i, p in enumerate(dataset.catalog.column("product_id").to_pylist())}
     sub = _take(requests, take)
     n_purchase = sum(len(r) > 0 for r in sub.relevant["purchase"])
