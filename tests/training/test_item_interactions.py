@@ -498,6 +498,15 @@ def test_training_learns_the_planted_pattern(planted: dict[str, Path]) -> None:
     assert all(PRODUCTS[t] == "b" + PRODUCTS[s][1:] for s, t in zip(sources, targets))
     ours = evaluate_next_action(EmbeddingRanker(arrays, config.featurizer_config().to_dict(), "add_to_cart"), sources, targets)
     assert ours["recall@10"] >= 0.8 and ours["coverage"] == 1.0
+    # Back-off: products never carted in training (the a_i, the cold ones) become candidates too,
+    # through their view or title vectors; without it only the carted b_i can be suggested.
+    cart_only = EmbeddingRanker(arrays, config.featurizer_config().to_dict(), "add_to_cart")
+    backoff = EmbeddingRanker(arrays, config.featurizer_config().to_dict(), "add_to_cart", backoff=True)
+    assert {PRODUCTS[r][0] for r in cart_only.cand_rows} == {"b"}
+    assert sorted(backoff.cand_rows.tolist()) == list(range(len(PRODUCTS)))
+    assert np.allclose(np.linalg.norm(backoff.cand_vectors, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="input"):
+        EmbeddingRanker(arrays, config.featurizer_config().to_dict(), "add_to_cart", candidates="context", backoff=True)
     train = build_sessions(dataset.log, StringIdMap(PRODUCTS))
     cooc = evaluate_next_action(CooccurrenceRanker(train, len(PRODUCTS), "add_to_cart"), sources, targets)
     assert cooc["recall@10"] == 1.0

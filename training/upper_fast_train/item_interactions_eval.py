@@ -55,33 +55,44 @@ def next_action_requests(sessions: SessionTokens, target: str) -> tuple[np.ndarr
 class EmbeddingRanker:
     """Nearest `to` vectors of a source's `from_` vector (exact inner product on normalised vectors).
 
-    A source without a trained `from_` vector uses the normalised mean of its title's subword rows."""
+    A source without a trained `from_` vector uses the normalised mean of its title's subword rows.
+
+    backoff: the candidates are every product, not only those with a trained `to` token: a product
+    the training sessions never gave that interaction stands in with its view vector, else its
+    title's subword vector (input vectors only)."""
 
     def __init__(self, arrays: dict[str, np.ndarray], featurizer_config: dict[str, Any], to: str,
-                 candidates: str = "input", from_: str = "view") -> None:
+                 candidates: str = "input", from_: str = "view", backoff: bool = False) -> None:
         keys, vectors = arrays["keys"], arrays["vectors"]
         n = len(arrays["product_ids"])
-        self.view_pos = np.full(n, -1, dtype=np.int64)
-        view = np.flatnonzero(keys % N_TYPES == token_type(from_))
-        self.view_pos[keys[view] // N_TYPES] = view
         self.vectors = _normalised(vectors)
+        self.subwords = arrays["subwords"]
+        self.titles = arrays["titles"]
+        self.featurizer = Featurizer(FeaturizerConfig.from_dict(featurizer_config))
+        self.source_pos = _positions(keys, n, token_type(from_))  # each product's `from_` vector, -1 = none
         cand = np.flatnonzero(keys % N_TYPES == token_type(to))
         self.cand_rows = keys[cand] // N_TYPES
         # "input": the candidates' own token vectors (second order: shared contexts); "context": their
         # output vectors (first order: what the skip-gram objective scores against a center).
         table = self.vectors if candidates == "input" else _normalised(arrays["context"])
         self.cand_vectors = np.ascontiguousarray(table[cand])
-        self.subwords = arrays["subwords"]
-        self.titles = arrays["titles"]
-        self.featurizer = Featurizer(FeaturizerConfig.from_dict(featurizer_config))
+        if backoff:
+            if candidates != "input":
+                raise ValueError("backoff stands in with view (input) vectors: use candidates='input'")
+            missing = np.setdiff1d(np.arange(n, dtype=np.int64), self.cand_rows)
+            extra, ok = self.source_vectors(missing, _positions(keys, n, VIEW))
+            self.cand_rows = np.concatenate([self.cand_rows, missing[ok]])
+            self.cand_vectors = np.ascontiguousarray(np.concatenate([self.cand_vectors, extra[ok]]))
 
-    def source_vectors(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """((m, dim) float32 vectors, (m,) bool has_vector)."""
+    def source_vectors(self, rows: np.ndarray, positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """((m, dim) float32 vectors, (m,) bool has_vector): each row's trained vector at `positions`
+        (default: the `from_` type's), else its title's subword vector."""
+        pos = self.source_pos if positions is None else positions
         out = np.zeros((len(rows), self.vectors.shape[1]), np.float32)
         ok = np.zeros(len(rows), bool)
         for i, r in enumerate(rows):
-            if self.view_pos[r] >= 0:
-                out[i], ok[i] = self.vectors[self.view_pos[r]], True
+            if pos[r] >= 0:
+                out[i], ok[i] = self.vectors[pos[r]], True
             elif self.titles[r]:
                 terms = self.featurizer.term_ids(str(self.titles[r]))
                 v = self.subwords[terms[terms > 0]].mean(axis=0) if (terms > 0).any() else np.zeros(out.shape[1])
@@ -142,6 +153,14 @@ def evaluate_next_action(ranker: Ranker, sources: np.ndarray, targets: np.ndarra
     out["coverage"] = float(np.mean([len(c) > 0 for c in lists]))
     out["requests"] = int(len(sources))
     return out
+
+
+def _positions(keys: np.ndarray, n: int, type_code: int) -> np.ndarray:
+    """(n,) int64: each product row's position in `keys` for one token type, -1 where it has none."""
+    pos = np.full(n, -1, dtype=np.int64)
+    at = np.flatnonzero(keys % N_TYPES == type_code)
+    pos[keys[at] // N_TYPES] = at
+    return pos
 
 
 def _normalised(v: np.ndarray) -> np.ndarray:
