@@ -2,8 +2,9 @@
 
 The typed model answers "viewed A, what is carted next?" among the products whose add_to_cart token
 the training sessions hold. A product never carted in training cannot be suggested, however often it
-was viewed, while plain skip-gram ranks every product. With back-off (`EmbeddingRanker(backoff=True)`)
-such a product stands in with its view vector, else its title's subword vector. This benchmark trains
+was viewed, while plain skip-gram ranks every product. With back-off (`EmbeddingRanker(backoff=...)`)
+such a product stands in with its view vector, else its title's subword vector: as it is ("view"),
+or mapped by the least-squares linear map from view to add_to_cart vectors ("translate"). This benchmark trains
 the typed default and plain skip-gram on each dataset's train window and asks for the next
 add_to_cart after a view in the VALIDATION and the test window, with and without back-off, and counts
 the requests whose target has no training add_to_cart token.
@@ -57,11 +58,11 @@ def run_dataset(path: str, threads: int, work: Path) -> dict[str, Any]:
             carted[keys[keys % N_TYPES == token_type("add_to_cart")] // N_TYPES] = True
             out["targets_without_a_training_cart"] = {w: float(np.mean(~carted[t])) for w, (_, t) in requests.items()}
             out["products_with_a_cart_vector"] = int(carted.sum())
-        for backoff in (False, True):
+        for backoff in (False, "view", "translate"):
             if backoff and i == 1:
                 continue  # plain skip-gram has one token per product: every product is already a candidate
             ranker = EmbeddingRanker(arrays, saved.featurizer_config().to_dict(), "add_to_cart", backoff=backoff)
-            key = name + (", back-off" if backoff else "")
+            key = name + {False: "", "view": ", back-off (view vectors)", "translate": ", back-off (translated)"}[backoff]
             res = {w: evaluate_next_action(ranker, s, t) for w, (s, t) in requests.items()}
             out["recall@100"][key] = {w: r["recall@100"] for w, r in res.items()}
             out["recall@10"][key] = {w: r["recall@10"] for w, r in res.items()}

@@ -59,10 +59,12 @@ class EmbeddingRanker:
 
     backoff: the candidates are every product, not only those with a trained `to` token: a product
     the training sessions never gave that interaction stands in with its view vector, else its
-    title's subword vector (input vectors only)."""
+    title's subword vector (input vectors only). "view" (or True) uses that vector as it is;
+    "translate" maps it first by the least-squares linear map from view vectors to `to` vectors,
+    fitted on the products that have both, so it scores on the `to` vectors' scale."""
 
     def __init__(self, arrays: dict[str, np.ndarray], featurizer_config: dict[str, Any], to: str,
-                 candidates: str = "input", from_: str = "view", backoff: bool = False) -> None:
+                 candidates: str = "input", from_: str = "view", backoff: bool | str = False) -> None:
         keys, vectors = arrays["keys"], arrays["vectors"]
         n = len(arrays["product_ids"])
         self.vectors = _normalised(vectors)
@@ -76,11 +78,20 @@ class EmbeddingRanker:
         # output vectors (first order: what the skip-gram objective scores against a center).
         table = self.vectors if candidates == "input" else _normalised(arrays["context"])
         self.cand_vectors = np.ascontiguousarray(table[cand])
-        if backoff:
+        mode = {False: None, True: "view"}.get(backoff, backoff) if isinstance(backoff, bool) else backoff
+        if mode not in (None, "view", "translate"):
+            raise ValueError(f"backoff must be False, True, 'view' or 'translate', got {backoff!r}")
+        if mode is not None:
             if candidates != "input":
                 raise ValueError("backoff stands in with view (input) vectors: use candidates='input'")
+            views = _positions(keys, n, VIEW)
             missing = np.setdiff1d(np.arange(n, dtype=np.int64), self.cand_rows)
-            extra, ok = self.source_vectors(missing, _positions(keys, n, VIEW))
+            extra, ok = self.source_vectors(missing, views)
+            if mode == "translate":
+                both = self.cand_rows[views[self.cand_rows] >= 0]
+                to_pos = _positions(keys, n, token_type(to))
+                w, *_ = np.linalg.lstsq(self.vectors[views[both]], self.vectors[to_pos[both]], rcond=None)
+                extra = _normalised(extra @ w.astype(np.float32))
             self.cand_rows = np.concatenate([self.cand_rows, missing[ok]])
             self.cand_vectors = np.ascontiguousarray(np.concatenate([self.cand_vectors, extra[ok]]))
 
