@@ -505,8 +505,15 @@ def test_training_learns_the_planted_pattern(planted: dict[str, Path]) -> None:
     assert {PRODUCTS[r][0] for r in cart_only.cand_rows} == {"b"}
     assert sorted(backoff.cand_rows.tolist()) == list(range(len(PRODUCTS)))
     assert np.allclose(np.linalg.norm(backoff.cand_vectors, axis=1), 1.0, atol=1e-5)
+    translated = EmbeddingRanker(arrays, config.featurizer_config().to_dict(), "add_to_cart", backoff="translate")
+    assert sorted(translated.cand_rows.tolist()) == list(range(len(PRODUCTS)))
+    assert np.allclose(np.linalg.norm(translated.cand_vectors, axis=1), 1.0, atol=1e-5)
+    n_cart = len(cart_only.cand_rows)  # the trained cart vectors come first and are left as they are
+    assert np.array_equal(translated.cand_vectors[:n_cart], cart_only.cand_vectors)
     with pytest.raises(ValueError, match="input"):
         EmbeddingRanker(arrays, config.featurizer_config().to_dict(), "add_to_cart", candidates="context", backoff=True)
+    with pytest.raises(ValueError, match="backoff must be"):
+        EmbeddingRanker(arrays, config.featurizer_config().to_dict(), "add_to_cart", backoff="nearest")
     train = build_sessions(dataset.log, StringIdMap(PRODUCTS))
     cooc = evaluate_next_action(CooccurrenceRanker(train, len(PRODUCTS), "add_to_cart"), sources, targets)
     assert cooc["recall@10"] == 1.0
