@@ -179,9 +179,9 @@ def hybrid_eval_requests(retriever: Any, dataset: Any, window: str = "eval", k: 
 
     requests = build_requests(dataset, window)
     queries = [q or "" for q in requests.events.column("query").to_pylist()]
-    from upper_fast_train.served import _bundle_users, served_users
+    from upper_fast_train.served import bundle_user_ids, served_users
 
-    users = served_users(requests.events, set(_bundle_users(retriever.bundle_path)))
+    users = served_users(requests.events, set(bundle_user_ids(retriever.bundle_path)))
     cands = collect_candidates(retriever, queries, users, k=k, lexical_k=lexical_k, progress=progress)
     segments = query_segments(dataset, requests.query_keys)
     fusion = retriever._state.fusion

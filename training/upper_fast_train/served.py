@@ -21,7 +21,8 @@ import numpy as np
 from upper_fast.bundle import without_query_nodes
 from upper_fast_train.evaluate import build_requests, query_segments, request_metrics
 
-__all__ = ["EF_LADDER", "check_bundle_of_run", "check_run_windows", "choose_served_ef", "evaluate_served", "served_table"]
+__all__ = ["EF_LADDER", "bundle_user_ids", "check_bundle_of_run", "check_run_windows", "choose_served_ef", "evaluate_served",
+           "served_table", "served_users"]
 
 # Rows of the served table under "all requests".
 SEGMENT_ROWS = ("head", "torso", "tail", "unseen", "signed_in", "signed_out")
@@ -93,7 +94,7 @@ def evaluate_served(
         raise ValueError(f"the {window!r} window has no engagement events to evaluate")
     retriever = Retriever.load(bundle, num_threads=1)
     queries = [str(q) for q in requests.events.column("query").to_pylist()]
-    users = served_users(requests.events, set(_bundle_users(bundle)))
+    users = served_users(requests.events, set(bundle_user_ids(bundle)))
     catalog_rows = {str(p): i for i, p in enumerate(dataset.catalog.column("product_id").to_pylist())}
 
     out: dict[str, float] = {}
@@ -146,7 +147,8 @@ def served_users(events: Any, known: set[str]) -> list[Any]:
             for u, c in zip(ids, countries)]
 
 
-def _bundle_users(bundle: str | Path) -> list[str]:
+def bundle_user_ids(bundle: str | Path) -> list[str]:
+    """The user ids whose histories a search bundle holds (users.parquet)."""
     import pyarrow.parquet as pq
 
     return [str(u) for u in pq.read_table(Path(bundle) / "users.parquet", columns=["user_id"]).column("user_id").to_pylist()]
@@ -186,7 +188,7 @@ def choose_served_ef(bundle: str | Path, dataset: Any, *, window: str = "validat
     if len(take) > max_requests:
         take = np.sort(np.random.default_rng(seed).choice(len(take), max_requests, replace=False))
     queries = [str(requests.events.column("query")[int(i)].as_py()) for i in take]
-    users = served_users(requests.events.take(take), set(_bundle_users(bundle)))
+    users = served_users(requests.events.take(take), set(bundle_user_ids(bundle)))
     catalog_rows = {str(p): i for i, p in enumerate(dataset.catalog.column("product_id").to_pylist())}
     sub = _take(requests, take)
     n_purchase = sum(len(r) > 0 for r in sub.relevant["purchase"])

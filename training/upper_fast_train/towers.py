@@ -477,7 +477,6 @@ class QueryUserTower(nn.Module):
             out = out + self.item_vector_skip(typed_history_mean(hist_item_vector, w, count))
         return F.normalize(out, dim=-1)
 
-
     def _term_bags(self, query_terms: torch.Tensor, hist_query_terms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The query's term bag (B, E) and its history queries' (B, M, E). Training: one `TermBag`
         call over both, so the term table gets one sparse gradient from them, not two to add up
