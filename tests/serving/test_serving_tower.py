@@ -323,3 +323,19 @@ def test_forward_blanked_reuses_the_training_forwards_query_parts():
     hook.remove()
     torch.testing.assert_close(shared.detach(), fresh, atol=1e-6, rtol=1e-6)
     assert not _tower(True, True).train().keeps_query_parts  # other objectives keep nothing
+
+
+def test_the_history_attentions_key_bias_changes_nothing_and_is_held():
+    """q . b_k is the same for every key of a query, so the softmax ignores the key bias: the tower
+    holds it at zero (its gradient is masked) and no output depends on it."""
+    tower = _tower(True, True).train()
+    x = {k: torch.from_numpy(v) for k, v in _inputs(60).items()}
+    h = tower.summary.shape[-1]
+    bias = tower.history.self_attn.in_proj_bias
+    with torch.no_grad():
+        before = tower(**x)
+        bias[h:2 * h] += 3.0
+        torch.testing.assert_close(tower(**x), before, atol=1e-5, rtol=1e-5)
+        bias[h:2 * h] = 0.0
+    tower(**x).sum().backward()
+    assert bool((bias.grad[h:2 * h] == 0).all()) and bool((bias.grad[:h] != 0).any())

@@ -370,6 +370,14 @@ class QueryUserTower(nn.Module):
         self.history = nn.TransformerEncoderLayer(
             h, config.model.history_heads, dim_feedforward=2 * h, dropout=config.model.dropout, batch_first=True, norm_first=True
         )
+        # The key bias of the history attention adds q . b_k to every logit of a query, which the softmax
+        # ignores: its gradient is zero but for rounding noise, which Adam scales into full-size steps
+        # (its value then varied from run to run with no effect on any output). It is held at its
+        # initial zero; the model computes the same function.
+        key_keep = torch.ones(3 * h)
+        key_keep[h:2 * h] = 0.0
+        self.register_buffer("key_bias_keep", key_keep, persistent=False)
+        self.history.self_attn.in_proj_bias.register_hook(lambda grad: grad * self.key_bias_keep)
         self.country = nn.Embedding(n_countries, config.model.country_dim)
         self.query_width = config.model.term_dim + config.graph.graph_dim + 1  # the `query_parts` columns of the fusion input
         user_dim = h + config.model.country_dim
