@@ -44,6 +44,26 @@ def label(meta: dict[str, Any]) -> str:
     return "SIMULATED" if meta.get("simulated") else "real"
 
 
+def run_study(description: str, run_dataset: Any, **header: Any) -> None:
+    """The command line the item-interaction studies share: --data DIR [DIR ...], --threads,
+    --work (default: a temporary folder) and --out; `run_dataset(path, threads, work)` per dataset,
+    written after `header` as {"command", **header, "datasets": [...]}."""
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", nargs="+", required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work", type=Path, default=None, help="where the runs go (default: a temporary folder)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        result = {"command": " ".join(sys.argv), **header,
+                  "datasets": [run_dataset(p, args.threads, work) for p in args.data]}
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else []
 

@@ -12,15 +12,12 @@ A dataset whose dataset.json says simulated is labelled SIMULATED.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from item_interactions import label  # noqa: E402
+from item_interactions import label, run_study  # noqa: E402
 
 VARIANTS = (("typed (default)", {}), ("typed, no category negatives", {"category_negatives": 0}),
             ("plain skip-gram", {"typed_negatives": False}))
@@ -52,19 +49,5 @@ def run_dataset(path: str, threads: int, work: Path) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", nargs="+", required=True)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--work", type=Path, default=None, help="where the runs go (default: a temporary folder)")
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        result = {"variants": dict(VARIANTS), "datasets": [run_dataset(p, args.threads, work) for p in args.data]}
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    run_study(__doc__.split("\n\n")[0], run_dataset, variants=dict(VARIANTS))
