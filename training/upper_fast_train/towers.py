@@ -472,13 +472,8 @@ class QueryUserTower(nn.Module):
         float_pad = torch.zeros(pad.shape, dtype=tokens.dtype, device=tokens.device).masked_fill(pad, float("-inf"))
         encoded = self.history(tokens, src_key_padding_mask=float_pad)
         parts += [unit_scale(encoded[:, 0]), unit_scale(self.country(user_country))]
-        out = self.fuse(torch.cat(parts, dim=-1))
-        if self.lexical is not None:
-            out = out + self.lexical(term_bag)
-        if self.user_skip is not None:
-            if self.user_after_norm:
-                out = F.normalize(out, dim=-1)
-            out = out + self.user_skip(hist_item_graph, hist_item_type, user_country)
+        skip = self.user_skip(hist_item_graph, hist_item_type, user_country) if self.user_skip is not None else None
+        out = self._head(parts, term_bag, skip)
         if self.item_vector_skip is not None and self.item_vector_type is not None:
             w = self.item_vector_type(hist_item_type) * (hist_item_type > 0).unsqueeze(-1)  # (B, N, 1)
             count = (hist_item_type > 0).sum(1, keepdim=True).to(w.dtype)
@@ -516,17 +511,25 @@ class QueryUserTower(nn.Module):
         zero = torch.zeros(1, dtype=torch.int64, device=query_terms.device)
         summary = self.history(self.summary + self.segment.weight[0])[:, 0]  # (1, h): attends to itself only
         user = torch.cat([unit_scale(summary), unit_scale(self.country(zero))], dim=-1).expand(b, -1)
-        out = self.fuse(torch.cat(parts + [user], dim=-1))
-        if self.lexical is not None:
-            out = out + self.lexical(term_bag)
-        if self.user_skip is not None:
-            if self.user_after_norm:
-                out = F.normalize(out, dim=-1)
-            g = self.item_proj.in_features
-            out = out + self.user_skip(query_graph.new_zeros(1, 1, g), zero[:, None], zero)  # (1, D): country 0, no history
+        skip = None
+        if self.user_skip is not None:  # (1, D): country 0, no history
+            skip = self.user_skip(query_graph.new_zeros(1, 1, self.item_proj.in_features), zero[:, None], zero)
         # experimental.history_item_vectors adds nothing here: the typed mean of no items is zero and
         # its map has no bias.
-        return F.normalize(out, dim=-1)
+        return F.normalize(self._head(parts + [user], term_bag, skip), dim=-1)
+
+    def _head(self, parts: list[torch.Tensor], term_bag: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        """The fusion MLP over the query and user parts, plus the lexical skip of the unit-scaled term
+        bag, plus the user skip vector `skip` (after a normalisation with experimental.user_after_norm);
+        not yet normalised. Shared by `forward` and `forward_blanked`."""
+        out = self.fuse(torch.cat(parts, dim=-1))
+        if self.lexical is not None:
+            out = out + self.lexical(term_bag)
+        if skip is not None:
+            if self.user_after_norm:
+                out = F.normalize(out, dim=-1)
+            out = out + skip
+        return out
 
 
 class UpperModel(nn.Module):
